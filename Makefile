@@ -1,0 +1,25 @@
+# Entry points for people and CI. CI runs `make test` (through .ci/run).
+.PHONY: run test lint build bench fmt
+
+# Run the daemon on the embedded defaults (installs what is missing first).
+run:
+	scripts/deps.sh run
+	cargo run --release --locked -- check tenants.d
+
+# Everything CI checks: lints, man pages, unit and integration tests on real PostgreSQL,
+# SQLite and Chromium. Installs missing Debian packages and starts a throwaway PostgreSQL.
+test:
+	scripts/test.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets --locked -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+build:
+	cargo build --release --locked
+
+bench:
+	scripts/bench.sh

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what flowhq's build and tests need on a Debian machine, skipping what is present.
+# Usage: scripts/deps.sh [run|test]   (run: what the daemon needs; test: also the test tools)
+set -euo pipefail
+
+mode=${1:-test}
+need=()
+have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+pkgs=(git ca-certificates chromium)
+if [ "$mode" = test ]; then
+  pkgs+=(postgresql mandoc groff nginx procps psmisc)
+fi
+for p in "${pkgs[@]}"; do have "$p" || need+=("$p"); done
+
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "deps: missing packages: ${need[*]} (run as root, or install them with apt-get)" >&2
+    exit 1
+  fi
+  echo "deps: installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "deps: cargo is not installed (rustup.rs)" >&2; exit 1; }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what is missing, starts a throwaway PostgreSQL,
+# runs lints and every test against real PostgreSQL, SQLite, Chromium and processes, then stops
+# what it started. Usage: scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh test
+
+pg_url=$(scripts/pg.sh start)
+trap 'scripts/pg.sh stop' EXIT
+export FLOWHQ_TEST_PG_URL="$pg_url"
+# Tests that need PostgreSQL or Chromium fail (never skip) when this is set.
+export FLOWHQ_REQUIRE_EXTERNAL=1
+
+echo "== fmt"
+cargo fmt --all -- --check
+echo "== clippy"
+cargo clippy --all-targets --locked -- -D warnings
+echo "== man pages"
+for page in man/*.[1-8]; do
+  [ -e "$page" ] || continue
+  mandoc -T lint -W warning "$page"
+done
+echo "== tests"
+cargo test --locked "$@"
+echo "== example tenants"
+cargo run --quiet --locked -- check tenants.d

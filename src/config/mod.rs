@@ -1,0 +1,14 @@
+//! Configuration as code: tenant files and the daemon's own config file.
+//!
+//! Owns parsing and validating every file an operator writes, turning raw TOML into validated
+//! types ("parse, don't validate") and findings into `Diagnostic`s with `path:line:col`.
+//! Loading never fails as a whole: one bad file becomes diagnostics and never hides the others.
+//! It does not watch files (that is `source`) and does no I/O beyond reading the files it is given.
+
+pub mod diagnostic;
+pub mod tenant;
+
+pub use diagnostic::{Diagnostic, Severity};
+pub use tenant::{
+    ChangeKind, FieldClass, Language, Phone, SpecHash, Template, TenantId, TenantSpec,
+};

@@ -1,0 +1,5 @@
+//! Flow HQ: runs a fleet of WhatsApp chatbots, one worker process per business ("tenant"),
+//! reconciled from tenant files. Read ARCHITECTURE.md for the map of this crate.
+
+pub mod config;
+pub mod exit;
