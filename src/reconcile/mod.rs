@@ -1,0 +1,393 @@
+//! The planner: `plan(desired, observed, policy, now) -> Plan`, a pure function.
+//!
+//! Owns every decision about what should happen to a tenant: apply a spec, start, reload,
+//! restart, stop or retire a worker, record or clear a config error, and which situations need
+//! an operator instead (the mass-prune guard, a held worker). It does no I/O, reads no clock and
+//! draws no random numbers; it is never told why it runs (level-triggered), so running it twice
+//! on the same inputs gives the same plan and applying a plan twice is harmless.
+
+pub mod action;
+pub mod model;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::config::{SpecHash, TenantId, TenantSpec};
+
+pub use action::{Action, Plan, Problem};
+pub use model::{
+    AppliedTenant, Desired, DesiredTenant, Lifecycle, Observed, ObservedWorker, Policy, Revision,
+    WorkerPhase,
+};
+
+/// Plans the actions that move `observed` towards `desired` at time `now`.
+pub fn plan(desired: &Desired, observed: &Observed, policy: &Policy, now: Timestamp) -> Plan {
+    let mut out = Plan::default();
+    let prune_blocked = prune_guard(desired, observed, policy, &mut out);
+
+    let ids: BTreeSet<&TenantId> = desired
+        .tenants
+        .keys()
+        .chain(desired.failed.keys())
+        .chain(observed.tenants.keys())
+        .chain(observed.workers.keys())
+        .collect();
+
+    for id in ids {
+        let applied = observed.tenants.get(id);
+        let worker = observed.workers.get(id);
+        let ctx = TenantCtx {
+            id,
+            applied,
+            worker,
+            policy,
+            now,
+        };
+        if let Some(d) = desired.tenants.get(id) {
+            ctx.plan_valid(d, &desired.revision, &mut out);
+        } else if let Some(diags) = desired.failed.get(id) {
+            let text = diags
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n");
+            ctx.plan_invalid(text, &desired.revision, &mut out);
+        } else {
+            ctx.plan_absent(prune_blocked, &mut out);
+        }
+    }
+    out
+}
+
+/// Returns true (and records a problem) when retirements must not happen in this pass.
+fn prune_guard(desired: &Desired, observed: &Observed, policy: &Policy, out: &mut Plan) -> bool {
+    let live: Vec<&TenantId> = observed
+        .tenants
+        .iter()
+        .filter(|(_, t)| t.lifecycle != Lifecycle::Retired)
+        .map(|(id, _)| id)
+        .collect();
+    let gone = live
+        .iter()
+        .filter(|id| !desired.tenants.contains_key(**id) && !desired.failed.contains_key(**id))
+        .count();
+    if gone == 0 {
+        return false;
+    }
+    if !desired.complete {
+        out.problems.push(Problem {
+            tenant: None,
+            message: format!(
+                "the tenant source could not be read completely; not retiring {gone} tenant(s) \
+                 whose file seems to be missing"
+            ),
+        });
+        return true;
+    }
+    // Count precision is irrelevant here: fleets are far below 2^52 tenants.
+    #[allow(clippy::cast_precision_loss)]
+    let share = gone as f64 / live.len() as f64;
+    if share > policy.max_prune_share && !policy.allow_mass_prune {
+        out.problems.push(Problem {
+            tenant: None,
+            message: format!(
+                "refusing to retire {gone} of {} tenants ({:.0}% > prune.max_share {:.0}%): \
+                 files missing all at once look like a wrong checkout; set \
+                 prune.allow_mass_prune = true or run with --allow-mass-prune to proceed",
+                live.len(),
+                share * 100.0,
+                policy.max_prune_share * 100.0
+            ),
+        });
+        return true;
+    }
+    false
+}
+
+/// One tenant's inputs during a pass.
+struct TenantCtx<'a> {
+    id: &'a TenantId,
+    applied: Option<&'a AppliedTenant>,
+    worker: Option<&'a ObservedWorker>,
+    policy: &'a Policy,
+    now: Timestamp,
+}
+
+/// The spec a worker should run, whichever source it comes from.
+struct Target<'a> {
+    spec: &'a TenantSpec,
+    hash: &'a SpecHash,
+    active: bool,
+}
+
+impl TenantCtx<'_> {
+    /// The file validated: apply it if it differs, then manage the worker for it.
+    fn plan_valid(&self, d: &DesiredTenant, revision: &Revision, out: &mut Plan) {
+        let lifecycle = if d.spec.enabled {
+            Lifecycle::Active
+        } else {
+            Lifecycle::Paused
+        };
+        let mut reason_new = None;
+        match self.applied {
+            None => {
+                out.actions.push(Action::apply(
+                    d,
+                    lifecycle,
+                    revision,
+                    Vec::new(),
+                    "new tenant file".to_owned(),
+                ));
+                reason_new = Some("new tenant");
+            }
+            Some(a) => {
+                if a.config_error.is_some() {
+                    out.actions.push(Action::SetConfigError {
+                        tenant: self.id.clone(),
+                        error: None,
+                        attempted_revision: revision.clone(),
+                    });
+                }
+                let changed: Vec<&'static str> =
+                    a.spec.diff(&d.spec).into_iter().map(|(f, _)| f).collect();
+                if a.lifecycle == Lifecycle::Retired {
+                    out.actions.push(Action::apply(
+                        d,
+                        lifecycle,
+                        revision,
+                        changed,
+                        "tenant file is back".to_owned(),
+                    ));
+                    reason_new = Some("tenant file is back");
+                } else if a.hash != d.hash || a.lifecycle != lifecycle || a.revision != *revision {
+                    let reason = if changed.is_empty() {
+                        "revision changed".to_owned()
+                    } else {
+                        format!("changed: {}", changed.join(", "))
+                    };
+                    out.actions
+                        .push(Action::apply(d, lifecycle, revision, changed, reason));
+                }
+            }
+        }
+        let target = Target {
+            spec: &d.spec,
+            hash: &d.hash,
+            active: d.spec.enabled,
+        };
+        self.plan_worker(&target, reason_new, out);
+    }
+
+    /// The file exists but does not validate: keep the last applied spec, record the error.
+    fn plan_invalid(&self, error: String, revision: &Revision, out: &mut Plan) {
+        let Some(a) = self.applied else {
+            out.problems.push(Problem {
+                tenant: Some(self.id.clone()),
+                message: "new tenant file does not validate; nothing applied".to_owned(),
+            });
+            return;
+        };
+        if a.config_error.as_deref() != Some(error.as_str()) {
+            out.actions.push(Action::SetConfigError {
+                tenant: self.id.clone(),
+                error: Some(error),
+                attempted_revision: revision.clone(),
+            });
+        }
+        out.problems.push(Problem {
+            tenant: Some(self.id.clone()),
+            message: "file does not validate; keeping the last applied spec".to_owned(),
+        });
+        if a.lifecycle == Lifecycle::Retired {
+            self.plan_unwanted("tenant is retired", out);
+            return;
+        }
+        let target = Target {
+            spec: &a.spec,
+            hash: &a.hash,
+            active: a.lifecycle == Lifecycle::Active,
+        };
+        self.plan_worker(&target, None, out);
+    }
+
+    /// No file at all: retire the tenant (unless guarded) and stop its worker.
+    fn plan_absent(&self, prune_blocked: bool, out: &mut Plan) {
+        match self.applied {
+            Some(a) if a.lifecycle != Lifecycle::Retired => {
+                if prune_blocked {
+                    let target = Target {
+                        spec: &a.spec,
+                        hash: &a.hash,
+                        active: a.lifecycle == Lifecycle::Active,
+                    };
+                    self.plan_worker(&target, None, out);
+                    return;
+                }
+                out.actions.push(Action::Retire {
+                    tenant: self.id.clone(),
+                    reason: "tenant file removed".to_owned(),
+                });
+                self.plan_unwanted("tenant file removed", out);
+            }
+            Some(_) => self.plan_unwanted("tenant is retired", out),
+            None => self.plan_unwanted("no tenant file and no tenant record", out),
+        }
+    }
+
+    /// Stops whatever the worker is doing, if anything.
+    fn plan_unwanted(&self, why: &str, out: &mut Plan) {
+        let busy = self
+            .worker
+            .is_some_and(|w| !matches!(w.phase, WorkerPhase::Idle | WorkerPhase::Stopping));
+        if busy {
+            out.actions.push(Action::Stop {
+                tenant: self.id.clone(),
+                reason: why.to_owned(),
+            });
+        }
+    }
+
+    /// Worker decisions for a tenant that should run `target` (or be paused).
+    fn plan_worker(&self, target: &Target<'_>, reason_new: Option<&str>, out: &mut Plan) {
+        if !target.active {
+            self.plan_unwanted("enabled = false", out);
+            return;
+        }
+        let Some(worker) = self.worker else {
+            out.actions.push(Action::Spawn {
+                tenant: self.id.clone(),
+                reason: reason_new.unwrap_or("worker not running").to_owned(),
+            });
+            return;
+        };
+        match &worker.phase {
+            WorkerPhase::Idle => out.actions.push(Action::Spawn {
+                tenant: self.id.clone(),
+                reason: reason_new.unwrap_or("worker not running").to_owned(),
+            }),
+            WorkerPhase::Stopping => {}
+            WorkerPhase::Backoff { next_at } => {
+                if *next_at <= self.now {
+                    out.actions.push(Action::Spawn {
+                        tenant: self.id.clone(),
+                        reason: "restart after exit: backoff elapsed".to_owned(),
+                    });
+                }
+            }
+            WorkerPhase::Held { spec_hash } => {
+                if spec_hash == target.hash {
+                    out.problems.push(Problem {
+                        tenant: Some(self.id.clone()),
+                        message: "held: the worker exited with a configuration error (78) under \
+                                  this spec; it starts again when the spec changes"
+                            .to_owned(),
+                    });
+                } else {
+                    out.actions.push(Action::Spawn {
+                        tenant: self.id.clone(),
+                        reason: "spec changed since the configuration-error exit".to_owned(),
+                    });
+                }
+            }
+            WorkerPhase::Running {
+                spec_hash,
+                started_at,
+                ..
+            } => {
+                if spec_hash != target.hash {
+                    self.plan_spec_change(spec_hash, target, out);
+                } else if let Some(reason) = self.stale_reason(worker, *started_at) {
+                    out.actions.push(Action::Restart {
+                        tenant: self.id.clone(),
+                        changed: Vec::new(),
+                        reason,
+                    });
+                } else if let Some(reason) = self.memory_reason(worker) {
+                    out.actions.push(Action::Restart {
+                        tenant: self.id.clone(),
+                        changed: Vec::new(),
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The running worker's spec differs from the target: reload or restart.
+    fn plan_spec_change(&self, running: &SpecHash, target: &Target<'_>, out: &mut Plan) {
+        // The worker's spec is known when it is the applied one (the usual case: the file
+        // changed after the worker started). Otherwise a previous pass applied a spec and the
+        // daemon died before signalling: restart, since the running fields are unknown.
+        let known = self.applied.filter(|a| &a.hash == running);
+        let action = match known {
+            Some(a) => {
+                let changed: Vec<&'static str> = a
+                    .spec
+                    .diff(target.spec)
+                    .into_iter()
+                    .map(|(f, _)| f)
+                    .collect();
+                let kind = a.spec.change_kind(target.spec);
+                Action::for_change(self.id, kind, changed.clone()).unwrap_or(Action::Reload {
+                    tenant: self.id.clone(),
+                    changed,
+                    reason: "spec changed without a worker-visible field".to_owned(),
+                })
+            }
+            None => Action::Restart {
+                tenant: self.id.clone(),
+                changed: Vec::new(),
+                reason: format!(
+                    "worker runs spec {} which is no longer applied",
+                    short(running)
+                ),
+            },
+        };
+        out.actions.push(action);
+    }
+
+    fn stale_reason(&self, worker: &ObservedWorker, started_at: Timestamp) -> Option<String> {
+        let last = worker
+            .last_heartbeat
+            .map_or(started_at, |h| h.max(started_at));
+        let quiet = self.now.duration_since(last);
+        let limit = jiff::SignedDuration::try_from(self.policy.stale_after).ok()?;
+        (quiet > limit).then(|| {
+            format!(
+                "stale: no heartbeat for {} (stale_after {})",
+                human(quiet.unsigned_abs()),
+                human(self.policy.stale_after)
+            )
+        })
+    }
+
+    fn memory_reason(&self, worker: &ObservedWorker) -> Option<String> {
+        let limit = self
+            .policy
+            .memory_max_per_tenant
+            .get(self.id)
+            .copied()
+            .or(self.policy.memory_max)?;
+        let used = worker.memory_bytes?;
+        (used > limit).then(|| {
+            format!(
+                "memory: process tree uses {} MiB, above memory_max {} MiB",
+                used >> 20,
+                limit >> 20
+            )
+        })
+    }
+}
+
+fn short(h: &SpecHash) -> &str {
+    h.0.get(..12).unwrap_or(&h.0)
+}
+
+fn human(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,163 @@
+//! The planner's inputs: what the files ask for (`Desired`), what the store and the process
+//! table say (`Observed`), and the knobs that shape decisions (`Policy`).
+//!
+//! These are plain values built by the daemon (or by `flowhq plan`) after all I/O is done; the
+//! planner reads them and nothing else. They are deliberately not the store's row types, so the
+//! planner does not change when the schema does.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::config::{Diagnostic, SpecHash, TenantId, TenantSpec};
+
+/// Where a revision came from: a git commit id, or nothing for a plain directory.
+pub type Revision = Option<String>;
+
+/// The desired state: every tenant file that validated, and the ids whose file exists but
+/// did not validate (they keep running on their last applied spec).
+#[derive(Debug, Clone, Default)]
+pub struct Desired {
+    /// The source revision these files come from (git commit), if any.
+    pub revision: Revision,
+    /// Validated specs by tenant id, with the file each came from.
+    pub tenants: BTreeMap<TenantId, DesiredTenant>,
+    /// Tenants whose file exists but failed validation, with the findings.
+    pub failed: BTreeMap<TenantId, Vec<Diagnostic>>,
+    /// False when the source itself could not be read (directory missing, checkout broken).
+    /// An unreadable source never retires anything.
+    pub complete: bool,
+}
+
+/// One validated tenant file.
+#[derive(Debug, Clone)]
+pub struct DesiredTenant {
+    /// The validated spec.
+    pub spec: TenantSpec,
+    /// Its hash, computed once when the file was loaded.
+    pub hash: SpecHash,
+    /// The file it was read from.
+    pub file: PathBuf,
+}
+
+impl DesiredTenant {
+    /// Wraps a spec read from `file`, hashing it once.
+    pub fn new(spec: TenantSpec, file: PathBuf) -> Self {
+        let hash = spec.hash();
+        Self { spec, hash, file }
+    }
+}
+
+/// What the daemon has applied for a tenant (the store's tenant row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Lifecycle {
+    /// Enabled: a worker should run.
+    Active,
+    /// `enabled = false`: no worker, session kept.
+    Paused,
+    /// File deleted: no worker, data and session kept for the retention period.
+    Retired,
+}
+
+impl Lifecycle {
+    /// Lowercase name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Active => "active",
+            Lifecycle::Paused => "paused",
+            Lifecycle::Retired => "retired",
+        }
+    }
+}
+
+/// The applied record of a tenant.
+#[derive(Debug, Clone)]
+pub struct AppliedTenant {
+    /// The spec last applied (the last good one).
+    pub spec: TenantSpec,
+    /// Its hash.
+    pub hash: SpecHash,
+    /// Active, paused or retired.
+    pub lifecycle: Lifecycle,
+    /// The config error currently recorded, if any (text form, `path:line:col: ...`).
+    pub config_error: Option<String>,
+    /// The revision the applied spec came from.
+    pub revision: Revision,
+}
+
+/// Where a tenant's worker stands, as the supervisor tracks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerPhase {
+    /// No process, and none scheduled: never started, or stopped on purpose.
+    Idle,
+    /// A live process.
+    Running {
+        /// Its pid.
+        pid: i32,
+        /// The spec it was started or last reloaded with.
+        spec_hash: SpecHash,
+        /// When it was started (or adopted).
+        started_at: Timestamp,
+    },
+    /// Exited unexpectedly; restart at `next_at`.
+    Backoff {
+        /// When the next start is due.
+        next_at: Timestamp,
+    },
+    /// Exited with the configuration-error code under this spec; held until the spec changes.
+    Held {
+        /// The spec it failed with.
+        spec_hash: SpecHash,
+    },
+    /// SIGTERM sent, waiting for the process group to end.
+    Stopping,
+}
+
+/// The observed worker of one tenant.
+#[derive(Debug, Clone)]
+pub struct ObservedWorker {
+    /// Where it stands.
+    pub phase: WorkerPhase,
+    /// Its last heartbeat (the session's `last_seen_at`), if any.
+    pub last_heartbeat: Option<Timestamp>,
+    /// Its process tree's proportional memory, if measured.
+    pub memory_bytes: Option<u64>,
+}
+
+/// Everything observed: the store's tenant rows and the supervisor's workers.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// Applied tenant records, including retired ones.
+    pub tenants: BTreeMap<TenantId, AppliedTenant>,
+    /// Workers by tenant; a tenant with no entry has no process and nothing scheduled.
+    pub workers: BTreeMap<TenantId, ObservedWorker>,
+}
+
+/// The knobs that shape decisions.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// A running worker with no heartbeat for this long is restarted.
+    pub stale_after: Duration,
+    /// A worker whose tree stays above this many bytes is restarted.
+    pub memory_max: Option<u64>,
+    /// Per-tenant memory limits that override `memory_max`.
+    pub memory_max_per_tenant: BTreeMap<TenantId, u64>,
+    /// A pass may retire at most this share of the non-retired tenants.
+    pub max_prune_share: f64,
+    /// Retire even when the share is exceeded.
+    pub allow_mass_prune: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            stale_after: Duration::from_secs(120),
+            memory_max: None,
+            memory_max_per_tenant: BTreeMap::new(),
+            max_prune_share: 0.5,
+            allow_mass_prune: false,
+        }
+    }
+}
