@@ -4,3 +4,5 @@
 pub mod config;
 pub mod exit;
 pub mod reconcile;
+pub mod source;
+pub mod systemd;
