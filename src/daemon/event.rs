@@ -1,0 +1,37 @@
+//! The closed set of things the daemon's event loop reacts to.
+//!
+//! Other tasks (the watcher, signal handlers, per-worker exit and stop tasks) only send these;
+//! the loop alone changes state. Owns nothing else.
+
+use crate::config::TenantId;
+use crate::source::watch::Change;
+use crate::supervisor::ExitInfo;
+
+/// One input to the event loop.
+#[derive(Debug)]
+pub enum Event {
+    /// Tenant files changed (debounced).
+    Files(Change),
+    /// A worker process ended on its own (not through a stop the daemon asked for).
+    Exited {
+        /// Whose worker.
+        tenant: TenantId,
+        /// Its pid, to ignore reports about an older process.
+        pid: i32,
+        /// How it ended.
+        exit: ExitInfo,
+    },
+    /// A stop the daemon asked for has finished.
+    Stopped {
+        /// Whose worker.
+        tenant: TenantId,
+        /// Its pid.
+        pid: i32,
+        /// How it ended.
+        exit: ExitInfo,
+    },
+    /// SIGHUP: rescan everything now.
+    Reload,
+    /// SIGTERM or SIGINT: shut down.
+    Shutdown,
+}

@@ -1,0 +1,901 @@
+//! `flowhq daemon`: the composition root and the one event loop.
+//!
+//! Owns wiring the source (tenant files), the store, the supervisor's process mechanics and
+//! systemd together, and the loop that turns every input (file changes, worker exits, timers,
+//! signals) into a level-triggered pass: observe, `reconcile::plan`, execute the actions. It is
+//! the only module that talks to all the others; they never call each other. Long waits
+//! (stopping a worker) run as tasks that report back with an `Event`, so one slow tenant never
+//! blocks the loop.
+
+mod event;
+mod records;
+mod slot;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use nix::sys::signal::Signal;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::config::daemon::{DaemonConfig, ShutdownMode};
+use crate::config::{SpecHash, TenantId};
+use crate::reconcile::{self, Action, AppliedTenant, Lifecycle, Observed, Plan, Policy};
+use crate::source::dir::DirSource;
+use crate::source::watch::{self, Change};
+use crate::store::{self, NewEvent, Role, Store, TenantRecord};
+use crate::supervisor::{self, Backoff, ExitInfo, LogLimits, SpawnRequest, Worker};
+use crate::systemd::Notifier;
+
+pub use event::Event;
+use records::PidRecord;
+use slot::{AfterStop, Phase, Slot};
+
+/// How the daemon was asked to run, beyond its config file.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Retire tenants even when more than `prune.max_share` of them vanish at once.
+    pub allow_mass_prune: bool,
+}
+
+/// Errors that stop the daemon from starting. Once running, nothing stops it but a signal.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A directory the daemon needs could not be created.
+    #[error("cannot create directory {path}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The backoff settings are inconsistent.
+    #[error("invalid [worker.backoff] settings")]
+    Backoff(#[source] supervisor::BackoffError),
+    /// The file watcher could not be created.
+    #[error("cannot watch the tenant directory")]
+    Watch(#[source] watch::Error),
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers")]
+    Signals(#[source] std::io::Error),
+}
+
+/// How often the loop wakes up on its own to check deadlines (backoff, shutdown of stops).
+const TICK: Duration = Duration::from_secs(1);
+/// How often worker log files are checked for rotation.
+const ROTATE_EVERY: Duration = Duration::from_secs(10);
+/// How often process-tree memory is measured.
+const MEASURE_EVERY: Duration = Duration::from_secs(30);
+/// Events kept in memory while the store is down.
+const MAX_PENDING_EVENTS: usize = 10_000;
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
+    for dir in [&cfg.state_dir, &cfg.log_dir, &cfg.runtime_dir] {
+        create_dir(dir)?;
+    }
+    create_dir(&cfg.state_dir.join("sessions"))?;
+    if let Err(err) = supervisor::set_child_subreaper() {
+        warn!(error = %err, "cannot become a child subreaper; orphaned browsers are reaped by init");
+    }
+    let backoff = Backoff::try_new(
+        cfg.worker.backoff.initial,
+        cfg.worker.backoff.max,
+        2.0,
+        cfg.worker.backoff.jitter,
+        cfg.worker.backoff.reset_after,
+    )
+    .map_err(Error::Backoff)?;
+
+    let (tx, mut rx) = mpsc::channel::<Event>(1024);
+    install_signals(&tx).map_err(Error::Signals)?;
+    let (change_tx, mut change_rx) = mpsc::channel::<Change>(16);
+    let _watch = watch::watch(cfg.tenants_dir.clone(), cfg.debounce, cfg.debounce_max, change_tx)
+        .map_err(Error::Watch)?;
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(c) = change_rx.recv().await {
+                if tx.send(Event::Files(c)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    let mut d = Daemon::new(cfg, opts, backoff, tx);
+    d.store.try_connect().await;
+    d.load_from_store().await;
+    d.adopt();
+    let refreshed = d.source.rescan();
+    info!(files = refreshed.read, dir = %d.source.dir().display(), "tenant files loaded");
+    d.refresh_heartbeats().await;
+    d.pass().await;
+    d.notifier.ready(&d.summary());
+    info!(tenants = d.source.desired().tenants.len(), store = d.store.describe(), "daemon ready");
+
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_rescan = Instant::now() + d.cfg.rescan_interval;
+    let mut next_observe = Instant::now() + d.observe_interval();
+    let mut next_rotate = Instant::now() + ROTATE_EVERY;
+    let mut next_measure = Instant::now();
+    loop {
+        let mut run_pass = false;
+        tokio::select! {
+            ev = rx.recv() => {
+                let Some(ev) = ev else { break };
+                match ev {
+                    Event::Shutdown => break,
+                    ev => run_pass = d.handle(ev),
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                d.reap_orphans();
+                if now >= next_rescan {
+                    next_rescan = now + d.cfg.rescan_interval;
+                    let r = d.source.rescan();
+                    run_pass = true;
+                    if r.read > 0 || r.removed > 0 {
+                        info!(read = r.read, removed = r.removed, "periodic rescan found changes");
+                    }
+                }
+                if now >= next_observe {
+                    next_observe = now + d.observe_interval();
+                    d.store.try_connect_if_due().await;
+                    if d.store.just_recovered() {
+                        d.load_from_store().await;
+                    }
+                    d.refresh_heartbeats().await;
+                    run_pass = true;
+                }
+                if now >= next_rotate {
+                    next_rotate = now + ROTATE_EVERY;
+                    d.rotate_logs();
+                }
+                if now >= next_measure {
+                    next_measure = now + MEASURE_EVERY;
+                    d.measure_memory();
+                }
+                run_pass |= d.deadline_due();
+            }
+        }
+        if run_pass {
+            d.pass().await;
+        }
+        d.notifier.status(&d.summary());
+        d.notifier.loop_done();
+    }
+    d.shutdown().await;
+    Ok(())
+}
+
+/// The daemon's state between loop iterations.
+struct Daemon {
+    cfg: DaemonConfig,
+    policy: Policy,
+    backoff: Backoff,
+    node: String,
+    source: DirSource,
+    store: StoreLink,
+    /// Mirror of the store's tenant rows, updated as the daemon writes them.
+    applied: BTreeMap<TenantId, AppliedTenant>,
+    slots: BTreeMap<TenantId, Slot>,
+    heartbeats: BTreeMap<TenantId, Timestamp>,
+    memory: BTreeMap<TenantId, u64>,
+    tx: mpsc::Sender<Event>,
+    notifier: Notifier,
+    worker_env: Vec<(OsString, OsString)>,
+    pending_events: VecDeque<NewEvent>,
+    last_problems: BTreeSet<String>,
+}
+
+impl Daemon {
+    fn new(cfg: DaemonConfig, opts: Options, backoff: Backoff, tx: mpsc::Sender<Event>) -> Self {
+        let policy = Policy {
+            stale_after: cfg.worker.stale_after,
+            memory_max: cfg.worker.memory_max,
+            memory_max_per_tenant: BTreeMap::new(),
+            max_prune_share: cfg.prune.max_share,
+            allow_mass_prune: cfg.prune.allow_mass_prune || opts.allow_mass_prune,
+        };
+        let node = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".to_owned());
+        let worker_env = worker_env(&cfg);
+        Self {
+            source: DirSource::new(cfg.tenants_dir.clone()),
+            store: StoreLink::new(cfg.database_url.clone()),
+            cfg,
+            policy,
+            backoff,
+            node,
+            applied: BTreeMap::new(),
+            slots: BTreeMap::new(),
+            heartbeats: BTreeMap::new(),
+            memory: BTreeMap::new(),
+            tx,
+            notifier: Notifier::from_env(),
+            worker_env,
+            pending_events: VecDeque::new(),
+            last_problems: BTreeSet::new(),
+        }
+    }
+
+    fn observe_interval(&self) -> Duration {
+        (self.cfg.worker.heartbeat_interval / 2).clamp(Duration::from_secs(1), Duration::from_secs(10))
+    }
+
+    /// Handles one event; returns whether a planning pass should follow.
+    fn handle(&mut self, ev: Event) -> bool {
+        match ev {
+            Event::Files(Change::Paths(paths)) => {
+                let r = self.source.refresh(&paths);
+                r.read > 0 || r.removed > 0
+            }
+            Event::Files(Change::Rescan) => {
+                self.source.rescan();
+                true
+            }
+            Event::Reload => {
+                self.notifier.reloading();
+                info!("SIGHUP: rescanning tenant files");
+                self.source.rescan();
+                self.notifier.ready(&self.summary());
+                true
+            }
+            Event::Exited { tenant, pid, exit } => self.on_exited(&tenant, pid, exit),
+            Event::Stopped { tenant, pid, exit } => self.on_stopped(&tenant, pid, exit),
+            Event::Shutdown => false,
+        }
+    }
+
+    /// Whether a backoff deadline has come.
+    fn deadline_due(&self) -> bool {
+        let now = Timestamp::now();
+        self.slots.values().any(|s| matches!(s.phase, Phase::Backoff { next_at } if next_at <= now))
+    }
+
+    /// One level-triggered pass: observe, plan, execute.
+    async fn pass(&mut self) {
+        let started = Instant::now();
+        let observed = self.observed();
+        let plan = reconcile::plan(self.source.desired(), &observed, &self.policy, Timestamp::now());
+        self.note_problems(&plan).await;
+        let n = plan.actions.len();
+        for action in plan.actions {
+            self.execute(action).await;
+        }
+        self.persist_slots().await;
+        self.flush_events().await;
+        if n > 0 {
+            info!(actions = n, took_ms = started.elapsed().as_millis(), "reconcile pass applied");
+        }
+    }
+
+    fn observed(&self) -> Observed {
+        let workers = self
+            .slots
+            .iter()
+            .map(|(id, s)| (id.clone(), s.observed(self.heartbeats.get(id).copied(), self.memory.get(id).copied())))
+            .collect();
+        Observed { tenants: self.applied.clone(), workers }
+    }
+
+    /// Logs and records problems when they first appear.
+    async fn note_problems(&mut self, plan: &Plan) {
+        let now: BTreeSet<String> = plan.problems.iter().map(ToString::to_string).collect();
+        for p in &plan.problems {
+            let text = p.to_string();
+            if !self.last_problems.contains(&text) {
+                warn!(tenant = p.tenant.as_ref().map(TenantId::as_str), problem = %p.message, "reconcile problem");
+                self.event(p.tenant.clone(), "problem", p.message.clone());
+            }
+        }
+        self.last_problems = now;
+    }
+
+    async fn execute(&mut self, action: Action) {
+        let now = Timestamp::now();
+        let reason = action.reason();
+        let kind = action.kind();
+        let tenant = action.tenant().clone();
+        info!(tenant = %tenant, action = kind, reason = %reason, "action");
+        match action {
+            Action::Apply { tenant, spec, lifecycle, revision, file, .. } => {
+                let hash = spec.hash();
+                let created_at = self.applied.get(&tenant).map_or(now, |_| now);
+                let rec = TenantRecord {
+                    id: tenant.clone(),
+                    spec: (*spec).clone(),
+                    spec_hash: hash.clone(),
+                    revision: revision.clone().unwrap_or_default(),
+                    attempted_revision: None,
+                    source_file: file,
+                    lifecycle: to_store_lifecycle(lifecycle),
+                    config_error: None,
+                    created_at,
+                    updated_at: now,
+                    retired_at: None,
+                };
+                let prev_error = self.applied.get(&tenant).and_then(|a| a.config_error.clone());
+                if let Some(store) = self.store.get() {
+                    let res = store.upsert_tenant(&rec).await;
+                    self.store.check(res);
+                }
+                self.applied.insert(
+                    tenant.clone(),
+                    AppliedTenant { spec: *spec, hash, lifecycle, config_error: prev_error, revision },
+                );
+                self.event(Some(tenant), "applied", reason);
+            }
+            Action::SetConfigError { tenant, error, attempted_revision } => {
+                if let Some(store) = self.store.get() {
+                    let res = store.set_config_error(&tenant, error.as_deref(), attempted_revision.as_deref(), now).await;
+                    self.store.check(res);
+                }
+                if let Some(a) = self.applied.get_mut(&tenant) {
+                    a.config_error = error;
+                }
+                self.event(Some(tenant), "config_error", reason);
+            }
+            Action::Retire { tenant, .. } => {
+                if let Some(store) = self.store.get() {
+                    let res = store.retire_tenant(&tenant, now).await;
+                    self.store.check(res);
+                }
+                if let Some(a) = self.applied.get_mut(&tenant) {
+                    a.lifecycle = Lifecycle::Retired;
+                }
+                self.event(Some(tenant), "retired", reason);
+            }
+            Action::Spawn { tenant, .. } => self.spawn(&tenant, &reason),
+            Action::Reload { tenant, .. } => self.reload(&tenant, &reason),
+            Action::Restart { tenant, .. } => {
+                self.event(Some(tenant.clone()), "restarting", reason);
+                self.begin_stop(&tenant, AfterStop::Start);
+            }
+            Action::Stop { tenant, .. } => {
+                self.event(Some(tenant.clone()), "stopping", reason);
+                self.begin_stop(&tenant, AfterStop::Idle);
+            }
+        }
+    }
+
+    /// The spec hash the worker of `tenant` should run: the applied one.
+    fn target_hash(&self, tenant: &TenantId) -> SpecHash {
+        self.source
+            .desired()
+            .tenants
+            .get(tenant)
+            .map(|d| d.hash.clone())
+            .or_else(|| self.applied.get(tenant).map(|a| a.hash.clone()))
+            .unwrap_or_else(|| SpecHash(String::new()))
+    }
+
+    fn spawn(&mut self, tenant: &TenantId, reason: &str) {
+        let now = Timestamp::now();
+        let mut argv: Vec<OsString> = self.cfg.worker.command.iter().map(OsString::from).collect();
+        argv.extend([OsString::from("--tenant"), OsString::from(tenant.as_str())]);
+        let req = SpawnRequest {
+            tenant: tenant.clone(),
+            argv: argv.clone(),
+            env: self.worker_env.clone(),
+            cwd: self.cfg.state_dir.clone(),
+            log_path: supervisor::log_path(&self.cfg.log_dir, tenant),
+            lock_path: supervisor::lock_path(&self.cfg.runtime_dir, tenant),
+        };
+        let hash = self.target_hash(tenant);
+        let sample = rand::random::<f64>();
+        match supervisor::spawn(&req) {
+            Ok(worker) => {
+                let worker = Arc::new(worker);
+                let pid = worker.pid().as_raw();
+                let rec = PidRecord {
+                    pid,
+                    start_time: worker.start_time(),
+                    argv: argv.iter().map(|a| a.as_encoded_bytes().to_vec()).collect(),
+                    spec_hash: hash.0.clone(),
+                    started_at_ms: now.as_millisecond(),
+                };
+                if let Err(err) = records::write(&self.cfg.runtime_dir, tenant, &rec) {
+                    warn!(tenant = %tenant, error = %err, "cannot write the pid record; this worker cannot be adopted after a daemon restart");
+                }
+                self.watch_exit(tenant.clone(), Arc::clone(&worker));
+                self.slots.entry(tenant.clone()).or_default().running(worker, hash, now);
+                info!(tenant = %tenant, pid, "worker started");
+                self.event(Some(tenant.clone()), "started", format!("{reason} (pid {pid})"));
+            }
+            Err(err) => {
+                let msg = format!("cannot start worker: {err}");
+                warn!(tenant = %tenant, error = %err, "worker spawn failed");
+                self.slots.entry(tenant.clone()).or_default().spawn_failed(msg.clone(), &self.backoff, sample, now);
+                self.event(Some(tenant.clone()), "spawn_failed", msg);
+            }
+        }
+    }
+
+    fn watch_exit(&self, tenant: TenantId, worker: Arc<Worker>) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let exit = worker.exited().await;
+            let pid = worker.pid().as_raw();
+            let _ = tx.send(Event::Exited { tenant, pid, exit }).await;
+        });
+    }
+
+    fn reload(&mut self, tenant: &TenantId, reason: &str) {
+        let hash = self.target_hash(tenant);
+        let Some(slot) = self.slots.get_mut(tenant) else { return };
+        let Phase::Running { worker, spec_hash, .. } = &mut slot.phase else { return };
+        match worker.signal(Signal::SIGHUP) {
+            Ok(()) => {
+                *spec_hash = hash.clone();
+                slot.spec_hash = Some(hash);
+                slot.dirty = true;
+                self.event(Some(tenant.clone()), "reloaded", reason.to_owned());
+            }
+            Err(err) => warn!(tenant = %tenant, error = %err, "cannot signal worker for reload"),
+        }
+    }
+
+    /// Starts stopping the worker of `tenant` in a task; `Event::Stopped` reports the end.
+    fn begin_stop(&mut self, tenant: &TenantId, then: AfterStop) {
+        let Some(slot) = self.slots.get_mut(tenant) else { return };
+        match &slot.phase {
+            Phase::Running { worker, .. } => {
+                let worker = Arc::clone(worker);
+                let pid = worker.pid().as_raw();
+                slot.phase = Phase::Stopping { pid, then };
+                slot.dirty = true;
+                let tx = self.tx.clone();
+                let timeout = self.cfg.worker.kill_timeout;
+                let tenant = tenant.clone();
+                tokio::spawn(async move {
+                    let exit = worker.stop(timeout).await;
+                    let _ = tx.send(Event::Stopped { tenant, pid, exit }).await;
+                });
+            }
+            Phase::Backoff { .. } | Phase::Held { .. } => {
+                slot.phase = Phase::Idle;
+                slot.dirty = true;
+            }
+            Phase::Idle | Phase::Stopping { .. } => {}
+        }
+    }
+
+    fn on_exited(&mut self, tenant: &TenantId, pid: i32, exit: ExitInfo) -> bool {
+        let now = Timestamp::now();
+        let Some(slot) = self.slots.get_mut(tenant) else { return false };
+        let Phase::Running { worker, .. } = &slot.phase else {
+            // A stop in progress reports through `Stopped`.
+            return false;
+        };
+        if worker.pid().as_raw() != pid {
+            return false;
+        }
+        // Whatever the worker left in its group (a browser) goes with it.
+        let _ = supervisor::kill_group(worker.pid(), Signal::SIGKILL);
+        let sample = rand::random::<f64>();
+        let what = slot.exited(exit, &self.backoff, sample, now);
+        let _ = records::remove(&self.cfg.runtime_dir, tenant);
+        warn!(tenant = %tenant, pid, exit = %exit, "worker exited");
+        self.event(Some(tenant.clone()), "exited", what);
+        true
+    }
+
+    fn on_stopped(&mut self, tenant: &TenantId, pid: i32, exit: ExitInfo) -> bool {
+        let Some(slot) = self.slots.get_mut(tenant) else { return false };
+        let Phase::Stopping { pid: stopping, then } = slot.phase else { return false };
+        if stopping != pid {
+            return false;
+        }
+        slot.last_exit = Some(exit);
+        slot.phase = Phase::Idle;
+        slot.dirty = true;
+        let _ = records::remove(&self.cfg.runtime_dir, tenant);
+        info!(tenant = %tenant, pid, exit = %exit, "worker stopped");
+        let what = match then {
+            AfterStop::Idle => format!("worker stopped ({exit})"),
+            AfterStop::Start => format!("worker stopped for restart ({exit})"),
+        };
+        self.event(Some(tenant.clone()), "stopped", what);
+        true
+    }
+
+    /// Re-attaches to the workers a previous daemon left running.
+    fn adopt(&mut self) {
+        let now = Timestamp::now();
+        for (tenant, rec) in records::read_all(&self.cfg.runtime_dir) {
+            let argv = rec.argv_os();
+            let pid = nix::unistd::Pid::from_raw(rec.pid);
+            match Worker::adopt(tenant.clone(), pid, rec.start_time, &argv) {
+                Ok(Some(worker)) => {
+                    let worker = Arc::new(worker);
+                    let started_at = Timestamp::from_millisecond(rec.started_at_ms).unwrap_or(now);
+                    self.watch_exit(tenant.clone(), Arc::clone(&worker));
+                    let slot = self.slots.entry(tenant.clone()).or_default();
+                    slot.running(worker, SpecHash(rec.spec_hash.clone()), started_at);
+                    info!(tenant = %tenant, pid = rec.pid, "adopted worker");
+                    self.event(Some(tenant), "adopted", format!("worker pid {} from a previous daemon", rec.pid));
+                }
+                Ok(None) => {
+                    // The same process with another command line is ours but unusable; anything
+                    // else means the worker is gone. Either way, no duplicate can start while
+                    // the old one holds the tenant lock.
+                    if let Some(found) = supervisor::ProcIdentity::read(pid)
+                        && found.start_time == rec.start_time
+                    {
+                        warn!(tenant = %tenant, pid = rec.pid, "recorded worker runs another command line; stopping it");
+                        let _ = supervisor::kill_group(pid, Signal::SIGTERM);
+                    }
+                    let _ = records::remove(&self.cfg.runtime_dir, &tenant);
+                    self.event(Some(tenant), "forgotten", format!("recorded worker pid {} is gone", rec.pid));
+                }
+                Err(err) => warn!(tenant = %tenant, error = %err, "cannot adopt worker"),
+            }
+        }
+    }
+
+    /// Loads applied tenants and durable supervision state from the store.
+    async fn load_from_store(&mut self) {
+        let Some(store) = self.store.get() else { return };
+        let tenants = store.tenants().await;
+        let tenants = match self.store.check(tenants) {
+            Some(t) => t,
+            None => return,
+        };
+        self.applied = tenants
+            .into_iter()
+            .map(|r| {
+                let a = AppliedTenant {
+                    hash: r.spec_hash,
+                    spec: r.spec,
+                    lifecycle: from_store_lifecycle(r.lifecycle),
+                    config_error: r.config_error,
+                    revision: Some(r.revision).filter(|s| !s.is_empty()),
+                };
+                (r.id, a)
+            })
+            .collect();
+        let Some(store) = self.store.get() else { return };
+        let workers = store.workers().await;
+        if let Some(workers) = self.store.check(workers) {
+            for rec in workers {
+                match self.slots.get_mut(&rec.tenant) {
+                    // Adopted: keep the live process, take the durable restart history.
+                    Some(slot) => {
+                        slot.restarts = rec.restarts;
+                        if slot.last_exit.is_none() {
+                            slot.last_exit = Slot::from_record(&rec).last_exit;
+                        }
+                    }
+                    None => {
+                        self.slots.insert(rec.tenant.clone(), Slot::from_record(&rec));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn refresh_heartbeats(&mut self) {
+        let Some(store) = self.store.get() else { return };
+        let sessions = store.sessions().await;
+        if let Some(sessions) = self.store.check(sessions) {
+            self.heartbeats =
+                sessions.into_iter().filter_map(|s| s.last_seen_at.map(|t| (s.tenant, t))).collect();
+        }
+    }
+
+    async fn persist_slots(&mut self) {
+        let now = Timestamp::now();
+        let dirty: Vec<TenantId> = self.slots.iter().filter(|(_, s)| s.dirty).map(|(id, _)| id.clone()).collect();
+        if dirty.is_empty() {
+            return;
+        }
+        let Some(store) = self.store.get() else { return };
+        for id in dirty {
+            let Some(slot) = self.slots.get(&id) else { continue };
+            let rec = slot.record(&id, &self.node, now);
+            // A worker row needs its tenant row; tenants never applied have none yet.
+            if !self.applied.contains_key(&id) {
+                continue;
+            }
+            let res = store.upsert_worker(&rec).await;
+            if self.store.check(res).is_some()
+                && let Some(slot) = self.slots.get_mut(&id)
+            {
+                slot.dirty = false;
+            } else if self.store.get().is_none() {
+                return;
+            }
+        }
+    }
+
+    fn event(&mut self, tenant: Option<TenantId>, kind: &str, reason: String) {
+        if self.pending_events.len() >= MAX_PENDING_EVENTS {
+            self.pending_events.pop_front();
+        }
+        self.pending_events.push_back(NewEvent {
+            tenant,
+            at: Timestamp::now(),
+            kind: kind.to_owned(),
+            reason,
+            revision: self.source.desired().revision.clone(),
+            detail: None,
+        });
+    }
+
+    async fn flush_events(&mut self) {
+        while let Some(ev) = self.pending_events.front() {
+            let Some(store) = self.store.get() else { return };
+            // Events about tenants that never reached the store cannot reference them.
+            if ev.tenant.as_ref().is_some_and(|t| !self.applied.contains_key(t)) {
+                self.pending_events.pop_front();
+                continue;
+            }
+            let res = store.record_event(ev).await;
+            if self.store.check(res).is_none() {
+                return;
+            }
+            self.pending_events.pop_front();
+        }
+    }
+
+    fn reap_orphans(&self) {
+        let keep: HashSet<nix::unistd::Pid> = self
+            .slots
+            .values()
+            .filter_map(|s| match &s.phase {
+                Phase::Running { worker, .. } => Some(worker.pid()),
+                Phase::Stopping { pid, .. } => Some(nix::unistd::Pid::from_raw(*pid)),
+                _ => None,
+            })
+            .collect();
+        for (pid, exit) in supervisor::reap_orphans(&keep) {
+            tracing::debug!(%pid, %exit, "reaped an orphaned process");
+        }
+    }
+
+    fn rotate_logs(&self) {
+        let limits = LogLimits {
+            max_bytes: self.cfg.worker.log_max_bytes,
+            files: usize::try_from(self.cfg.worker.log_files).unwrap_or(5),
+        };
+        for id in self.slots.iter().filter(|(_, s)| s.worker().is_some()).map(|(id, _)| id) {
+            let path = supervisor::log_path(&self.cfg.log_dir, id);
+            if let Err(err) = supervisor::rotate_if_needed(&path, limits) {
+                warn!(tenant = %id, error = %err, "log rotation failed");
+            }
+        }
+    }
+
+    fn measure_memory(&mut self) {
+        self.memory.clear();
+        for (id, slot) in &self.slots {
+            if let Some(w) = slot.worker()
+                && let Ok(bytes) = supervisor::tree_pss_bytes(w.pid())
+            {
+                self.memory.insert(id.clone(), bytes);
+            }
+        }
+    }
+
+    /// A one-line summary for systemd's STATUS= and the logs.
+    fn summary(&self) -> String {
+        let running = self.slots.values().filter(|s| s.worker().is_some()).count();
+        let backoff = self.slots.values().filter(|s| matches!(s.phase, Phase::Backoff { .. })).count();
+        let held = self.slots.values().filter(|s| matches!(s.phase, Phase::Held { .. })).count();
+        let errors = self.source.desired().failed.len();
+        format!(
+            "{} tenants, {running} running, {backoff} backing off, {held} held, {errors} config errors, store {}",
+            self.source.desired().tenants.len(),
+            self.store.describe()
+        )
+    }
+
+    async fn shutdown(&mut self) {
+        self.notifier.stopping("stopping");
+        match self.cfg.shutdown {
+            ShutdownMode::KeepWorkers => {
+                info!("shutting down; workers keep running for the next daemon to adopt");
+            }
+            ShutdownMode::StopWorkers => {
+                let stops: Vec<_> = self
+                    .slots
+                    .iter()
+                    .filter_map(|(id, s)| s.worker().map(|w| (id.clone(), Arc::clone(w))))
+                    .collect();
+                info!(workers = stops.len(), "shutting down; stopping workers");
+                let timeout = self.cfg.worker.kill_timeout;
+                let results = futures::future::join_all(stops.into_iter().map(|(id, w)| async move {
+                    let exit = w.stop(timeout).await;
+                    (id, exit)
+                }))
+                .await;
+                for (id, exit) in results {
+                    let _ = records::remove(&self.cfg.runtime_dir, &id);
+                    if let Some(slot) = self.slots.get_mut(&id) {
+                        slot.phase = Phase::Idle;
+                        slot.last_exit = Some(exit);
+                        slot.dirty = true;
+                    }
+                    self.event(Some(id), "stopped", "daemon shutdown".to_owned());
+                }
+                self.persist_slots().await;
+            }
+        }
+        self.flush_events().await;
+        if let Some(store) = self.store.get() {
+            store.close().await;
+        }
+    }
+}
+
+/// The store, or the knowledge that it is down and when to try again.
+struct StoreLink {
+    url: String,
+    store: Option<Store>,
+    down: Option<String>,
+    retry_at: Instant,
+    retry_delay: Duration,
+    recovered: bool,
+}
+
+impl StoreLink {
+    fn new(url: String) -> Self {
+        Self { url, store: None, down: None, retry_at: Instant::now(), retry_delay: Duration::from_secs(1), recovered: false }
+    }
+
+    /// The store when it is believed up.
+    fn get(&self) -> Option<Store> {
+        if self.down.is_some() { None } else { self.store.clone() }
+    }
+
+    fn describe(&self) -> String {
+        match &self.down {
+            None if self.store.is_some() => "up".to_owned(),
+            None => "not connected".to_owned(),
+            Some(why) => format!("down ({why})"),
+        }
+    }
+
+    /// Connects and migrates; on failure marks the store down and schedules a retry.
+    async fn try_connect(&mut self) {
+        let res = async {
+            let store = match &self.store {
+                Some(s) => s.clone(),
+                None => Store::connect(&self.url, Role::Daemon).await?,
+            };
+            store.migrate().await?;
+            store.ping().await?;
+            Ok::<_, store::Error>(store)
+        }
+        .await;
+        match res {
+            Ok(store) => {
+                if self.down.take().is_some() || self.store.is_none() {
+                    info!(backend = store.backend_name(), "store is up");
+                }
+                self.recovered = true;
+                self.store = Some(store);
+                self.retry_delay = Duration::from_secs(1);
+            }
+            Err(err) => self.mark_down(&err),
+        }
+    }
+
+    async fn try_connect_if_due(&mut self) {
+        if (self.down.is_some() || self.store.is_none()) && Instant::now() >= self.retry_at {
+            self.try_connect().await;
+        }
+    }
+
+    /// True once after the store came (back) up.
+    fn just_recovered(&mut self) -> bool {
+        std::mem::take(&mut self.recovered)
+    }
+
+    fn mark_down(&mut self, err: &store::Error) {
+        let why = format!("{err:#}");
+        if self.down.as_deref() != Some(why.as_str()) {
+            warn!(error = %why, retry_in = ?self.retry_delay, "store unavailable; supervising from the files");
+        }
+        self.down = Some(why);
+        self.retry_at = Instant::now() + self.retry_delay;
+        self.retry_delay = (self.retry_delay * 2).min(Duration::from_secs(30));
+    }
+
+    /// Unwraps a store result; an unavailable store is marked down, other errors are logged.
+    fn check<T>(&mut self, res: store::Result<T>) -> Option<T> {
+        match res {
+            Ok(v) => Some(v),
+            Err(err) if err.is_unavailable() => {
+                self.mark_down(&err);
+                None
+            }
+            Err(err) => {
+                warn!(error = %format!("{err:#}"), "store operation failed");
+                None
+            }
+        }
+    }
+}
+
+fn to_store_lifecycle(l: Lifecycle) -> store::Lifecycle {
+    match l {
+        Lifecycle::Active => store::Lifecycle::Active,
+        Lifecycle::Paused => store::Lifecycle::Paused,
+        Lifecycle::Retired => store::Lifecycle::Retired,
+    }
+}
+
+fn from_store_lifecycle(l: store::Lifecycle) -> Lifecycle {
+    match l {
+        store::Lifecycle::Active => Lifecycle::Active,
+        store::Lifecycle::Paused => Lifecycle::Paused,
+        store::Lifecycle::Retired => Lifecycle::Retired,
+    }
+}
+
+/// The explicit environment of every worker: a fixed minimum plus the daemon's own settings,
+/// so a worker resolves the same configuration the daemon runs with.
+fn worker_env(cfg: &DaemonConfig) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = vec![
+        ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+        ("LANG".into(), "C.UTF-8".into()),
+        ("HOME".into(), cfg.state_dir.clone().into_os_string()),
+        ("FLOWHQ_STATE_DIR".into(), cfg.state_dir.clone().into_os_string()),
+        ("FLOWHQ_LOG_DIR".into(), cfg.log_dir.clone().into_os_string()),
+        ("FLOWHQ_RUNTIME_DIR".into(), cfg.runtime_dir.clone().into_os_string()),
+        ("FLOWHQ_TENANTS_DIR".into(), cfg.tenants_dir.clone().into_os_string()),
+        ("DATABASE_URL".into(), cfg.database_url.clone().into()),
+    ];
+    if let Some(file) = &cfg.file {
+        env.push(("FLOWHQ_CONFIG".into(), file.clone().into_os_string()));
+    }
+    // Operator-set FLOWHQ_* settings and the log filter reach workers unchanged.
+    for (k, v) in std::env::vars_os() {
+        let key = k.to_string_lossy();
+        let forwarded = (key.starts_with("FLOWHQ_") || key == "RUST_LOG")
+            && !env.iter().any(|(e, _)| *e == k)
+            && key != "FLOWHQ_LOCK_FD";
+        if forwarded {
+            env.push((k, v));
+        }
+    }
+    env
+}
+
+fn create_dir(path: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(path).map_err(|source| Error::CreateDir { path: path.to_owned(), source })
+}
+
+fn install_signals(tx: &mpsc::Sender<Event>) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        loop {
+            let ev = tokio::select! {
+                _ = term.recv() => Event::Shutdown,
+                _ = int.recv() => Event::Shutdown,
+                _ = hup.recv() => Event::Reload,
+            };
+            if tx.send(ev).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}

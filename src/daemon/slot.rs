@@ -1,0 +1,227 @@
+//! Per-tenant supervision state: where each worker stands, its restart history, and the
+//! transitions the event loop makes on spawns, exits and stops.
+//!
+//! Owns `Slot` and `Phase`, their translation into the planner's `ObservedWorker` and into the
+//! store's `WorkerRecord`. Transitions are plain methods with the clock passed in, so they are
+//! testable without processes. It starts and stops nothing itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::config::{SpecHash, TenantId};
+use crate::reconcile::{ObservedWorker, WorkerPhase};
+use crate::store::{WorkerRecord, WorkerStatus};
+use crate::supervisor::{Backoff, ExitInfo, Worker};
+
+/// What to do once a requested stop has finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AfterStop {
+    /// Stay stopped.
+    Idle,
+    /// Start again right away (a restart).
+    Start,
+}
+
+/// Where a tenant's worker stands.
+#[derive(Debug, Clone)]
+pub(crate) enum Phase {
+    /// No process and nothing scheduled.
+    Idle,
+    /// A live process the daemon watches.
+    Running {
+        /// The process.
+        worker: Arc<Worker>,
+        /// The spec it runs.
+        spec_hash: SpecHash,
+        /// When it started (or was adopted).
+        started_at: Timestamp,
+    },
+    /// Exited; start again at `next_at`.
+    Backoff {
+        /// When.
+        next_at: Timestamp,
+    },
+    /// Exited with the configuration-error code under this spec.
+    Held {
+        /// The spec it failed with.
+        spec_hash: SpecHash,
+    },
+    /// Asked to stop; waiting for the group to end.
+    Stopping {
+        /// The process being stopped.
+        pid: i32,
+        /// What comes after.
+        then: AfterStop,
+    },
+}
+
+/// One tenant's supervision record.
+#[derive(Debug, Clone)]
+pub(crate) struct Slot {
+    pub(crate) phase: Phase,
+    pub(crate) restarts: u32,
+    pub(crate) last_exit: Option<ExitInfo>,
+    pub(crate) last_error: Option<String>,
+    /// The spec hash of the last process, kept after it exits (for the store and status).
+    pub(crate) spec_hash: Option<SpecHash>,
+    pub(crate) started_at: Option<Timestamp>,
+    /// Changed since it was last written to the store.
+    pub(crate) dirty: bool,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Self {
+            phase: Phase::Idle,
+            restarts: 0,
+            last_exit: None,
+            last_error: None,
+            spec_hash: None,
+            started_at: None,
+            dirty: true,
+        }
+    }
+}
+
+impl Slot {
+    /// The live process, if any (running or being stopped is not included).
+    pub(crate) fn worker(&self) -> Option<&Arc<Worker>> {
+        match &self.phase {
+            Phase::Running { worker, .. } => Some(worker),
+            _ => None,
+        }
+    }
+
+    /// A process was started (or adopted) for `spec_hash`.
+    pub(crate) fn running(&mut self, worker: Arc<Worker>, spec_hash: SpecHash, now: Timestamp) {
+        self.spec_hash = Some(spec_hash.clone());
+        self.started_at = Some(now);
+        self.last_error = None;
+        self.phase = Phase::Running { worker, spec_hash, started_at: now };
+        self.dirty = true;
+    }
+
+    /// The running process ended on its own. Decides between backoff and hold, and returns a
+    /// one-line description for the events table.
+    pub(crate) fn exited(&mut self, exit: ExitInfo, backoff: &Backoff, sample: f64, now: Timestamp) -> String {
+        let ran_for = self.started_at.map_or(Duration::ZERO, |s| now.duration_since(s).unsigned_abs());
+        if backoff.should_reset(ran_for) {
+            self.restarts = 0;
+        }
+        self.last_exit = Some(exit);
+        self.dirty = true;
+        if exit.is_config_error() {
+            let spec_hash = self.spec_hash.clone().unwrap_or_else(|| SpecHash(String::new()));
+            self.phase = Phase::Held { spec_hash };
+            self.last_error = Some(format!("{exit}: configuration error; held until the spec changes"));
+            return format!("{exit} (configuration error): held until the tenant file changes");
+        }
+        let delay = backoff.delay(self.restarts, sample);
+        self.restarts = self.restarts.saturating_add(1);
+        let next_at = now + delay;
+        self.phase = Phase::Backoff { next_at };
+        self.last_error = Some(format!("worker exited: {exit}"));
+        format!(
+            "{exit} after {}; restart {} in {}",
+            humantime::format_duration(Duration::from_secs(ran_for.as_secs())),
+            self.restarts,
+            humantime::format_duration(Duration::from_millis(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)))
+        )
+    }
+
+    /// Spawning failed: back off like a crash, so a persistent failure does not spin.
+    pub(crate) fn spawn_failed(&mut self, error: String, backoff: &Backoff, sample: f64, now: Timestamp) {
+        let delay = backoff.delay(self.restarts, sample);
+        self.restarts = self.restarts.saturating_add(1);
+        self.phase = Phase::Backoff { next_at: now + delay };
+        self.last_error = Some(error);
+        self.dirty = true;
+    }
+
+    /// How the planner sees this slot.
+    pub(crate) fn observed(&self, heartbeat: Option<Timestamp>, memory: Option<u64>) -> ObservedWorker {
+        let phase = match &self.phase {
+            Phase::Idle => WorkerPhase::Idle,
+            Phase::Running { worker, spec_hash, started_at } => WorkerPhase::Running {
+                pid: worker.pid().as_raw(),
+                spec_hash: spec_hash.clone(),
+                started_at: *started_at,
+            },
+            Phase::Backoff { next_at } => WorkerPhase::Backoff { next_at: *next_at },
+            Phase::Held { spec_hash } => WorkerPhase::Held { spec_hash: spec_hash.clone() },
+            Phase::Stopping { .. } => WorkerPhase::Stopping,
+        };
+        ObservedWorker { phase, last_heartbeat: heartbeat, memory_bytes: memory }
+    }
+
+    /// The durable form of this slot.
+    pub(crate) fn record(&self, tenant: &TenantId, node: &str, now: Timestamp) -> WorkerRecord {
+        let (status, pid, start_time, next_restart_at) = match &self.phase {
+            Phase::Idle => (WorkerStatus::Stopped, None, None, None),
+            Phase::Running { worker, .. } => (
+                WorkerStatus::Running,
+                u32::try_from(worker.pid().as_raw()).ok(),
+                Some(worker.start_time()),
+                None,
+            ),
+            Phase::Backoff { next_at } => (WorkerStatus::Backoff, None, None, Some(*next_at)),
+            Phase::Held { .. } => (WorkerStatus::Held, None, None, None),
+            Phase::Stopping { pid, .. } => (WorkerStatus::Stopping, u32::try_from(*pid).ok(), None, None),
+        };
+        let (last_exit_code, last_exit_signal) = match self.last_exit {
+            Some(ExitInfo::Code(c)) => (Some(c), None),
+            Some(ExitInfo::Signal(s)) => (None, Some(s)),
+            _ => (None, None),
+        };
+        WorkerRecord {
+            tenant: tenant.clone(),
+            node: node.to_owned(),
+            pid,
+            start_time,
+            status,
+            restarts: self.restarts,
+            last_exit_code,
+            last_exit_signal,
+            last_error: self.last_error.clone(),
+            next_restart_at,
+            started_at: self.started_at,
+            healthy_since: match &self.phase {
+                Phase::Running { started_at, .. } => Some(*started_at),
+                _ => None,
+            },
+            spec_hash: self.spec_hash.clone(),
+            updated_at: now,
+        }
+    }
+
+    /// Rebuilds a slot without a live process from its durable record (daemon start).
+    pub(crate) fn from_record(rec: &WorkerRecord) -> Self {
+        let phase = match rec.status {
+            WorkerStatus::Backoff | WorkerStatus::Running | WorkerStatus::Starting | WorkerStatus::Error => {
+                // A worker recorded as running but not adopted has died with the old daemon:
+                // treat it as a crash that is due now, keeping its restart count.
+                Phase::Backoff { next_at: rec.next_restart_at.unwrap_or(rec.updated_at) }
+            }
+            WorkerStatus::Held => Phase::Held {
+                spec_hash: rec.spec_hash.clone().unwrap_or_else(|| SpecHash(String::new())),
+            },
+            WorkerStatus::Stopped | WorkerStatus::Stopping => Phase::Idle,
+        };
+        let last_exit = match (rec.last_exit_code, rec.last_exit_signal) {
+            (Some(c), _) => Some(ExitInfo::Code(c)),
+            (None, Some(s)) => Some(ExitInfo::Signal(s)),
+            _ => None,
+        };
+        Self {
+            phase,
+            restarts: rec.restarts,
+            last_exit,
+            last_error: rec.last_error.clone(),
+            spec_hash: rec.spec_hash.clone(),
+            started_at: rec.started_at,
+            dirty: false,
+        }
+    }
+}
