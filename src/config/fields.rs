@@ -93,7 +93,9 @@ fn parse_time(t: &str, is_end: bool) -> Result<Minute, String> {
         && bytes[2] == b':'
         && [0, 1, 3, 4].iter().all(|&i| bytes[i].is_ascii_digit());
     if !well_formed {
-        return Err(format!("invalid time `{t}`, expected `HH:MM` such as `08:00`"));
+        return Err(format!(
+            "invalid time `{t}`, expected `HH:MM` such as `08:00`"
+        ));
     }
     let hour = u16::from(bytes[0] - b'0') * 10 + u16::from(bytes[1] - b'0');
     let minute = u16::from(bytes[3] - b'0') * 10 + u16::from(bytes[4] - b'0');

@@ -393,7 +393,9 @@ fn validate(ctx: &mut FileCtx<'_>) -> Option<TenantSpec> {
         }
     }
 
-    let business_name = root.get("business_name").and_then(|v| business_name(ctx, v));
+    let business_name = root
+        .get("business_name")
+        .and_then(|v| business_name(ctx, v));
     let phone = root.get("phone").and_then(|v| phone(ctx, v));
     let template = root
         .get("template")
@@ -478,9 +480,8 @@ fn phone(ctx: &mut FileCtx<'_>, v: &Spanned<DeValue<'_>>) -> Option<Phone> {
     if let Some(p) = Phone::parse(s) {
         return Some(p);
     }
-    let mut msg = format!(
-        "phone `{s}` is not in E.164 form (`+`, country code and number, 8 to 15 digits)"
-    );
+    let mut msg =
+        format!("phone `{s}` is not in E.164 form (`+`, country code and number, 8 to 15 digits)");
     match phone_hint(s) {
         Some(p) => msg.push_str(&format!(", did you mean `{p}`?")),
         None if s.starts_with('0') => {
