@@ -19,7 +19,7 @@ use crate::config::fields::{check_placeholders, parse_day_hours, phone_hint};
 use crate::config::tenant::{
     Language, Limits, Phone, ReplyKey, Template, TenantId, TenantSpec, Weekday, WeeklyHours,
 };
-use crate::config::walk::{FileCtx, list, suggest};
+use crate::config::walk::{FileCtx, list, list_all, suggest};
 
 /// Tenant files larger than this are refused before parsing (a tenant file is a few hundred
 /// bytes; a huge one is a mistake, and reading it would stall a reload).
@@ -85,6 +85,8 @@ pub struct LoadedDir {
     /// Ids whose file exists but did not validate (including both tenants of a duplicate phone).
     /// A caller keeps these on their last applied spec rather than retiring them.
     pub failed: BTreeSet<TenantId>,
+    /// How many tenant files were examined (valid names or not).
+    pub checked: usize,
     /// `false` when the directory itself could not be listed. A caller must not retire tenants
     /// because their files seem to be missing from an incomplete listing.
     pub complete: bool,
@@ -164,7 +166,7 @@ pub fn parse_tenant(path: &Path, bytes: &[u8]) -> FileOutcome {
                     path,
                     good,
                     good.len(),
-                    "file is not valid UTF-8",
+                    "file is not valid UTF-8; save it in the UTF-8 encoding",
                 )],
             };
         }
@@ -197,6 +199,7 @@ pub fn load_dir(dir: &Path) -> LoadedDir {
         }
     };
     paths.sort();
+    out.checked = paths.len();
     for path in paths {
         let Ok(meta) = fs::metadata(&path) else {
             // A dangling symlink or a file removed while listing: report it like a read error.
@@ -216,20 +219,14 @@ pub fn load_dir(dir: &Path) -> LoadedDir {
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or_default();
-        let id = match TenantId::parse(stem) {
-            Ok(id) => id,
-            Err(err) => {
-                out.diagnostics.push(Diagnostic::file(
-                    &path,
-                    Severity::Error,
-                    format!("bad file name: {err}; the file name without `.toml` is the tenant id"),
-                ));
-                continue;
-            }
-        };
-        out.files.insert(id.clone(), path.clone());
         let outcome = read_tenant(&path);
         out.diagnostics.extend(outcome.diagnostics);
+        // A file whose name is not a tenant id has no tenant to keep or fail; `read_tenant`
+        // reported the name along with everything else in the file.
+        let Ok(id) = TenantId::parse(stem) else {
+            continue;
+        };
+        out.files.insert(id.clone(), path.clone());
         match outcome.spec {
             Some(spec) => {
                 out.specs.insert(id, spec);
@@ -365,21 +362,24 @@ fn validate(ctx: &mut FileCtx<'_>) -> Option<TenantSpec> {
     let (root, syntax) = DeTable::parse_recoverable(ctx.src);
     ctx.syntax_errors(&syntax);
     let root = root.get_ref();
-    let id = ctx
+    let stem = ctx
         .path
         .file_stem()
-        .and_then(|s| s.to_str())
-        .and_then(|s| TenantId::parse(s).ok());
-    if id.is_none() {
-        ctx.file_error(
-            "bad file name: the file name without `.toml` must be a tenant id \
-             (lowercase letters, digits and `-`, at most 63 characters)",
-        );
-    }
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let id = match TenantId::parse(&stem) {
+        Ok(id) => Some(id),
+        Err(err) => {
+            ctx.file_error(format!(
+                "bad file name: {err}; the file name without `.toml` is the tenant id"
+            ));
+            None
+        }
+    };
     if root.is_empty() && syntax.is_empty() {
         ctx.file_error(format!(
             "tenant file is empty; required fields are {}",
-            list(&REQUIRED)
+            list_all(&REQUIRED)
         ));
         return None;
     }
@@ -596,7 +596,7 @@ fn limits(ctx: &mut FileCtx<'_>, v: &Spanned<DeValue<'_>>) -> Option<Limits> {
         &mut limits.replies_per_contact_per_10min,
     ]) {
         if let Some(value) = table.get(*key) {
-            match ctx.integer_in(key, value, 1..=600) {
+            match ctx.integer_in(&format!("limits.{key}"), value, 1..=600) {
                 Some(n) => *slot = u32::try_from(n).unwrap_or(1),
                 None => ok = false,
             }

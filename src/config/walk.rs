@@ -6,6 +6,7 @@
 //! `daemon.rs` (the daemon config) decide what each key means. serde's derive is not used for
 //! these files because it stops at the first error and would hide the next ones.
 
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::Path;
 
@@ -23,6 +24,10 @@ pub(crate) struct FileCtx<'s> {
     pub(crate) src: &'s str,
     /// Findings so far.
     pub(crate) diags: Vec<Diagnostic>,
+    /// Where syntax errors are. The parser recovers an unreadable value as an empty
+    /// placeholder; a finding about it at the very same place would only repeat the syntax
+    /// error, so it is not recorded.
+    syntax_at: BTreeSet<usize>,
 }
 
 impl<'s> FileCtx<'s> {
@@ -32,17 +37,24 @@ impl<'s> FileCtx<'s> {
             path,
             src,
             diags: Vec::new(),
+            syntax_at: BTreeSet::new(),
         }
     }
 
     /// Records an error at a byte offset.
     pub(crate) fn error(&mut self, offset: usize, msg: impl Into<String>) {
+        if self.syntax_at.contains(&offset) {
+            return;
+        }
         self.diags
             .push(Diagnostic::error_at(self.path, self.src, offset, msg));
     }
 
     /// Records a warning at a byte offset.
     pub(crate) fn warning(&mut self, offset: usize, msg: impl Into<String>) {
+        if self.syntax_at.contains(&offset) {
+            return;
+        }
         self.diags
             .push(Diagnostic::warning_at(self.path, self.src, offset, msg));
     }
@@ -56,8 +68,17 @@ impl<'s> FileCtx<'s> {
     /// Records TOML syntax errors from `DeTable::parse_recoverable`.
     pub(crate) fn syntax_errors(&mut self, errors: &[toml::de::Error]) {
         for err in errors {
-            let offset = err.span().map_or(0, |s| s.start);
-            self.error(offset, lowercase_first(err.message()));
+            let span = err.span().unwrap_or(0..0);
+            let mut msg = lowercase_first(err.message());
+            // The parser names no key in this message; the span covers it.
+            if msg == "duplicate key"
+                && let Some(key) = self.src.get(span.clone()).filter(|k| !k.is_empty())
+            {
+                msg = format!("duplicate key `{key}`");
+            }
+            self.diags
+                .push(Diagnostic::error_at(self.path, self.src, span.start, msg));
+            self.syntax_at.insert(span.start);
         }
     }
 
@@ -200,11 +221,20 @@ pub(crate) fn suggest<'a>(
 
 /// "`a`, `b` or `c`".
 pub(crate) fn list(items: &[&str]) -> String {
+    join(items, "or")
+}
+
+/// "`a`, `b` and `c`".
+pub(crate) fn list_all(items: &[&str]) -> String {
+    join(items, "and")
+}
+
+fn join(items: &[&str], conjunction: &str) -> String {
     let quoted: Vec<String> = items.iter().map(|s| format!("`{s}`")).collect();
     match quoted.split_last() {
         None => String::new(),
         Some((last, [])) => last.clone(),
-        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        Some((last, rest)) => format!("{} {conjunction} {last}", rest.join(", ")),
     }
 }
 
