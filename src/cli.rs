@@ -3,16 +3,142 @@
 //! Owns argument parsing, printing results for people and scripts, and mapping outcomes to
 //! `ExitStatus`. anyhow is allowed here and in `main.rs` only.
 
-use clap::Parser;
+use std::io::Write;
+use std::path::PathBuf;
 
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use flowhq::config::load::{LoadedDir, load_dir};
+use flowhq::config::{DaemonConfig, Diagnostic};
 use flowhq::exit::ExitStatus;
 
 /// Runs a fleet of WhatsApp chatbots, one per business, reconciled from tenant files.
 #[derive(Debug, Parser)]
 #[command(name = "flowhq", version, about, long_about = None, propagate_version = true)]
-pub(crate) struct Cli {}
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate tenant files (and the daemon config) without running anything; exit 78 on errors.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Directory of tenant files [default: the config's `tenants_dir`, `./tenants.d` without one].
+    dir: Option<PathBuf>,
+    /// The daemon config file to validate and take `tenants_dir` from.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Output: lines for people, or one JSON document for scripts.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
 
 /// Runs the parsed command line.
-pub(crate) fn run(_cli: Cli) -> anyhow::Result<ExitStatus> {
-    Ok(ExitStatus::Ok)
+pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
+    match cli.command {
+        Command::Check(args) => check(&args),
+    }
+}
+
+/// `flowhq check`: every diagnostic of the config and of every tenant file, then a summary.
+fn check(args: &CheckArgs) -> anyhow::Result<ExitStatus> {
+    let mut diagnostics: Vec<Diagnostic> = Vec::new();
+    // The daemon config is read when it is named, or when it is needed for the directory.
+    let config = if args.config.is_some() || args.dir.is_none() {
+        match DaemonConfig::from_process_env(args.config.as_deref()) {
+            Ok(config) => Some(config),
+            Err(diags) => {
+                diagnostics.extend(diags);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let dir = match (&args.dir, &config) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, Some(config)) => Some(config.tenants_dir.clone()),
+        (None, None) => None,
+    };
+    let loaded = dir.as_deref().map(load_dir).unwrap_or_default();
+    diagnostics.extend(loaded.diagnostics.iter().cloned());
+    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+    let warnings = diagnostics.len() - errors;
+
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        Format::Text => {
+            for d in &diagnostics {
+                writeln!(out, "{d}")?;
+            }
+            writeln!(
+                out,
+                "checked {} {}: {errors} {}, {warnings} {}",
+                loaded.checked,
+                plural(loaded.checked, "file", "files"),
+                plural(errors, "error", "errors"),
+                plural(warnings, "warning", "warnings"),
+            )?;
+        }
+        Format::Json => {
+            let doc = json_report(args, dir.as_deref(), &loaded, &diagnostics, errors);
+            serde_json::to_writer_pretty(&mut out, &doc)?;
+            writeln!(out)?;
+        }
+    }
+    out.flush().context("cannot write the check report")?;
+    Ok(if errors > 0 {
+        ExitStatus::Config
+    } else {
+        ExitStatus::Ok
+    })
+}
+
+/// The stable JSON form of `flowhq check`, version 1 (documented in `man/flowhq-tenant.5`).
+fn json_report(
+    args: &CheckArgs,
+    dir: Option<&std::path::Path>,
+    loaded: &LoadedDir,
+    diagnostics: &[Diagnostic],
+    errors: usize,
+) -> serde_json::Value {
+    let diags: Vec<serde_json::Value> = diagnostics
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "path": d.path.display().to_string(),
+                "line": d.line,
+                "col": d.col,
+                "severity": d.severity,
+                "message": d.message,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "version": 1,
+        "config": args.config.as_ref().map(|p| p.display().to_string()),
+        "dir": dir.map(|p| p.display().to_string()),
+        "files": loaded.checked,
+        "tenants": loaded.specs.keys().map(|id| id.as_str()).collect::<Vec<_>>(),
+        "failed": loaded.failed.iter().map(|id| id.as_str()).collect::<Vec<_>>(),
+        "diagnostics": diags,
+        "errors": errors,
+        "warnings": diagnostics.len() - errors,
+    })
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
 }

@@ -5,10 +5,16 @@
 //! Loading never fails as a whole: one bad file becomes diagnostics and never hides the others.
 //! It does not watch files (that is `source`) and does no I/O beyond reading the files it is given.
 
+pub mod daemon;
 pub mod diagnostic;
+mod fields;
+pub mod load;
 pub mod tenant;
+mod walk;
 
+pub use daemon::DaemonConfig;
 pub use diagnostic::{Diagnostic, Severity};
 pub use tenant::{
-    ChangeKind, FieldClass, Language, Phone, SpecHash, Template, TenantId, TenantSpec,
+    ChangeKind, FieldClass, Language, Limits, OpenRange, Phone, ReplyKey, SpecHash, Template,
+    TenantId, TenantSpec, Weekday, WeeklyHours,
 };

@@ -451,3 +451,113 @@ impl TenantSpec {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> TenantSpec {
+        TenantSpec {
+            id: TenantId::parse("mama-asha").unwrap(),
+            business_name: "Mama Asha Salon".to_owned(),
+            phone: Phone::parse("+255712345678").unwrap(),
+            template: Template::Booking,
+            language: Language::Sw,
+            enabled: true,
+            timezone: "Africa/Dar_es_Salaam".to_owned(),
+            hours: None,
+            limits: Limits::default(),
+            replies: BTreeMap::new(),
+            restart: None,
+        }
+    }
+
+    #[track_caller]
+    fn check(change: impl FnOnce(&mut TenantSpec), field: &str, kind: ChangeKind) {
+        let old = spec();
+        let mut new = spec();
+        change(&mut new);
+        assert_eq!(old.change_kind(&new), kind, "changing {field}");
+        let diff = old.diff(&new);
+        assert_eq!(diff.len(), 1, "changing {field}: {diff:?}");
+        assert_eq!(diff[0].0, field);
+        assert_ne!(old.hash(), new.hash(), "changing {field} changes the hash");
+    }
+
+    #[test]
+    fn equal_specs_need_nothing_and_hash_equally() {
+        assert_eq!(spec().change_kind(&spec()), ChangeKind::None);
+        assert!(spec().diff(&spec()).is_empty());
+        assert_eq!(spec().hash(), spec().hash());
+    }
+
+    #[test]
+    fn bot_fields_are_hot_reloaded() {
+        use ChangeKind::Reload;
+        check(|s| s.business_name = "Asha".into(), "business_name", Reload);
+        check(|s| s.template = Template::Support, "template", Reload);
+        check(|s| s.language = Language::En, "language", Reload);
+        check(|s| s.timezone = "Africa/Nairobi".into(), "timezone", Reload);
+        check(|s| s.hours = Some(WeeklyHours::default()), "hours", Reload);
+        check(|s| s.limits.replies_per_minute = 11, "limits", Reload);
+        check(
+            |s| s.limits.replies_per_contact_per_10min = 5,
+            "limits",
+            Reload,
+        );
+        check(
+            |s| {
+                s.replies
+                    .entry(Language::Sw)
+                    .or_default()
+                    .insert(ReplyKey::Menu, "Karibu".into());
+            },
+            "replies",
+            Reload,
+        );
+    }
+
+    #[test]
+    fn process_fields_restart_the_worker() {
+        use ChangeKind::Restart;
+        check(
+            |s| s.phone = Phone::parse("+255700000001").unwrap(),
+            "phone",
+            Restart,
+        );
+        check(
+            |s| s.restart = Some("2026-11-28".into()),
+            "restart",
+            Restart,
+        );
+    }
+
+    #[test]
+    fn enabled_is_lifecycle_and_needs_no_reload_or_restart() {
+        check(|s| s.enabled = false, "enabled", ChangeKind::None);
+        let mut new = spec();
+        new.enabled = false;
+        assert_eq!(spec().diff(&new), vec![("enabled", FieldClass::Lifecycle)]);
+    }
+
+    #[test]
+    fn a_restart_field_wins_over_reload_fields() {
+        let mut new = spec();
+        new.business_name = "Asha".into();
+        new.phone = Phone::parse("+255700000001").unwrap();
+        assert_eq!(spec().change_kind(&new), ChangeKind::Restart);
+    }
+
+    #[test]
+    fn the_hash_is_stable_across_versions() {
+        // A changed hash restarts nothing by itself, but it is stored and compared across
+        // daemon versions: this value may only change with a deliberate format change.
+        // It is the SHA-256 of the canonical JSON below, computed independently.
+        let canonical = r#"{"id":"mama-asha","business_name":"Mama Asha Salon","phone":"+255712345678","template":"booking","language":"sw","enabled":true,"timezone":"Africa/Dar_es_Salaam","hours":null,"limits":{"replies_per_minute":10,"replies_per_contact_per_10min":20},"replies":{},"restart":null}"#;
+        assert_eq!(serde_json::to_string(&spec()).unwrap(), canonical);
+        assert_eq!(
+            spec().hash().0,
+            "8b1054fc60f6c90f3b62e618a1f6cbe20ab2ce08c4aaef049c07425681832026"
+        );
+    }
+}

@@ -1,0 +1,994 @@
+//! The daemon's own configuration: `flowhq.toml`, its defaults and `FLOWHQ_*` overrides.
+//!
+//! Owns `DaemonConfig`, the defaults that let `flowhq daemon` run with no file at all, the
+//! environment overrides (`FLOWHQ_<KEY>`, `FLOWHQ_<SECTION>_<KEY>`, `DATABASE_URL`) and the
+//! validation of every value with the same `path:line:col` diagnostics as tenant files; a bad
+//! environment value is a diagnostic whose path is `$VARIABLE`. It does not create directories,
+//! open the database or bind the status socket: it only describes them.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::config::diagnostic::{Diagnostic, Severity};
+use crate::config::walk::{FileCtx, int_value, list, suggest};
+
+/// What happens to workers when the daemon receives SIGTERM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownMode {
+    /// Stop every worker gracefully (the default).
+    StopWorkers,
+    /// Leave workers running, to be adopted by the next daemon (zero-downtime upgrades).
+    KeepWorkers,
+}
+
+/// The `[status]` endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusConfig {
+    /// Where the read-only HTTP endpoint listens (default `127.0.0.1:9780`).
+    pub listen: SocketAddr,
+    /// A file holding the bearer token for personal data; `None` = personal data only through
+    /// signed links.
+    pub token_file: Option<PathBuf>,
+}
+
+/// Restart backoff of crashed workers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackoffConfig {
+    /// First delay (default 1s).
+    pub initial: Duration,
+    /// Largest delay (default 5m); `initial <= max`.
+    pub max: Duration,
+    /// A worker healthy this long has its backoff reset (default 10m).
+    pub reset_after: Duration,
+    /// Random share added to or removed from each delay, `0.0..=1.0` (default 0.2).
+    pub jitter: f64,
+}
+
+/// The `[worker]` section: how workers are started and supervised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerConfig {
+    /// The worker argv; the daemon appends `["--tenant", ID]` (default: this binary + `worker`).
+    pub command: Vec<String>,
+    /// The Chromium binary (default `/usr/bin/chromium`).
+    pub chromium: PathBuf,
+    /// A file served as `https://web.whatsapp.com/*` (version pin, tests); `None` = the real one.
+    pub wa_web_index: Option<PathBuf>,
+    /// SIGTERM to SIGKILL of the worker's process group (default 10s).
+    pub kill_timeout: Duration,
+    /// How often a worker writes its heartbeat (default 30s).
+    pub heartbeat_interval: Duration,
+    /// No heartbeat for this long = stale (default 2m); longer than `heartbeat_interval`.
+    pub stale_after: Duration,
+    /// How long a QR code waits to be scanned before the worker gives up (default 10m).
+    pub qr_timeout: Duration,
+    /// Memory limit of one worker with its Chromium, in bytes; `None` = no limit.
+    pub memory_max: Option<u64>,
+    /// A worker log file is rotated at this size (default 10 MiB).
+    pub log_max_bytes: u64,
+    /// Rotated log files kept per tenant (default 5).
+    pub log_files: u32,
+    /// Crash-loop backoff.
+    pub backoff: BackoffConfig,
+}
+
+/// `[source.git]`: follow a config repository instead of a plain directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitSourceConfig {
+    /// Repository URL.
+    pub url: String,
+    /// Branch to follow (default `main`).
+    pub branch: String,
+    /// Directory of tenant files inside the repository (default `tenants.d`).
+    pub path: PathBuf,
+    /// Fetch interval (default 30s).
+    pub interval: Duration,
+    /// Credentials for the fetch, if the repository needs them.
+    pub credentials_file: Option<PathBuf>,
+}
+
+/// `[prune]`: the guard against retiring many tenants at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PruneConfig {
+    /// Largest share of tenants one pass may retire, `(0, 1]` (default 0.5).
+    pub max_share: f64,
+    /// Retire beyond `max_share` anyway (default false).
+    pub allow_mass_prune: bool,
+}
+
+/// `[retention]`: how long history is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// Message log entries (default 90 days).
+    pub messages: Duration,
+    /// Audit events (default 90 days).
+    pub events: Duration,
+}
+
+/// The validated daemon configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonConfig {
+    /// The file it was read from, if any.
+    pub file: Option<PathBuf>,
+    /// Tenant files (default `./tenants.d`).
+    pub tenants_dir: PathBuf,
+    /// State: SQLite database, sessions, git checkout (default `./.flowhq`).
+    pub state_dir: PathBuf,
+    /// Worker logs (default `<state_dir>/log`).
+    pub log_dir: PathBuf,
+    /// Locks and pid records (default `<state_dir>/run`).
+    pub runtime_dir: PathBuf,
+    /// `sqlite://...` or `postgres://...` (default `sqlite://<state_dir>/flowhq.db`).
+    pub database_url: String,
+    /// What SIGTERM does to workers.
+    pub shutdown: ShutdownMode,
+    /// Full rescan of the tenant directory, the safety net under file events (default 60s).
+    pub rescan_interval: Duration,
+    /// Quiet time after a file event before loading (default 200ms).
+    pub debounce: Duration,
+    /// Longest delay of a load under a stream of events (default 2s).
+    pub debounce_max: Duration,
+    /// The status endpoint.
+    pub status: StatusConfig,
+    /// Workers.
+    pub worker: WorkerConfig,
+    /// `Some` when tenant files come from a git repository.
+    pub git: Option<GitSourceConfig>,
+    /// The mass-retirement guard.
+    pub prune: PruneConfig,
+    /// History retention.
+    pub retention: RetentionConfig,
+}
+
+/// Failures to read the config file. They reach operators as diagnostics.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}")]
+    ReadConfigFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+const TOP_KEYS: [&str; 14] = [
+    "tenants_dir",
+    "state_dir",
+    "log_dir",
+    "runtime_dir",
+    "database_url",
+    "shutdown",
+    "rescan_interval",
+    "debounce",
+    "debounce_max",
+    "status",
+    "worker",
+    "source",
+    "prune",
+    "retention",
+];
+const STATUS_KEYS: [&str; 2] = ["listen", "token_file"];
+const WORKER_KEYS: [&str; 11] = [
+    "command",
+    "chromium",
+    "wa_web_index",
+    "kill_timeout",
+    "heartbeat_interval",
+    "stale_after",
+    "qr_timeout",
+    "memory_max",
+    "log_max_bytes",
+    "log_files",
+    "backoff",
+];
+const BACKOFF_KEYS: [&str; 4] = ["initial", "max", "reset_after", "jitter"];
+const SOURCE_KEYS: [&str; 1] = ["git"];
+const GIT_KEYS: [&str; 5] = ["url", "branch", "path", "interval", "credentials_file"];
+const PRUNE_KEYS: [&str; 2] = ["max_share", "allow_mass_prune"];
+const RETENTION_KEYS: [&str; 2] = ["messages", "events"];
+
+/// The largest config file read (a config file is a few hundred bytes).
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+impl DaemonConfig {
+    /// Loads `path` (or only defaults when `None`), applies the environment through `env`
+    /// (`FLOWHQ_<KEY>`, `FLOWHQ_<SECTION>_<KEY>`, `DATABASE_URL`; environment wins over the file)
+    /// and validates everything. `Err` holds every finding when any is an error.
+    pub fn load(
+        path: Option<&Path>,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<DaemonConfig, Vec<Diagnostic>> {
+        let text = match path.map(read_config).transpose() {
+            Ok(text) => text,
+            Err(diag) => return Err(vec![diag]),
+        };
+        let src = text.as_deref().unwrap_or("");
+        let file_path = path.unwrap_or(Path::new("flowhq.toml"));
+        let mut reader = Reader {
+            ctx: FileCtx::new(file_path, src),
+            env,
+            env_diags: Vec::new(),
+            root: DeTable::default(),
+        };
+        if path.is_some() {
+            let (root, syntax) = DeTable::parse_recoverable(src);
+            reader.ctx.syntax_errors(&syntax);
+            reader.root = root.into_inner();
+        }
+        let config = reader.build(path);
+        let mut diags = reader.ctx.diags;
+        diags.sort_by_key(|d| (d.line, d.col));
+        diags.extend(reader.env_diags);
+        if diags.iter().any(Diagnostic::is_error) {
+            Err(diags)
+        } else {
+            Ok(config)
+        }
+    }
+
+    /// [`DaemonConfig::load`] with the process environment.
+    pub fn from_process_env(path: Option<&Path>) -> Result<DaemonConfig, Vec<Diagnostic>> {
+        Self::load(path, &|name| std::env::var(name).ok())
+    }
+}
+
+fn read_config(path: &Path) -> Result<String, Diagnostic> {
+    let read = || -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        fs::File::open(path)?
+            .take(MAX_CONFIG_BYTES + 1)
+            .read_to_end(&mut bytes)?;
+        Ok(bytes)
+    };
+    let bytes = read().map_err(|source| {
+        let err = Error::ReadConfigFile {
+            path: path.to_owned(),
+            source,
+        };
+        let cause = std::error::Error::source(&err).map_or(String::new(), |s| format!(": {s}"));
+        Diagnostic::file(path, Severity::Error, format!("{err}{cause}"))
+    })?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(Diagnostic::file(
+            path,
+            Severity::Error,
+            format!("config file is larger than {MAX_CONFIG_BYTES} bytes"),
+        ));
+    }
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    String::from_utf8(bytes.to_vec()).map_err(|e| {
+        let good = std::str::from_utf8(&bytes[..e.utf8_error().valid_up_to()]).unwrap_or_default();
+        Diagnostic::error_at(path, good, good.len(), "file is not valid UTF-8")
+    })
+}
+
+/// Where a value came from, for pointing at it.
+enum Origin {
+    File(usize),
+    Env(String),
+}
+
+/// A value found in the environment or the file.
+enum Found<'v, 'i> {
+    File(&'v Spanned<DeValue<'i>>),
+    Env(String, String),
+}
+
+struct Reader<'s, 'e, E: Fn(&str) -> Option<String>> {
+    ctx: FileCtx<'s>,
+    env: &'e E,
+    env_diags: Vec<Diagnostic>,
+    root: DeTable<'s>,
+}
+
+impl<E: Fn(&str) -> Option<String>> Reader<'_, '_, E> {
+    fn report(&mut self, origin: &Origin, msg: String) {
+        match origin {
+            Origin::File(at) => self.ctx.error(*at, msg),
+            Origin::Env(var) => {
+                self.env_diags
+                    .push(Diagnostic::file(format!("${var}"), Severity::Error, msg))
+            }
+        }
+    }
+
+    /// The table at `section` in the file (empty when absent or not a table).
+    fn section(&self, section: &[&str]) -> Option<&Spanned<DeValue<'_>>> {
+        let mut table = &self.root;
+        let mut found = None;
+        for name in section {
+            let v = table.get(*name)?;
+            let DeValue::Table(t) = v.get_ref() else {
+                return None;
+            };
+            table = t;
+            found = Some(v);
+        }
+        found
+    }
+
+    /// Looks `key` up: environment first, then the file.
+    fn find(&self, section: &[&str], key: &str) -> Option<Found<'_, '_>> {
+        let mut var = String::from("FLOWHQ");
+        for part in section.iter().chain([&key]) {
+            var.push('_');
+            var.push_str(&part.to_ascii_uppercase());
+        }
+        if let Some(v) = (self.env)(&var) {
+            return Some(Found::Env(var, v));
+        }
+        if section.is_empty()
+            && key == "database_url"
+            && let Some(v) = (self.env)("DATABASE_URL")
+        {
+            return Some(Found::Env("DATABASE_URL".to_owned(), v));
+        }
+        let table = if section.is_empty() {
+            &self.root
+        } else {
+            match self.section(section)?.get_ref() {
+                DeValue::Table(t) => t,
+                _ => return None,
+            }
+        };
+        table.get(key).map(Found::File)
+    }
+
+    fn name(section: &[&str], key: &str) -> String {
+        section
+            .iter()
+            .chain([&key])
+            .copied()
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+
+    /// A string-typed value with its origin; a file value of another type is reported.
+    fn text(&mut self, section: &[&str], key: &str) -> Option<(String, Origin)> {
+        let name = Self::name(section, key);
+        let found = match self.find(section, key)? {
+            Found::Env(var, v) => return Some((v, Origin::Env(var))),
+            Found::File(v) => match v.get_ref() {
+                DeValue::String(s) => Ok((s.to_string(), Origin::File(v.span().start))),
+                other => Err((v.span().start, other.type_str())),
+            },
+        };
+        match found {
+            Ok(t) => Some(t),
+            Err((at, ty)) => {
+                self.ctx
+                    .error(at, format!("`{name}` must be a string, found {ty}"));
+                None
+            }
+        }
+    }
+
+    fn parsed<T>(
+        &mut self,
+        section: &[&str],
+        key: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<(T, Origin)> {
+        let (s, origin) = self.text(section, key)?;
+        match parse(&s) {
+            Ok(v) => Some((v, origin)),
+            Err(msg) => {
+                let name = Self::name(section, key);
+                self.report(&origin, format!("`{name}`: {msg}"));
+                None
+            }
+        }
+    }
+
+    fn path(&mut self, section: &[&str], key: &str, default: PathBuf) -> PathBuf {
+        self.parsed(section, key, |s| {
+            if s.is_empty() {
+                Err("path is empty".to_owned())
+            } else {
+                Ok(PathBuf::from(s))
+            }
+        })
+        .map_or(default, |(p, _)| p)
+    }
+
+    fn opt_path(&mut self, section: &[&str], key: &str) -> Option<PathBuf> {
+        self.text(section, key)
+            .and_then(|(s, _)| (!s.is_empty()).then(|| PathBuf::from(s)))
+    }
+
+    fn duration(&mut self, section: &[&str], key: &str, default: Duration) -> (Duration, Origin) {
+        self.parsed(section, key, parse_duration)
+            .unwrap_or((default, Origin::File(0)))
+    }
+
+    /// A number (float or integer in the file).
+    fn number(&mut self, section: &[&str], key: &str, default: f64) -> (f64, Origin) {
+        let name = Self::name(section, key);
+        let parsed = match self.find(section, key) {
+            None => return (default, Origin::File(0)),
+            Some(Found::Env(var, v)) => match v.trim().parse::<f64>() {
+                Ok(n) if n.is_finite() => Ok((n, Origin::Env(var))),
+                _ => Err((Origin::Env(var), format!("`{name}`: `{v}` is not a number"))),
+            },
+            Some(Found::File(v)) => match v.get_ref() {
+                DeValue::Float(f) => match f.as_str().replace('_', "").parse::<f64>() {
+                    Ok(n) if n.is_finite() => Ok((n, Origin::File(v.span().start))),
+                    _ => Err((
+                        Origin::File(v.span().start),
+                        format!("`{name}` must be a finite number"),
+                    )),
+                },
+                DeValue::Integer(i) => match int_value(i) {
+                    // Integers in a config file are small; the conversion is exact below 2^53.
+                    #[allow(clippy::cast_precision_loss)]
+                    Some(n) => Ok((n as f64, Origin::File(v.span().start))),
+                    None => Err((
+                        Origin::File(v.span().start),
+                        format!("`{name}` is out of range"),
+                    )),
+                },
+                other => Err((
+                    Origin::File(v.span().start),
+                    format!("`{name}` must be a number, found {}", other.type_str()),
+                )),
+            },
+        };
+        match parsed {
+            Ok(n) => n,
+            Err((origin, msg)) => {
+                self.report(&origin, msg);
+                (default, Origin::File(0))
+            }
+        }
+    }
+
+    fn boolean(&mut self, section: &[&str], key: &str, default: bool) -> bool {
+        let name = Self::name(section, key);
+        match self.find(section, key) {
+            None => default,
+            Some(Found::Env(var, v)) => match v.trim() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" | "" => false,
+                other => {
+                    let msg = format!("`{name}`: `{other}` is not `true` or `false`");
+                    self.report(&Origin::Env(var), msg);
+                    default
+                }
+            },
+            Some(Found::File(v)) => match v.get_ref() {
+                DeValue::Boolean(b) => *b,
+                other => {
+                    let msg = format!(
+                        "`{name}` must be `true` or `false`, found {}",
+                        other.type_str()
+                    );
+                    self.ctx.error(v.span().start, msg);
+                    default
+                }
+            },
+        }
+    }
+
+    /// A byte size: an integer, or a string such as `800MiB`, `1G`, `10485760`.
+    fn bytes(&mut self, section: &[&str], key: &str) -> Option<(u64, Origin)> {
+        if let Some(Found::File(v)) = self.find(section, key)
+            && let DeValue::Integer(i) = v.get_ref()
+        {
+            let at = v.span().start;
+            return match int_value(i).and_then(|n| u64::try_from(n).ok()) {
+                Some(n) => Some((n, Origin::File(at))),
+                None => {
+                    let name = Self::name(section, key);
+                    self.ctx
+                        .error(at, format!("`{name}` must be a positive size"));
+                    None
+                }
+            };
+        }
+        self.parsed(section, key, parse_bytes)
+    }
+
+    fn integer(&mut self, section: &[&str], key: &str, default: u32, range: (u32, u32)) -> u32 {
+        let name = Self::name(section, key);
+        let (n, origin) = match self.find(section, key) {
+            None => return default,
+            Some(Found::Env(var, v)) => (v.trim().parse::<i64>().ok(), Origin::Env(var)),
+            Some(Found::File(v)) => match v.get_ref() {
+                DeValue::Integer(i) => (int_value(i), Origin::File(v.span().start)),
+                other => {
+                    let msg = format!("`{name}` must be an integer, found {}", other.type_str());
+                    self.ctx.error(v.span().start, msg);
+                    return default;
+                }
+            },
+        };
+        match n.and_then(|n| u32::try_from(n).ok()) {
+            Some(n) if (range.0..=range.1).contains(&n) => n,
+            _ => {
+                let msg = format!(
+                    "`{name}` must be an integer between {} and {}",
+                    range.0, range.1
+                );
+                self.report(&origin, msg);
+                default
+            }
+        }
+    }
+
+    /// An argv: an array of strings in the file; in the environment a TOML array
+    /// (`["/usr/bin/flowhq", "worker"]`) or words separated by spaces.
+    fn argv(&mut self, section: &[&str], key: &str) -> Option<(Vec<String>, Origin)> {
+        let name = Self::name(section, key);
+        let (items, origin) = match self.find(section, key)? {
+            Found::Env(var, v) => {
+                let t = v.trim();
+                if t.starts_with('[') {
+                    match DeValue::parse(t) {
+                        Ok(parsed) => (string_array(parsed.get_ref()), Origin::Env(var)),
+                        Err(_) => (None, Origin::Env(var)),
+                    }
+                } else {
+                    let words = t.split_whitespace().map(str::to_owned).collect();
+                    (Some(words), Origin::Env(var))
+                }
+            }
+            Found::File(v) => (string_array(v.get_ref()), Origin::File(v.span().start)),
+        };
+        match items {
+            Some(items) if !items.is_empty() && !items[0].is_empty() => Some((items, origin)),
+            Some(_) => {
+                self.report(&origin, format!("`{name}` is empty; it needs a program"));
+                None
+            }
+            None => {
+                self.report(
+                    &origin,
+                    format!("`{name}` must be an array of strings, like [\"/usr/bin/flowhq\", \"worker\"]"),
+                );
+                None
+            }
+        }
+    }
+
+    fn check_sections(&mut self) {
+        let sections: [(&[&str], &[&str]); 7] = [
+            (&["status"], &STATUS_KEYS),
+            (&["worker"], &WORKER_KEYS),
+            (&["worker", "backoff"], &BACKOFF_KEYS),
+            (&["source"], &SOURCE_KEYS),
+            (&["source", "git"], &GIT_KEYS),
+            (&["prune"], &PRUNE_KEYS),
+            (&["retention"], &RETENTION_KEYS),
+        ];
+        let mut findings = Vec::new();
+        for (path, keys) in sections {
+            let name = path.join(".");
+            let mut table = &self.root;
+            let mut value = None;
+            for part in path {
+                value = table.get(*part);
+                match value.map(|v| v.get_ref()) {
+                    Some(DeValue::Table(t)) => table = t,
+                    _ => break,
+                }
+            }
+            match value {
+                None => {}
+                Some(v) => match v.get_ref() {
+                    DeValue::Table(t) => findings.push((Some((t.clone(), keys, name)), None)),
+                    other => findings.push((
+                        None,
+                        Some((
+                            v.span().start,
+                            format!("`{name}` must be a table, found {}", other.type_str()),
+                        )),
+                    )),
+                },
+            }
+        }
+        let root = self.root.clone();
+        self.ctx.unknown_keys(&root, &TOP_KEYS, "");
+        for finding in findings {
+            match finding {
+                (Some((t, keys, name)), _) => {
+                    self.ctx.unknown_keys(&t, keys, &format!("[{name}]"));
+                }
+                (None, Some((at, msg))) => self.ctx.error(at, msg),
+                (None, None) => {}
+            }
+        }
+    }
+
+    fn build(&mut self, file: Option<&Path>) -> DaemonConfig {
+        self.check_sections();
+        let state_dir = self.path(&[], "state_dir", PathBuf::from("./.flowhq"));
+        let tenants_dir = self.path(&[], "tenants_dir", PathBuf::from("./tenants.d"));
+        let log_dir = self.path(&[], "log_dir", state_dir.join("log"));
+        let runtime_dir = self.path(&[], "runtime_dir", state_dir.join("run"));
+        let database_url = self
+            .parsed(&[], "database_url", check_database_url)
+            .map_or_else(
+                || format!("sqlite://{}", state_dir.join("flowhq.db").display()),
+                |(u, _)| u,
+            );
+        let shutdown = self
+            .parsed(&[], "shutdown", |s| match s {
+                "stop-workers" => Ok(ShutdownMode::StopWorkers),
+                "keep-workers" => Ok(ShutdownMode::KeepWorkers),
+                other => Err(one_of_msg(other, &["stop-workers", "keep-workers"])),
+            })
+            .map_or(ShutdownMode::StopWorkers, |(m, _)| m);
+        let rescan_interval = self.positive(&[], "rescan_interval", secs(60));
+        let debounce = self.duration(&[], "debounce", Duration::from_millis(200)).0;
+        let (debounce_max, origin) = self.duration(&[], "debounce_max", secs(2));
+        if debounce_max < debounce {
+            self.report(
+                &origin,
+                "`debounce_max` must not be shorter than `debounce`".to_owned(),
+            );
+        }
+
+        let listen = self
+            .parsed(&["status"], "listen", |s| {
+                s.parse::<SocketAddr>().map_err(|_| {
+                    format!("`{s}` is not an address and port such as `127.0.0.1:9780`")
+                })
+            })
+            .map_or(SocketAddr::from(([127, 0, 0, 1], 9780)), |(a, _)| a);
+        let token_file = self.opt_path(&["status"], "token_file");
+
+        let w: &[&str] = &["worker"];
+        let command = self
+            .argv(w, "command")
+            .map_or_else(default_command, |(c, _)| c);
+        let chromium = self.path(w, "chromium", PathBuf::from("/usr/bin/chromium"));
+        let wa_web_index = self.opt_path(w, "wa_web_index");
+        let kill_timeout = self.positive(w, "kill_timeout", secs(10));
+        let heartbeat_interval = self.positive(w, "heartbeat_interval", secs(30));
+        let (stale_after, origin) = self.duration(w, "stale_after", secs(120));
+        if stale_after <= heartbeat_interval {
+            self.report(
+                &origin,
+                "`worker.stale_after` must be longer than `worker.heartbeat_interval`".to_owned(),
+            );
+        }
+        let qr_timeout = self.positive(w, "qr_timeout", secs(600));
+        let memory_max = match self.bytes(w, "memory_max") {
+            Some((n, origin)) if n < 64 * 1024 * 1024 => {
+                self.report(
+                    &origin,
+                    "`worker.memory_max` is below 64MiB; Chromium cannot run in that".to_owned(),
+                );
+                None
+            }
+            found => found.map(|(n, _)| n),
+        };
+        let log_max_bytes = match self.bytes(w, "log_max_bytes") {
+            Some((n, origin)) if n < 4096 => {
+                self.report(
+                    &origin,
+                    "`worker.log_max_bytes` must be at least 4096".to_owned(),
+                );
+                10 * 1024 * 1024
+            }
+            found => found.map_or(10 * 1024 * 1024, |(n, _)| n),
+        };
+        let log_files = self.integer(w, "log_files", 5, (1, 100));
+        let b: &[&str] = &["worker", "backoff"];
+        let initial = self.positive(b, "initial", secs(1));
+        let (max, origin) = self.duration(b, "max", secs(300));
+        if max < initial {
+            self.report(
+                &origin,
+                "`worker.backoff.max` must not be shorter than `worker.backoff.initial`".to_owned(),
+            );
+        }
+        let reset_after = self.positive(b, "reset_after", secs(600));
+        let (jitter, origin) = self.number(b, "jitter", 0.2);
+        if !(0.0..=1.0).contains(&jitter) {
+            self.report(
+                &origin,
+                format!("`worker.backoff.jitter` must be between 0 and 1, found {jitter}"),
+            );
+        }
+
+        let g: &[&str] = &["source", "git"];
+        let git_section = self.section(g).is_some();
+        let url = self.text(g, "url");
+        let branch = self.text(g, "branch");
+        let git_path = self.path(g, "path", PathBuf::from("tenants.d"));
+        let interval = self.positive(g, "interval", secs(30));
+        let credentials_file = self.opt_path(g, "credentials_file");
+        let git = match url {
+            Some((url, _)) if !url.is_empty() => Some(GitSourceConfig {
+                url,
+                branch: branch.map_or_else(|| "main".to_owned(), |(b, _)| b),
+                path: git_path,
+                interval,
+                credentials_file,
+            }),
+            Some((_, origin)) => {
+                self.report(&origin, "`source.git.url` is empty".to_owned());
+                None
+            }
+            None => {
+                if git_section {
+                    self.ctx.error(
+                        self.section(g).map_or(0, |v| v.span().start),
+                        "[source.git] needs `url`",
+                    );
+                }
+                None
+            }
+        };
+
+        let (max_share, origin) = self.number(&["prune"], "max_share", 0.5);
+        if !(max_share > 0.0 && max_share <= 1.0) {
+            self.report(
+                &origin,
+                format!("`prune.max_share` must be above 0 and at most 1, found {max_share}"),
+            );
+        }
+        let allow_mass_prune = self.boolean(&["prune"], "allow_mass_prune", false);
+        let messages = self.positive(&["retention"], "messages", days(90));
+        let events = self.positive(&["retention"], "events", days(90));
+
+        DaemonConfig {
+            file: file.map(Path::to_path_buf),
+            tenants_dir,
+            state_dir,
+            log_dir,
+            runtime_dir,
+            database_url,
+            shutdown,
+            rescan_interval,
+            debounce,
+            debounce_max,
+            status: StatusConfig { listen, token_file },
+            worker: WorkerConfig {
+                command,
+                chromium,
+                wa_web_index,
+                kill_timeout,
+                heartbeat_interval,
+                stale_after,
+                qr_timeout,
+                memory_max,
+                log_max_bytes,
+                log_files,
+                backoff: BackoffConfig {
+                    initial,
+                    max,
+                    reset_after,
+                    jitter,
+                },
+            },
+            git,
+            prune: PruneConfig {
+                max_share,
+                allow_mass_prune,
+            },
+            retention: RetentionConfig { messages, events },
+        }
+    }
+
+    /// A duration that must not be zero.
+    fn positive(&mut self, section: &[&str], key: &str, default: Duration) -> Duration {
+        let (d, origin) = self.duration(section, key, default);
+        if d.is_zero() {
+            let name = Self::name(section, key);
+            self.report(&origin, format!("`{name}` must be longer than zero"));
+            return default;
+        }
+        d
+    }
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn days(n: u64) -> Duration {
+    Duration::from_secs(n * 24 * 60 * 60)
+}
+
+fn default_command() -> Vec<String> {
+    let exe =
+        std::env::current_exe().map_or_else(|_| "flowhq".to_owned(), |p| p.display().to_string());
+    vec![exe, "worker".to_owned()]
+}
+
+fn string_array(v: &DeValue<'_>) -> Option<Vec<String>> {
+    let DeValue::Array(items) = v else {
+        return None;
+    };
+    items
+        .iter()
+        .map(|i| i.get_ref().as_str().map(str::to_owned))
+        .collect()
+}
+
+fn one_of_msg(found: &str, choices: &[&str]) -> String {
+    match suggest(found, choices.iter().copied()) {
+        Some(c) => format!("unknown value `{found}`, did you mean `{c}`?"),
+        None => format!("unknown value `{found}` (expected {})", list(choices)),
+    }
+}
+
+/// A humantime duration (`30s`, `5m`, `1h 30m`, `200ms`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("`{s}` is not a duration such as `30s`, `5m` or `200ms` ({e})").to_lowercase()
+    })
+}
+
+/// A byte size: plain bytes, or a number with `K`/`KiB`/`M`/`MiB`/`G`/`GiB` (powers of 1024)
+/// or `KB`/`MB`/`GB` (powers of 1000).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || format!("`{s}` is not a size such as `800MiB`, `2G` or `10485760`");
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).ok_or_else(bad)
+}
+
+fn check_database_url(s: &str) -> Result<String, String> {
+    let ok = ["sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|p| s.starts_with(p));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("expected `sqlite://PATH` or `postgres://...`".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::io::Write;
+
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn load_str(text: &str, env: &[(&str, &str)]) -> Result<DaemonConfig, Vec<String>> {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        let vars: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        DaemonConfig::load(Some(file.path()), &|k| vars.get(k).cloned()).map_err(|diags| {
+            diags
+                .iter()
+                .map(|d| {
+                    let mut d = d.clone();
+                    // The temporary file's name differs per run.
+                    if d.path == file.path() {
+                        d.path = PathBuf::from("F");
+                    }
+                    d.to_string()
+                })
+                .collect()
+        })
+    }
+
+    #[test]
+    fn no_file_gives_working_directory_defaults() {
+        let c = DaemonConfig::load(None, &no_env).unwrap();
+        assert_eq!(c.tenants_dir, PathBuf::from("./tenants.d"));
+        assert_eq!(c.state_dir, PathBuf::from("./.flowhq"));
+        assert_eq!(c.log_dir, PathBuf::from("./.flowhq/log"));
+        assert_eq!(c.runtime_dir, PathBuf::from("./.flowhq/run"));
+        assert_eq!(c.database_url, "sqlite://./.flowhq/flowhq.db");
+        assert_eq!(c.shutdown, ShutdownMode::StopWorkers);
+        assert_eq!(c.rescan_interval, secs(60));
+        assert_eq!(c.debounce, Duration::from_millis(200));
+        assert_eq!(c.debounce_max, secs(2));
+        assert_eq!(c.status.listen.to_string(), "127.0.0.1:9780");
+        assert_eq!(c.worker.command[1], "worker");
+        assert_eq!(c.worker.kill_timeout, secs(10));
+        assert_eq!(c.worker.stale_after, secs(120));
+        assert_eq!(c.worker.qr_timeout, secs(600));
+        assert_eq!(c.worker.log_max_bytes, 10 << 20);
+        assert_eq!(c.worker.log_files, 5);
+        assert_eq!(c.worker.backoff.max, secs(300));
+        assert_eq!(c.worker.backoff.jitter, 0.2);
+        assert_eq!(c.git, None);
+        assert_eq!(c.prune.max_share, 0.5);
+        assert!(!c.prune.allow_mass_prune);
+        assert_eq!(c.retention.events, days(90));
+    }
+
+    #[test]
+    fn a_state_dir_moves_the_paths_derived_from_it() {
+        let c = load_str("state_dir = \"/var/lib/flowhq\"\n", &[]).unwrap();
+        assert_eq!(c.log_dir, PathBuf::from("/var/lib/flowhq/log"));
+        assert_eq!(c.database_url, "sqlite:///var/lib/flowhq/flowhq.db");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let text = "[status]\nlisten = \"127.0.0.1:1\"\n[worker]\nkill_timeout = \"3s\"\n";
+        let env = [
+            ("FLOWHQ_STATUS_LISTEN", "0.0.0.0:8080"),
+            ("FLOWHQ_WORKER_KILL_TIMEOUT", "5s"),
+            ("DATABASE_URL", "postgres://db/flowhq"),
+            ("FLOWHQ_WORKER_COMMAND", "/bin/flowhq worker --verbose"),
+            ("FLOWHQ_SOURCE_GIT_URL", "https://git.example.com/t.git"),
+            ("FLOWHQ_PRUNE_ALLOW_MASS_PRUNE", "true"),
+            ("FLOWHQ_WORKER_MEMORY_MAX", "800MiB"),
+        ];
+        let c = load_str(text, &env).unwrap();
+        assert_eq!(c.status.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.worker.kill_timeout, secs(5));
+        assert_eq!(c.database_url, "postgres://db/flowhq");
+        assert_eq!(c.worker.command, ["/bin/flowhq", "worker", "--verbose"]);
+        assert_eq!(c.git.unwrap().branch, "main");
+        assert!(c.prune.allow_mass_prune);
+        assert_eq!(c.worker.memory_max, Some(800 << 20));
+    }
+
+    #[test]
+    fn a_bad_environment_value_names_the_variable() {
+        let errs = load_str("", &[("FLOWHQ_WORKER_KILL_TIMEOUT", "soon")]).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].starts_with("$FLOWHQ_WORKER_KILL_TIMEOUT:1:1: error: `worker.kill_timeout`: `soon` is not a duration"),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
+    fn every_file_error_is_reported_with_its_position() {
+        let text = "tenant_dir = \"x\"\nshutdown = \"keep\"\n[worker]\nkill_timeout = 10\n\
+                    stale_after = \"10s\"\n[worker.backoff]\njitter = 2\n[prune]\nmax_share = 0\n";
+        let errs = load_str(text, &[]).unwrap_err();
+        assert_eq!(
+            errs,
+            vec![
+                "F:1:1: error: unknown field `tenant_dir`, did you mean `tenants_dir`?",
+                "F:2:12: error: `shutdown`: unknown value `keep`, did you mean `keep-workers`?",
+                "F:4:16: error: `worker.kill_timeout` must be a string, found integer",
+                "F:5:15: error: `worker.stale_after` must be longer than `worker.heartbeat_interval`",
+                "F:7:10: error: `worker.backoff.jitter` must be between 0 and 1, found 2",
+                "F:9:13: error: `prune.max_share` must be above 0 and at most 1, found 0",
+            ]
+        );
+    }
+
+    #[test]
+    fn sizes_and_durations_parse_in_their_usual_spellings() {
+        assert_eq!(parse_bytes("800MiB"), Ok(800 << 20));
+        assert_eq!(parse_bytes("2G"), Ok(2 << 30));
+        assert_eq!(parse_bytes("1MB"), Ok(1_000_000));
+        assert_eq!(parse_bytes("123"), Ok(123));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("-1M").is_err());
+        assert_eq!(parse_duration("1h 30m"), Ok(secs(5400)));
+        assert!(parse_duration("10").is_err());
+    }
+}
