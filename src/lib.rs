@@ -2,7 +2,10 @@
 //! reconciled from tenant files. Read ARCHITECTURE.md for the map of this crate.
 
 pub mod config;
+pub mod daemon;
 pub mod exit;
 pub mod reconcile;
 pub mod source;
+pub mod store;
+pub mod supervisor;
 pub mod systemd;

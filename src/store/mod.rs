@@ -1,0 +1,1030 @@
+//! The state store: every SQL statement of Flow HQ, behind one typed API over PostgreSQL and
+//! SQLite.
+//!
+//! Owns connecting (pool sizes per process role, SQLite's WAL and busy timeout), the embedded
+//! migrations, and all reads and writes of tenants, sessions, workers, the message log, events,
+//! contacts and counters. The backend is chosen by the URL (`postgres://`, `postgresql://` or
+//! `sqlite:`). Both backends run the same SQL text wherever the dialects agree (`$N` parameters,
+//! `ON CONFLICT`, `RETURNING`, `->>`); only the schema files and the way a write transaction
+//! starts differ. Times are unix milliseconds in both databases and `jiff::Timestamp` here; every
+//! write takes its time from the caller, never from a database clock.
+//!
+//! It does not decide anything: which rows to write, what a status means and when to prune are
+//! the daemon's and the worker's business. It does not retry: a down database is reported as
+//! `Error::Unavailable` and the pool reconnects on the next call.
+
+pub mod model;
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::types::Json;
+
+use crate::config::TenantId;
+pub use model::{
+    Direction, EventRecord, Inserted, Lifecycle, MessageRecord, NewEvent, NewMessage, PruneCounts,
+    SessionRecord, SessionState, TenantRecord, TenantStatusRow, TenantSummary, UnknownValue,
+    WorkerRecord, WorkerStatus,
+};
+use model::{
+    EventRow, MessageRow, RowError, SessionRow, SnapshotRow, TenantRow, WorkerRow, to_millis,
+};
+
+/// How long a call waits for a pooled connection (or a new one) before it reports the database
+/// as unavailable.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long SQLite waits for another process's write lock before giving up.
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Which process opens the store; decides the pool size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The one daemon per host: a few connections, kept for a while.
+    Daemon,
+    /// One of many workers: at most two connections, released when idle, so a fleet of
+    /// workers does not exhaust PostgreSQL's connection slots.
+    Worker,
+}
+
+/// The database behind a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL (production).
+    Postgres,
+    /// SQLite (the embedded default, development and tests).
+    Sqlite,
+}
+
+impl Backend {
+    /// The backend for a database URL: `postgres://` or `postgresql://`, or `sqlite:`.
+    pub fn from_url(url: &str) -> Option<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else {
+            None
+        }
+    }
+
+    /// `postgresql` or `sqlite`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgresql",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a store call failed. `Unavailable` is worth retrying later; the rest are not.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database URL names no supported backend or does not parse.
+    #[error("invalid database url `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL with any password replaced by `***`.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The directory for a SQLite database file could not be created.
+    #[error("create database directory `{}`", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The database could not be reached (down, refusing connections, locked too long).
+    /// The pool reconnects by itself; the same call may succeed later.
+    #[error("{backend} database unavailable: {op}")]
+    Unavailable {
+        /// The backend.
+        backend: Backend,
+        /// The operation and its subject (`log message for tenant `acme``).
+        op: String,
+        /// The cause.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The database answered with an error (a constraint, a missing table, a bad value).
+    #[error("{backend} query failed: {op}")]
+    Query {
+        /// The backend.
+        backend: Backend,
+        /// The operation and its subject.
+        op: String,
+        /// The cause.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Applying the embedded migrations failed.
+    #[error("migrate {backend} database")]
+    Migrate {
+        /// The backend.
+        backend: Backend,
+        /// The cause.
+        #[source]
+        source: MigrateError,
+    },
+    /// A stored row holds a value this version cannot read (an unknown enum spelling, a bad
+    /// tenant id, an out-of-range number).
+    #[error("decode stored row: {op}")]
+    Decode {
+        /// The operation and its subject.
+        op: String,
+        /// The cause.
+        #[source]
+        source: RowError,
+    },
+}
+
+impl Error {
+    /// True when the database could not be reached and the call may succeed later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Unavailable { .. })
+    }
+}
+
+/// The result of a store call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A handle on the state store. Cheap to clone (it holds a connection pool).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+#[derive(Debug, Clone)]
+enum Pool {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool of either backend. The body is written
+/// once and type-checked twice, so the SQL text is shared; only types differ.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            Pool::Postgres($pool) => $body,
+            Pool::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// Runs `$body` inside a write transaction bound to `$tx`, committing when it returns `Ok`.
+/// SQLite starts with `BEGIN IMMEDIATE` so the write lock is taken (waiting out the busy
+/// timeout) up front instead of failing halfway with a stale snapshot.
+macro_rules! with_write_tx {
+    ($store:expr, $tx:ident => $body:expr) => {
+        match &$store.pool {
+            Pool::Postgres(pool) => {
+                async {
+                    let mut $tx = pool.begin().await?;
+                    let out = $body;
+                    $tx.commit().await?;
+                    Ok::<_, sqlx::Error>(out)
+                }
+                .await
+            }
+            Pool::Sqlite(pool) => {
+                async {
+                    let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                    let out = $body;
+                    $tx.commit().await?;
+                    Ok::<_, sqlx::Error>(out)
+                }
+                .await
+            }
+        }
+    };
+}
+
+impl Store {
+    /// Connects to the database at `url` with a pool sized for `role`. SQLite files (and their
+    /// directory) are created when missing and opened in WAL mode with a busy timeout, so one
+    /// daemon and many workers can share the file. Does not migrate; call `migrate`.
+    pub async fn connect(url: &str, role: Role) -> Result<Self> {
+        let backend = Backend::from_url(url).ok_or_else(|| Error::InvalidUrl {
+            url: redact(url),
+            reason: "expected postgres://, postgresql:// or sqlite:".to_owned(),
+        })?;
+        let invalid = |err: sqlx::Error| Error::InvalidUrl {
+            url: redact(url),
+            reason: err.to_string(),
+        };
+        let connect_op = || format!("connect to {}", redact(url));
+        let pool = match backend {
+            Backend::Postgres => {
+                let options = PgConnectOptions::from_str(url)
+                    .map_err(invalid)?
+                    .application_name(match role {
+                        Role::Daemon => "flowhq-daemon",
+                        Role::Worker => "flowhq-worker",
+                    });
+                let (max, idle) = match role {
+                    Role::Daemon => (8, Duration::from_secs(300)),
+                    Role::Worker => (2, Duration::from_secs(30)),
+                };
+                let pool = PgPoolOptions::new()
+                    .max_connections(max)
+                    .min_connections(0)
+                    .idle_timeout(idle)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await
+                    .map_err(|err| classify(backend, connect_op(), err))?;
+                Pool::Postgres(pool)
+            }
+            Backend::Sqlite => {
+                let options = SqliteConnectOptions::from_str(url)
+                    .map_err(invalid)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                    .foreign_keys(true);
+                let file = options.get_filename();
+                if let Some(dir) = file.parent()
+                    && !dir.as_os_str().is_empty()
+                    && !url.contains(":memory:")
+                {
+                    std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
+                        path: dir.to_owned(),
+                        source,
+                    })?;
+                }
+                let max = match role {
+                    Role::Daemon => 4,
+                    Role::Worker => 2,
+                };
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(max)
+                    .min_connections(0)
+                    .idle_timeout(Duration::from_secs(60))
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await
+                    .map_err(|err| classify(backend, connect_op(), err))?;
+                Pool::Sqlite(pool)
+            }
+        };
+        Ok(Self { pool })
+    }
+
+    /// Applies the embedded migrations that are not applied yet. Idempotent, and safe to run
+    /// from several processes at once (PostgreSQL takes an advisory lock, SQLite a write lock).
+    pub async fn migrate(&self) -> Result<()> {
+        let backend = self.backend();
+        let res = match &self.pool {
+            Pool::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+            Pool::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+        };
+        res.map_err(|err| match err {
+            MigrateError::Execute(source) if is_unavailable(backend, &source) => {
+                Error::Unavailable {
+                    backend,
+                    op: "migrate".to_owned(),
+                    source,
+                }
+            }
+            source => Error::Migrate { backend, source },
+        })
+    }
+
+    /// The backend behind this store.
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Postgres(_) => Backend::Postgres,
+            Pool::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// `postgresql` or `sqlite`.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend().name()
+    }
+
+    /// Checks that the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<()> {
+        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))
+            .map_err(self.fail(|| "ping".to_owned()))
+    }
+
+    /// Closes the pool, waiting for connections in use to come back.
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await)
+    }
+
+    // ----- tenants (written by the daemon) -----
+
+    /// Inserts or replaces a tenant row. `created_at` is kept from the first insert; every
+    /// other column takes the record's value (so applying a good spec also clears an old
+    /// `config_error` when the record says `None`).
+    pub async fn upsert_tenant(&self, tenant: &TenantRecord) -> Result<()> {
+        const SQL: &str = "INSERT INTO tenants (id, spec, spec_hash, revision, attempted_revision, \
+             source_file, lifecycle, config_error, created_at, updated_at, retired_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (id) DO UPDATE SET spec = excluded.spec, spec_hash = excluded.spec_hash, \
+             revision = excluded.revision, attempted_revision = excluded.attempted_revision, \
+             source_file = excluded.source_file, lifecycle = excluded.lifecycle, \
+             config_error = excluded.config_error, updated_at = excluded.updated_at, \
+             retired_at = excluded.retired_at";
+        with_pool!(self, pool => sqlx::query(SQL)
+            .bind(tenant.id.as_str())
+            .bind(Json(&tenant.spec))
+            .bind(tenant.spec_hash.0.as_str())
+            .bind(tenant.revision.as_str())
+            .bind(tenant.attempted_revision.as_deref())
+            .bind(tenant.source_file.as_str())
+            .bind(tenant.lifecycle.as_str())
+            .bind(tenant.config_error.as_deref())
+            .bind(to_millis(tenant.created_at))
+            .bind(to_millis(tenant.updated_at))
+            .bind(tenant.retired_at.map(to_millis))
+            .execute(pool)
+            .await
+            .map(drop))
+        .map_err(self.fail(|| format!("upsert tenant `{}`", tenant.id)))
+    }
+
+    /// Records (or clears, with `None`) the validation error of a tenant's file and the
+    /// revision that was attempted. Returns false when the tenant has no row yet (a new file
+    /// that never validated): such a tenant exists only in the daemon's diagnostics.
+    pub async fn set_config_error(
+        &self,
+        tenant: &TenantId,
+        error: Option<&str>,
+        attempted_revision: Option<&str>,
+        now: Timestamp,
+    ) -> Result<bool> {
+        const SQL: &str = "UPDATE tenants SET config_error = $2, attempted_revision = $3, \
+             updated_at = $4 WHERE id = $1";
+        with_pool!(self, pool => sqlx::query(SQL)
+            .bind(tenant.as_str())
+            .bind(error)
+            .bind(attempted_revision)
+            .bind(to_millis(now))
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected() > 0))
+        .map_err(self.fail(|| format!("set config error of tenant `{tenant}`")))
+    }
+
+    /// Sets a tenant's lifecycle. Retiring stamps `retired_at` (keeping an earlier stamp);
+    /// any other lifecycle clears it. Returns false when the tenant has no row.
+    pub async fn set_lifecycle(
+        &self,
+        tenant: &TenantId,
+        lifecycle: Lifecycle,
+        now: Timestamp,
+    ) -> Result<bool> {
+        const SQL: &str = "UPDATE tenants SET lifecycle = $2, updated_at = $3, \
+             retired_at = CASE WHEN $4 THEN COALESCE(retired_at, $3) ELSE NULL END \
+             WHERE id = $1";
+        with_pool!(self, pool => sqlx::query(SQL)
+            .bind(tenant.as_str())
+            .bind(lifecycle.as_str())
+            .bind(to_millis(now))
+            .bind(lifecycle == Lifecycle::Retired)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected() > 0))
+        .map_err(self.fail(|| format!("set lifecycle of tenant `{tenant}` to {lifecycle}")))
+    }
+
+    /// Retires a tenant (soft delete) at `at`. Returns false when the tenant has no row.
+    pub async fn retire_tenant(&self, tenant: &TenantId, at: Timestamp) -> Result<bool> {
+        self.set_lifecycle(tenant, Lifecycle::Retired, at).await
+    }
+
+    /// Every tenant row, retired ones included, ordered by id.
+    pub async fn tenants(&self) -> Result<Vec<TenantRecord>> {
+        const SQL: &str = "SELECT id, spec, spec_hash, revision, attempted_revision, source_file, \
+             lifecycle, config_error, created_at, updated_at, retired_at FROM tenants ORDER BY id";
+        let op = || "list tenants".to_owned();
+        let rows: Vec<TenantRow> =
+            with_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await)
+                .map_err(self.fail(op))?;
+        decode_all(rows, TenantRow::into_record, op)
+    }
+
+    /// One tenant row.
+    pub async fn tenant(&self, tenant: &TenantId) -> Result<Option<TenantRecord>> {
+        const SQL: &str = "SELECT id, spec, spec_hash, revision, attempted_revision, source_file, \
+             lifecycle, config_error, created_at, updated_at, retired_at FROM tenants WHERE id = $1";
+        let op = || format!("read tenant `{tenant}`");
+        let row: Option<TenantRow> = with_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(tenant.as_str())
+            .fetch_optional(pool)
+            .await)
+        .map_err(self.fail(op))?;
+        decode_opt(row, TenantRow::into_record, op)
+    }
+
+    // ----- worker processes (written by the daemon) -----
+
+    /// Inserts or replaces a tenant's worker row.
+    pub async fn upsert_worker(&self, worker: &WorkerRecord) -> Result<()> {
+        const SQL: &str = "INSERT INTO worker_processes (tenant_id, node, pid, start_time, status, \
+             restarts, last_exit_code, last_exit_signal, last_error, next_restart_at, started_at, \
+             healthy_since, spec_hash, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             ON CONFLICT (tenant_id) DO UPDATE SET node = excluded.node, pid = excluded.pid, \
+             start_time = excluded.start_time, status = excluded.status, \
+             restarts = excluded.restarts, last_exit_code = excluded.last_exit_code, \
+             last_exit_signal = excluded.last_exit_signal, last_error = excluded.last_error, \
+             next_restart_at = excluded.next_restart_at, started_at = excluded.started_at, \
+             healthy_since = excluded.healthy_since, spec_hash = excluded.spec_hash, \
+             updated_at = excluded.updated_at";
+        let op = || format!("upsert worker of tenant `{}`", worker.tenant);
+        let start_time = worker
+            .start_time
+            .map(|ticks| i64::try_from(ticks).map_err(|_| RowError::Range("start_time", ticks)))
+            .transpose()
+            .map_err(|source| Error::Decode { op: op(), source })?;
+        with_pool!(self, pool => sqlx::query(SQL)
+            .bind(worker.tenant.as_str())
+            .bind(worker.node.as_str())
+            .bind(worker.pid.map(i64::from))
+            .bind(start_time)
+            .bind(worker.status.as_str())
+            .bind(i64::from(worker.restarts))
+            .bind(worker.last_exit_code.map(i64::from))
+            .bind(worker.last_exit_signal.map(i64::from))
+            .bind(worker.last_error.as_deref())
+            .bind(worker.next_restart_at.map(to_millis))
+            .bind(worker.started_at.map(to_millis))
+            .bind(worker.healthy_since.map(to_millis))
+            .bind(worker.spec_hash.as_ref().map(|hash| hash.0.as_str()))
+            .bind(to_millis(worker.updated_at))
+            .execute(pool)
+            .await
+            .map(drop))
+        .map_err(self.fail(op))
+    }
+
+    /// Every worker row, ordered by tenant.
+    pub async fn workers(&self) -> Result<Vec<WorkerRecord>> {
+        const SQL: &str = "SELECT tenant_id, node, pid, start_time, status, restarts, \
+             last_exit_code, last_exit_signal, last_error, next_restart_at, started_at, \
+             healthy_since, spec_hash, updated_at FROM worker_processes ORDER BY tenant_id";
+        let op = || "list workers".to_owned();
+        let rows: Vec<WorkerRow> =
+            with_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await)
+                .map_err(self.fail(op))?;
+        decode_all(rows, WorkerRow::into_record, op)
+    }
+
+    /// One tenant's worker row.
+    pub async fn worker(&self, tenant: &TenantId) -> Result<Option<WorkerRecord>> {
+        const SQL: &str = "SELECT tenant_id, node, pid, start_time, status, restarts, \
+             last_exit_code, last_exit_signal, last_error, next_restart_at, started_at, \
+             healthy_since, spec_hash, updated_at FROM worker_processes WHERE tenant_id = $1";
+        let op = || format!("read worker of tenant `{tenant}`");
+        let row: Option<WorkerRow> = with_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(tenant.as_str())
+            .fetch_optional(pool)
+            .await)
+        .map_err(self.fail(op))?;
+        decode_opt(row, WorkerRow::into_record, op)
+    }
+
+    /// Deletes a tenant's worker row. Returns false when there was none.
+    pub async fn delete_worker(&self, tenant: &TenantId) -> Result<bool> {
+        with_pool!(self, pool => sqlx::query("DELETE FROM worker_processes WHERE tenant_id = $1")
+            .bind(tenant.as_str())
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected() > 0))
+        .map_err(self.fail(|| format!("delete worker of tenant `{tenant}`")))
+    }
+
+    // ----- WhatsApp sessions (written by the tenant's worker) -----
+
+    /// Records the session state and the error that came with it. Any state but `QR_READY`
+    /// clears the QR payload: a code is only worth showing while WhatsApp waits for a scan.
+    pub async fn session_set_state(
+        &self,
+        tenant: &TenantId,
+        state: SessionState,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()> {
+        const SQL: &str = "INSERT INTO whatsapp_sessions (tenant_id, state, error, updated_at) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id) DO UPDATE SET state = excluded.state, \
+             error = excluded.error, updated_at = excluded.updated_at, \
+             qr = CASE WHEN excluded.state = 'QR_READY' THEN whatsapp_sessions.qr ELSE NULL END, \
+             qr_issued_at = CASE WHEN excluded.state = 'QR_READY' \
+             THEN whatsapp_sessions.qr_issued_at ELSE NULL END";
+        with_pool!(self, pool => sqlx::query(SQL)
+            .bind(tenant.as_str())
+            .bind(state.as_str())
+            .bind(error)
+            .bind(to_millis(now))
+            .execute(pool)
+            .await
+            .map(drop))
+        .map_err(self.fail(|| format!("set session state of tenant `{tenant}` to {state}")))
+    }
+
+    /// Stores a new QR payload: the state becomes `QR_READY` and the error is cleared.
+    pub async fn session_set_qr(
+        &self,
+        tenant: &TenantId,
+        payload: &str,
+        issued_at: Timestamp,
+    ) -> Result<()> {
+        const SQL: &str = "INSERT INTO whatsapp_sessions \
+             (tenant_id, state, qr, qr_issued_at, updated_at) VALUES ($1, 'QR_READY', $2, $3, $3) \
+             ON CONFLICT (tenant_id) DO UPDATE SET state = 'QR_READY', qr = excluded.qr, \
+             qr_issued_at = excluded.qr_issued_at, error = NULL, updated_at = excluded.updated_at";
+        with_pool!(self, pool => sqlx::query(SQL)
+            .bind(tenant.as_str())
+            .bind(payload)
+            .bind(to_millis(issued_at))
+            .execute(pool)
+            .await
+            .map(drop))
+        .map_err(self.fail(|| format!("store QR code of tenant `{tenant}`")))
+    }
+
+    /// Records a heartbeat. Does not touch `updated_at`, which stays the time of the last state
+    /// change; creates the row in `STARTING` if the worker has reported nothing yet.
+    pub async fn session_heartbeat(&self, tenant: &TenantId, at: Timestamp) -> Result<()> {
+        const SQL: &str = "INSERT INTO whatsapp_sessions (tenant_id, state, last_seen_at, \
+             updated_at) VALUES ($1, 'STARTING', $2, $2) \
+             ON CONFLICT (tenant_id) DO UPDATE SET last_seen_at = excluded.last_seen_at";
+        with_pool!(self, pool => sqlx::query(SQL)
+            .bind(tenant.as_str())
+            .bind(to_millis(at))
+            .execute(pool)
+            .await
+            .map(drop))
+        .map_err(self.fail(|| format!("record heartbeat of tenant `{tenant}`")))
+    }
+
+    /// Records the linked phone number and WhatsApp display name.
+    pub async fn session_set_linked(
+        &self,
+        tenant: &TenantId,
+        number: &str,
+        push_name: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()> {
+        const SQL: &str = "INSERT INTO whatsapp_sessions (tenant_id, state, linked_number, \
+             push_name, updated_at) VALUES ($1, 'AUTHENTICATED', $2, $3, $4) \
+             ON CONFLICT (tenant_id) DO UPDATE SET linked_number = excluded.linked_number, \
+             push_name = excluded.push_name, updated_at = excluded.updated_at";
+        with_pool!(self, pool => sqlx::query(SQL)
+            .bind(tenant.as_str())
+            .bind(number)
+            .bind(push_name)
+            .bind(to_millis(now))
+            .execute(pool)
+            .await
+            .map(drop))
+        .map_err(self.fail(|| format!("record linked number of tenant `{tenant}`")))
+    }
+
+    /// Every session row, ordered by tenant.
+    pub async fn sessions(&self) -> Result<Vec<SessionRecord>> {
+        const SQL: &str = "SELECT tenant_id, state, qr, qr_issued_at, last_seen_at, \
+             linked_number, push_name, error, updated_at FROM whatsapp_sessions ORDER BY tenant_id";
+        let op = || "list sessions".to_owned();
+        let rows: Vec<SessionRow> =
+            with_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await)
+                .map_err(self.fail(op))?;
+        decode_all(rows, SessionRow::into_record, op)
+    }
+
+    /// One tenant's session row.
+    pub async fn session(&self, tenant: &TenantId) -> Result<Option<SessionRecord>> {
+        const SQL: &str = "SELECT tenant_id, state, qr, qr_issued_at, last_seen_at, \
+             linked_number, push_name, error, updated_at FROM whatsapp_sessions \
+             WHERE tenant_id = $1";
+        let op = || format!("read session of tenant `{tenant}`");
+        let row: Option<SessionRow> = with_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(tenant.as_str())
+            .fetch_optional(pool)
+            .await)
+        .map_err(self.fail(op))?;
+        decode_opt(row, SessionRow::into_record, op)
+    }
+
+    // ----- message log (written by the tenant's worker) -----
+
+    /// Logs one message, or tells the caller it was already logged (same tenant, direction and
+    /// WhatsApp id), which makes deduplication survive worker restarts.
+    pub async fn log_message(&self, message: &NewMessage) -> Result<Inserted> {
+        let id: Option<i64> = with_pool!(self, pool => sqlx::query_scalar(INSERT_MESSAGE)
+            .bind(message.tenant.as_str())
+            .bind(message.direction.as_str())
+            .bind(message.chat.as_str())
+            .bind(message.from.as_str())
+            .bind(message.to.as_str())
+            .bind(message.body.as_str())
+            .bind(message.wa_message_id.as_deref())
+            .bind(to_millis(message.created_at))
+            .fetch_optional(pool)
+            .await)
+        .map_err(self.fail(|| format!("log message for tenant `{}`", message.tenant)))?;
+        Ok(id.map_or(Inserted::Duplicate, Inserted::New))
+    }
+
+    /// Logs many messages in one transaction; one answer per message, in order. A message
+    /// repeated within the batch is a duplicate of its first occurrence.
+    pub async fn log_messages(&self, messages: &[NewMessage]) -> Result<Vec<Inserted>> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        with_write_tx!(self, tx => {
+            let mut out = Vec::with_capacity(messages.len());
+            for message in messages {
+                let id: Option<i64> = sqlx::query_scalar(INSERT_MESSAGE)
+                    .bind(message.tenant.as_str())
+                    .bind(message.direction.as_str())
+                    .bind(message.chat.as_str())
+                    .bind(message.from.as_str())
+                    .bind(message.to.as_str())
+                    .bind(message.body.as_str())
+                    .bind(message.wa_message_id.as_deref())
+                    .bind(to_millis(message.created_at))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                out.push(id.map_or(Inserted::Duplicate, Inserted::New));
+            }
+            out
+        })
+        .map_err(self.fail(|| format!("log {} messages", messages.len())))
+    }
+
+    /// A tenant's latest `limit` messages, newest first.
+    pub async fn messages(&self, tenant: &TenantId, limit: u32) -> Result<Vec<MessageRecord>> {
+        const SQL: &str = "SELECT id, tenant_id, direction, chat, from_addr, to_addr, body, \
+             wa_message_id, created_at FROM message_log WHERE tenant_id = $1 \
+             ORDER BY id DESC LIMIT $2";
+        let op = || format!("read messages of tenant `{tenant}`");
+        let rows: Vec<MessageRow> = with_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(tenant.as_str())
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await)
+        .map_err(self.fail(op))?;
+        decode_all(rows, MessageRow::into_record, op)
+    }
+
+    /// A tenant's messages logged after the message with id `after` (0 = from the start),
+    /// oldest first, at most `limit`: what `logs --follow` polls for.
+    pub async fn messages_after(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<MessageRecord>> {
+        const SQL: &str = "SELECT id, tenant_id, direction, chat, from_addr, to_addr, body, \
+             wa_message_id, created_at FROM message_log WHERE tenant_id = $1 AND id > $2 \
+             ORDER BY id LIMIT $3";
+        let op = || format!("follow messages of tenant `{tenant}`");
+        let rows: Vec<MessageRow> = with_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(tenant.as_str())
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await)
+        .map_err(self.fail(op))?;
+        decode_all(rows, MessageRow::into_record, op)
+    }
+
+    // ----- events (append-only audit trail) -----
+
+    /// Appends an event and returns its id.
+    pub async fn record_event(&self, event: &NewEvent) -> Result<i64> {
+        const SQL: &str = "INSERT INTO events (tenant_id, at, kind, reason, revision, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
+        with_pool!(self, pool => sqlx::query_scalar(SQL)
+            .bind(event.tenant.as_ref().map(TenantId::as_str))
+            .bind(to_millis(event.at))
+            .bind(event.kind.as_str())
+            .bind(event.reason.as_str())
+            .bind(event.revision.as_deref())
+            .bind(event.detail.as_ref().map(Json))
+            .fetch_one(pool)
+            .await)
+        .map_err(self.fail(|| match &event.tenant {
+            Some(tenant) => format!("record `{}` event for tenant `{tenant}`", event.kind),
+            None => format!("record `{}` event", event.kind),
+        }))
+    }
+
+    /// The latest `limit` events, newest first: one tenant's, or with `None` the whole fleet's
+    /// (tenant events and fleet-wide ones).
+    pub async fn events(&self, tenant: Option<&TenantId>, limit: u32) -> Result<Vec<EventRecord>> {
+        const ALL: &str = "SELECT id, tenant_id, at, kind, reason, revision, detail FROM events \
+             ORDER BY at DESC, id DESC LIMIT $1";
+        const ONE: &str = "SELECT id, tenant_id, at, kind, reason, revision, detail FROM events \
+             WHERE tenant_id = $2 ORDER BY at DESC, id DESC LIMIT $1";
+        let op = || match tenant {
+            Some(tenant) => format!("read events of tenant `{tenant}`"),
+            None => "read events".to_owned(),
+        };
+        let rows: Vec<EventRow> = match tenant {
+            None => with_pool!(self, pool => sqlx::query_as(ALL)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await),
+            Some(tenant) => with_pool!(self, pool => sqlx::query_as(ONE)
+                .bind(i64::from(limit))
+                .bind(tenant.as_str())
+                .fetch_all(pool)
+                .await),
+        }
+        .map_err(self.fail(op))?;
+        decode_all(rows, EventRow::into_record, op)
+    }
+
+    // ----- contacts and counters (written by the tenant's worker) -----
+
+    /// Records whether a chat opted out of bot replies.
+    pub async fn set_opted_out(
+        &self,
+        tenant: &TenantId,
+        chat: &str,
+        opted_out: bool,
+        now: Timestamp,
+    ) -> Result<()> {
+        const SQL: &str = "INSERT INTO contacts (tenant_id, chat, opted_out, updated_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, chat) DO UPDATE SET \
+             opted_out = excluded.opted_out, updated_at = excluded.updated_at";
+        with_pool!(self, pool => sqlx::query(SQL)
+            .bind(tenant.as_str())
+            .bind(chat)
+            .bind(opted_out)
+            .bind(to_millis(now))
+            .execute(pool)
+            .await
+            .map(drop))
+        .map_err(self.fail(|| format!("set opt-out of chat `{chat}` for tenant `{tenant}`")))
+    }
+
+    /// Whether a chat opted out (false for a chat never seen).
+    pub async fn is_opted_out(&self, tenant: &TenantId, chat: &str) -> Result<bool> {
+        const SQL: &str = "SELECT opted_out FROM contacts WHERE tenant_id = $1 AND chat = $2";
+        let found: Option<bool> = with_pool!(self, pool => sqlx::query_scalar(SQL)
+            .bind(tenant.as_str())
+            .bind(chat)
+            .fetch_optional(pool)
+            .await)
+        .map_err(self.fail(|| format!("read opt-out of chat `{chat}` for tenant `{tenant}`")))?;
+        Ok(found.unwrap_or(false))
+    }
+
+    /// Adds `delta` to a tenant's counter (created at 0) and returns the new value.
+    pub async fn add_counter(&self, tenant: &TenantId, name: &str, delta: i64) -> Result<i64> {
+        const SQL: &str = "INSERT INTO tenant_counters (tenant_id, name, value) \
+             VALUES ($1, $2, $3) ON CONFLICT (tenant_id, name) DO UPDATE SET \
+             value = tenant_counters.value + excluded.value RETURNING value";
+        with_pool!(self, pool => sqlx::query_scalar(SQL)
+            .bind(tenant.as_str())
+            .bind(name)
+            .bind(delta)
+            .fetch_one(pool)
+            .await)
+        .map_err(self.fail(|| format!("add to counter `{name}` of tenant `{tenant}`")))
+    }
+
+    /// Every counter, ordered by tenant and name.
+    pub async fn counters(&self) -> Result<Vec<(TenantId, String, i64)>> {
+        const SQL: &str =
+            "SELECT tenant_id, name, value FROM tenant_counters ORDER BY tenant_id, name";
+        let op = || "list counters".to_owned();
+        let rows: Vec<(String, String, i64)> =
+            with_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await)
+                .map_err(self.fail(op))?;
+        decode_all(
+            rows,
+            |(tenant, name, value)| Ok((TenantId::parse(&tenant)?, name, value)),
+            op,
+        )
+    }
+
+    // ----- status and retention -----
+
+    /// Every tenant with its session and worker, ordered by id: one query with LEFT JOINs.
+    pub async fn snapshot(&self) -> Result<Vec<TenantStatusRow>> {
+        const SQL: &str = "SELECT t.id, t.spec ->> 'business_name' AS business_name, \
+             t.spec_hash, t.revision, t.attempted_revision, t.source_file, t.lifecycle, \
+             t.config_error, t.created_at, t.updated_at, t.retired_at, \
+             s.state AS s_state, s.qr AS s_qr, s.qr_issued_at AS s_qr_issued_at, \
+             s.last_seen_at AS s_last_seen_at, s.linked_number AS s_linked_number, \
+             s.push_name AS s_push_name, s.error AS s_error, s.updated_at AS s_updated_at, \
+             w.node AS w_node, w.pid AS w_pid, w.start_time AS w_start_time, \
+             w.status AS w_status, w.restarts AS w_restarts, \
+             w.last_exit_code AS w_last_exit_code, w.last_exit_signal AS w_last_exit_signal, \
+             w.last_error AS w_last_error, w.next_restart_at AS w_next_restart_at, \
+             w.started_at AS w_started_at, w.healthy_since AS w_healthy_since, \
+             w.spec_hash AS w_spec_hash, w.updated_at AS w_updated_at \
+             FROM tenants t \
+             LEFT JOIN whatsapp_sessions s ON s.tenant_id = t.id \
+             LEFT JOIN worker_processes w ON w.tenant_id = t.id \
+             ORDER BY t.id";
+        let op = || "read status snapshot".to_owned();
+        let rows: Vec<SnapshotRow> =
+            with_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await)
+                .map_err(self.fail(op))?;
+        decode_all(rows, SnapshotRow::into_record, op)
+    }
+
+    /// Deletes message log rows and events older than `older_than`, `batch_size` rows per
+    /// statement (0 counts as 1) so that no single transaction holds locks for long.
+    pub async fn prune(&self, older_than: Timestamp, batch_size: u32) -> Result<PruneCounts> {
+        const MESSAGES: &str = "DELETE FROM message_log WHERE id IN \
+             (SELECT id FROM message_log WHERE created_at < $1 LIMIT $2)";
+        const EVENTS: &str =
+            "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < $1 LIMIT $2)";
+        let batch = u64::from(batch_size.max(1));
+        let mut counts = PruneCounts::default();
+        for (sql, count, what) in [
+            (MESSAGES, &mut counts.messages, "message log"),
+            (EVENTS, &mut counts.events, "events"),
+        ] {
+            loop {
+                let deleted = with_pool!(self, pool => sqlx::query(sql)
+                    .bind(to_millis(older_than))
+                    .bind(batch as i64)
+                    .execute(pool)
+                    .await
+                    .map(|done| done.rows_affected()))
+                .map_err(self.fail(|| format!("prune {what} older than {older_than}")))?;
+                *count += deleted;
+                if deleted < batch {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Maps a driver error of this store to `Unavailable` or `Query` for operation `op`.
+    fn fail<F>(&self, op: F) -> impl FnOnce(sqlx::Error) -> Error + use<F>
+    where
+        F: FnOnce() -> String,
+    {
+        let backend = self.backend();
+        move |err| classify(backend, op(), err)
+    }
+}
+
+const INSERT_MESSAGE: &str = "INSERT INTO message_log (tenant_id, direction, chat, from_addr, \
+     to_addr, body, wa_message_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     ON CONFLICT (tenant_id, direction, wa_message_id) DO NOTHING RETURNING id";
+
+/// Tells a database that cannot be reached from a query the database refused.
+fn classify(backend: Backend, op: String, source: sqlx::Error) -> Error {
+    if is_unavailable(backend, &source) {
+        Error::Unavailable {
+            backend,
+            op,
+            source,
+        }
+    } else {
+        Error::Query {
+            backend,
+            op,
+            source,
+        }
+    }
+}
+
+fn is_unavailable(backend: Backend, err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            match backend {
+                // Class 08 is "connection exception"; 57P01..57P03 are an administrator
+                // shutdown, a crash shutdown and "cannot connect now" (starting up); 53300 is
+                // "too many connections".
+                Backend::Postgres => {
+                    code.starts_with("08") || code.starts_with("57P") || code == "53300"
+                }
+                // Primary result codes SQLITE_BUSY (5), SQLITE_LOCKED (6), SQLITE_CANTOPEN (14).
+                Backend::Sqlite => code
+                    .parse::<i32>()
+                    .is_ok_and(|code| matches!(code & 0xff, 5 | 6 | 14)),
+            }
+        }
+        _ => false,
+    }
+}
+
+fn decode_all<R, T>(
+    rows: Vec<R>,
+    decode: impl Fn(R) -> Result<T, RowError>,
+    op: impl FnOnce() -> String,
+) -> Result<Vec<T>> {
+    rows.into_iter()
+        .map(decode)
+        .collect::<Result<Vec<T>, RowError>>()
+        .map_err(|source| Error::Decode { op: op(), source })
+}
+
+fn decode_opt<R, T>(
+    row: Option<R>,
+    decode: impl Fn(R) -> Result<T, RowError>,
+    op: impl FnOnce() -> String,
+) -> Result<Option<T>> {
+    row.map(decode)
+        .transpose()
+        .map_err(|source| Error::Decode { op: op(), source })
+}
+
+/// A database URL fit for messages: the password, if any, becomes `***`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(slash) => rest.split_at(slash),
+        None => (rest, ""),
+    };
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_are_chosen_by_url_scheme() {
+        assert_eq!(
+            Backend::from_url("postgres://u@h/db"),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            Backend::from_url("postgresql://u@h/db"),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            Backend::from_url("sqlite:///var/lib/flowhq/flowhq.db"),
+            Some(Backend::Sqlite)
+        );
+        assert_eq!(Backend::from_url("sqlite::memory:"), Some(Backend::Sqlite));
+        assert_eq!(Backend::from_url("mysql://u@h/db"), None);
+    }
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(
+            redact("postgres://flowhq:s3cret@db.example:5432/flowhq"),
+            "postgres://flowhq:***@db.example:5432/flowhq"
+        );
+        assert_eq!(
+            redact("postgres://postgres@127.0.0.1:55433/postgres"),
+            "postgres://postgres@127.0.0.1:55433/postgres"
+        );
+        assert_eq!(redact("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_scheme_is_an_invalid_url_not_a_connection_attempt() {
+        let err = Store::connect("mysql://root:pw@localhost/x", Role::Daemon)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidUrl { .. }), "{err:?}");
+        assert!(!err.is_unavailable());
+        assert!(err.to_string().contains("mysql://root:***@localhost/x"));
+    }
+}

@@ -1,0 +1,705 @@
+//! The state store's behaviour, run against both backends: every test here exists twice,
+//! `NAME::sqlite` (a temporary file) and `NAME::postgres` (a database of its own on the cluster
+//! in `FLOWHQ_TEST_PG_URL`).
+
+#![allow(clippy::unwrap_used)]
+
+#[macro_use]
+mod support;
+
+use std::collections::BTreeMap;
+
+use flowhq::config::tenant::Limits;
+use flowhq::config::{Language, Phone, Template, TenantId, TenantSpec};
+use flowhq::store::{
+    Direction, Inserted, Lifecycle, NewEvent, NewMessage, SessionState, Store, TenantRecord,
+    WorkerRecord, WorkerStatus,
+};
+use jiff::{SignedDuration, Timestamp};
+
+fn id(s: &str) -> TenantId {
+    TenantId::parse(s).unwrap()
+}
+
+fn at(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn spec(tenant: &str, business_name: &str) -> TenantSpec {
+    TenantSpec {
+        id: id(tenant),
+        business_name: business_name.to_owned(),
+        phone: Phone::parse("+255712345678").unwrap(),
+        template: Template::Booking,
+        language: Language::Sw,
+        enabled: true,
+        timezone: "Africa/Dar_es_Salaam".to_owned(),
+        hours: None,
+        limits: Limits::default(),
+        replies: BTreeMap::new(),
+        restart: None,
+    }
+}
+
+fn tenant_record(tenant: &str, now: Timestamp) -> TenantRecord {
+    let spec = spec(tenant, &format!("Business {tenant}"));
+    TenantRecord {
+        id: id(tenant),
+        spec_hash: spec.hash(),
+        spec,
+        revision: "a1b2c3d".to_owned(),
+        attempted_revision: None,
+        source_file: format!("tenants.d/{tenant}.toml"),
+        lifecycle: Lifecycle::Active,
+        config_error: None,
+        created_at: now,
+        updated_at: now,
+        retired_at: None,
+    }
+}
+
+fn worker_record(tenant: &str, now: Timestamp) -> WorkerRecord {
+    WorkerRecord {
+        tenant: id(tenant),
+        node: "host-1".to_owned(),
+        pid: Some(4242),
+        start_time: Some(1_234_567_890_123),
+        status: WorkerStatus::Running,
+        restarts: 3,
+        last_exit_code: Some(1),
+        last_exit_signal: None,
+        last_error: Some("exited with status 1".to_owned()),
+        next_restart_at: None,
+        started_at: Some(now),
+        healthy_since: None,
+        spec_hash: Some(spec(tenant, &format!("Business {tenant}")).hash()),
+        updated_at: now,
+    }
+}
+
+fn message(tenant: &str, direction: Direction, wa_id: Option<&str>, when: Timestamp) -> NewMessage {
+    NewMessage {
+        tenant: id(tenant),
+        direction,
+        chat: "255700000001@c.us".to_owned(),
+        from: "255700000001@c.us".to_owned(),
+        to: "255712345678@c.us".to_owned(),
+        body: format!("hello {}", wa_id.unwrap_or("-")),
+        wa_message_id: wa_id.map(str::to_owned),
+        created_at: when,
+    }
+}
+
+async fn seed_tenant(store: &Store, tenant: &str) {
+    store
+        .upsert_tenant(&tenant_record(tenant, at("2026-11-28T10:00:00Z")))
+        .await
+        .unwrap();
+}
+
+store_test!(migrating_twice_is_harmless, |store| {
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    store.ping().await.unwrap();
+    assert!(store.tenants().await.unwrap().is_empty());
+});
+
+store_test!(backend_name_follows_the_url, |store, db| {
+    let expected = if db.url().starts_with("sqlite:") {
+        "sqlite"
+    } else {
+        "postgresql"
+    };
+    assert_eq!(store.backend_name(), expected);
+});
+
+store_test!(tenants_round_trip_with_their_spec, |store| {
+    let t0 = at("2026-11-28T10:00:00.123Z");
+    let mut record = tenant_record("mama-asha", t0);
+    record.spec.hours = None;
+    record.spec.replies.insert(
+        Language::Sw,
+        [(
+            flowhq::config::tenant::ReplyKey::Menu,
+            "Karibu {business}".to_owned(),
+        )]
+        .into(),
+    );
+    record.spec_hash = record.spec.hash();
+    store.upsert_tenant(&record).await.unwrap();
+    store
+        .upsert_tenant(&tenant_record("acme", t0))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.tenant(&id("mama-asha")).await.unwrap(),
+        Some(record.clone())
+    );
+    assert_eq!(store.tenant(&id("nobody")).await.unwrap(), None);
+    let all = store.tenants().await.unwrap();
+    let ids: Vec<&str> = all.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["acme", "mama-asha"]);
+
+    // A second upsert replaces the spec but keeps created_at.
+    let t1 = at("2026-11-28T11:00:00Z");
+    let mut changed = tenant_record("mama-asha", t1);
+    changed.spec.business_name = "Mama Asha Salon".to_owned();
+    changed.spec_hash = changed.spec.hash();
+    changed.revision = "e5f6a7b".to_owned();
+    store.upsert_tenant(&changed).await.unwrap();
+    let read = store.tenant(&id("mama-asha")).await.unwrap().unwrap();
+    assert_eq!(read.created_at, t0);
+    assert_eq!(read.updated_at, t1);
+    assert_eq!(read.spec.business_name, "Mama Asha Salon");
+    assert_eq!(read.spec_hash, changed.spec.hash());
+    assert_eq!(read.revision, "e5f6a7b");
+});
+
+store_test!(config_errors_are_recorded_and_cleared, |store| {
+    seed_tenant(&store, "acme").await;
+    let t1 = at("2026-11-28T12:00:00Z");
+    let error = "tenants.d/acme.toml:3:1: error: unknown field `bussiness_name`";
+    assert!(
+        store
+            .set_config_error(&id("acme"), Some(error), Some("bad0001"), t1)
+            .await
+            .unwrap()
+    );
+    let read = store.tenant(&id("acme")).await.unwrap().unwrap();
+    assert_eq!(read.config_error.as_deref(), Some(error));
+    assert_eq!(read.attempted_revision.as_deref(), Some("bad0001"));
+    assert_eq!(read.revision, "a1b2c3d", "the applied revision is kept");
+    assert_eq!(read.updated_at, t1);
+
+    assert!(
+        store
+            .set_config_error(&id("acme"), None, None, t1)
+            .await
+            .unwrap()
+    );
+    let read = store.tenant(&id("acme")).await.unwrap().unwrap();
+    assert_eq!(read.config_error, None);
+    assert!(
+        !store
+            .set_config_error(&id("never-valid"), Some(error), None, t1)
+            .await
+            .unwrap(),
+        "a tenant without a row reports false"
+    );
+});
+
+store_test!(
+    retiring_stamps_retired_at_and_reactivating_clears_it,
+    |store| {
+        seed_tenant(&store, "acme").await;
+        let t1 = at("2026-11-28T12:00:00Z");
+        let t2 = at("2026-11-28T13:00:00Z");
+        assert!(store.retire_tenant(&id("acme"), t1).await.unwrap());
+        assert!(store.retire_tenant(&id("acme"), t2).await.unwrap());
+        let read = store.tenant(&id("acme")).await.unwrap().unwrap();
+        assert_eq!(read.lifecycle, Lifecycle::Retired);
+        assert_eq!(
+            read.retired_at,
+            Some(t1),
+            "retiring again keeps the first stamp"
+        );
+        assert_eq!(read.updated_at, t2);
+
+        assert!(
+            store
+                .set_lifecycle(&id("acme"), Lifecycle::Paused, t2)
+                .await
+                .unwrap()
+        );
+        let read = store.tenant(&id("acme")).await.unwrap().unwrap();
+        assert_eq!(read.lifecycle, Lifecycle::Paused);
+        assert_eq!(read.retired_at, None);
+        assert!(
+            !store
+                .set_lifecycle(&id("ghost"), Lifecycle::Active, t2)
+                .await
+                .unwrap()
+        );
+    }
+);
+
+store_test!(workers_round_trip_and_are_deleted, |store| {
+    seed_tenant(&store, "acme").await;
+    seed_tenant(&store, "beta").await;
+    let now = at("2026-11-28T10:05:00Z");
+    let mut worker = worker_record("acme", now);
+    store.upsert_worker(&worker).await.unwrap();
+    assert_eq!(
+        store.worker(&id("acme")).await.unwrap(),
+        Some(worker.clone())
+    );
+
+    worker.status = WorkerStatus::Backoff;
+    worker.pid = None;
+    worker.start_time = None;
+    worker.last_exit_code = None;
+    worker.last_exit_signal = Some(9);
+    worker.next_restart_at = Some(now + SignedDuration::from_secs(8));
+    worker.restarts = 4;
+    store.upsert_worker(&worker).await.unwrap();
+    store
+        .upsert_worker(&worker_record("beta", now))
+        .await
+        .unwrap();
+    let all = store.workers().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0], worker);
+
+    assert!(store.delete_worker(&id("acme")).await.unwrap());
+    assert!(!store.delete_worker(&id("acme")).await.unwrap());
+    assert_eq!(store.worker(&id("acme")).await.unwrap(), None);
+});
+
+store_test!(a_worker_for_an_unknown_tenant_is_a_query_error, |store| {
+    let err = store
+        .upsert_worker(&worker_record("ghost", at("2026-11-28T10:00:00Z")))
+        .await
+        .unwrap_err();
+    assert!(!err.is_unavailable(), "{err:#}");
+    assert!(matches!(err, flowhq::store::Error::Query { .. }), "{err:?}");
+    assert!(err.to_string().contains("`ghost`"), "{err}");
+});
+
+store_test!(the_database_enforces_enum_values, |store, db| {
+    seed_tenant(&store, "acme").await;
+    // Writing around the typed API must still fail: the CHECK constraints hold the enums.
+    let sql = "UPDATE tenants SET lifecycle = 'deleted' WHERE id = 'acme'";
+    let refused = if db.url().starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(db.url()).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.is_err()
+    } else {
+        let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.is_err()
+    };
+    assert!(refused, "an unknown lifecycle was accepted");
+});
+
+store_test!(session_states_qr_codes_and_heartbeats, |store| {
+    seed_tenant(&store, "acme").await;
+    let tenant = id("acme");
+    let t1 = at("2026-11-28T10:00:01Z");
+    let t2 = at("2026-11-28T10:00:02Z");
+    let t3 = at("2026-11-28T10:00:03Z");
+    let t4 = at("2026-11-28T10:00:04Z");
+
+    store
+        .session_set_state(&tenant, SessionState::Starting, None, t1)
+        .await
+        .unwrap();
+    store
+        .session_set_qr(&tenant, "2@abc,def,ghi", t2)
+        .await
+        .unwrap();
+    let session = store.session(&tenant).await.unwrap().unwrap();
+    assert_eq!(session.state, SessionState::QrReady);
+    assert_eq!(session.qr.as_deref(), Some("2@abc,def,ghi"));
+    assert_eq!(session.qr_issued_at, Some(t2));
+
+    store.session_heartbeat(&tenant, t3).await.unwrap();
+    let session = store.session(&tenant).await.unwrap().unwrap();
+    assert_eq!(session.last_seen_at, Some(t3));
+    assert_eq!(session.updated_at, t2, "a heartbeat is not a state change");
+    assert_eq!(session.state, SessionState::QrReady);
+
+    store
+        .session_set_state(&tenant, SessionState::Connected, None, t4)
+        .await
+        .unwrap();
+    store
+        .session_set_linked(&tenant, "+255712345678", Some("Mama Asha"), t4)
+        .await
+        .unwrap();
+    let session = store.session(&tenant).await.unwrap().unwrap();
+    assert_eq!(session.state, SessionState::Connected);
+    assert_eq!(session.qr, None, "leaving QR_READY drops the code");
+    assert_eq!(session.qr_issued_at, None);
+    assert_eq!(session.linked_number.as_deref(), Some("+255712345678"));
+    assert_eq!(session.push_name.as_deref(), Some("Mama Asha"));
+    assert_eq!(session.last_seen_at, Some(t3));
+
+    store
+        .session_set_state(
+            &tenant,
+            SessionState::Conflict,
+            Some("opened elsewhere"),
+            t4,
+        )
+        .await
+        .unwrap();
+    let sessions = store.sessions().await.unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].error.as_deref(), Some("opened elsewhere"));
+    assert_eq!(store.session(&id("other")).await.unwrap(), None);
+});
+
+store_test!(
+    a_heartbeat_before_any_state_creates_a_starting_session,
+    |store| {
+        seed_tenant(&store, "acme").await;
+        let t1 = at("2026-11-28T10:00:01Z");
+        store.session_heartbeat(&id("acme"), t1).await.unwrap();
+        let session = store.session(&id("acme")).await.unwrap().unwrap();
+        assert_eq!(session.state, SessionState::Starting);
+        assert_eq!(session.last_seen_at, Some(t1));
+    }
+);
+
+store_test!(logging_a_message_twice_stores_it_once, |store| {
+    seed_tenant(&store, "acme").await;
+    let when = at("2026-11-28T10:00:00Z");
+    let first = store
+        .log_message(&message("acme", Direction::In, Some("wamid.1"), when))
+        .await
+        .unwrap();
+    let Inserted::New(first_id) = first else {
+        panic!("first insert was {first:?}")
+    };
+    assert_eq!(
+        store
+            .log_message(&message("acme", Direction::In, Some("wamid.1"), when))
+            .await
+            .unwrap(),
+        Inserted::Duplicate
+    );
+    // The same id in the other direction is another message.
+    assert!(matches!(
+        store
+            .log_message(&message("acme", Direction::Out, Some("wamid.1"), when))
+            .await
+            .unwrap(),
+        Inserted::New(id) if id > first_id
+    ));
+    // Without a WhatsApp id nothing can be deduplicated.
+    for _ in 0..2 {
+        assert!(matches!(
+            store
+                .log_message(&message("acme", Direction::Out, None, when))
+                .await
+                .unwrap(),
+            Inserted::New(_)
+        ));
+    }
+    assert_eq!(store.messages(&id("acme"), 100).await.unwrap().len(), 4);
+});
+
+store_test!(batched_logging_reports_each_message, |store| {
+    seed_tenant(&store, "acme").await;
+    let when = at("2026-11-28T10:00:00Z");
+    store
+        .log_message(&message("acme", Direction::In, Some("old"), when))
+        .await
+        .unwrap();
+    let batch = vec![
+        message("acme", Direction::In, Some("a"), when),
+        message("acme", Direction::In, Some("old"), when),
+        message("acme", Direction::In, Some("b"), when),
+        message("acme", Direction::In, Some("a"), when),
+        message("acme", Direction::Out, None, when),
+    ];
+    let answers = store.log_messages(&batch).await.unwrap();
+    assert_eq!(answers.len(), 5);
+    assert!(matches!(answers[0], Inserted::New(_)));
+    assert_eq!(answers[1], Inserted::Duplicate);
+    assert!(matches!(answers[2], Inserted::New(_)));
+    assert_eq!(answers[3], Inserted::Duplicate);
+    assert!(matches!(answers[4], Inserted::New(_)));
+    assert_eq!(store.log_messages(&[]).await.unwrap(), []);
+    assert_eq!(store.messages(&id("acme"), 100).await.unwrap().len(), 4);
+});
+
+store_test!(a_failing_batch_writes_nothing, |store| {
+    seed_tenant(&store, "acme").await;
+    let when = at("2026-11-28T10:00:00Z");
+    let batch = vec![
+        message("acme", Direction::In, Some("a"), when),
+        message("ghost", Direction::In, Some("b"), when),
+    ];
+    let err = store.log_messages(&batch).await.unwrap_err();
+    assert!(!err.is_unavailable(), "{err:#}");
+    assert!(store.messages(&id("acme"), 100).await.unwrap().is_empty());
+});
+
+store_test!(messages_are_read_newest_first_and_followed_by_id, |store| {
+    seed_tenant(&store, "acme").await;
+    seed_tenant(&store, "beta").await;
+    let base = at("2026-11-28T10:00:00Z");
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let when = base + SignedDuration::from_secs(n);
+        let wa = format!("m{n}");
+        let Inserted::New(new_id) = store
+            .log_message(&message("acme", Direction::In, Some(&wa), when))
+            .await
+            .unwrap()
+        else {
+            panic!("duplicate")
+        };
+        ids.push(new_id);
+        store
+            .log_message(&message("beta", Direction::In, Some(&wa), when))
+            .await
+            .unwrap();
+    }
+    let latest = store.messages(&id("acme"), 3).await.unwrap();
+    let latest_ids: Vec<i64> = latest.iter().map(|m| m.id).collect();
+    assert_eq!(latest_ids, [ids[4], ids[3], ids[2]]);
+    assert_eq!(latest[0].wa_message_id.as_deref(), Some("m4"));
+    assert_eq!(latest[0].created_at, base + SignedDuration::from_secs(4));
+    assert_eq!(latest[0].body, "hello m4");
+    assert_eq!(latest[0].direction, Direction::In);
+    assert!(latest.iter().all(|m| m.tenant == id("acme")));
+
+    let after: Vec<i64> = store
+        .messages_after(&id("acme"), ids[1], 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(after, &ids[2..]);
+    assert_eq!(
+        store.messages_after(&id("acme"), 0, 2).await.unwrap().len(),
+        2
+    );
+    assert!(
+        store
+            .messages_after(&id("acme"), ids[4], 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+});
+
+store_test!(
+    events_are_filtered_by_tenant_and_keep_their_detail,
+    |store| {
+        let t1 = at("2026-11-28T10:00:00Z");
+        let t2 = at("2026-11-28T10:01:00Z");
+        let t3 = at("2026-11-28T10:02:00Z");
+        let restarted = NewEvent {
+            tenant: Some(id("acme")),
+            at: t1,
+            kind: "restarted".to_owned(),
+            reason: "phone changed".to_owned(),
+            revision: Some("a1b2c3d".to_owned()),
+            detail: Some(serde_json::json!({"fields": ["phone"]})),
+        };
+        let refused = NewEvent {
+            tenant: None,
+            at: t2,
+            kind: "prune_refused".to_owned(),
+            reason: "would retire 9 of 10 tenants".to_owned(),
+            revision: None,
+            detail: None,
+        };
+        let other = NewEvent {
+            tenant: Some(id("beta")),
+            at: t3,
+            kind: "reloaded".to_owned(),
+            reason: "hours changed".to_owned(),
+            revision: None,
+            detail: None,
+        };
+        let first = store.record_event(&restarted).await.unwrap();
+        store.record_event(&refused).await.unwrap();
+        store.record_event(&other).await.unwrap();
+
+        let acme = store.events(Some(&id("acme")), 10).await.unwrap();
+        assert_eq!(acme.len(), 1);
+        assert_eq!(acme[0].id, first);
+        assert_eq!(acme[0].kind, "restarted");
+        assert_eq!(acme[0].reason, "phone changed");
+        assert_eq!(acme[0].revision.as_deref(), Some("a1b2c3d"));
+        assert_eq!(acme[0].detail, restarted.detail);
+        assert_eq!(acme[0].at, t1);
+
+        let all = store.events(None, 10).await.unwrap();
+        let kinds: Vec<&str> = all.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["reloaded", "prune_refused", "restarted"]);
+        assert_eq!(all[1].tenant, None);
+        assert_eq!(store.events(None, 1).await.unwrap().len(), 1);
+    }
+);
+
+store_test!(contacts_opt_out_and_back_in, |store| {
+    seed_tenant(&store, "acme").await;
+    let tenant = id("acme");
+    let chat = "255700000001@c.us";
+    let now = at("2026-11-28T10:00:00Z");
+    assert!(!store.is_opted_out(&tenant, chat).await.unwrap());
+    store.set_opted_out(&tenant, chat, true, now).await.unwrap();
+    assert!(store.is_opted_out(&tenant, chat).await.unwrap());
+    assert!(!store.is_opted_out(&tenant, "other@c.us").await.unwrap());
+    store
+        .set_opted_out(&tenant, chat, false, now)
+        .await
+        .unwrap();
+    assert!(!store.is_opted_out(&tenant, chat).await.unwrap());
+});
+
+store_test!(counters_add_up_per_tenant_and_name, |store| {
+    seed_tenant(&store, "acme").await;
+    seed_tenant(&store, "beta").await;
+    assert_eq!(
+        store
+            .add_counter(&id("acme"), "rate_limited", 1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .add_counter(&id("acme"), "rate_limited", 4)
+            .await
+            .unwrap(),
+        5
+    );
+    assert_eq!(
+        store
+            .add_counter(&id("acme"), "deduplicated", 2)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .add_counter(&id("beta"), "rate_limited", 7)
+            .await
+            .unwrap(),
+        7
+    );
+    assert_eq!(
+        store.counters().await.unwrap(),
+        [
+            (id("acme"), "deduplicated".to_owned(), 2),
+            (id("acme"), "rate_limited".to_owned(), 5),
+            (id("beta"), "rate_limited".to_owned(), 7),
+        ]
+    );
+});
+
+store_test!(the_snapshot_joins_sessions_and_workers, |store| {
+    let now = at("2026-11-28T10:00:00Z");
+    for tenant in ["bare", "full", "halted"] {
+        seed_tenant(&store, tenant).await;
+    }
+    store
+        .session_set_state(&id("full"), SessionState::Connected, None, now)
+        .await
+        .unwrap();
+    store.session_heartbeat(&id("full"), now).await.unwrap();
+    let worker = worker_record("full", now);
+    store.upsert_worker(&worker).await.unwrap();
+    let mut halted = worker_record("halted", now);
+    halted.status = WorkerStatus::Held;
+    halted.last_error = Some("worker exited with configuration error".to_owned());
+    store.upsert_worker(&halted).await.unwrap();
+    store
+        .set_config_error(
+            &id("halted"),
+            Some("tenants.d/halted.toml:1:1: error: x"),
+            None,
+            now,
+        )
+        .await
+        .unwrap();
+
+    let rows = store.snapshot().await.unwrap();
+    let ids: Vec<&str> = rows.iter().map(|r| r.tenant.id.as_str()).collect();
+    assert_eq!(ids, ["bare", "full", "halted"]);
+
+    assert_eq!(rows[0].session, None);
+    assert_eq!(rows[0].worker, None);
+    assert_eq!(rows[0].last_error(), None);
+    assert_eq!(rows[0].tenant.business_name, "Business bare");
+    assert_eq!(rows[0].tenant.lifecycle, Lifecycle::Active);
+
+    let full_session = rows[1].session.as_ref().unwrap();
+    assert_eq!(full_session.state, SessionState::Connected);
+    assert_eq!(full_session.last_seen_at, Some(now));
+    assert_eq!(rows[1].worker.as_ref(), Some(&worker));
+    assert_eq!(rows[1].last_error(), Some("exited with status 1"));
+
+    assert_eq!(rows[2].worker.as_ref().unwrap().status, WorkerStatus::Held);
+    assert_eq!(
+        rows[2].last_error(),
+        Some("tenants.d/halted.toml:1:1: error: x"),
+        "a config error comes before the worker's"
+    );
+});
+
+store_test!(pruning_deletes_exactly_the_old_rows_in_batches, |store| {
+    seed_tenant(&store, "acme").await;
+    let cutoff = at("2026-11-01T00:00:00Z");
+    let old = cutoff - SignedDuration::from_hours(1);
+    let new = cutoff + SignedDuration::from_hours(1);
+    let mut batch = Vec::new();
+    for n in 0..7 {
+        batch.push(message(
+            "acme",
+            Direction::In,
+            Some(&format!("old{n}")),
+            old,
+        ));
+    }
+    for n in 0..3 {
+        batch.push(message(
+            "acme",
+            Direction::In,
+            Some(&format!("new{n}")),
+            new,
+        ));
+    }
+    // The cutoff itself is kept: only rows strictly older go.
+    batch.push(message("acme", Direction::In, Some("edge"), cutoff));
+    store.log_messages(&batch).await.unwrap();
+    for (n, when) in [old, old, old, new].into_iter().enumerate() {
+        store
+            .record_event(&NewEvent {
+                tenant: (n % 2 == 0).then(|| id("acme")),
+                at: when,
+                kind: "restarted".to_owned(),
+                reason: "test".to_owned(),
+                revision: None,
+                detail: None,
+            })
+            .await
+            .unwrap();
+    }
+
+    let counts = store.prune(cutoff, 2).await.unwrap();
+    assert_eq!(counts.messages, 7);
+    assert_eq!(counts.events, 3);
+    let left = store.messages(&id("acme"), 100).await.unwrap();
+    assert_eq!(left.len(), 4);
+    assert!(left.iter().all(|m| m.created_at >= cutoff));
+    assert_eq!(store.events(None, 100).await.unwrap().len(), 1);
+
+    let again = store.prune(cutoff, 0).await.unwrap();
+    assert_eq!((again.messages, again.events), (0, 0));
+});
+
+#[tokio::test]
+async fn a_sqlite_database_and_its_directory_are_created_on_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/nested/flowhq.db");
+    let url = format!("sqlite://{}", path.display());
+    let store = Store::connect(&url, flowhq::store::Role::Worker)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    assert!(path.exists());
+    // WAL mode is a property of the file, visible to any later connection.
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+}

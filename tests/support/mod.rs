@@ -1,0 +1,217 @@
+//! Shared helpers for integration tests: throwaway databases on both store backends.
+//!
+//! Owns creating a fresh SQLite file in a temporary directory, and a fresh PostgreSQL database
+//! (`CREATE DATABASE flowhq_test_<unique>`) on the cluster named by `FLOWHQ_TEST_PG_URL`,
+//! dropped again when its guard goes out of scope, so PostgreSQL tests run in parallel. When
+//! `FLOWHQ_TEST_PG_URL` is unset, PostgreSQL tests skip with a printed note, unless
+//! `FLOWHQ_REQUIRE_EXTERNAL=1` (CI), where they fail. It does not start PostgreSQL: that is
+//! `scripts/pg.sh`, run by `scripts/test.sh`.
+//!
+//! Use it from a test file with `#[macro_use] mod support;`, then either call `TestDb::sqlite()`
+//! and `TestDb::postgres()` directly or write `store_test!(name, |store| { ... });`, which
+//! generates `name::sqlite` and `name::postgres`, each with a migrated `store: Store`.
+
+#![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::print_stderr)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use flowhq::store::{Role, Store};
+use sqlx::{Connection, Executor, PgConnection};
+
+/// The admin URL of the throwaway test cluster.
+pub const PG_URL_VAR: &str = "FLOWHQ_TEST_PG_URL";
+/// Set to 1 in CI: missing external services fail tests instead of skipping them.
+pub const REQUIRE_VAR: &str = "FLOWHQ_REQUIRE_EXTERNAL";
+
+/// True when missing external services must fail tests (CI).
+pub fn external_required() -> bool {
+    std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// The admin URL from `FLOWHQ_TEST_PG_URL`; `None` (after a note on stderr) when unset and
+/// not required. Panics when unset and `FLOWHQ_REQUIRE_EXTERNAL=1`.
+pub fn pg_admin_url() -> Option<String> {
+    match std::env::var(PG_URL_VAR) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if external_required() => {
+            panic!("{PG_URL_VAR} is not set but {REQUIRE_VAR}=1: PostgreSQL tests must run")
+        }
+        _ => {
+            eprintln!("note: {PG_URL_VAR} is not set; skipping the PostgreSQL part of this test");
+            None
+        }
+    }
+}
+
+/// A PostgreSQL database of its own for one test; dropped (connections included) on drop.
+#[derive(Debug)]
+pub struct PgTestDb {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl PgTestDb {
+    /// The URL of the test database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The database name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for PgTestDb {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // Drop runs inside the test's runtime, which cannot be blocked on; a thread with its
+        // own small runtime can.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let mut conn = PgConnection::connect(&admin_url).await?;
+                conn.execute(sqlx::AssertSqlSafe(sql)).await?;
+                conn.close().await?;
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .join();
+        if let Ok(Err(err)) | Err(err) =
+            dropped.map_err(|_| anyhow::anyhow!("drop thread panicked"))
+        {
+            eprintln!(
+                "warning: could not drop test database {}: {err:#}",
+                self.name
+            );
+        }
+    }
+}
+
+/// Creates a fresh, empty PostgreSQL database; `None` when PostgreSQL tests are skipped.
+pub async fn pg_test_db() -> Option<PgTestDb> {
+    let admin_url = pg_admin_url()?;
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let name = format!(
+        "flowhq_test_{}_{}_{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut conn = PgConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|err| panic!("connect to test cluster {admin_url}: {err}"));
+    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .unwrap_or_else(|err| panic!("create test database {name}: {err}"));
+    conn.close().await.ok();
+    let url = with_database(&admin_url, &name);
+    Some(PgTestDb {
+        admin_url,
+        name,
+        url,
+    })
+}
+
+/// `url` with its database (path) replaced by `name`, keeping any query string.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_part = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{host_part}/{name}?{query}"),
+        None => format!("{host_part}/{name}"),
+    }
+}
+
+/// A throwaway database on either backend.
+#[derive(Debug)]
+pub enum TestDb {
+    /// A SQLite file in its own temporary directory (removed on drop).
+    Sqlite {
+        /// The directory holding the file.
+        dir: tempfile::TempDir,
+        /// `sqlite://DIR/flowhq.db`.
+        url: String,
+    },
+    /// A PostgreSQL database of its own.
+    Postgres(PgTestDb),
+}
+
+impl TestDb {
+    /// A fresh SQLite database file (not created until the first connect).
+    pub fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("create temporary directory");
+        let url = format!("sqlite://{}/flowhq.db", dir.path().display());
+        TestDb::Sqlite { dir, url }
+    }
+
+    /// A fresh PostgreSQL database; `None` when PostgreSQL tests are skipped.
+    pub async fn postgres() -> Option<TestDb> {
+        pg_test_db().await.map(TestDb::Postgres)
+    }
+
+    /// The database URL.
+    pub fn url(&self) -> &str {
+        match self {
+            TestDb::Sqlite { url, .. } => url,
+            TestDb::Postgres(db) => db.url(),
+        }
+    }
+
+    /// A daemon-role store on this database, migrated.
+    pub async fn store(&self) -> Store {
+        let store = Store::connect(self.url(), Role::Daemon)
+            .await
+            .unwrap_or_else(|err| panic!("connect to {}: {err:#}", self.url()));
+        store
+            .migrate()
+            .await
+            .unwrap_or_else(|err| panic!("migrate {}: {err:#}", self.url()));
+        store
+    }
+}
+
+/// Generates one test per backend, `$name::sqlite` and `$name::postgres`, each running `$body`
+/// with `$store` bound to a migrated `Store` on a fresh database (and `$db` to its `TestDb`).
+#[macro_export]
+macro_rules! store_test {
+    ($name:ident, |$store:ident $(, $db:ident)?| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let test_db = $crate::support::TestDb::sqlite();
+                let $store = test_db.store().await;
+                $(let $db = &test_db;)?
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(test_db) = $crate::support::TestDb::postgres().await else {
+                    return;
+                };
+                let $store = test_db.store().await;
+                $(let $db = &test_db;)?
+                $body
+            }
+        }
+    };
+}
