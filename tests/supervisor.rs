@@ -1,0 +1,524 @@
+//! Integration tests of the supervisor's process mechanics with real processes
+//! (`sh`, `sleep`, `env`): exit observation, process-group stop, the tenant
+//! lock, the worker environment, log rotation under a live writer, adoption,
+//! and the process table left behind (no orphans, no zombies).
+//!
+//! Tests run in parallel threads of one process; each uses its own temporary
+//! directory and touches only processes it started. The global "no zombie
+//! children at all" check and `reap_orphans` live in `supervisor_reap.rs`,
+//! a binary with a single test.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use flowhq::config::tenant::TenantId;
+use flowhq::supervisor::{
+    self, Error, ExitInfo, LogLimits, ProcIdentity, ProcStat, SpawnRequest, Worker,
+    group_pids, kill_group, lock_is_held, lock_path, log_path, rotate_if_needed, tree_pids,
+    tree_pss_bytes,
+};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+/// Upper bound for any single wait in these tests, so a bug fails instead of hanging.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+struct Host {
+    dir: TempDir,
+}
+
+impl Host {
+    fn new() -> Self {
+        supervisor::set_child_subreaper().unwrap();
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn request(&self, tenant: &str, argv: &[&str]) -> SpawnRequest {
+        let tenant = TenantId::parse(tenant).unwrap();
+        SpawnRequest {
+            argv: argv.iter().map(OsString::from).collect(),
+            env: vec![
+                ("PATH".into(), "/usr/bin:/bin".into()),
+                ("FLOWHQ_TENANT".into(), tenant.as_str().into()),
+            ],
+            cwd: self.path().to_path_buf(),
+            log_path: log_path(&self.path().join("log"), &tenant),
+            lock_path: lock_path(&self.path().join("run"), &tenant),
+            tenant,
+        }
+    }
+
+    fn sh(&self, tenant: &str, script: &str) -> SpawnRequest {
+        self.request(tenant, &["/bin/sh", "-c", script])
+    }
+}
+
+async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(PATIENCE, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Polls `cond` every 10 ms until it holds, or panics after [`PATIENCE`].
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn read_log(req: &SpawnRequest) -> String {
+    std::fs::read_to_string(&req.log_path).unwrap_or_default()
+}
+
+/// (pid, start time) of every process in `pid`'s tree, to check later that
+/// exactly these incarnations are gone (pid numbers alone may be reused).
+fn incarnations(pid: Pid) -> Vec<(Pid, u64)> {
+    tree_pids(pid)
+        .into_iter()
+        .filter_map(|p| ProcStat::read(p).map(|s| (p, s.start_time)))
+        .collect()
+}
+
+/// Asserts that none of `procs` exists any more, not even as a zombie.
+fn assert_all_gone(procs: &[(Pid, u64)]) {
+    for (pid, start) in procs {
+        if let Some(stat) = ProcStat::read(*pid) {
+            assert_ne!(
+                stat.start_time, *start,
+                "process {pid} still exists in state {}",
+                stat.state
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_exit_code_of_a_worker_is_observed_and_reaped() {
+    let host = Host::new();
+    let req = host.sh("exit-code", "exit 3");
+    let worker = supervisor::spawn(&req).unwrap();
+    assert!(worker.is_child());
+    assert_eq!(within("exit", worker.exited()).await, ExitInfo::Code(3));
+    // Reaped exactly once; later calls return the remembered status.
+    assert_eq!(worker.try_exited(), Some(ExitInfo::Code(3)));
+    assert_eq!(worker.exited().await, ExitInfo::Code(3));
+    assert!(ProcStat::read(worker.pid()).is_none(), "worker left a zombie");
+}
+
+#[tokio::test]
+async fn a_config_error_exit_is_recognised() {
+    let host = Host::new();
+    let worker = supervisor::spawn(&host.sh("config-error", "exit 78")).unwrap();
+    let exit = within("exit", worker.exited()).await;
+    assert!(exit.is_config_error(), "{exit}");
+}
+
+#[tokio::test]
+async fn death_by_signal_is_observed() {
+    let host = Host::new();
+    let worker = supervisor::spawn(&host.request("killed", &["/bin/sleep", "300"])).unwrap();
+    assert_eq!(worker.try_exited(), None);
+    worker.signal(Signal::SIGKILL).unwrap();
+    let exit = within("exit", worker.exited()).await;
+    assert_eq!(exit, ExitInfo::Signal(9));
+    assert_eq!(exit.to_string(), "signal 9 (SIGKILL)");
+}
+
+#[tokio::test]
+async fn sighup_reaches_only_the_worker() {
+    let host = Host::new();
+    let req = host.sh(
+        "reload",
+        "trap 'echo reloaded; exit 5' HUP; sleep 300 & echo ready; while :; do sleep 0.05; done",
+    );
+    let worker = supervisor::spawn(&req).unwrap();
+    until("worker ready", || read_log(&req).contains("ready")).await;
+    let procs = incarnations(worker.pid());
+    worker.signal(Signal::SIGHUP).unwrap();
+    assert_eq!(within("exit", worker.exited()).await, ExitInfo::Code(5));
+    assert!(read_log(&req).contains("reloaded"));
+    // The background sleep did not get the SIGHUP; it is still alive in the group.
+    let live: Vec<Pid> = group_pids(worker.pid())
+        .into_iter()
+        .filter(|p| ProcStat::read(*p).is_some_and(|s| !s.is_zombie()))
+        .collect();
+    assert!(!live.is_empty(), "the group's sleep should have survived SIGHUP");
+    worker.stop(Duration::from_secs(5)).await;
+    assert!(group_pids(worker.pid()).is_empty());
+    assert_all_gone(&procs);
+}
+
+#[tokio::test]
+async fn stop_terminates_the_whole_process_group() {
+    let host = Host::new();
+    let worker = supervisor::spawn(&host.sh("group", "sleep 300 & sleep 300 & wait")).unwrap();
+    let pgid = worker.pid();
+    until("two grandchildren", || tree_pids(pgid).len() == 3).await;
+    assert_eq!(group_pids(pgid).len(), 3);
+    let procs = incarnations(pgid);
+    assert_eq!(procs.len(), 3);
+    let pss = tree_pss_bytes(pgid).unwrap();
+    assert!(pss > 0);
+
+    let started = Instant::now();
+    let exit = within("stop", worker.stop(Duration::from_secs(10))).await;
+    assert_eq!(exit, ExitInfo::Signal(15), "{exit}");
+    assert!(started.elapsed() < Duration::from_secs(5), "SIGTERM should have sufficed");
+    assert!(group_pids(pgid).is_empty(), "group left: {:?}", group_pids(pgid));
+    assert_all_gone(&procs);
+}
+
+#[tokio::test]
+async fn a_worker_ignoring_sigterm_is_killed_after_the_timeout() {
+    let host = Host::new();
+    let req = host.sh(
+        "stubborn",
+        "trap '' TERM; sleep 300 & echo ready; while :; do sleep 0.05; done",
+    );
+    let worker = supervisor::spawn(&req).unwrap();
+    until("worker ready", || read_log(&req).contains("ready")).await;
+    let procs = incarnations(worker.pid());
+    let timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    let exit = within("stop", worker.stop(timeout)).await;
+    assert!(started.elapsed() >= timeout);
+    assert_eq!(exit, ExitInfo::Signal(9), "{exit}");
+    assert!(group_pids(worker.pid()).is_empty());
+    assert_all_gone(&procs);
+}
+
+#[tokio::test]
+async fn a_grandchild_ignoring_sigterm_is_killed_after_the_worker_exits() {
+    let host = Host::new();
+    let req = host.sh(
+        "orphaned",
+        "(trap '' TERM; exec sleep 300) & echo ready; exec sleep 300",
+    );
+    let worker = supervisor::spawn(&req).unwrap();
+    until("worker ready", || {
+        read_log(&req).contains("ready") && tree_pids(worker.pid()).len() == 2
+    })
+    .await;
+    let procs = incarnations(worker.pid());
+    let exit = within("stop", worker.stop(Duration::from_millis(400))).await;
+    // The worker itself obeyed SIGTERM; its TERM-ignoring child got SIGKILL.
+    assert_eq!(exit, ExitInfo::Signal(15), "{exit}");
+    assert!(group_pids(worker.pid()).is_empty());
+    assert_all_gone(&procs);
+}
+
+#[tokio::test]
+async fn a_second_worker_for_the_same_tenant_is_refused_while_the_first_lives() {
+    let host = Host::new();
+    let req = host.sh("locked", "touch started.$$; sleep 300");
+    let first = supervisor::spawn(&req).unwrap();
+    until("first worker started", || count_markers(host.path()) == 1).await;
+    assert!(lock_is_held(&req.lock_path));
+
+    let err = supervisor::spawn(&req).unwrap_err();
+    match &err {
+        Error::LockHeld { tenant, path } => {
+            assert_eq!(tenant.as_str(), "locked");
+            assert_eq!(path, &req.lock_path);
+        }
+        other => panic!("expected LockHeld, got {other:?}"),
+    }
+    assert!(err.to_string().contains("locked"), "{err}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(count_markers(host.path()), 1, "the refused spawn started a process");
+
+    // Another tenant is not affected.
+    let other = supervisor::spawn(&host.request("unlocked", &["/bin/sleep", "300"])).unwrap();
+
+    within("stop", first.stop(Duration::from_secs(5))).await;
+    assert!(!lock_is_held(&req.lock_path));
+    let second = supervisor::spawn(&req).unwrap();
+    until("second worker started", || count_markers(host.path()) == 2).await;
+    within("stop", second.stop(Duration::from_secs(5))).await;
+    within("stop", other.stop(Duration::from_secs(5))).await;
+    assert!(!lock_is_held(&req.lock_path));
+}
+
+fn count_markers(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("started.")
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn the_lock_lives_with_the_worker_not_with_the_daemon_handles() {
+    let host = Host::new();
+    let req = host.sh(
+        "inherit",
+        "[ -e /proc/$$/fd/$FLOWHQ_LOCK_FD ] && echo lock-fd-open; exec sleep 300",
+    );
+    let worker = supervisor::spawn(&req).unwrap();
+    let (pid, start_time) = (worker.pid(), worker.start_time());
+    // The "daemon" forgets the worker entirely.
+    drop(worker);
+    until("worker output", || read_log(&req).contains("lock-fd-open")).await;
+    assert!(lock_is_held(&req.lock_path));
+    assert!(matches!(
+        supervisor::spawn(&req),
+        Err(Error::LockHeld { .. })
+    ));
+
+    let argv: Vec<OsString> = ["sleep", "300"].map(OsString::from).into();
+    until("sleep exec'd", || {
+        ProcIdentity::read(pid).is_some_and(|id| id.argv == argv)
+    })
+    .await;
+    let adopted = Worker::adopt(req.tenant.clone(), pid, start_time, &argv)
+        .unwrap()
+        .expect("the worker is alive and unchanged");
+    within("stop", adopted.stop(Duration::from_secs(5))).await;
+    assert!(!lock_is_held(&req.lock_path));
+}
+
+#[tokio::test]
+async fn the_lock_outlives_the_worker_while_a_grandchild_holds_it() {
+    let host = Host::new();
+    let req = host.sh("grandchild-lock", "sleep 300 & exit 0");
+    let worker = supervisor::spawn(&req).unwrap();
+    assert_eq!(within("exit", worker.exited()).await, ExitInfo::Code(0));
+    assert!(lock_is_held(&req.lock_path), "the grandchild inherited the lock");
+    assert!(matches!(
+        supervisor::spawn(&req),
+        Err(Error::LockHeld { .. })
+    ));
+    // Stopping an exited worker still cleans up its group.
+    within("stop", worker.stop(Duration::from_secs(5))).await;
+    assert!(group_pids(worker.pid()).is_empty());
+    assert!(!lock_is_held(&req.lock_path));
+}
+
+#[tokio::test]
+async fn the_environment_is_exactly_what_was_given() {
+    let host = Host::new();
+    // The test process's own environment (HOME, CARGO_*, ...) must not leak.
+    let req = host.request("envcheck", &["/usr/bin/env"]);
+    let worker = supervisor::spawn(&req).unwrap();
+    assert_eq!(within("exit", worker.exited()).await, ExitInfo::Code(0));
+    let mut lines: Vec<String> = read_log(&req).lines().map(str::to_owned).collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["FLOWHQ_LOCK_FD=3", "FLOWHQ_TENANT=envcheck", "PATH=/usr/bin:/bin"]
+    );
+}
+
+#[tokio::test]
+async fn stdout_and_stderr_are_appended_to_the_log_in_the_working_directory() {
+    let host = Host::new();
+    let req = host.sh("output", "echo out; echo err >&2; pwd -P");
+    std::fs::create_dir_all(req.log_path.parent().unwrap()).unwrap();
+    std::fs::write(&req.log_path, "earlier run\n").unwrap();
+    let worker = supervisor::spawn(&req).unwrap();
+    assert_eq!(within("exit", worker.exited()).await, ExitInfo::Code(0));
+    let cwd = host.path().canonicalize().unwrap();
+    assert_eq!(
+        read_log(&req),
+        format!("earlier run\nout\nerr\n{}\n", cwd.display())
+    );
+}
+
+#[tokio::test]
+async fn a_failed_exec_reports_the_program_and_releases_the_lock() {
+    let host = Host::new();
+    let req = host.request("missing", &["/nonexistent/flowhq", "worker"]);
+    let err = supervisor::spawn(&req).unwrap_err();
+    assert!(matches!(err, Error::Spawn { .. }), "{err:?}");
+    assert!(err.to_string().contains("/nonexistent/flowhq"), "{err}");
+    assert!(!lock_is_held(&req.lock_path));
+
+    let mut empty = host.request("empty", &[]);
+    empty.argv.clear();
+    assert!(matches!(
+        supervisor::spawn(&empty),
+        Err(Error::EmptyArgv { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_continuous_writer_keeps_writing_across_rotations_within_the_size_cap() {
+    let host = Host::new();
+    let line = "x".repeat(90);
+    let req = host.sh(
+        "chatty",
+        &format!("i=0; while :; do i=$((i+1)); echo \"$i {line}\"; sleep 0.002; done"),
+    );
+    let limits = LogLimits {
+        max_bytes: 4096,
+        files: 3,
+    };
+    let worker = supervisor::spawn(&req).unwrap();
+    let mut rotations = 0;
+    let mut max_total = 0;
+    let started = Instant::now();
+    while rotations < 4 {
+        assert!(started.elapsed() < PATIENCE, "log never reached the cap");
+        if rotate_if_needed(&req.log_path, limits).unwrap() {
+            rotations += 1;
+        }
+        max_total = max_total.max(total_log_bytes(&req.log_path));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The worker writes on after the last rotation, at the start of the file.
+    let last_rotated = last_number(&numbered(&req.log_path, 1));
+    until("writes after rotation", || {
+        last_number_opt(&req.log_path).is_some_and(|n| n > last_rotated)
+    })
+    .await;
+    within("stop", worker.stop(Duration::from_secs(5))).await;
+
+    let current = std::fs::read(&req.log_path).unwrap();
+    assert!(!current.contains(&0), "a hole of NUL bytes: the writer lost O_APPEND");
+    let mut names: Vec<String> = std::fs::read_dir(req.log_path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["chatty.log", "chatty.log.1", "chatty.log.2"]);
+    // 3 files of 4 KiB, plus what the writer adds between two 20 ms checks.
+    assert!(max_total < 3 * 4096 + 8192, "logs grew to {max_total} bytes");
+}
+
+fn numbered(path: &Path, n: usize) -> PathBuf {
+    PathBuf::from(format!("{}.{n}", path.display()))
+}
+
+fn total_log_bytes(path: &Path) -> u64 {
+    (0..4)
+        .map(|n| if n == 0 { path.to_path_buf() } else { numbered(path, n) })
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// The sequence number of the last complete line in a log file.
+fn last_number_opt(path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .rev()
+        .filter(|l| l.len() > 90)
+        .find_map(|l| l.split(' ').next()?.parse().ok())
+}
+
+fn last_number(path: &Path) -> u64 {
+    last_number_opt(path).unwrap()
+}
+
+#[tokio::test]
+async fn an_adopted_process_that_is_not_our_child_is_watched_through_its_pidfd() {
+    let host = Host::new();
+    // The worker's own child stands for a worker whose parent is no longer
+    // us (a previous daemon): it is alive and its parent is the shell.
+    let req = host.sh("adopt", "sleep 300 & echo $! > sleeper.pid; wait");
+    let worker = supervisor::spawn(&req).unwrap();
+    let pidfile = host.path().join("sleeper.pid");
+    until("pid file", || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
+    })
+    .await;
+    let pid = Pid::from_raw(std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap());
+    let sleep_argv = ["sleep", "300"].map(OsString::from);
+    // Until the forked shell has exec'd `sleep`, its command line is the shell's.
+    until("sleep exec'd", || {
+        ProcIdentity::read(pid).is_some_and(|id| id.argv == sleep_argv)
+    })
+    .await;
+    let identity = ProcIdentity::read(pid).unwrap();
+
+    let adopted = Worker::adopt(req.tenant.clone(), pid, identity.start_time, &identity.argv)
+        .unwrap()
+        .expect("alive and unchanged");
+    assert!(!adopted.is_child());
+    assert_eq!(adopted.try_exited(), None);
+
+    nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+    assert_eq!(within("adopted exit", adopted.exited()).await, ExitInfo::Unknown);
+    // The shell, its real parent, reaped it; `wait` without operands then
+    // returns 0 and the shell exits with it.
+    let exit = within("worker exit", worker.exited()).await;
+    assert_eq!(exit, ExitInfo::Code(0), "{exit}");
+    assert!(group_pids(worker.pid()).is_empty());
+}
+
+#[tokio::test]
+async fn an_adopted_child_is_still_reaped_with_its_status() {
+    let host = Host::new();
+    let req = host.sh("readopt", "read x < /dev/null; sleep 0.3; exit 7");
+    let worker = supervisor::spawn(&req).unwrap();
+    let (pid, start_time) = (worker.pid(), worker.start_time());
+    drop(worker);
+    let argv = req.argv.clone();
+    let adopted = Worker::adopt(req.tenant.clone(), pid, start_time, &argv)
+        .unwrap()
+        .expect("alive and unchanged");
+    assert!(adopted.is_child());
+    assert_eq!(within("exit", adopted.exited()).await, ExitInfo::Code(7));
+    assert!(ProcStat::read(pid).is_none(), "left a zombie");
+}
+
+#[tokio::test]
+async fn adoption_refuses_a_different_process_behind_the_same_pid() {
+    let me = Pid::this();
+    let identity = ProcIdentity::read(me).unwrap();
+    let tenant = TenantId::parse("recycled").unwrap();
+
+    // A recycled pid: same number, another start time.
+    let wrong_time =
+        Worker::adopt(tenant.clone(), me, identity.start_time + 1, &identity.argv).unwrap();
+    assert!(wrong_time.is_none());
+
+    // Same start time but another command line.
+    let other_argv = vec![OsString::from("/usr/bin/flowhq"), OsString::from("worker")];
+    let wrong_argv = Worker::adopt(tenant.clone(), me, identity.start_time, &other_argv).unwrap();
+    assert!(wrong_argv.is_none());
+
+    // A process that is gone.
+    let host = Host::new();
+    let gone = supervisor::spawn(&host.request("gone", &["/bin/true"])).unwrap();
+    let (pid, start) = (gone.pid(), gone.start_time());
+    within("exit", gone.exited()).await;
+    let argv = vec![OsString::from("/bin/true")];
+    assert!(Worker::adopt(tenant.clone(), pid, start, &argv).unwrap().is_none());
+
+    // The matching identity is accepted (this very process, not our child).
+    let same = Worker::adopt(tenant, me, identity.start_time, &identity.argv)
+        .unwrap()
+        .expect("own identity matches");
+    assert!(!same.is_child());
+    assert_eq!(same.try_exited(), None);
+}
+
+#[tokio::test]
+async fn kill_group_reaches_every_member_and_ignores_a_vanished_group() {
+    let host = Host::new();
+    let worker = supervisor::spawn(&host.sh("killpg", "sleep 300 & sleep 300 & wait")).unwrap();
+    until("grandchildren", || tree_pids(worker.pid()).len() == 3).await;
+    let procs = incarnations(worker.pid());
+    kill_group(worker.pid(), Signal::SIGKILL).unwrap();
+    assert_eq!(within("exit", worker.exited()).await, ExitInfo::Signal(9));
+    // stop() on a dead worker only collects what is left of the group.
+    within("stop", worker.stop(Duration::from_secs(1))).await;
+    assert_all_gone(&procs);
+    kill_group(worker.pid(), Signal::SIGKILL).unwrap();
+}
