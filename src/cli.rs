@@ -25,6 +25,45 @@ pub(crate) struct Cli {
 enum Command {
     /// Validate tenant files (and the daemon config) without running anything; exit 78 on errors.
     Check(CheckArgs),
+    /// Run the reconciler: watch tenant files and keep one worker per enabled tenant running.
+    Daemon(DaemonArgs),
+    /// Print what the daemon would do now, against the live store and processes; change nothing.
+    /// Exit 0 when there is nothing to do, 2 when there is.
+    Plan(PlanArgs),
+}
+
+#[derive(Debug, Args)]
+struct DaemonArgs {
+    /// The daemon config file [default: built-in defaults, which use ./tenants.d and ./.flowhq].
+    #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
+    config: Option<PathBuf>,
+    /// Retire tenants even when more than `prune.max_share` of them disappear in one pass.
+    #[arg(long)]
+    allow_mass_prune: bool,
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    /// The daemon config file [default: built-in defaults].
+    #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
+    config: Option<PathBuf>,
+    /// Plan this directory of tenant files instead of the configured one (a pull request's
+    /// checkout, for example).
+    #[arg(long, value_name = "PATH")]
+    dir: Option<PathBuf>,
+    /// Output: a table for people, JSON for scripts, or Markdown for a review comment.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    format: PlanFormat,
+    /// Plan as if `--allow-mass-prune` were given to the daemon.
+    #[arg(long)]
+    allow_mass_prune: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PlanFormat {
+    Text,
+    Json,
+    Markdown,
 }
 
 #[derive(Debug, Args)]
@@ -49,7 +88,73 @@ enum Format {
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     match cli.command {
         Command::Check(args) => check(&args),
+        Command::Daemon(args) => daemon(args),
+        Command::Plan(args) => plan(args),
     }
+}
+
+/// Loads the daemon config, printing its diagnostics; `None` means exit 78.
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Option<DaemonConfig>> {
+    match DaemonConfig::from_process_env(path) {
+        Ok(cfg) => Ok(Some(cfg)),
+        Err(diags) => {
+            let mut err = std::io::stderr().lock();
+            for d in diags {
+                writeln!(err, "{d}")?;
+            }
+            Ok(None)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// `flowhq daemon`.
+fn daemon(args: DaemonArgs) -> anyhow::Result<ExitStatus> {
+    let Some(cfg) = load_config(args.config.as_deref())? else {
+        return Ok(ExitStatus::Config);
+    };
+    flowhq::telemetry::init();
+    let opts = flowhq::daemon::Options {
+        allow_mass_prune: args.allow_mass_prune,
+    };
+    runtime()?
+        .block_on(flowhq::daemon::run(cfg, opts))
+        .context("daemon failed")?;
+    Ok(ExitStatus::Ok)
+}
+
+/// `flowhq plan`.
+fn plan(args: PlanArgs) -> anyhow::Result<ExitStatus> {
+    let Some(cfg) = load_config(args.config.as_deref())? else {
+        return Ok(ExitStatus::Config);
+    };
+    flowhq::telemetry::init_quiet();
+    let opts = flowhq::daemon::Options {
+        allow_mass_prune: args.allow_mass_prune,
+    };
+    let plan = runtime()?.block_on(flowhq::daemon::plan_once(cfg, args.dir, opts))?;
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        PlanFormat::Text => write!(out, "{}", plan.to_text())?,
+        PlanFormat::Markdown => write!(out, "{}", plan.to_markdown())?,
+        PlanFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, &plan)?;
+            writeln!(out)?;
+        }
+    }
+    out.flush().context("cannot write the plan")?;
+    Ok(if plan.is_empty() {
+        ExitStatus::Ok
+    } else {
+        ExitStatus::Changes
+    })
 }
 
 /// `flowhq check`: every diagnostic of the config and of every tenant file, then a summary.

@@ -9,3 +9,4 @@ pub mod source;
 pub mod store;
 pub mod supervisor;
 pub mod systemd;
+pub mod telemetry;

@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 
 use flowhq::config::tenant::TenantId;
 use flowhq::supervisor::{
-    self, Error, ExitInfo, LogLimits, ProcIdentity, ProcStat, SpawnRequest, Worker,
-    group_pids, kill_group, lock_is_held, lock_path, log_path, rotate_if_needed, tree_pids,
-    tree_pss_bytes,
+    self, Error, ExitInfo, LogLimits, ProcIdentity, ProcStat, SpawnRequest, Worker, group_pids,
+    kill_group, lock_is_held, lock_path, log_path, rotate_if_needed, tree_pids, tree_pss_bytes,
 };
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -112,7 +111,10 @@ async fn the_exit_code_of_a_worker_is_observed_and_reaped() {
     // Reaped exactly once; later calls return the remembered status.
     assert_eq!(worker.try_exited(), Some(ExitInfo::Code(3)));
     assert_eq!(worker.exited().await, ExitInfo::Code(3));
-    assert!(ProcStat::read(worker.pid()).is_none(), "worker left a zombie");
+    assert!(
+        ProcStat::read(worker.pid()).is_none(),
+        "worker left a zombie"
+    );
 }
 
 #[tokio::test]
@@ -152,7 +154,10 @@ async fn sighup_reaches_only_the_worker() {
         .into_iter()
         .filter(|p| ProcStat::read(*p).is_some_and(|s| !s.is_zombie()))
         .collect();
-    assert!(!live.is_empty(), "the group's sleep should have survived SIGHUP");
+    assert!(
+        !live.is_empty(),
+        "the group's sleep should have survived SIGHUP"
+    );
     worker.stop(Duration::from_secs(5)).await;
     assert!(group_pids(worker.pid()).is_empty());
     assert_all_gone(&procs);
@@ -173,8 +178,15 @@ async fn stop_terminates_the_whole_process_group() {
     let started = Instant::now();
     let exit = within("stop", worker.stop(Duration::from_secs(10))).await;
     assert_eq!(exit, ExitInfo::Signal(15), "{exit}");
-    assert!(started.elapsed() < Duration::from_secs(5), "SIGTERM should have sufficed");
-    assert!(group_pids(pgid).is_empty(), "group left: {:?}", group_pids(pgid));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "SIGTERM should have sufficed"
+    );
+    assert!(
+        group_pids(pgid).is_empty(),
+        "group left: {:?}",
+        group_pids(pgid)
+    );
     assert_all_gone(&procs);
 }
 
@@ -235,7 +247,11 @@ async fn a_second_worker_for_the_same_tenant_is_refused_while_the_first_lives() 
     }
     assert!(err.to_string().contains("locked"), "{err}");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(count_markers(host.path()), 1, "the refused spawn started a process");
+    assert_eq!(
+        count_markers(host.path()),
+        1,
+        "the refused spawn started a process"
+    );
 
     // Another tenant is not affected.
     let other = supervisor::spawn(&host.request("unlocked", &["/bin/sleep", "300"])).unwrap();
@@ -298,7 +314,10 @@ async fn the_lock_outlives_the_worker_while_a_grandchild_holds_it() {
     let req = host.sh("grandchild-lock", "sleep 300 & exit 0");
     let worker = supervisor::spawn(&req).unwrap();
     assert_eq!(within("exit", worker.exited()).await, ExitInfo::Code(0));
-    assert!(lock_is_held(&req.lock_path), "the grandchild inherited the lock");
+    assert!(
+        lock_is_held(&req.lock_path),
+        "the grandchild inherited the lock"
+    );
     assert!(matches!(
         supervisor::spawn(&req),
         Err(Error::LockHeld { .. })
@@ -320,7 +339,11 @@ async fn the_environment_is_exactly_what_was_given() {
     lines.sort();
     assert_eq!(
         lines,
-        ["FLOWHQ_LOCK_FD=3", "FLOWHQ_TENANT=envcheck", "PATH=/usr/bin:/bin"]
+        [
+            "FLOWHQ_LOCK_FD=3",
+            "FLOWHQ_TENANT=envcheck",
+            "PATH=/usr/bin:/bin"
+        ]
     );
 }
 
@@ -389,7 +412,10 @@ async fn a_continuous_writer_keeps_writing_across_rotations_within_the_size_cap(
     within("stop", worker.stop(Duration::from_secs(5))).await;
 
     let current = std::fs::read(&req.log_path).unwrap();
-    assert!(!current.contains(&0), "a hole of NUL bytes: the writer lost O_APPEND");
+    assert!(
+        !current.contains(&0),
+        "a hole of NUL bytes: the writer lost O_APPEND"
+    );
     let mut names: Vec<String> = std::fs::read_dir(req.log_path.parent().unwrap())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -397,7 +423,10 @@ async fn a_continuous_writer_keeps_writing_across_rotations_within_the_size_cap(
     names.sort();
     assert_eq!(names, ["chatty.log", "chatty.log.1", "chatty.log.2"]);
     // 3 files of 4 KiB, plus what the writer adds between two 20 ms checks.
-    assert!(max_total < 3 * 4096 + 8192, "logs grew to {max_total} bytes");
+    assert!(
+        max_total < 3 * 4096 + 8192,
+        "logs grew to {max_total} bytes"
+    );
 }
 
 fn numbered(path: &Path, n: usize) -> PathBuf {
@@ -406,7 +435,13 @@ fn numbered(path: &Path, n: usize) -> PathBuf {
 
 fn total_log_bytes(path: &Path) -> u64 {
     (0..4)
-        .map(|n| if n == 0 { path.to_path_buf() } else { numbered(path, n) })
+        .map(|n| {
+            if n == 0 {
+                path.to_path_buf()
+            } else {
+                numbered(path, n)
+            }
+        })
         .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.len())
         .sum()
@@ -437,7 +472,13 @@ async fn an_adopted_process_that_is_not_our_child_is_watched_through_its_pidfd()
         std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
     })
     .await;
-    let pid = Pid::from_raw(std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap());
+    let pid = Pid::from_raw(
+        std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap(),
+    );
     let sleep_argv = ["sleep", "300"].map(OsString::from);
     // Until the forked shell has exec'd `sleep`, its command line is the shell's.
     until("sleep exec'd", || {
@@ -453,7 +494,10 @@ async fn an_adopted_process_that_is_not_our_child_is_watched_through_its_pidfd()
     assert_eq!(adopted.try_exited(), None);
 
     nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
-    assert_eq!(within("adopted exit", adopted.exited()).await, ExitInfo::Unknown);
+    assert_eq!(
+        within("adopted exit", adopted.exited()).await,
+        ExitInfo::Unknown
+    );
     // The shell, its real parent, reaped it; `wait` without operands then
     // returns 0 and the shell exits with it.
     let exit = within("worker exit", worker.exited()).await;
@@ -499,7 +543,11 @@ async fn adoption_refuses_a_different_process_behind_the_same_pid() {
     let (pid, start) = (gone.pid(), gone.start_time());
     within("exit", gone.exited()).await;
     let argv = vec![OsString::from("/bin/true")];
-    assert!(Worker::adopt(tenant.clone(), pid, start, &argv).unwrap().is_none());
+    assert!(
+        Worker::adopt(tenant.clone(), pid, start, &argv)
+            .unwrap()
+            .is_none()
+    );
 
     // The matching identity is accepted (this very process, not our child).
     let same = Worker::adopt(tenant, me, identity.start_time, &identity.argv)

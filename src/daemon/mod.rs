@@ -96,8 +96,13 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
     install_signals(&tx).map_err(Error::Signals)?;
     let (change_tx, mut change_rx) = mpsc::channel::<Change>(16);
-    let _watch = watch::watch(cfg.tenants_dir.clone(), cfg.debounce, cfg.debounce_max, change_tx)
-        .map_err(Error::Watch)?;
+    let _watch = watch::watch(
+        cfg.tenants_dir.clone(),
+        cfg.debounce,
+        cfg.debounce_max,
+        change_tx,
+    )
+    .map_err(Error::Watch)?;
     {
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -118,7 +123,11 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
     d.refresh_heartbeats().await;
     d.pass().await;
     d.notifier.ready(&d.summary());
-    info!(tenants = d.source.desired().tenants.len(), store = d.store.describe(), "daemon ready");
+    info!(
+        tenants = d.source.desired().tenants.len(),
+        store = d.store.describe(),
+        "daemon ready"
+    );
 
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -177,6 +186,43 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
     Ok(())
 }
 
+/// Computes the plan the daemon would execute now, against the live store and process table,
+/// for the tenant files in `dir` (default: the configured directory). Changes nothing.
+pub async fn plan_once(
+    cfg: DaemonConfig,
+    dir: Option<PathBuf>,
+    opts: Options,
+) -> Result<Plan, Error> {
+    let backoff = Backoff::try_new(
+        cfg.worker.backoff.initial,
+        cfg.worker.backoff.max,
+        2.0,
+        cfg.worker.backoff.jitter,
+        cfg.worker.backoff.reset_after,
+    )
+    .map_err(Error::Backoff)?;
+    let (tx, _rx) = mpsc::channel(1);
+    let mut d = Daemon::new(cfg, opts, backoff, tx);
+    d.dry = true;
+    if let Some(dir) = dir {
+        d.source = DirSource::new(dir);
+    }
+    d.store.connect_read_only().await;
+    d.load_from_store().await;
+    d.adopt();
+    d.source.rescan();
+    d.refresh_heartbeats().await;
+    let observed = d.observed();
+    let mut plan = reconcile::plan(d.source.desired(), &observed, &d.policy, Timestamp::now());
+    if let Some(why) = &d.store.down {
+        plan.problems.push(reconcile::Problem {
+            tenant: None,
+            message: format!("store unavailable, planned against an empty store: {why}"),
+        });
+    }
+    Ok(plan)
+}
+
 /// The daemon's state between loop iterations.
 struct Daemon {
     cfg: DaemonConfig,
@@ -195,6 +241,8 @@ struct Daemon {
     worker_env: Vec<(OsString, OsString)>,
     pending_events: VecDeque<NewEvent>,
     last_problems: BTreeSet<String>,
+    /// Planning only (`flowhq plan`): observe, never change a process, a file or the store.
+    dry: bool,
 }
 
 impl Daemon {
@@ -206,10 +254,9 @@ impl Daemon {
             max_prune_share: cfg.prune.max_share,
             allow_mass_prune: cfg.prune.allow_mass_prune || opts.allow_mass_prune,
         };
-        let node = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "localhost".to_owned());
+        let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".to_owned());
         let worker_env = worker_env(&cfg);
         Self {
             source: DirSource::new(cfg.tenants_dir.clone()),
@@ -227,11 +274,13 @@ impl Daemon {
             worker_env,
             pending_events: VecDeque::new(),
             last_problems: BTreeSet::new(),
+            dry: false,
         }
     }
 
     fn observe_interval(&self) -> Duration {
-        (self.cfg.worker.heartbeat_interval / 2).clamp(Duration::from_secs(1), Duration::from_secs(10))
+        (self.cfg.worker.heartbeat_interval / 2)
+            .clamp(Duration::from_secs(1), Duration::from_secs(10))
     }
 
     /// Handles one event; returns whether a planning pass should follow.
@@ -261,14 +310,21 @@ impl Daemon {
     /// Whether a backoff deadline has come.
     fn deadline_due(&self) -> bool {
         let now = Timestamp::now();
-        self.slots.values().any(|s| matches!(s.phase, Phase::Backoff { next_at } if next_at <= now))
+        self.slots
+            .values()
+            .any(|s| matches!(s.phase, Phase::Backoff { next_at } if next_at <= now))
     }
 
     /// One level-triggered pass: observe, plan, execute.
     async fn pass(&mut self) {
         let started = Instant::now();
         let observed = self.observed();
-        let plan = reconcile::plan(self.source.desired(), &observed, &self.policy, Timestamp::now());
+        let plan = reconcile::plan(
+            self.source.desired(),
+            &observed,
+            &self.policy,
+            Timestamp::now(),
+        );
         self.note_problems(&plan).await;
         let n = plan.actions.len();
         for action in plan.actions {
@@ -277,7 +333,11 @@ impl Daemon {
         self.persist_slots().await;
         self.flush_events().await;
         if n > 0 {
-            info!(actions = n, took_ms = started.elapsed().as_millis(), "reconcile pass applied");
+            info!(
+                actions = n,
+                took_ms = started.elapsed().as_millis(),
+                "reconcile pass applied"
+            );
         }
     }
 
@@ -285,9 +345,20 @@ impl Daemon {
         let workers = self
             .slots
             .iter()
-            .map(|(id, s)| (id.clone(), s.observed(self.heartbeats.get(id).copied(), self.memory.get(id).copied())))
+            .map(|(id, s)| {
+                (
+                    id.clone(),
+                    s.observed(
+                        self.heartbeats.get(id).copied(),
+                        self.memory.get(id).copied(),
+                    ),
+                )
+            })
             .collect();
-        Observed { tenants: self.applied.clone(), workers }
+        Observed {
+            tenants: self.applied.clone(),
+            workers,
+        }
     }
 
     /// Logs and records problems when they first appear.
@@ -310,7 +381,14 @@ impl Daemon {
         let tenant = action.tenant().clone();
         info!(tenant = %tenant, action = kind, reason = %reason, "action");
         match action {
-            Action::Apply { tenant, spec, lifecycle, revision, file, .. } => {
+            Action::Apply {
+                tenant,
+                spec,
+                lifecycle,
+                revision,
+                file,
+                ..
+            } => {
                 let hash = spec.hash();
                 let created_at = self.applied.get(&tenant).map_or(now, |_| now);
                 let rec = TenantRecord {
@@ -326,20 +404,40 @@ impl Daemon {
                     updated_at: now,
                     retired_at: None,
                 };
-                let prev_error = self.applied.get(&tenant).and_then(|a| a.config_error.clone());
+                let prev_error = self
+                    .applied
+                    .get(&tenant)
+                    .and_then(|a| a.config_error.clone());
                 if let Some(store) = self.store.get() {
                     let res = store.upsert_tenant(&rec).await;
                     self.store.check(res);
                 }
                 self.applied.insert(
                     tenant.clone(),
-                    AppliedTenant { spec: *spec, hash, lifecycle, config_error: prev_error, revision },
+                    AppliedTenant {
+                        spec: *spec,
+                        hash,
+                        lifecycle,
+                        config_error: prev_error,
+                        revision,
+                    },
                 );
                 self.event(Some(tenant), "applied", reason);
             }
-            Action::SetConfigError { tenant, error, attempted_revision } => {
+            Action::SetConfigError {
+                tenant,
+                error,
+                attempted_revision,
+            } => {
                 if let Some(store) = self.store.get() {
-                    let res = store.set_config_error(&tenant, error.as_deref(), attempted_revision.as_deref(), now).await;
+                    let res = store
+                        .set_config_error(
+                            &tenant,
+                            error.as_deref(),
+                            attempted_revision.as_deref(),
+                            now,
+                        )
+                        .await;
                     self.store.check(res);
                 }
                 if let Some(a) = self.applied.get_mut(&tenant) {
@@ -410,14 +508,26 @@ impl Daemon {
                     warn!(tenant = %tenant, error = %err, "cannot write the pid record; this worker cannot be adopted after a daemon restart");
                 }
                 self.watch_exit(tenant.clone(), Arc::clone(&worker));
-                self.slots.entry(tenant.clone()).or_default().running(worker, hash, now);
+                self.slots
+                    .entry(tenant.clone())
+                    .or_default()
+                    .running(worker, hash, now);
                 info!(tenant = %tenant, pid, "worker started");
-                self.event(Some(tenant.clone()), "started", format!("{reason} (pid {pid})"));
+                self.event(
+                    Some(tenant.clone()),
+                    "started",
+                    format!("{reason} (pid {pid})"),
+                );
             }
             Err(err) => {
                 let msg = format!("cannot start worker: {err}");
                 warn!(tenant = %tenant, error = %err, "worker spawn failed");
-                self.slots.entry(tenant.clone()).or_default().spawn_failed(msg.clone(), &self.backoff, sample, now);
+                self.slots.entry(tenant.clone()).or_default().spawn_failed(
+                    msg.clone(),
+                    &self.backoff,
+                    sample,
+                    now,
+                );
                 self.event(Some(tenant.clone()), "spawn_failed", msg);
             }
         }
@@ -434,8 +544,15 @@ impl Daemon {
 
     fn reload(&mut self, tenant: &TenantId, reason: &str) {
         let hash = self.target_hash(tenant);
-        let Some(slot) = self.slots.get_mut(tenant) else { return };
-        let Phase::Running { worker, spec_hash, .. } = &mut slot.phase else { return };
+        let Some(slot) = self.slots.get_mut(tenant) else {
+            return;
+        };
+        let Phase::Running {
+            worker, spec_hash, ..
+        } = &mut slot.phase
+        else {
+            return;
+        };
         match worker.signal(Signal::SIGHUP) {
             Ok(()) => {
                 *spec_hash = hash.clone();
@@ -449,7 +566,9 @@ impl Daemon {
 
     /// Starts stopping the worker of `tenant` in a task; `Event::Stopped` reports the end.
     fn begin_stop(&mut self, tenant: &TenantId, then: AfterStop) {
-        let Some(slot) = self.slots.get_mut(tenant) else { return };
+        let Some(slot) = self.slots.get_mut(tenant) else {
+            return;
+        };
         match &slot.phase {
             Phase::Running { worker, .. } => {
                 let worker = Arc::clone(worker);
@@ -474,7 +593,9 @@ impl Daemon {
 
     fn on_exited(&mut self, tenant: &TenantId, pid: i32, exit: ExitInfo) -> bool {
         let now = Timestamp::now();
-        let Some(slot) = self.slots.get_mut(tenant) else { return false };
+        let Some(slot) = self.slots.get_mut(tenant) else {
+            return false;
+        };
         let Phase::Running { worker, .. } = &slot.phase else {
             // A stop in progress reports through `Stopped`.
             return false;
@@ -493,8 +614,16 @@ impl Daemon {
     }
 
     fn on_stopped(&mut self, tenant: &TenantId, pid: i32, exit: ExitInfo) -> bool {
-        let Some(slot) = self.slots.get_mut(tenant) else { return false };
-        let Phase::Stopping { pid: stopping, then } = slot.phase else { return false };
+        let Some(slot) = self.slots.get_mut(tenant) else {
+            return false;
+        };
+        let Phase::Stopping {
+            pid: stopping,
+            then,
+        } = slot.phase
+        else {
+            return false;
+        };
         if stopping != pid {
             return false;
         }
@@ -525,8 +654,13 @@ impl Daemon {
                     let slot = self.slots.entry(tenant.clone()).or_default();
                     slot.running(worker, SpecHash(rec.spec_hash.clone()), started_at);
                     info!(tenant = %tenant, pid = rec.pid, "adopted worker");
-                    self.event(Some(tenant), "adopted", format!("worker pid {} from a previous daemon", rec.pid));
+                    self.event(
+                        Some(tenant),
+                        "adopted",
+                        format!("worker pid {} from a previous daemon", rec.pid),
+                    );
                 }
+                Ok(None) if self.dry => {}
                 Ok(None) => {
                     // The same process with another command line is ours but unusable; anything
                     // else means the worker is gone. Either way, no duplicate can start while
@@ -538,7 +672,11 @@ impl Daemon {
                         let _ = supervisor::kill_group(pid, Signal::SIGTERM);
                     }
                     let _ = records::remove(&self.cfg.runtime_dir, &tenant);
-                    self.event(Some(tenant), "forgotten", format!("recorded worker pid {} is gone", rec.pid));
+                    self.event(
+                        Some(tenant),
+                        "forgotten",
+                        format!("recorded worker pid {} is gone", rec.pid),
+                    );
                 }
                 Err(err) => warn!(tenant = %tenant, error = %err, "cannot adopt worker"),
             }
@@ -547,7 +685,9 @@ impl Daemon {
 
     /// Loads applied tenants and durable supervision state from the store.
     async fn load_from_store(&mut self) {
-        let Some(store) = self.store.get() else { return };
+        let Some(store) = self.store.get() else {
+            return;
+        };
         let tenants = store.tenants().await;
         let tenants = match self.store.check(tenants) {
             Some(t) => t,
@@ -566,7 +706,9 @@ impl Daemon {
                 (r.id, a)
             })
             .collect();
-        let Some(store) = self.store.get() else { return };
+        let Some(store) = self.store.get() else {
+            return;
+        };
         let workers = store.workers().await;
         if let Some(workers) = self.store.check(workers) {
             for rec in workers {
@@ -579,7 +721,8 @@ impl Daemon {
                         }
                     }
                     None => {
-                        self.slots.insert(rec.tenant.clone(), Slot::from_record(&rec));
+                        self.slots
+                            .insert(rec.tenant.clone(), Slot::from_record(&rec));
                     }
                 }
             }
@@ -587,23 +730,36 @@ impl Daemon {
     }
 
     async fn refresh_heartbeats(&mut self) {
-        let Some(store) = self.store.get() else { return };
+        let Some(store) = self.store.get() else {
+            return;
+        };
         let sessions = store.sessions().await;
         if let Some(sessions) = self.store.check(sessions) {
-            self.heartbeats =
-                sessions.into_iter().filter_map(|s| s.last_seen_at.map(|t| (s.tenant, t))).collect();
+            self.heartbeats = sessions
+                .into_iter()
+                .filter_map(|s| s.last_seen_at.map(|t| (s.tenant, t)))
+                .collect();
         }
     }
 
     async fn persist_slots(&mut self) {
         let now = Timestamp::now();
-        let dirty: Vec<TenantId> = self.slots.iter().filter(|(_, s)| s.dirty).map(|(id, _)| id.clone()).collect();
+        let dirty: Vec<TenantId> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.dirty)
+            .map(|(id, _)| id.clone())
+            .collect();
         if dirty.is_empty() {
             return;
         }
-        let Some(store) = self.store.get() else { return };
+        let Some(store) = self.store.get() else {
+            return;
+        };
         for id in dirty {
-            let Some(slot) = self.slots.get(&id) else { continue };
+            let Some(slot) = self.slots.get(&id) else {
+                continue;
+            };
             let rec = slot.record(&id, &self.node, now);
             // A worker row needs its tenant row; tenants never applied have none yet.
             if !self.applied.contains_key(&id) {
@@ -636,9 +792,15 @@ impl Daemon {
 
     async fn flush_events(&mut self) {
         while let Some(ev) = self.pending_events.front() {
-            let Some(store) = self.store.get() else { return };
+            let Some(store) = self.store.get() else {
+                return;
+            };
             // Events about tenants that never reached the store cannot reference them.
-            if ev.tenant.as_ref().is_some_and(|t| !self.applied.contains_key(t)) {
+            if ev
+                .tenant
+                .as_ref()
+                .is_some_and(|t| !self.applied.contains_key(t))
+            {
                 self.pending_events.pop_front();
                 continue;
             }
@@ -670,7 +832,12 @@ impl Daemon {
             max_bytes: self.cfg.worker.log_max_bytes,
             files: usize::try_from(self.cfg.worker.log_files).unwrap_or(5),
         };
-        for id in self.slots.iter().filter(|(_, s)| s.worker().is_some()).map(|(id, _)| id) {
+        for id in self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.worker().is_some())
+            .map(|(id, _)| id)
+        {
             let path = supervisor::log_path(&self.cfg.log_dir, id);
             if let Err(err) = supervisor::rotate_if_needed(&path, limits) {
                 warn!(tenant = %id, error = %err, "log rotation failed");
@@ -692,8 +859,16 @@ impl Daemon {
     /// A one-line summary for systemd's STATUS= and the logs.
     fn summary(&self) -> String {
         let running = self.slots.values().filter(|s| s.worker().is_some()).count();
-        let backoff = self.slots.values().filter(|s| matches!(s.phase, Phase::Backoff { .. })).count();
-        let held = self.slots.values().filter(|s| matches!(s.phase, Phase::Held { .. })).count();
+        let backoff = self
+            .slots
+            .values()
+            .filter(|s| matches!(s.phase, Phase::Backoff { .. }))
+            .count();
+        let held = self
+            .slots
+            .values()
+            .filter(|s| matches!(s.phase, Phase::Held { .. }))
+            .count();
         let errors = self.source.desired().failed.len();
         format!(
             "{} tenants, {running} running, {backoff} backing off, {held} held, {errors} config errors, store {}",
@@ -716,11 +891,12 @@ impl Daemon {
                     .collect();
                 info!(workers = stops.len(), "shutting down; stopping workers");
                 let timeout = self.cfg.worker.kill_timeout;
-                let results = futures::future::join_all(stops.into_iter().map(|(id, w)| async move {
-                    let exit = w.stop(timeout).await;
-                    (id, exit)
-                }))
-                .await;
+                let results =
+                    futures::future::join_all(stops.into_iter().map(|(id, w)| async move {
+                        let exit = w.stop(timeout).await;
+                        (id, exit)
+                    }))
+                    .await;
                 for (id, exit) in results {
                     let _ = records::remove(&self.cfg.runtime_dir, &id);
                     if let Some(slot) = self.slots.get_mut(&id) {
@@ -752,12 +928,23 @@ struct StoreLink {
 
 impl StoreLink {
     fn new(url: String) -> Self {
-        Self { url, store: None, down: None, retry_at: Instant::now(), retry_delay: Duration::from_secs(1), recovered: false }
+        Self {
+            url,
+            store: None,
+            down: None,
+            retry_at: Instant::now(),
+            retry_delay: Duration::from_secs(1),
+            recovered: false,
+        }
     }
 
     /// The store when it is believed up.
     fn get(&self) -> Option<Store> {
-        if self.down.is_some() { None } else { self.store.clone() }
+        if self.down.is_some() {
+            None
+        } else {
+            self.store.clone()
+        }
     }
 
     fn describe(&self) -> String {
@@ -789,6 +976,14 @@ impl StoreLink {
                 self.store = Some(store);
                 self.retry_delay = Duration::from_secs(1);
             }
+            Err(err) => self.mark_down(&err),
+        }
+    }
+
+    /// Connects without migrating (planning must not change the schema).
+    async fn connect_read_only(&mut self) {
+        match Store::connect(&self.url, Role::Worker).await {
+            Ok(store) => self.store = Some(store),
             Err(err) => self.mark_down(&err),
         }
     }
@@ -850,13 +1045,28 @@ fn from_store_lifecycle(l: store::Lifecycle) -> Lifecycle {
 /// so a worker resolves the same configuration the daemon runs with.
 fn worker_env(cfg: &DaemonConfig) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = vec![
-        ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+        (
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ),
         ("LANG".into(), "C.UTF-8".into()),
         ("HOME".into(), cfg.state_dir.clone().into_os_string()),
-        ("FLOWHQ_STATE_DIR".into(), cfg.state_dir.clone().into_os_string()),
-        ("FLOWHQ_LOG_DIR".into(), cfg.log_dir.clone().into_os_string()),
-        ("FLOWHQ_RUNTIME_DIR".into(), cfg.runtime_dir.clone().into_os_string()),
-        ("FLOWHQ_TENANTS_DIR".into(), cfg.tenants_dir.clone().into_os_string()),
+        (
+            "FLOWHQ_STATE_DIR".into(),
+            cfg.state_dir.clone().into_os_string(),
+        ),
+        (
+            "FLOWHQ_LOG_DIR".into(),
+            cfg.log_dir.clone().into_os_string(),
+        ),
+        (
+            "FLOWHQ_RUNTIME_DIR".into(),
+            cfg.runtime_dir.clone().into_os_string(),
+        ),
+        (
+            "FLOWHQ_TENANTS_DIR".into(),
+            cfg.tenants_dir.clone().into_os_string(),
+        ),
         ("DATABASE_URL".into(), cfg.database_url.clone().into()),
     ];
     if let Some(file) = &cfg.file {
@@ -876,7 +1086,10 @@ fn worker_env(cfg: &DaemonConfig) -> Vec<(OsString, OsString)> {
 }
 
 fn create_dir(path: &Path) -> Result<(), Error> {
-    std::fs::create_dir_all(path).map_err(|source| Error::CreateDir { path: path.to_owned(), source })
+    std::fs::create_dir_all(path).map_err(|source| Error::CreateDir {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn install_signals(tx: &mpsc::Sender<Event>) -> std::io::Result<()> {

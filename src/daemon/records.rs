@@ -60,19 +60,30 @@ pub(crate) fn remove(runtime_dir: &Path, tenant: &TenantId) -> std::io::Result<(
 
 /// Every readable record; unreadable or misnamed files are reported and skipped.
 pub(crate) fn read_all(runtime_dir: &Path) -> Vec<(TenantId, PidRecord)> {
-    let Ok(entries) = std::fs::read_dir(dir(runtime_dir)) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir(runtime_dir)) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for entry in entries.flatten() {
         let p = entry.path();
         if p.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }
-        let Some(id) = p.file_stem().and_then(|s| s.to_str()).and_then(|s| TenantId::parse(s).ok()) else {
+        let Some(id) = p
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| TenantId::parse(s).ok())
+        else {
             continue;
         };
-        match std::fs::read(&p).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
+        match std::fs::read(&p)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        {
             Ok(rec) => out.push((id, rec)),
-            Err(err) => tracing::warn!(path = %p.display(), error = %err, "ignoring unreadable pid record"),
+            Err(err) => {
+                tracing::warn!(path = %p.display(), error = %err, "ignoring unreadable pid record")
+            }
         }
     }
     out
@@ -86,7 +97,13 @@ mod tests {
     fn records_round_trip_and_removal_is_idempotent() {
         let tmp = tempfile::tempdir().unwrap();
         let id = TenantId::parse("salon").unwrap();
-        let rec = PidRecord { pid: 42, start_time: 7, argv: vec![b"/bin/x".to_vec()], spec_hash: "h".into(), started_at_ms: 1 };
+        let rec = PidRecord {
+            pid: 42,
+            start_time: 7,
+            argv: vec![b"/bin/x".to_vec()],
+            spec_hash: "h".into(),
+            started_at_ms: 1,
+        };
         write(tmp.path(), &id, &rec).unwrap();
         assert_eq!(read_all(tmp.path()), vec![(id.clone(), rec)]);
         remove(tmp.path(), &id).unwrap();

@@ -99,23 +99,40 @@ impl Slot {
         self.spec_hash = Some(spec_hash.clone());
         self.started_at = Some(now);
         self.last_error = None;
-        self.phase = Phase::Running { worker, spec_hash, started_at: now };
+        self.phase = Phase::Running {
+            worker,
+            spec_hash,
+            started_at: now,
+        };
         self.dirty = true;
     }
 
     /// The running process ended on its own. Decides between backoff and hold, and returns a
     /// one-line description for the events table.
-    pub(crate) fn exited(&mut self, exit: ExitInfo, backoff: &Backoff, sample: f64, now: Timestamp) -> String {
-        let ran_for = self.started_at.map_or(Duration::ZERO, |s| now.duration_since(s).unsigned_abs());
+    pub(crate) fn exited(
+        &mut self,
+        exit: ExitInfo,
+        backoff: &Backoff,
+        sample: f64,
+        now: Timestamp,
+    ) -> String {
+        let ran_for = self
+            .started_at
+            .map_or(Duration::ZERO, |s| now.duration_since(s).unsigned_abs());
         if backoff.should_reset(ran_for) {
             self.restarts = 0;
         }
         self.last_exit = Some(exit);
         self.dirty = true;
         if exit.is_config_error() {
-            let spec_hash = self.spec_hash.clone().unwrap_or_else(|| SpecHash(String::new()));
+            let spec_hash = self
+                .spec_hash
+                .clone()
+                .unwrap_or_else(|| SpecHash(String::new()));
             self.phase = Phase::Held { spec_hash };
-            self.last_error = Some(format!("{exit}: configuration error; held until the spec changes"));
+            self.last_error = Some(format!(
+                "{exit}: configuration error; held until the spec changes"
+            ));
             return format!("{exit} (configuration error): held until the tenant file changes");
         }
         let delay = backoff.delay(self.restarts, sample);
@@ -127,33 +144,57 @@ impl Slot {
             "{exit} after {}; restart {} in {}",
             humantime::format_duration(Duration::from_secs(ran_for.as_secs())),
             self.restarts,
-            humantime::format_duration(Duration::from_millis(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)))
+            humantime::format_duration(Duration::from_millis(
+                u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
+            ))
         )
     }
 
     /// Spawning failed: back off like a crash, so a persistent failure does not spin.
-    pub(crate) fn spawn_failed(&mut self, error: String, backoff: &Backoff, sample: f64, now: Timestamp) {
+    pub(crate) fn spawn_failed(
+        &mut self,
+        error: String,
+        backoff: &Backoff,
+        sample: f64,
+        now: Timestamp,
+    ) {
         let delay = backoff.delay(self.restarts, sample);
         self.restarts = self.restarts.saturating_add(1);
-        self.phase = Phase::Backoff { next_at: now + delay };
+        self.phase = Phase::Backoff {
+            next_at: now + delay,
+        };
         self.last_error = Some(error);
         self.dirty = true;
     }
 
     /// How the planner sees this slot.
-    pub(crate) fn observed(&self, heartbeat: Option<Timestamp>, memory: Option<u64>) -> ObservedWorker {
+    pub(crate) fn observed(
+        &self,
+        heartbeat: Option<Timestamp>,
+        memory: Option<u64>,
+    ) -> ObservedWorker {
         let phase = match &self.phase {
             Phase::Idle => WorkerPhase::Idle,
-            Phase::Running { worker, spec_hash, started_at } => WorkerPhase::Running {
+            Phase::Running {
+                worker,
+                spec_hash,
+                started_at,
+            } => WorkerPhase::Running {
                 pid: worker.pid().as_raw(),
                 spec_hash: spec_hash.clone(),
                 started_at: *started_at,
             },
             Phase::Backoff { next_at } => WorkerPhase::Backoff { next_at: *next_at },
-            Phase::Held { spec_hash } => WorkerPhase::Held { spec_hash: spec_hash.clone() },
+            Phase::Held { spec_hash } => WorkerPhase::Held {
+                spec_hash: spec_hash.clone(),
+            },
             Phase::Stopping { .. } => WorkerPhase::Stopping,
         };
-        ObservedWorker { phase, last_heartbeat: heartbeat, memory_bytes: memory }
+        ObservedWorker {
+            phase,
+            last_heartbeat: heartbeat,
+            memory_bytes: memory,
+        }
     }
 
     /// The durable form of this slot.
@@ -168,7 +209,9 @@ impl Slot {
             ),
             Phase::Backoff { next_at } => (WorkerStatus::Backoff, None, None, Some(*next_at)),
             Phase::Held { .. } => (WorkerStatus::Held, None, None, None),
-            Phase::Stopping { pid, .. } => (WorkerStatus::Stopping, u32::try_from(*pid).ok(), None, None),
+            Phase::Stopping { pid, .. } => {
+                (WorkerStatus::Stopping, u32::try_from(*pid).ok(), None, None)
+            }
         };
         let (last_exit_code, last_exit_signal) = match self.last_exit {
             Some(ExitInfo::Code(c)) => (Some(c), None),
@@ -199,13 +242,21 @@ impl Slot {
     /// Rebuilds a slot without a live process from its durable record (daemon start).
     pub(crate) fn from_record(rec: &WorkerRecord) -> Self {
         let phase = match rec.status {
-            WorkerStatus::Backoff | WorkerStatus::Running | WorkerStatus::Starting | WorkerStatus::Error => {
+            WorkerStatus::Backoff
+            | WorkerStatus::Running
+            | WorkerStatus::Starting
+            | WorkerStatus::Error => {
                 // A worker recorded as running but not adopted has died with the old daemon:
                 // treat it as a crash that is due now, keeping its restart count.
-                Phase::Backoff { next_at: rec.next_restart_at.unwrap_or(rec.updated_at) }
+                Phase::Backoff {
+                    next_at: rec.next_restart_at.unwrap_or(rec.updated_at),
+                }
             }
             WorkerStatus::Held => Phase::Held {
-                spec_hash: rec.spec_hash.clone().unwrap_or_else(|| SpecHash(String::new())),
+                spec_hash: rec
+                    .spec_hash
+                    .clone()
+                    .unwrap_or_else(|| SpecHash(String::new())),
             },
             WorkerStatus::Stopped | WorkerStatus::Stopping => Phase::Idle,
         };

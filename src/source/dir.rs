@@ -66,7 +66,10 @@ impl DirSource {
         Self {
             dir,
             entries: BTreeMap::new(),
-            desired: Desired { complete: false, ..Desired::default() },
+            desired: Desired {
+                complete: false,
+                ..Desired::default()
+            },
             dup_diagnostics: Vec::new(),
             dir_error: None,
         }
@@ -99,7 +102,8 @@ impl DirSource {
     /// Lists the directory and re-reads files whose fingerprint changed.
     pub fn rescan(&mut self) -> Refreshed {
         let listing = std::fs::read_dir(&self.dir).and_then(|rd| {
-            rd.map(|e| e.map(|e| e.path())).collect::<std::io::Result<BTreeSet<PathBuf>>>()
+            rd.map(|e| e.map(|e| e.path()))
+                .collect::<std::io::Result<BTreeSet<PathBuf>>>()
         });
         let paths = match listing {
             Ok(paths) => paths,
@@ -115,9 +119,16 @@ impl DirSource {
             }
         };
         self.dir_error = None;
-        let gone: Vec<PathBuf> =
-            self.entries.keys().filter(|p| !paths.contains(*p)).cloned().collect();
-        let mut touched: BTreeSet<PathBuf> = paths.into_iter().filter(|p| load::is_tenant_file(p)).collect();
+        let gone: Vec<PathBuf> = self
+            .entries
+            .keys()
+            .filter(|p| !paths.contains(*p))
+            .cloned()
+            .collect();
+        let mut touched: BTreeSet<PathBuf> = paths
+            .into_iter()
+            .filter(|p| load::is_tenant_file(p))
+            .collect();
         touched.extend(gone);
         let out = self.refresh_paths(&touched);
         self.desired.complete = true;
@@ -147,7 +158,14 @@ impl DirSource {
                     let outcome = load::read_tenant(path);
                     let id = stem_id(path);
                     out.read += 1;
-                    if let Some(old) = self.entries.insert(path.clone(), Entry { fingerprint: fp, id: id.clone(), outcome }) {
+                    if let Some(old) = self.entries.insert(
+                        path.clone(),
+                        Entry {
+                            fingerprint: fp,
+                            id: id.clone(),
+                            outcome,
+                        },
+                    ) {
                         changed_ids.extend(old.id);
                     }
                     changed_ids.extend(id);
@@ -168,18 +186,32 @@ impl DirSource {
 
     /// Updates `desired` for the changed ids, then re-applies the cross-file phone check.
     fn rebuild(&mut self, changed: &BTreeSet<TenantId>) {
-        let by_id: BTreeMap<&TenantId, (&PathBuf, &Entry)> =
-            self.entries.iter().filter_map(|(p, e)| e.id.as_ref().map(|id| (id, (p, e)))).collect();
+        let by_id: BTreeMap<&TenantId, (&PathBuf, &Entry)> = self
+            .entries
+            .iter()
+            .filter_map(|(p, e)| e.id.as_ref().map(|id| (id, (p, e))))
+            .collect();
         for id in changed {
             self.desired.tenants.remove(id);
             self.desired.failed.remove(id);
-            let Some((path, entry)) = by_id.get(id) else { continue };
+            let Some((path, entry)) = by_id.get(id) else {
+                continue;
+            };
             match &entry.outcome.spec {
                 Some(spec) => {
-                    self.desired.tenants.insert(id.clone(), DesiredTenant::new(spec.clone(), (*path).clone()));
+                    self.desired.tenants.insert(
+                        id.clone(),
+                        DesiredTenant::new(spec.clone(), (*path).clone()),
+                    );
                 }
                 None => {
-                    let errors = entry.outcome.diagnostics.iter().filter(|d| d.is_error()).cloned().collect();
+                    let errors = entry
+                        .outcome
+                        .diagnostics
+                        .iter()
+                        .filter(|d| d.is_error())
+                        .cloned()
+                        .collect();
                     self.desired.failed.insert(id.clone(), errors);
                 }
             }
@@ -197,7 +229,10 @@ impl DirSource {
             if let Some((path, entry)) = by_id.get(&id)
                 && let Some(spec) = &entry.outcome.spec
             {
-                self.desired.tenants.insert(id.clone(), DesiredTenant::new(spec.clone(), (*path).clone()));
+                self.desired.tenants.insert(
+                    id.clone(),
+                    DesiredTenant::new(spec.clone(), (*path).clone()),
+                );
             }
         }
         // Only phones used more than once need the (file-reading) duplicate check.
@@ -214,8 +249,14 @@ impl DirSource {
         self.dup_diagnostics.clear();
         if !dup_ids.is_empty() {
             let pick = |id: &TenantId| self.desired.tenants.get(id);
-            let specs = dup_ids.iter().filter_map(|id| pick(id).map(|d| (id.clone(), d.spec.clone()))).collect();
-            let files = dup_ids.iter().filter_map(|id| pick(id).map(|d| (id.clone(), d.file.clone()))).collect();
+            let specs = dup_ids
+                .iter()
+                .filter_map(|id| pick(id).map(|d| (id.clone(), d.spec.clone())))
+                .collect();
+            let files = dup_ids
+                .iter()
+                .filter_map(|id| pick(id).map(|d| (id.clone(), d.file.clone())))
+                .collect();
             for (id, diag) in load::duplicate_phones(&specs, &files) {
                 self.desired.tenants.remove(&id);
                 self.dup_diagnostics.push(diag.clone());

@@ -3,4 +3,5 @@
 //! Owns turning file-system changes into an up-to-date `Desired`, re-reading only what changed.
 //! It does not plan or apply anything.
 
+pub mod dir;
 pub mod watch;
