@@ -8,15 +8,18 @@
 //! children at all" check and `reap_orphans` live in `supervisor_reap.rs`,
 //! a binary with a single test.
 
+// Test helpers outside #[test] functions panic on failure like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::cell::RefCell;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use flowhq::config::tenant::TenantId;
 use flowhq::supervisor::{
-    self, Error, ExitInfo, LogLimits, ProcIdentity, ProcStat, SpawnRequest, Worker,
-    group_pids, kill_group, lock_is_held, lock_path, log_path, rotate_if_needed, tree_pids,
-    tree_pss_bytes,
+    self, Error, ExitInfo, LogLimits, ProcIdentity, ProcStat, SpawnRequest, Worker, group_pids,
+    kill_group, lock_is_held, lock_path, log_path, rotate_if_needed, tree_pids, tree_pss_bytes,
 };
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -25,8 +28,22 @@ use tempfile::TempDir;
 /// Upper bound for any single wait in these tests, so a bug fails instead of hanging.
 const PATIENCE: Duration = Duration::from_secs(20);
 
+/// A temporary host layout (log dir, runtime dir) for one test. If the test
+/// panics, every process group it spawned is SIGKILLed, so a failing test does
+/// not leave workers behind.
 struct Host {
     dir: TempDir,
+    groups: RefCell<Vec<Pid>>,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for pgid in self.groups.borrow().iter() {
+                let _ = kill_group(*pgid, Signal::SIGKILL);
+            }
+        }
+    }
 }
 
 impl Host {
@@ -34,7 +51,15 @@ impl Host {
         supervisor::set_child_subreaper().unwrap();
         Self {
             dir: tempfile::tempdir().unwrap(),
+            groups: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Spawns and remembers the worker's group for cleanup on panic.
+    fn spawn(&self, req: &SpawnRequest) -> Worker {
+        let worker = supervisor::spawn(req).unwrap();
+        self.groups.borrow_mut().push(worker.pid());
+        worker
     }
 
     fn path(&self) -> &Path {
@@ -106,19 +131,22 @@ fn assert_all_gone(procs: &[(Pid, u64)]) {
 async fn the_exit_code_of_a_worker_is_observed_and_reaped() {
     let host = Host::new();
     let req = host.sh("exit-code", "exit 3");
-    let worker = supervisor::spawn(&req).unwrap();
+    let worker = host.spawn(&req);
     assert!(worker.is_child());
     assert_eq!(within("exit", worker.exited()).await, ExitInfo::Code(3));
     // Reaped exactly once; later calls return the remembered status.
     assert_eq!(worker.try_exited(), Some(ExitInfo::Code(3)));
     assert_eq!(worker.exited().await, ExitInfo::Code(3));
-    assert!(ProcStat::read(worker.pid()).is_none(), "worker left a zombie");
+    assert!(
+        ProcStat::read(worker.pid()).is_none(),
+        "worker left a zombie"
+    );
 }
 
 #[tokio::test]
 async fn a_config_error_exit_is_recognised() {
     let host = Host::new();
-    let worker = supervisor::spawn(&host.sh("config-error", "exit 78")).unwrap();
+    let worker = host.spawn(&host.sh("config-error", "exit 78"));
     let exit = within("exit", worker.exited()).await;
     assert!(exit.is_config_error(), "{exit}");
 }
@@ -126,7 +154,7 @@ async fn a_config_error_exit_is_recognised() {
 #[tokio::test]
 async fn death_by_signal_is_observed() {
     let host = Host::new();
-    let worker = supervisor::spawn(&host.request("killed", &["/bin/sleep", "300"])).unwrap();
+    let worker = host.spawn(&host.request("killed", &["/bin/sleep", "300"]));
     assert_eq!(worker.try_exited(), None);
     worker.signal(Signal::SIGKILL).unwrap();
     let exit = within("exit", worker.exited()).await;
@@ -141,7 +169,7 @@ async fn sighup_reaches_only_the_worker() {
         "reload",
         "trap 'echo reloaded; exit 5' HUP; sleep 300 & echo ready; while :; do sleep 0.05; done",
     );
-    let worker = supervisor::spawn(&req).unwrap();
+    let worker = host.spawn(&req);
     until("worker ready", || read_log(&req).contains("ready")).await;
     let procs = incarnations(worker.pid());
     worker.signal(Signal::SIGHUP).unwrap();
@@ -152,7 +180,10 @@ async fn sighup_reaches_only_the_worker() {
         .into_iter()
         .filter(|p| ProcStat::read(*p).is_some_and(|s| !s.is_zombie()))
         .collect();
-    assert!(!live.is_empty(), "the group's sleep should have survived SIGHUP");
+    assert!(
+        !live.is_empty(),
+        "the group's sleep should have survived SIGHUP"
+    );
     worker.stop(Duration::from_secs(5)).await;
     assert!(group_pids(worker.pid()).is_empty());
     assert_all_gone(&procs);
@@ -161,7 +192,7 @@ async fn sighup_reaches_only_the_worker() {
 #[tokio::test]
 async fn stop_terminates_the_whole_process_group() {
     let host = Host::new();
-    let worker = supervisor::spawn(&host.sh("group", "sleep 300 & sleep 300 & wait")).unwrap();
+    let worker = host.spawn(&host.sh("group", "sleep 300 & sleep 300 & wait"));
     let pgid = worker.pid();
     until("two grandchildren", || tree_pids(pgid).len() == 3).await;
     assert_eq!(group_pids(pgid).len(), 3);
@@ -173,8 +204,15 @@ async fn stop_terminates_the_whole_process_group() {
     let started = Instant::now();
     let exit = within("stop", worker.stop(Duration::from_secs(10))).await;
     assert_eq!(exit, ExitInfo::Signal(15), "{exit}");
-    assert!(started.elapsed() < Duration::from_secs(5), "SIGTERM should have sufficed");
-    assert!(group_pids(pgid).is_empty(), "group left: {:?}", group_pids(pgid));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "SIGTERM should have sufficed"
+    );
+    assert!(
+        group_pids(pgid).is_empty(),
+        "group left: {:?}",
+        group_pids(pgid)
+    );
     assert_all_gone(&procs);
 }
 
@@ -185,7 +223,7 @@ async fn a_worker_ignoring_sigterm_is_killed_after_the_timeout() {
         "stubborn",
         "trap '' TERM; sleep 300 & echo ready; while :; do sleep 0.05; done",
     );
-    let worker = supervisor::spawn(&req).unwrap();
+    let worker = host.spawn(&req);
     until("worker ready", || read_log(&req).contains("ready")).await;
     let procs = incarnations(worker.pid());
     let timeout = Duration::from_millis(500);
@@ -204,7 +242,7 @@ async fn a_grandchild_ignoring_sigterm_is_killed_after_the_worker_exits() {
         "orphaned",
         "(trap '' TERM; exec sleep 300) & echo ready; exec sleep 300",
     );
-    let worker = supervisor::spawn(&req).unwrap();
+    let worker = host.spawn(&req);
     until("worker ready", || {
         read_log(&req).contains("ready") && tree_pids(worker.pid()).len() == 2
     })
@@ -221,7 +259,7 @@ async fn a_grandchild_ignoring_sigterm_is_killed_after_the_worker_exits() {
 async fn a_second_worker_for_the_same_tenant_is_refused_while_the_first_lives() {
     let host = Host::new();
     let req = host.sh("locked", "touch started.$$; sleep 300");
-    let first = supervisor::spawn(&req).unwrap();
+    let first = host.spawn(&req);
     until("first worker started", || count_markers(host.path()) == 1).await;
     assert!(lock_is_held(&req.lock_path));
 
@@ -235,14 +273,18 @@ async fn a_second_worker_for_the_same_tenant_is_refused_while_the_first_lives() 
     }
     assert!(err.to_string().contains("locked"), "{err}");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(count_markers(host.path()), 1, "the refused spawn started a process");
+    assert_eq!(
+        count_markers(host.path()),
+        1,
+        "the refused spawn started a process"
+    );
 
     // Another tenant is not affected.
-    let other = supervisor::spawn(&host.request("unlocked", &["/bin/sleep", "300"])).unwrap();
+    let other = host.spawn(&host.request("unlocked", &["/bin/sleep", "300"]));
 
     within("stop", first.stop(Duration::from_secs(5))).await;
     assert!(!lock_is_held(&req.lock_path));
-    let second = supervisor::spawn(&req).unwrap();
+    let second = host.spawn(&req);
     until("second worker started", || count_markers(host.path()) == 2).await;
     within("stop", second.stop(Duration::from_secs(5))).await;
     within("stop", other.stop(Duration::from_secs(5))).await;
@@ -269,7 +311,7 @@ async fn the_lock_lives_with_the_worker_not_with_the_daemon_handles() {
         "inherit",
         "[ -e /proc/$$/fd/$FLOWHQ_LOCK_FD ] && echo lock-fd-open; exec sleep 300",
     );
-    let worker = supervisor::spawn(&req).unwrap();
+    let worker = host.spawn(&req);
     let (pid, start_time) = (worker.pid(), worker.start_time());
     // The "daemon" forgets the worker entirely.
     drop(worker);
@@ -296,9 +338,12 @@ async fn the_lock_lives_with_the_worker_not_with_the_daemon_handles() {
 async fn the_lock_outlives_the_worker_while_a_grandchild_holds_it() {
     let host = Host::new();
     let req = host.sh("grandchild-lock", "sleep 300 & exit 0");
-    let worker = supervisor::spawn(&req).unwrap();
+    let worker = host.spawn(&req);
     assert_eq!(within("exit", worker.exited()).await, ExitInfo::Code(0));
-    assert!(lock_is_held(&req.lock_path), "the grandchild inherited the lock");
+    assert!(
+        lock_is_held(&req.lock_path),
+        "the grandchild inherited the lock"
+    );
     assert!(matches!(
         supervisor::spawn(&req),
         Err(Error::LockHeld { .. })
@@ -314,13 +359,17 @@ async fn the_environment_is_exactly_what_was_given() {
     let host = Host::new();
     // The test process's own environment (HOME, CARGO_*, ...) must not leak.
     let req = host.request("envcheck", &["/usr/bin/env"]);
-    let worker = supervisor::spawn(&req).unwrap();
+    let worker = host.spawn(&req);
     assert_eq!(within("exit", worker.exited()).await, ExitInfo::Code(0));
     let mut lines: Vec<String> = read_log(&req).lines().map(str::to_owned).collect();
     lines.sort();
     assert_eq!(
         lines,
-        ["FLOWHQ_LOCK_FD=3", "FLOWHQ_TENANT=envcheck", "PATH=/usr/bin:/bin"]
+        [
+            "FLOWHQ_LOCK_FD=3",
+            "FLOWHQ_TENANT=envcheck",
+            "PATH=/usr/bin:/bin"
+        ]
     );
 }
 
@@ -330,7 +379,7 @@ async fn stdout_and_stderr_are_appended_to_the_log_in_the_working_directory() {
     let req = host.sh("output", "echo out; echo err >&2; pwd -P");
     std::fs::create_dir_all(req.log_path.parent().unwrap()).unwrap();
     std::fs::write(&req.log_path, "earlier run\n").unwrap();
-    let worker = supervisor::spawn(&req).unwrap();
+    let worker = host.spawn(&req);
     assert_eq!(within("exit", worker.exited()).await, ExitInfo::Code(0));
     let cwd = host.path().canonicalize().unwrap();
     assert_eq!(
@@ -368,7 +417,7 @@ async fn a_continuous_writer_keeps_writing_across_rotations_within_the_size_cap(
         max_bytes: 4096,
         files: 3,
     };
-    let worker = supervisor::spawn(&req).unwrap();
+    let worker = host.spawn(&req);
     let mut rotations = 0;
     let mut max_total = 0;
     let started = Instant::now();
@@ -389,7 +438,10 @@ async fn a_continuous_writer_keeps_writing_across_rotations_within_the_size_cap(
     within("stop", worker.stop(Duration::from_secs(5))).await;
 
     let current = std::fs::read(&req.log_path).unwrap();
-    assert!(!current.contains(&0), "a hole of NUL bytes: the writer lost O_APPEND");
+    assert!(
+        !current.contains(&0),
+        "a hole of NUL bytes: the writer lost O_APPEND"
+    );
     let mut names: Vec<String> = std::fs::read_dir(req.log_path.parent().unwrap())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -397,7 +449,10 @@ async fn a_continuous_writer_keeps_writing_across_rotations_within_the_size_cap(
     names.sort();
     assert_eq!(names, ["chatty.log", "chatty.log.1", "chatty.log.2"]);
     // 3 files of 4 KiB, plus what the writer adds between two 20 ms checks.
-    assert!(max_total < 3 * 4096 + 8192, "logs grew to {max_total} bytes");
+    assert!(
+        max_total < 3 * 4096 + 8192,
+        "logs grew to {max_total} bytes"
+    );
 }
 
 fn numbered(path: &Path, n: usize) -> PathBuf {
@@ -406,7 +461,13 @@ fn numbered(path: &Path, n: usize) -> PathBuf {
 
 fn total_log_bytes(path: &Path) -> u64 {
     (0..4)
-        .map(|n| if n == 0 { path.to_path_buf() } else { numbered(path, n) })
+        .map(|n| {
+            if n == 0 {
+                path.to_path_buf()
+            } else {
+                numbered(path, n)
+            }
+        })
         .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.len())
         .sum()
@@ -431,13 +492,19 @@ async fn an_adopted_process_that_is_not_our_child_is_watched_through_its_pidfd()
     // The worker's own child stands for a worker whose parent is no longer
     // us (a previous daemon): it is alive and its parent is the shell.
     let req = host.sh("adopt", "sleep 300 & echo $! > sleeper.pid; wait");
-    let worker = supervisor::spawn(&req).unwrap();
+    let worker = host.spawn(&req);
     let pidfile = host.path().join("sleeper.pid");
     until("pid file", || {
         std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
     })
     .await;
-    let pid = Pid::from_raw(std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap());
+    let pid = Pid::from_raw(
+        std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap(),
+    );
     let sleep_argv = ["sleep", "300"].map(OsString::from);
     // Until the forked shell has exec'd `sleep`, its command line is the shell's.
     until("sleep exec'd", || {
@@ -453,7 +520,10 @@ async fn an_adopted_process_that_is_not_our_child_is_watched_through_its_pidfd()
     assert_eq!(adopted.try_exited(), None);
 
     nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
-    assert_eq!(within("adopted exit", adopted.exited()).await, ExitInfo::Unknown);
+    assert_eq!(
+        within("adopted exit", adopted.exited()).await,
+        ExitInfo::Unknown
+    );
     // The shell, its real parent, reaped it; `wait` without operands then
     // returns 0 and the shell exits with it.
     let exit = within("worker exit", worker.exited()).await;
@@ -465,7 +535,7 @@ async fn an_adopted_process_that_is_not_our_child_is_watched_through_its_pidfd()
 async fn an_adopted_child_is_still_reaped_with_its_status() {
     let host = Host::new();
     let req = host.sh("readopt", "read x < /dev/null; sleep 0.3; exit 7");
-    let worker = supervisor::spawn(&req).unwrap();
+    let worker = host.spawn(&req);
     let (pid, start_time) = (worker.pid(), worker.start_time());
     drop(worker);
     let argv = req.argv.clone();
@@ -495,11 +565,15 @@ async fn adoption_refuses_a_different_process_behind_the_same_pid() {
 
     // A process that is gone.
     let host = Host::new();
-    let gone = supervisor::spawn(&host.request("gone", &["/bin/true"])).unwrap();
+    let gone = host.spawn(&host.request("gone", &["/bin/true"]));
     let (pid, start) = (gone.pid(), gone.start_time());
     within("exit", gone.exited()).await;
     let argv = vec![OsString::from("/bin/true")];
-    assert!(Worker::adopt(tenant.clone(), pid, start, &argv).unwrap().is_none());
+    assert!(
+        Worker::adopt(tenant.clone(), pid, start, &argv)
+            .unwrap()
+            .is_none()
+    );
 
     // The matching identity is accepted (this very process, not our child).
     let same = Worker::adopt(tenant, me, identity.start_time, &identity.argv)
@@ -512,7 +586,7 @@ async fn adoption_refuses_a_different_process_behind_the_same_pid() {
 #[tokio::test]
 async fn kill_group_reaches_every_member_and_ignores_a_vanished_group() {
     let host = Host::new();
-    let worker = supervisor::spawn(&host.sh("killpg", "sleep 300 & sleep 300 & wait")).unwrap();
+    let worker = host.spawn(&host.sh("killpg", "sleep 300 & sleep 300 & wait"));
     until("grandchildren", || tree_pids(worker.pid()).len() == 3).await;
     let procs = incarnations(worker.pid());
     kill_group(worker.pid(), Signal::SIGKILL).unwrap();
