@@ -57,6 +57,7 @@ impl ExitInfo {
         *self == ExitInfo::Code(0)
     }
 
+    /// Translates a reaped wait status; anything but an exit or a kill is `Unknown`.
     pub(crate) fn from_wait(status: WaitStatus) -> Self {
         match status {
             WaitStatus::Exited(_, code) => ExitInfo::Code(code),
@@ -95,6 +96,7 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Wraps a process just spawned or verified for adoption, with its pidfd.
     pub(crate) fn new(
         tenant: TenantId,
         pid: Pid,
@@ -258,6 +260,7 @@ impl Worker {
         }
     }
 
+    /// The exit status if it has been recorded already.
     fn cached_exit(&self) -> Option<ExitInfo> {
         *self.exit.lock().unwrap_or_else(PoisonError::into_inner)
     }
