@@ -596,3 +596,17 @@ async fn kill_group_reaches_every_member_and_ignores_a_vanished_group() {
     assert_all_gone(&procs);
     kill_group(worker.pid(), Signal::SIGKILL).unwrap();
 }
+
+#[tokio::test]
+async fn a_watching_task_and_stop_see_the_same_exit() {
+    let host = Host::new();
+    let worker = std::sync::Arc::new(host.spawn(&host.request("shared", &["/bin/sleep", "300"])));
+    let watcher = {
+        let worker = worker.clone();
+        tokio::spawn(async move { worker.exited().await })
+    };
+    let stopped = within("stop", worker.stop(Duration::from_secs(5))).await;
+    let watched = within("watcher", watcher).await.unwrap();
+    assert_eq!(stopped, ExitInfo::Signal(15));
+    assert_eq!(watched, stopped);
+}

@@ -83,8 +83,9 @@ impl fmt::Display for ExitInfo {
 /// A live (or recently exited) worker process and the pidfd that watches it.
 ///
 /// The worker's process group id equals its pid. Any number of tasks may
-/// await [`Worker::exited`]; the status of our own child is reaped exactly once
-/// and remembered.
+/// await [`Worker::exited`] (share it in an `Arc`); the status of our own child
+/// is reaped exactly once and remembered, so `stop` and a watching task both
+/// see the same [`ExitInfo`].
 #[derive(Debug)]
 pub struct Worker {
     tenant: TenantId,
@@ -304,6 +305,12 @@ pub fn kill_group(pgid: Pid, sig: Signal) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_worker_can_be_shared_between_tasks() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<Worker>();
+    }
 
     #[test]
     fn exit_infos_read_as_operators_expect() {
