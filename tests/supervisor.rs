@@ -8,6 +8,10 @@
 //! children at all" check and `reap_orphans` live in `supervisor_reap.rs`,
 //! a binary with a single test.
 
+// Test helpers outside #[test] functions panic on failure like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::cell::RefCell;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -24,8 +28,22 @@ use tempfile::TempDir;
 /// Upper bound for any single wait in these tests, so a bug fails instead of hanging.
 const PATIENCE: Duration = Duration::from_secs(20);
 
+/// A temporary host layout (log dir, runtime dir) for one test. If the test
+/// panics, every process group it spawned is SIGKILLed, so a failing test does
+/// not leave workers behind.
 struct Host {
     dir: TempDir,
+    groups: RefCell<Vec<Pid>>,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for pgid in self.groups.borrow().iter() {
+                let _ = kill_group(*pgid, Signal::SIGKILL);
+            }
+        }
+    }
 }
 
 impl Host {
@@ -33,7 +51,15 @@ impl Host {
         supervisor::set_child_subreaper().unwrap();
         Self {
             dir: tempfile::tempdir().unwrap(),
+            groups: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Spawns and remembers the worker's group for cleanup on panic.
+    fn spawn(&self, req: &SpawnRequest) -> Worker {
+        let worker = supervisor::spawn(req).unwrap();
+        self.groups.borrow_mut().push(worker.pid());
+        worker
     }
 
     fn path(&self) -> &Path {
@@ -105,7 +131,7 @@ fn assert_all_gone(procs: &[(Pid, u64)]) {
 async fn the_exit_code_of_a_worker_is_observed_and_reaped() {
     let host = Host::new();
     let req = host.sh("exit-code", "exit 3");
-    let worker = supervisor::spawn(&req).unwrap();
+    let worker = host.spawn(&req);
     assert!(worker.is_child());
     assert_eq!(within("exit", worker.exited()).await, ExitInfo::Code(3));
     // Reaped exactly once; later calls return the remembered status.
@@ -120,7 +146,7 @@ async fn the_exit_code_of_a_worker_is_observed_and_reaped() {
 #[tokio::test]
 async fn a_config_error_exit_is_recognised() {
     let host = Host::new();
-    let worker = supervisor::spawn(&host.sh("config-error", "exit 78")).unwrap();
+    let worker = host.spawn(&host.sh("config-error", "exit 78"));
     let exit = within("exit", worker.exited()).await;
     assert!(exit.is_config_error(), "{exit}");
 }
@@ -128,7 +154,7 @@ async fn a_config_error_exit_is_recognised() {
 #[tokio::test]
 async fn death_by_signal_is_observed() {
     let host = Host::new();
-    let worker = supervisor::spawn(&host.request("killed", &["/bin/sleep", "300"])).unwrap();
+    let worker = host.spawn(&host.request("killed", &["/bin/sleep", "300"]));
     assert_eq!(worker.try_exited(), None);
     worker.signal(Signal::SIGKILL).unwrap();
     let exit = within("exit", worker.exited()).await;
@@ -143,7 +169,7 @@ async fn sighup_reaches_only_the_worker() {
         "reload",
         "trap 'echo reloaded; exit 5' HUP; sleep 300 & echo ready; while :; do sleep 0.05; done",
     );
-    let worker = supervisor::spawn(&req).unwrap();
+    let worker = host.spawn(&req);
     until("worker ready", || read_log(&req).contains("ready")).await;
     let procs = incarnations(worker.pid());
     worker.signal(Signal::SIGHUP).unwrap();
@@ -166,7 +192,7 @@ async fn sighup_reaches_only_the_worker() {
 #[tokio::test]
 async fn stop_terminates_the_whole_process_group() {
     let host = Host::new();
-    let worker = supervisor::spawn(&host.sh("group", "sleep 300 & sleep 300 & wait")).unwrap();
+    let worker = host.spawn(&host.sh("group", "sleep 300 & sleep 300 & wait"));
     let pgid = worker.pid();
     until("two grandchildren", || tree_pids(pgid).len() == 3).await;
     assert_eq!(group_pids(pgid).len(), 3);
@@ -197,7 +223,7 @@ async fn a_worker_ignoring_sigterm_is_killed_after_the_timeout() {
         "stubborn",
         "trap '' TERM; sleep 300 & echo ready; while :; do sleep 0.05; done",
     );
-    let worker = supervisor::spawn(&req).unwrap();
+    let worker = host.spawn(&req);
     until("worker ready", || read_log(&req).contains("ready")).await;
     let procs = incarnations(worker.pid());
     let timeout = Duration::from_millis(500);
@@ -216,7 +242,7 @@ async fn a_grandchild_ignoring_sigterm_is_killed_after_the_worker_exits() {
         "orphaned",
         "(trap '' TERM; exec sleep 300) & echo ready; exec sleep 300",
     );
-    let worker = supervisor::spawn(&req).unwrap();
+    let worker = host.spawn(&req);
     until("worker ready", || {
         read_log(&req).contains("ready") && tree_pids(worker.pid()).len() == 2
     })
@@ -233,7 +259,7 @@ async fn a_grandchild_ignoring_sigterm_is_killed_after_the_worker_exits() {
 async fn a_second_worker_for_the_same_tenant_is_refused_while_the_first_lives() {
     let host = Host::new();
     let req = host.sh("locked", "touch started.$$; sleep 300");
-    let first = supervisor::spawn(&req).unwrap();
+    let first = host.spawn(&req);
     until("first worker started", || count_markers(host.path()) == 1).await;
     assert!(lock_is_held(&req.lock_path));
 
@@ -254,11 +280,11 @@ async fn a_second_worker_for_the_same_tenant_is_refused_while_the_first_lives() 
     );
 
     // Another tenant is not affected.
-    let other = supervisor::spawn(&host.request("unlocked", &["/bin/sleep", "300"])).unwrap();
+    let other = host.spawn(&host.request("unlocked", &["/bin/sleep", "300"]));
 
     within("stop", first.stop(Duration::from_secs(5))).await;
     assert!(!lock_is_held(&req.lock_path));
-    let second = supervisor::spawn(&req).unwrap();
+    let second = host.spawn(&req);
     until("second worker started", || count_markers(host.path()) == 2).await;
     within("stop", second.stop(Duration::from_secs(5))).await;
     within("stop", other.stop(Duration::from_secs(5))).await;
@@ -285,7 +311,7 @@ async fn the_lock_lives_with_the_worker_not_with_the_daemon_handles() {
         "inherit",
         "[ -e /proc/$$/fd/$FLOWHQ_LOCK_FD ] && echo lock-fd-open; exec sleep 300",
     );
-    let worker = supervisor::spawn(&req).unwrap();
+    let worker = host.spawn(&req);
     let (pid, start_time) = (worker.pid(), worker.start_time());
     // The "daemon" forgets the worker entirely.
     drop(worker);
@@ -312,7 +338,7 @@ async fn the_lock_lives_with_the_worker_not_with_the_daemon_handles() {
 async fn the_lock_outlives_the_worker_while_a_grandchild_holds_it() {
     let host = Host::new();
     let req = host.sh("grandchild-lock", "sleep 300 & exit 0");
-    let worker = supervisor::spawn(&req).unwrap();
+    let worker = host.spawn(&req);
     assert_eq!(within("exit", worker.exited()).await, ExitInfo::Code(0));
     assert!(
         lock_is_held(&req.lock_path),
@@ -333,7 +359,7 @@ async fn the_environment_is_exactly_what_was_given() {
     let host = Host::new();
     // The test process's own environment (HOME, CARGO_*, ...) must not leak.
     let req = host.request("envcheck", &["/usr/bin/env"]);
-    let worker = supervisor::spawn(&req).unwrap();
+    let worker = host.spawn(&req);
     assert_eq!(within("exit", worker.exited()).await, ExitInfo::Code(0));
     let mut lines: Vec<String> = read_log(&req).lines().map(str::to_owned).collect();
     lines.sort();
@@ -353,7 +379,7 @@ async fn stdout_and_stderr_are_appended_to_the_log_in_the_working_directory() {
     let req = host.sh("output", "echo out; echo err >&2; pwd -P");
     std::fs::create_dir_all(req.log_path.parent().unwrap()).unwrap();
     std::fs::write(&req.log_path, "earlier run\n").unwrap();
-    let worker = supervisor::spawn(&req).unwrap();
+    let worker = host.spawn(&req);
     assert_eq!(within("exit", worker.exited()).await, ExitInfo::Code(0));
     let cwd = host.path().canonicalize().unwrap();
     assert_eq!(
@@ -391,7 +417,7 @@ async fn a_continuous_writer_keeps_writing_across_rotations_within_the_size_cap(
         max_bytes: 4096,
         files: 3,
     };
-    let worker = supervisor::spawn(&req).unwrap();
+    let worker = host.spawn(&req);
     let mut rotations = 0;
     let mut max_total = 0;
     let started = Instant::now();
@@ -466,7 +492,7 @@ async fn an_adopted_process_that_is_not_our_child_is_watched_through_its_pidfd()
     // The worker's own child stands for a worker whose parent is no longer
     // us (a previous daemon): it is alive and its parent is the shell.
     let req = host.sh("adopt", "sleep 300 & echo $! > sleeper.pid; wait");
-    let worker = supervisor::spawn(&req).unwrap();
+    let worker = host.spawn(&req);
     let pidfile = host.path().join("sleeper.pid");
     until("pid file", || {
         std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
@@ -509,7 +535,7 @@ async fn an_adopted_process_that_is_not_our_child_is_watched_through_its_pidfd()
 async fn an_adopted_child_is_still_reaped_with_its_status() {
     let host = Host::new();
     let req = host.sh("readopt", "read x < /dev/null; sleep 0.3; exit 7");
-    let worker = supervisor::spawn(&req).unwrap();
+    let worker = host.spawn(&req);
     let (pid, start_time) = (worker.pid(), worker.start_time());
     drop(worker);
     let argv = req.argv.clone();
@@ -539,7 +565,7 @@ async fn adoption_refuses_a_different_process_behind_the_same_pid() {
 
     // A process that is gone.
     let host = Host::new();
-    let gone = supervisor::spawn(&host.request("gone", &["/bin/true"])).unwrap();
+    let gone = host.spawn(&host.request("gone", &["/bin/true"]));
     let (pid, start) = (gone.pid(), gone.start_time());
     within("exit", gone.exited()).await;
     let argv = vec![OsString::from("/bin/true")];
@@ -560,7 +586,7 @@ async fn adoption_refuses_a_different_process_behind_the_same_pid() {
 #[tokio::test]
 async fn kill_group_reaches_every_member_and_ignores_a_vanished_group() {
     let host = Host::new();
-    let worker = supervisor::spawn(&host.sh("killpg", "sleep 300 & sleep 300 & wait")).unwrap();
+    let worker = host.spawn(&host.sh("killpg", "sleep 300 & sleep 300 & wait"));
     until("grandchildren", || tree_pids(worker.pid()).len() == 3).await;
     let procs = incarnations(worker.pid());
     kill_group(worker.pid(), Signal::SIGKILL).unwrap();
@@ -569,4 +595,18 @@ async fn kill_group_reaches_every_member_and_ignores_a_vanished_group() {
     within("stop", worker.stop(Duration::from_secs(1))).await;
     assert_all_gone(&procs);
     kill_group(worker.pid(), Signal::SIGKILL).unwrap();
+}
+
+#[tokio::test]
+async fn a_watching_task_and_stop_see_the_same_exit() {
+    let host = Host::new();
+    let worker = std::sync::Arc::new(host.spawn(&host.request("shared", &["/bin/sleep", "300"])));
+    let watcher = {
+        let worker = worker.clone();
+        tokio::spawn(async move { worker.exited().await })
+    };
+    let stopped = within("stop", worker.stop(Duration::from_secs(5))).await;
+    let watched = within("watcher", watcher).await.unwrap();
+    assert_eq!(stopped, ExitInfo::Signal(15));
+    assert_eq!(watched, stopped);
 }

@@ -15,7 +15,8 @@ use std::process::{Command, Stdio};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, fcntl};
 use nix::libc;
-use nix::sys::signal::Signal;
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -100,15 +101,25 @@ pub fn spawn(req: &SpawnRequest) -> Result<Worker, Error> {
 
     // The child is ours and not yet reaped, so `pid` cannot have been reused:
     // both the pidfd and the /proc read refer to the process just started.
-    let pidfd = pidfd_open(pid)?;
-    let start_time = ProcIdentity::read_start_time(pid).ok_or(Error::ReadProc { pid })?;
-    Ok(Worker::new(
-        req.tenant.clone(),
-        pid,
-        start_time,
-        pidfd,
-        true,
-    ))
+    let watched = pidfd_open(pid).and_then(|pidfd| {
+        let start_time = ProcIdentity::read_start_time(pid).ok_or(Error::ReadProc { pid })?;
+        Ok((pidfd, start_time))
+    });
+    match watched {
+        Ok((pidfd, start_time)) => Ok(Worker::new(
+            req.tenant.clone(),
+            pid,
+            start_time,
+            pidfd,
+            true,
+        )),
+        Err(e) => {
+            // A worker we cannot watch must not run unsupervised holding the lock.
+            let _ = killpg(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            Err(e)
+        }
+    }
 }
 
 /// Moves `fd` to a number >= 3 (close-on-exec) if it is a stdio number, so that

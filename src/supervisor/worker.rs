@@ -57,6 +57,7 @@ impl ExitInfo {
         *self == ExitInfo::Code(0)
     }
 
+    /// Translates a reaped wait status; anything but an exit or a kill is `Unknown`.
     pub(crate) fn from_wait(status: WaitStatus) -> Self {
         match status {
             WaitStatus::Exited(_, code) => ExitInfo::Code(code),
@@ -82,8 +83,9 @@ impl fmt::Display for ExitInfo {
 /// A live (or recently exited) worker process and the pidfd that watches it.
 ///
 /// The worker's process group id equals its pid. Any number of tasks may
-/// await [`Worker::exited`]; the status of our own child is reaped exactly once
-/// and remembered.
+/// await [`Worker::exited`] (share it in an `Arc`); the status of our own child
+/// is reaped exactly once and remembered, so `stop` and a watching task both
+/// see the same [`ExitInfo`].
 #[derive(Debug)]
 pub struct Worker {
     tenant: TenantId,
@@ -95,6 +97,7 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Wraps a process just spawned or verified for adoption, with its pidfd.
     pub(crate) fn new(
         tenant: TenantId,
         pid: Pid,
@@ -258,6 +261,7 @@ impl Worker {
         }
     }
 
+    /// The exit status if it has been recorded already.
     fn cached_exit(&self) -> Option<ExitInfo> {
         *self.exit.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -301,6 +305,12 @@ pub fn kill_group(pgid: Pid, sig: Signal) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_worker_can_be_shared_between_tasks() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<Worker>();
+    }
 
     #[test]
     fn exit_infos_read_as_operators_expect() {
