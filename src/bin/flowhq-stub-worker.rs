@@ -1,0 +1,125 @@
+//! `flowhq-stub-worker`: a worker without a browser, for testing and benchmarking the daemon.
+//!
+//! It keeps the worker contract the daemon relies on and nothing else: it is started as
+//! `flowhq-stub-worker --tenant ID` with the daemon's environment, reads the tenant's applied
+//! spec from the store (exit 78 when there is none), reports the session as CONNECTED, writes a
+//! heartbeat every `worker.heartbeat_interval`, re-reads the spec on SIGHUP (printing
+//! `reloaded spec HASH`) and exits 0 on SIGTERM. It is not installed by the Debian package.
+//!
+//! Test controls live in the tenant's `business_name`, so one fleet can mix behaviours and a
+//! file edit changes them: `stub:exit=N` exits with code N right after start, and
+//! `stub:silent` never writes a heartbeat (the daemon must find it stale).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use flowhq::config::{DaemonConfig, TenantId};
+use flowhq::store::{Role, SessionState, Store};
+use jiff::Timestamp;
+use tokio::signal::unix::{SignalKind, signal};
+
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let tenant = match (args.next().as_deref(), args.next()) {
+        (Some("--tenant"), Some(id)) => id,
+        _ => {
+            eprintln!("usage: flowhq-stub-worker --tenant ID");
+            return ExitCode::from(64);
+        }
+    };
+    let Ok(tenant) = TenantId::parse(&tenant) else {
+        eprintln!("stub worker: invalid tenant id {tenant:?}");
+        return ExitCode::from(64);
+    };
+    let config = std::env::var_os("FLOWHQ_CONFIG").map(std::path::PathBuf::from);
+    let cfg = match DaemonConfig::from_process_env(config.as_deref()) {
+        Ok(cfg) => cfg,
+        Err(diags) => {
+            for d in diags {
+                eprintln!("{d}");
+            }
+            return ExitCode::from(78);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("stub worker: cannot start a runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    ExitCode::from(rt.block_on(run(cfg, tenant)))
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+async fn run(cfg: DaemonConfig, tenant: TenantId) -> u8 {
+    let store = match Store::connect(&cfg.database_url, Role::Worker).await {
+        Ok(s) => s,
+        Err(err) => {
+            eprintln!("stub worker {tenant}: store unavailable: {err:#}");
+            return 1;
+        }
+    };
+    let Ok(Some(record)) = store.tenant(&tenant).await else {
+        eprintln!("stub worker {tenant}: no applied spec in the store");
+        return 78;
+    };
+    let mut spec = record.spec;
+    println!(
+        "stub worker {tenant}: started with spec {}",
+        record.spec_hash
+    );
+    if let Some(code) = control_exit(&spec.business_name) {
+        println!("stub worker {tenant}: exiting with {code} as asked");
+        return code;
+    }
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return 1;
+    };
+    let _ = store
+        .session_set_state(&tenant, SessionState::Connected, None, Timestamp::now())
+        .await;
+    let mut beat = tokio::time::interval(
+        cfg.worker
+            .heartbeat_interval
+            .max(Duration::from_millis(100)),
+    );
+    loop {
+        tokio::select! {
+            _ = beat.tick() => {
+                if !spec.business_name.contains("stub:silent")
+                    && let Err(err) = store.session_heartbeat(&tenant, Timestamp::now()).await
+                {
+                    eprintln!("stub worker {tenant}: heartbeat failed: {err:#}");
+                }
+            }
+            _ = hup.recv() => match store.tenant(&tenant).await {
+                Ok(Some(r)) => {
+                    spec = r.spec;
+                    println!("stub worker {tenant}: reloaded spec {}", r.spec_hash);
+                }
+                Ok(None) => eprintln!("stub worker {tenant}: reload found no spec; keeping the old one"),
+                Err(err) => eprintln!("stub worker {tenant}: reload failed: {err:#}"),
+            },
+            _ = term.recv() => {
+                println!("stub worker {tenant}: stopping");
+                store.close().await;
+                return 0;
+            }
+        }
+    }
+}
+
+/// `stub:exit=N` in the business name.
+fn control_exit(name: &str) -> Option<u8> {
+    let rest = &name[name.find("stub:exit=")? + "stub:exit=".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}

@@ -1,0 +1,705 @@
+//! End-to-end tests of `flowhq daemon` with the stub worker: real processes, real inotify, a real
+//! SQLite file or PostgreSQL database, real signals. Each test runs on both backends.
+//!
+//! The harness (`Fleet`) owns a temporary tenant directory, state directory and config file, the
+//! daemon process, and finds its workers in the process table by the per-test path of the stub
+//! worker binary. Dropping it kills everything it started.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
+
+#[macro_use]
+mod support;
+
+use std::collections::BTreeMap;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flowhq::config::TenantId;
+use flowhq::store::{Role, Store, WorkerStatus};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use support::TestDb;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Fleet {
+    tmp: tempfile::TempDir,
+    db: TestDb,
+    stub: PathBuf,
+    daemon: Option<Child>,
+    extra_config: String,
+}
+
+impl Fleet {
+    fn new(db: TestDb) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("tenants.d")).unwrap();
+        // A per-test path to the stub worker identifies this test's workers in /proc.
+        let stub = tmp.path().join("stub-worker");
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_flowhq-stub-worker"), &stub).unwrap();
+        Self {
+            tmp,
+            db,
+            stub,
+            daemon: None,
+            extra_config: String::new(),
+        }
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.tmp.path().join("tenants.d")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.tmp.path().join("state")
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.tmp.path().join("flowhq.toml")
+    }
+
+    fn write_config(&self) {
+        let text = format!(
+            r#"tenants_dir = "{dir}"
+state_dir = "{state}"
+database_url = "{db}"
+debounce = "100ms"
+debounce_max = "1s"
+rescan_interval = "60s"
+{extra}
+[status]
+listen = "127.0.0.1:0"
+
+[worker]
+command = ["{stub}"]
+kill_timeout = "3s"
+heartbeat_interval = "500ms"
+stale_after = "4s"
+backoff = {{ initial = "300ms", max = "2s", reset_after = "10m", jitter = 0.1 }}
+"#,
+            dir = self.dir().display(),
+            state = self.state().display(),
+            db = self.db.url(),
+            stub = self.stub.display(),
+            extra = self.extra_config,
+        );
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    fn tenant(&self, id: &str, phone_suffix: u32, business: &str) {
+        let text = format!(
+            "business_name = \"{business}\"\nphone = \"+2557{phone_suffix:08}\"\ntemplate = \"booking\"\n\
+             language = \"sw\"\ntimezone = \"Africa/Dar_es_Salaam\"\n"
+        );
+        write_atomic(&self.dir().join(format!("{id}.toml")), &text);
+    }
+
+    fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    fn start_with(&mut self, env: &[(&str, &str)]) {
+        self.write_config();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.tmp.path().join("daemon.log"))
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowhq"));
+        cmd.arg("daemon")
+            .arg("--config")
+            .arg(self.config_path())
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.daemon = Some(cmd.spawn().expect("start flowhq daemon"));
+    }
+
+    fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.tmp.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    fn signal_daemon(&mut self, sig: Signal) {
+        let child = self.daemon.as_ref().expect("daemon running");
+        kill(Pid::from_raw(child.id() as i32), sig).unwrap();
+    }
+
+    /// Waits for the daemon to exit and returns its exit code.
+    fn wait_daemon(&mut self) -> Option<i32> {
+        let mut child = self.daemon.take().expect("daemon running");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not exit\n{}",
+                self.daemon_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    async fn store(&self) -> Store {
+        Store::connect(self.db.url(), Role::Worker).await.unwrap()
+    }
+
+    /// Live stub workers of this test, by tenant, from the process table.
+    fn workers(&self) -> BTreeMap<String, Vec<i32>> {
+        let mut out: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        let stub = self.stub.as_os_str().as_encoded_bytes().to_vec();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let argv: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            if argv.first() == Some(&stub.as_slice()) && argv.len() >= 3 && !is_zombie(pid) {
+                let tenant = String::from_utf8_lossy(argv[2]).into_owned();
+                out.entry(tenant).or_default().push(pid);
+            }
+        }
+        out
+    }
+
+    fn pid_of(&self, tenant: &str) -> Option<i32> {
+        self.workers()
+            .get(tenant)
+            .and_then(|p| (p.len() == 1).then(|| p[0]))
+    }
+
+    /// Waits until `check` holds, or fails with the daemon's log.
+    async fn until<F: FnMut(&Self) -> bool>(&self, what: &str, mut check: F) {
+        let deadline = Instant::now() + WAIT;
+        while !check(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for: {what}\n--- daemon log ---\n{}",
+                self.daemon_log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn until_store<F>(&self, what: &str, mut check: F)
+    where
+        F: AsyncFnMut(&Store) -> bool,
+    {
+        let store = self.store().await;
+        let deadline = Instant::now() + WAIT;
+        while !check(&store).await {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for: {what}\n--- daemon log ---\n{}",
+                self.daemon_log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn converged(&self, ids: &[String]) -> bool {
+        let w = self.workers();
+        w.len() == ids.len() && ids.iter().all(|id| w.get(id).is_some_and(|p| p.len() == 1))
+    }
+
+    fn worker_log(&self, tenant: &str) -> String {
+        std::fs::read_to_string(self.state().join("log").join(format!("{tenant}.log")))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for pids in self.workers().values() {
+            for pid in pids {
+                let _ = nix::sys::signal::killpg(Pid::from_raw(*pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+fn write_atomic(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn ids(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("t{i:03}")).collect()
+}
+
+async fn worker_status(store: &Store, tenant: &str) -> Option<WorkerStatus> {
+    let id = TenantId::parse(tenant).unwrap();
+    store.worker(&id).await.ok().flatten().map(|w| w.status)
+}
+
+async fn event_kinds(store: &Store, tenant: &str) -> Vec<String> {
+    let id = TenantId::parse(tenant).unwrap();
+    store
+        .events(Some(&id), 200)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| format!("{}: {}", e.kind, e.reason))
+        .collect()
+}
+
+/// Generates `$name::sqlite` and `$name::postgres`, each with a fresh `Fleet`.
+macro_rules! fleet_test {
+    ($name:ident, |$fleet:ident| $body:block) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                #[allow(unused_mut)]
+                let mut $fleet = Fleet::new(TestDb::sqlite());
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(db) = TestDb::postgres().await else {
+                    return;
+                };
+                #[allow(unused_mut)]
+                let mut $fleet = Fleet::new(db);
+                $body
+            }
+        }
+    };
+}
+
+fleet_test!(
+    converges_fifty_tenants_and_stops_them_all_on_sigterm,
+    |fleet| {
+        let all = ids(50);
+        for (i, id) in all.iter().enumerate() {
+            fleet.tenant(id, i as u32, &format!("Biashara {i}"));
+        }
+        fleet.start();
+        fleet
+            .until("50 workers running", |f| f.converged(&all))
+            .await;
+        fleet
+            .until_store("50 workers recorded as running", async |s| {
+                s.workers()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .filter(|w| w.status == WorkerStatus::Running)
+                    .count()
+                    == 50
+            })
+            .await;
+        fleet.signal_daemon(Signal::SIGTERM);
+        assert_eq!(fleet.wait_daemon(), Some(0));
+        assert!(
+            fleet.workers().is_empty(),
+            "workers left behind: {:?}",
+            fleet.workers()
+        );
+        let store = fleet.store().await;
+        assert!(
+            store
+                .workers()
+                .await
+                .unwrap()
+                .iter()
+                .all(|w| w.status == WorkerStatus::Stopped)
+        );
+    }
+);
+
+fleet_test!(add_edit_disable_enable_delete, |fleet| {
+    fleet.tenant("salon", 1, "Salon");
+    fleet.tenant("duka", 2, "Duka");
+    fleet.tenant("kliniki", 3, "Kliniki");
+    fleet.start();
+    fleet
+        .until("three workers", |f| f.workers().len() == 3)
+        .await;
+
+    // Add.
+    fleet.tenant("mpya", 4, "Mpya");
+    fleet
+        .until("the new tenant's worker", |f| f.pid_of("mpya").is_some())
+        .await;
+
+    // Edit a bot field: reload, same process.
+    let salon = fleet.pid_of("salon").unwrap();
+    fleet.tenant("salon", 1, "Salon Mpya");
+    fleet
+        .until("salon reloaded", |f| {
+            f.worker_log("salon").contains("reloaded spec")
+        })
+        .await;
+    assert_eq!(
+        fleet.pid_of("salon"),
+        Some(salon),
+        "a bot-field edit must not restart"
+    );
+
+    // Edit a process field: restart, new process.
+    let duka = fleet.pid_of("duka").unwrap();
+    fleet.tenant("duka", 22, "Duka");
+    fleet
+        .until("duka restarted", |f| {
+            f.pid_of("duka").is_some_and(|p| p != duka)
+        })
+        .await;
+
+    // Disable, then enable again.
+    let text = std::fs::read_to_string(fleet.dir().join("kliniki.toml")).unwrap();
+    write_atomic(
+        &fleet.dir().join("kliniki.toml"),
+        &format!("{text}enabled = false\n"),
+    );
+    fleet
+        .until("kliniki paused", |f| f.pid_of("kliniki").is_none())
+        .await;
+    fleet
+        .until_store("kliniki stopped in the store", async |s| {
+            worker_status(s, "kliniki").await == Some(WorkerStatus::Stopped)
+        })
+        .await;
+    write_atomic(&fleet.dir().join("kliniki.toml"), &text);
+    fleet
+        .until("kliniki running again", |f| f.pid_of("kliniki").is_some())
+        .await;
+
+    // Delete one of four: retired, worker stopped, row kept.
+    std::fs::remove_file(fleet.dir().join("mpya.toml")).unwrap();
+    fleet
+        .until("mpya stopped", |f| f.pid_of("mpya").is_none())
+        .await;
+    fleet
+        .until_store("mpya retired", async |s| {
+            let t = s.tenant(&TenantId::parse("mpya").unwrap()).await.unwrap();
+            t.is_some_and(|t| t.lifecycle == flowhq::store::Lifecycle::Retired)
+        })
+        .await;
+    let events = event_kinds(&fleet.store().await, "salon").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("reloaded: bot fields changed: business_name")),
+        "{events:?}"
+    );
+    let events = event_kinds(&fleet.store().await, "duka").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("restarting: process fields changed: phone")),
+        "{events:?}"
+    );
+});
+
+fleet_test!(a_bad_edit_keeps_the_worker_on_its_last_good_spec, |fleet| {
+    fleet.tenant("salon", 1, "Salon");
+    fleet.start();
+    fleet
+        .until("salon running", |f| f.pid_of("salon").is_some())
+        .await;
+    let pid = fleet.pid_of("salon").unwrap();
+    write_atomic(
+        &fleet.dir().join("salon.toml"),
+        "bussiness_name = \"Salon\"\n",
+    );
+    fleet
+        .until_store("the config error is recorded", async |s| {
+            let t = s
+                .tenant(&TenantId::parse("salon").unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            t.config_error.is_some_and(|e| {
+                e.contains("salon.toml:1:1: error: unknown field `bussiness_name`")
+            })
+        })
+        .await;
+    assert_eq!(fleet.pid_of("salon"), Some(pid), "the worker keeps running");
+    // Fixing the file clears the error without a restart.
+    fleet.tenant("salon", 1, "Salon");
+    fleet
+        .until_store("the config error is cleared", async |s| {
+            s.tenant(&TenantId::parse("salon").unwrap())
+                .await
+                .unwrap()
+                .unwrap()
+                .config_error
+                .is_none()
+        })
+        .await;
+    assert_eq!(fleet.pid_of("salon"), Some(pid));
+});
+
+fleet_test!(a_killed_worker_is_restarted_with_backoff, |fleet| {
+    fleet.tenant("salon", 1, "Salon");
+    fleet.start();
+    fleet
+        .until("salon running", |f| f.pid_of("salon").is_some())
+        .await;
+    let pid = fleet.pid_of("salon").unwrap();
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    fleet
+        .until("salon replaced", |f| {
+            f.pid_of("salon").is_some_and(|p| p != pid)
+        })
+        .await;
+    fleet
+        .until_store("the restart is counted and its cause recorded", async |s| {
+            let w = s
+                .worker(&TenantId::parse("salon").unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            w.restarts == 1 && w.last_exit_signal == Some(9) && w.status == WorkerStatus::Running
+        })
+        .await;
+    let events = event_kinds(&fleet.store().await, "salon").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("exited: signal 9 (SIGKILL)")),
+        "{events:?}"
+    );
+});
+
+fleet_test!(a_new_daemon_adopts_every_worker_after_kill_9, |fleet| {
+    let all = ids(10);
+    for (i, id) in all.iter().enumerate() {
+        fleet.tenant(id, i as u32, "Biashara");
+    }
+    fleet.start();
+    fleet.until("10 workers", |f| f.converged(&all)).await;
+    let before = fleet.workers();
+    fleet.signal_daemon(Signal::SIGKILL);
+    fleet.wait_daemon();
+    fleet.start();
+    fleet
+        .until("the new daemon adopted all", |f| {
+            f.daemon_log().matches("adopted worker").count() == 10
+        })
+        .await;
+    // Give the new daemon a few passes to do anything wrong.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(fleet.workers(), before, "no worker killed, none duplicated");
+    // Adopted workers are still supervised: their exit is noticed through the pidfd.
+    let pid = before["t003"][0];
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    fleet
+        .until("t003 replaced", |f| {
+            f.pid_of("t003").is_some_and(|p| p != pid)
+        })
+        .await;
+});
+
+fleet_test!(a_stale_worker_is_restarted, |fleet| {
+    fleet.tenant("kimya", 1, "Kimya stub:silent");
+    fleet.start();
+    fleet
+        .until("kimya running", |f| f.pid_of("kimya").is_some())
+        .await;
+    let pid = fleet.pid_of("kimya").unwrap();
+    fleet
+        .until("kimya restarted for staleness", |f| {
+            f.pid_of("kimya").is_some_and(|p| p != pid)
+        })
+        .await;
+    let events = event_kinds(&fleet.store().await, "kimya").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("restarting: stale: no heartbeat")),
+        "{events:?}"
+    );
+});
+
+fleet_test!(a_mass_delete_is_refused, |fleet| {
+    let all = ids(4);
+    for (i, id) in all.iter().enumerate() {
+        fleet.tenant(id, i as u32, "Biashara");
+    }
+    fleet.start();
+    fleet.until("4 workers", |f| f.converged(&all)).await;
+    let before = fleet.workers();
+    for id in &all[1..] {
+        std::fs::remove_file(fleet.dir().join(format!("{id}.toml"))).unwrap();
+    }
+    fleet
+        .until_store("the refusal is recorded", async |s| {
+            s.events(None, 100).await.unwrap().iter().any(|e| {
+                e.kind == "problem" && e.reason.starts_with("refusing to retire 3 of 4 tenants")
+            })
+        })
+        .await;
+    assert_eq!(fleet.workers(), before, "nothing retired, nothing stopped");
+});
+
+fleet_test!(
+    a_config_error_exit_is_held_until_the_spec_changes,
+    |fleet| {
+        fleet.tenant("mbaya", 1, "Mbaya stub:exit=78");
+        fleet.start();
+        fleet
+            .until_store("held", async |s| {
+                worker_status(s, "mbaya").await == Some(WorkerStatus::Held)
+            })
+            .await;
+        // Held means no restart loop.
+        let store = fleet.store().await;
+        let starts = || async {
+            event_kinds(&store, "mbaya")
+                .await
+                .iter()
+                .filter(|e| e.starts_with("started"))
+                .count()
+        };
+        let n = starts().await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(starts().await, n, "a held worker is not restarted");
+        fleet.tenant("mbaya", 1, "Mbaya");
+        fleet
+            .until("runs once fixed", |f| f.pid_of("mbaya").is_some())
+            .await;
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_talks_to_systemd_through_notify_socket() {
+    let mut fleet = Fleet::new(TestDb::sqlite());
+    fleet.tenant("salon", 1, "Salon");
+    let sock_path = fleet.tmp.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let sock_str = sock_path.display().to_string();
+    fleet.start_with(&[("NOTIFY_SOCKET", &sock_str), ("WATCHDOG_USEC", "2000000")]);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let recv = |buf: &mut [u8]| -> String {
+        let n = sock.recv(buf).expect("a notification within 20 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    while !seen.iter().any(|m: &String| m.contains("READY=1")) {
+        seen.push(recv(&mut buf));
+    }
+    let ready = seen.iter().find(|m| m.contains("READY=1")).unwrap();
+    assert!(ready.contains("STATUS=1 tenants, 1 running"), "{ready}");
+    while !seen.iter().any(|m| m.contains("WATCHDOG=1")) {
+        seen.push(recv(&mut buf));
+    }
+    fleet.signal_daemon(Signal::SIGHUP);
+    while !seen.iter().any(|m| m.contains("RELOADING=1")) {
+        seen.push(recv(&mut buf));
+    }
+    let reloading = seen.iter().find(|m| m.contains("RELOADING=1")).unwrap();
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    fleet.signal_daemon(Signal::SIGTERM);
+    while !seen.iter().any(|m| m.contains("STOPPING=1")) {
+        seen.push(recv(&mut buf));
+    }
+    assert_eq!(fleet.wait_daemon(), Some(0));
+    assert!(fleet.workers().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_workers_shutdown_leaves_them_for_the_next_daemon() {
+    let mut fleet = Fleet::new(TestDb::sqlite());
+    fleet.extra_config = "shutdown = \"keep-workers\"\n".to_owned();
+    fleet.tenant("salon", 1, "Salon");
+    fleet.start();
+    fleet
+        .until("salon running", |f| f.pid_of("salon").is_some())
+        .await;
+    let before = fleet.workers();
+    fleet.signal_daemon(Signal::SIGTERM);
+    assert_eq!(fleet.wait_daemon(), Some(0));
+    assert_eq!(fleet.workers(), before, "the worker survives the daemon");
+    fleet.start();
+    fleet
+        .until("adopted", |f| f.daemon_log().contains("adopted worker"))
+        .await;
+    assert_eq!(fleet.workers(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_prints_the_actions_and_exits_2_then_0_once_converged() {
+    let mut fleet = Fleet::new(TestDb::sqlite());
+    fleet.tenant("salon", 1, "Salon");
+    fleet.write_config();
+    let plan = |fleet: &Fleet| {
+        Command::new(env!("CARGO_BIN_EXE_flowhq"))
+            .args(["plan", "--config"])
+            .arg(fleet.config_path())
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    // Before any daemon ran there is no store file yet: plan against an empty store.
+    let out = plan(&fleet);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("apply         salon                    new tenant file"),
+        "{text}"
+    );
+    assert!(
+        text.contains("spawn         salon                    new tenant"),
+        "{text}"
+    );
+    fleet.start();
+    fleet
+        .until("salon running", |f| f.pid_of("salon").is_some())
+        .await;
+    fleet
+        .until_store("heartbeat", async |s| {
+            s.session(&TenantId::parse("salon").unwrap())
+                .await
+                .unwrap()
+                .is_some_and(|x| x.last_seen_at.is_some())
+        })
+        .await;
+    let out = plan(&fleet);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("no changes"), "{text}");
+    // Planning changed nothing: the worker is the same.
+    assert!(fleet.pid_of("salon").is_some());
+}
