@@ -27,14 +27,33 @@ const WAIT: Duration = Duration::from_secs(30);
 
 struct Fleet {
     tmp: tempfile::TempDir,
-    db: TestDb,
+    db: Db,
     stub: PathBuf,
     daemon: Option<Child>,
     extra_config: String,
 }
 
+/// The database of a fleet: a throwaway one, or a URL the test manages itself.
+enum Db {
+    Test(TestDb),
+    Url(String),
+}
+
+impl Db {
+    fn url(&self) -> &str {
+        match self {
+            Db::Test(db) => db.url(),
+            Db::Url(url) => url,
+        }
+    }
+}
+
 impl Fleet {
     fn new(db: TestDb) -> Self {
+        Self::with_db(Db::Test(db))
+    }
+
+    fn with_db(db: Db) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::create_dir(tmp.path().join("tenants.d")).unwrap();
         // A per-test path to the stub worker identifies this test's workers in /proc.
@@ -702,4 +721,130 @@ async fn plan_prints_the_actions_and_exits_2_then_0_once_converged() {
     assert!(text.starts_with("no changes"), "{text}");
     // Planning changed nothing: the worker is the same.
     assert!(fleet.pid_of("salon").is_some());
+}
+
+/// A PostgreSQL cluster of this test's own, so the test can stop and start it.
+struct OwnCluster {
+    port: String,
+    dir: PathBuf,
+}
+
+impl OwnCluster {
+    fn script(&self, verb: &str) -> String {
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg.sh"))
+            .arg(verb)
+            .env("FLOWHQ_PG_PORT", &self.port)
+            .env("FLOWHQ_PG_DIR", &self.dir)
+            .output()
+            .expect("run scripts/pg.sh");
+        assert!(
+            out.status.success(),
+            "pg.sh {verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        self.script("stop");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_supervises_through_a_database_outage_and_catches_up() {
+    // Needs the PostgreSQL server binaries; gated like every PostgreSQL test.
+    if support::pg_admin_url().is_none() {
+        return;
+    }
+    let cluster = OwnCluster {
+        port: "55436".into(),
+        dir: PathBuf::from("/tmp/flowhq-pg-outage-test"),
+    };
+    let url = cluster.script("start");
+    let mut fleet = Fleet::with_db(Db::Url(url));
+    fleet.tenant("salon", 1, "Salon");
+    fleet.tenant("duka", 2, "Duka");
+    fleet.start();
+    fleet.until("two workers", |f| f.workers().len() == 2).await;
+    let before = fleet.workers();
+
+    cluster.script("stop");
+    fleet
+        .until("the outage is noticed", |f| {
+            f.daemon_log().contains("store unavailable")
+        })
+        .await;
+    // A file added during the outage is seen; running workers are left alone.
+    fleet.tenant("mpya", 3, "Mpya");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (tenant, pids) in &before {
+        assert_eq!(
+            fleet.workers().get(tenant),
+            Some(pids),
+            "{tenant} kept running through the outage"
+        );
+    }
+
+    cluster.script("start");
+    fleet
+        .until("the new tenant runs once the store is back", |f| {
+            f.pid_of("mpya").is_some()
+        })
+        .await;
+    fleet
+        .until_store("the catch-up reached the store", async |s| {
+            s.tenant(&TenantId::parse("mpya").unwrap())
+                .await
+                .unwrap()
+                .is_some()
+                && s.worker(&TenantId::parse("mpya").unwrap())
+                    .await
+                    .unwrap()
+                    .is_some_and(|w| w.status == WorkerStatus::Running)
+        })
+        .await;
+    for (tenant, pids) in &before {
+        assert_eq!(
+            fleet.workers().get(tenant),
+            Some(pids),
+            "{tenant} was never restarted"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_starts_without_its_database_and_converges_when_it_comes() {
+    if support::pg_admin_url().is_none() {
+        return;
+    }
+    let cluster = OwnCluster {
+        port: "55437".into(),
+        dir: PathBuf::from("/tmp/flowhq-pg-late-test"),
+    };
+    let url = cluster.script("start");
+    cluster.script("stop");
+    let mut fleet = Fleet::with_db(Db::Url(url));
+    fleet.tenant("salon", 1, "Salon");
+    fleet.start();
+    fleet
+        .until("the daemon reports the store down", |f| {
+            f.daemon_log().contains("store unavailable")
+        })
+        .await;
+    assert!(
+        fleet.daemon.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the daemon keeps running"
+    );
+    cluster.script("start");
+    fleet
+        .until_store("salon converges", async |s| {
+            worker_status(s, "salon").await == Some(WorkerStatus::Running)
+        })
+        .await;
+    fleet
+        .until("salon's worker runs", |f| f.pid_of("salon").is_some())
+        .await;
 }

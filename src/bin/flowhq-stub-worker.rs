@@ -64,9 +64,16 @@ async fn run(cfg: DaemonConfig, tenant: TenantId) -> u8 {
             return 1;
         }
     };
-    let Ok(Some(record)) = store.tenant(&tenant).await else {
-        eprintln!("stub worker {tenant}: no applied spec in the store");
-        return 78;
+    let record = match store.tenant(&tenant).await {
+        Ok(Some(record)) => record,
+        Ok(None) => {
+            eprintln!("stub worker {tenant}: no applied spec in the store");
+            return 78;
+        }
+        Err(err) => {
+            eprintln!("stub worker {tenant}: cannot read the spec: {err:#}");
+            return 1;
+        }
     };
     let mut spec = record.spec;
     println!(

@@ -233,6 +233,9 @@ struct Daemon {
     store: StoreLink,
     /// Mirror of the store's tenant rows, updated as the daemon writes them.
     applied: BTreeMap<TenantId, AppliedTenant>,
+    /// Tenants whose applied spec is known to be in the store. A worker reads its spec from the
+    /// store, so one is only started once its spec got there.
+    synced: BTreeSet<TenantId>,
     slots: BTreeMap<TenantId, Slot>,
     heartbeats: BTreeMap<TenantId, Timestamp>,
     memory: BTreeMap<TenantId, u64>,
@@ -266,6 +269,7 @@ impl Daemon {
             backoff,
             node,
             applied: BTreeMap::new(),
+            synced: BTreeSet::new(),
             slots: BTreeMap::new(),
             heartbeats: BTreeMap::new(),
             memory: BTreeMap::new(),
@@ -408,9 +412,17 @@ impl Daemon {
                     .applied
                     .get(&tenant)
                     .and_then(|a| a.config_error.clone());
-                if let Some(store) = self.store.get() {
-                    let res = store.upsert_tenant(&rec).await;
-                    self.store.check(res);
+                let written = match self.store.get() {
+                    Some(store) => {
+                        let res = store.upsert_tenant(&rec).await;
+                        self.store.check(res).is_some()
+                    }
+                    None => false,
+                };
+                if written {
+                    self.synced.insert(tenant.clone());
+                } else {
+                    self.synced.remove(&tenant);
                 }
                 self.applied.insert(
                     tenant.clone(),
@@ -480,6 +492,11 @@ impl Daemon {
     }
 
     fn spawn(&mut self, tenant: &TenantId, reason: &str) {
+        if !self.synced.contains(tenant) && !self.dry {
+            // The worker would find no spec; a later pass starts it once the store has it.
+            tracing::debug!(tenant = %tenant, "not starting: the spec has not reached the store yet");
+            return;
+        }
         let now = Timestamp::now();
         let mut argv: Vec<OsString> = self.cfg.worker.command.iter().map(OsString::from).collect();
         argv.extend([OsString::from("--tenant"), OsString::from(tenant.as_str())]);
@@ -693,6 +710,7 @@ impl Daemon {
             Some(t) => t,
             None => return,
         };
+        self.synced = tenants.iter().map(|r| r.id.clone()).collect();
         self.applied = tenants
             .into_iter()
             .map(|r| {
