@@ -205,9 +205,24 @@ impl DaemonConfig {
         path: Option<&Path>,
         env: &impl Fn(&str) -> Option<String>,
     ) -> Result<DaemonConfig, Vec<Diagnostic>> {
-        let text = match path.map(read_config).transpose() {
-            Ok(text) => text,
-            Err(diag) => return Err(vec![diag]),
+        let (config, diags) = Self::load_lenient(path, env);
+        if diags.iter().any(Diagnostic::is_error) {
+            Err(diags)
+        } else {
+            Ok(config)
+        }
+    }
+
+    /// Like [`DaemonConfig::load`], but always returns a config, with defaults in place of bad
+    /// values, beside every finding. For `flowhq check`, which still wants `tenants_dir` from a
+    /// config that has an error elsewhere; the daemon itself uses `load`.
+    pub fn load_lenient(
+        path: Option<&Path>,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> (DaemonConfig, Vec<Diagnostic>) {
+        let (text, mut diags) = match path.map(read_config).transpose() {
+            Ok(text) => (text, Vec::new()),
+            Err(diag) => (None, vec![diag]),
         };
         let src = text.as_deref().unwrap_or("");
         let file_path = path.unwrap_or(Path::new("flowhq.toml"));
@@ -217,26 +232,28 @@ impl DaemonConfig {
             env_diags: Vec::new(),
             root: DeTable::default(),
         };
-        if path.is_some() {
+        if text.is_some() {
             let (root, syntax) = DeTable::parse_recoverable(src);
             reader.ctx.syntax_errors(&syntax);
             reader.root = root.into_inner();
         }
         let config = reader.build(path);
-        let mut diags = reader.ctx.diags;
-        diags.sort_by_key(|d| (d.line, d.col));
+        let mut file_diags = reader.ctx.diags;
+        file_diags.sort_by_key(|d| (d.line, d.col));
+        diags.extend(file_diags);
         diags.extend(reader.env_diags);
-        if diags.iter().any(Diagnostic::is_error) {
-            Err(diags)
-        } else {
-            Ok(config)
-        }
+        (config, diags)
     }
 
     /// [`DaemonConfig::load`] with the process environment.
     pub fn from_process_env(path: Option<&Path>) -> Result<DaemonConfig, Vec<Diagnostic>> {
-        Self::load(path, &|name| std::env::var(name).ok())
+        Self::load(path, &process_env)
     }
+}
+
+/// Reads one variable of the process environment (unset or not UTF-8 = `None`).
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 fn read_config(path: &Path) -> Result<String, Diagnostic> {
