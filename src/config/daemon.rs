@@ -270,7 +270,9 @@ fn read_config(path: &Path) -> Result<String, Diagnostic> {
             path: path.to_owned(),
             source,
         };
-        let cause = std::error::Error::source(&err).map_or(String::new(), |s| format!(": {s}"));
+        let cause = std::error::Error::source(&err).map_or(String::new(), |s| {
+            format!(": {}", s.to_string().to_lowercase())
+        });
         Diagnostic::file(path, Severity::Error, format!("{err}{cause}"))
     })?;
     if bytes.len() as u64 > MAX_CONFIG_BYTES {
@@ -994,6 +996,57 @@ mod tests {
                 "F:7:10: error: `worker.backoff.jitter` must be between 0 and 1, found 2",
                 "F:9:13: error: `prune.max_share` must be above 0 and at most 1, found 0",
             ]
+        );
+    }
+
+    #[test]
+    fn the_packaged_layout_parses_with_inline_backoff_and_empty_optional_paths() {
+        let text = r#"
+tenants_dir = "/etc/flowhq/tenants.d"
+state_dir = "/var/lib/flowhq"
+log_dir = "/var/log/flowhq"
+shutdown = "keep-workers"
+[status]
+token_file = "/etc/flowhq/token"
+[worker]
+wa_web_index = ""
+log_max_bytes = "1MiB"
+backoff = { initial = "2s", max = "1m", reset_after = "5m", jitter = 0 }
+[source.git]
+url = "https://git.example.com/ops/tenants.git"
+interval = "1m"
+[retention]
+messages = "30days"
+"#;
+        let c = load_str(text, &[]).unwrap();
+        assert_eq!(c.log_dir, PathBuf::from("/var/log/flowhq"));
+        assert_eq!(c.runtime_dir, PathBuf::from("/var/lib/flowhq/run"));
+        assert_eq!(c.shutdown, ShutdownMode::KeepWorkers);
+        assert_eq!(
+            c.status.token_file,
+            Some(PathBuf::from("/etc/flowhq/token"))
+        );
+        assert_eq!(c.worker.wa_web_index, None);
+        assert_eq!(c.worker.log_max_bytes, 1 << 20);
+        assert_eq!(c.worker.backoff.initial, secs(2));
+        assert_eq!(c.worker.backoff.max, secs(60));
+        assert_eq!(c.worker.backoff.jitter, 0.0);
+        let git = c.git.unwrap();
+        assert_eq!(git.interval, secs(60));
+        assert_eq!(git.path, PathBuf::from("tenants.d"));
+        assert_eq!(c.retention.messages, days(30));
+    }
+
+    #[test]
+    fn a_git_section_without_url_and_a_missing_file_are_errors() {
+        let errs = load_str("[source.git]\nbranch = \"prod\"\n", &[]).unwrap_err();
+        assert_eq!(errs, vec!["F:1:1: error: [source.git] needs `url`"]);
+        let missing = Path::new("/nonexistent/flowhq.toml");
+        let errs = DaemonConfig::load(Some(missing), &no_env).unwrap_err();
+        assert_eq!(
+            errs[0].to_string(),
+            "/nonexistent/flowhq.toml:1:1: error: cannot read config file \
+             /nonexistent/flowhq.toml: no such file or directory (os error 2)"
         );
     }
 
