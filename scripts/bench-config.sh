@@ -55,6 +55,7 @@ median=$(echo "$sorted" | sed -n "$(((runs + 1) / 2))p")
 worst=$(echo "$sorted" | tail -n 1)
 echo "flowhq check, $n files ($bytes bytes), $runs runs on one core: best ${best} ms, median ${median} ms, worst ${worst} ms"
 
+load=$(cut -d" " -f1 /proc/loadavg)
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //' || echo unknown)
 section=$(
   cat <<MD
@@ -68,7 +69,7 @@ overrides each, distinct phones; $n files, $bytes bytes. Target: under 1 s.
 
 | measured | files | best | median | worst |
 |---|---|---|---|---|
-| $(date -u +%Y-%m-%d), $(git rev-parse --short HEAD), ${cpu}, $(nproc) cores shared | $n | ${best} ms | ${median} ms | ${worst} ms |
+| $(date -u +%Y-%m-%d), $(git rev-parse --short HEAD), ${cpu}, $(nproc) cores shared (load average ${load}) | $n | ${best} ms | ${median} ms | ${worst} ms |
 <!-- bench-config:end -->
 MD
 )
