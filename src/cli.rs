@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use flowhq::config::load::{LoadedDir, load_dir};
-use flowhq::config::{DaemonConfig, Diagnostic};
+use flowhq::config::{DaemonConfig, Diagnostic, daemon};
 use flowhq::exit::ExitStatus;
 
 /// Runs a fleet of WhatsApp chatbots, one per business, reconciled from tenant files.
@@ -161,22 +161,16 @@ fn plan(args: PlanArgs) -> anyhow::Result<ExitStatus> {
 fn check(args: &CheckArgs) -> anyhow::Result<ExitStatus> {
     let mut diagnostics: Vec<Diagnostic> = Vec::new();
     // The daemon config is read when it is named, or when it is needed for the directory.
+    // A config with errors still gives its `tenants_dir`, so both are checked in one run.
     let config = if args.config.is_some() || args.dir.is_none() {
-        match DaemonConfig::from_process_env(args.config.as_deref()) {
-            Ok(config) => Some(config),
-            Err(diags) => {
-                diagnostics.extend(diags);
-                None
-            }
-        }
+        let (config, diags) =
+            DaemonConfig::load_lenient(args.config.as_deref(), &daemon::process_env);
+        diagnostics.extend(diags);
+        Some(config)
     } else {
         None
     };
-    let dir = match (&args.dir, &config) {
-        (Some(dir), _) => Some(dir.clone()),
-        (None, Some(config)) => Some(config.tenants_dir.clone()),
-        (None, None) => None,
-    };
+    let dir = args.dir.clone().or_else(|| config.map(|c| c.tenants_dir));
     let loaded = dir.as_deref().map(load_dir).unwrap_or_default();
     diagnostics.extend(loaded.diagnostics.iter().cloned());
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();

@@ -205,9 +205,24 @@ impl DaemonConfig {
         path: Option<&Path>,
         env: &impl Fn(&str) -> Option<String>,
     ) -> Result<DaemonConfig, Vec<Diagnostic>> {
-        let text = match path.map(read_config).transpose() {
-            Ok(text) => text,
-            Err(diag) => return Err(vec![diag]),
+        let (config, diags) = Self::load_lenient(path, env);
+        if diags.iter().any(Diagnostic::is_error) {
+            Err(diags)
+        } else {
+            Ok(config)
+        }
+    }
+
+    /// Like [`DaemonConfig::load`], but always returns a config, with defaults in place of bad
+    /// values, beside every finding. For `flowhq check`, which still wants `tenants_dir` from a
+    /// config that has an error elsewhere; the daemon itself uses `load`.
+    pub fn load_lenient(
+        path: Option<&Path>,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> (DaemonConfig, Vec<Diagnostic>) {
+        let (text, mut diags) = match path.map(read_config).transpose() {
+            Ok(text) => (text, Vec::new()),
+            Err(diag) => (None, vec![diag]),
         };
         let src = text.as_deref().unwrap_or("");
         let file_path = path.unwrap_or(Path::new("flowhq.toml"));
@@ -217,26 +232,28 @@ impl DaemonConfig {
             env_diags: Vec::new(),
             root: DeTable::default(),
         };
-        if path.is_some() {
+        if text.is_some() {
             let (root, syntax) = DeTable::parse_recoverable(src);
             reader.ctx.syntax_errors(&syntax);
             reader.root = root.into_inner();
         }
         let config = reader.build(path);
-        let mut diags = reader.ctx.diags;
-        diags.sort_by_key(|d| (d.line, d.col));
+        let mut file_diags = reader.ctx.diags;
+        file_diags.sort_by_key(|d| (d.line, d.col));
+        diags.extend(file_diags);
         diags.extend(reader.env_diags);
-        if diags.iter().any(Diagnostic::is_error) {
-            Err(diags)
-        } else {
-            Ok(config)
-        }
+        (config, diags)
     }
 
     /// [`DaemonConfig::load`] with the process environment.
     pub fn from_process_env(path: Option<&Path>) -> Result<DaemonConfig, Vec<Diagnostic>> {
-        Self::load(path, &|name| std::env::var(name).ok())
+        Self::load(path, &process_env)
     }
+}
+
+/// Reads one variable of the process environment (unset or not UTF-8 = `None`).
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 fn read_config(path: &Path) -> Result<String, Diagnostic> {
@@ -253,7 +270,9 @@ fn read_config(path: &Path) -> Result<String, Diagnostic> {
             path: path.to_owned(),
             source,
         };
-        let cause = std::error::Error::source(&err).map_or(String::new(), |s| format!(": {s}"));
+        let cause = std::error::Error::source(&err).map_or(String::new(), |s| {
+            format!(": {}", s.to_string().to_lowercase())
+        });
         Diagnostic::file(path, Severity::Error, format!("{err}{cause}"))
     })?;
     if bytes.len() as u64 > MAX_CONFIG_BYTES {
@@ -977,6 +996,57 @@ mod tests {
                 "F:7:10: error: `worker.backoff.jitter` must be between 0 and 1, found 2",
                 "F:9:13: error: `prune.max_share` must be above 0 and at most 1, found 0",
             ]
+        );
+    }
+
+    #[test]
+    fn the_packaged_layout_parses_with_inline_backoff_and_empty_optional_paths() {
+        let text = r#"
+tenants_dir = "/etc/flowhq/tenants.d"
+state_dir = "/var/lib/flowhq"
+log_dir = "/var/log/flowhq"
+shutdown = "keep-workers"
+[status]
+token_file = "/etc/flowhq/token"
+[worker]
+wa_web_index = ""
+log_max_bytes = "1MiB"
+backoff = { initial = "2s", max = "1m", reset_after = "5m", jitter = 0 }
+[source.git]
+url = "https://git.example.com/ops/tenants.git"
+interval = "1m"
+[retention]
+messages = "30days"
+"#;
+        let c = load_str(text, &[]).unwrap();
+        assert_eq!(c.log_dir, PathBuf::from("/var/log/flowhq"));
+        assert_eq!(c.runtime_dir, PathBuf::from("/var/lib/flowhq/run"));
+        assert_eq!(c.shutdown, ShutdownMode::KeepWorkers);
+        assert_eq!(
+            c.status.token_file,
+            Some(PathBuf::from("/etc/flowhq/token"))
+        );
+        assert_eq!(c.worker.wa_web_index, None);
+        assert_eq!(c.worker.log_max_bytes, 1 << 20);
+        assert_eq!(c.worker.backoff.initial, secs(2));
+        assert_eq!(c.worker.backoff.max, secs(60));
+        assert_eq!(c.worker.backoff.jitter, 0.0);
+        let git = c.git.unwrap();
+        assert_eq!(git.interval, secs(60));
+        assert_eq!(git.path, PathBuf::from("tenants.d"));
+        assert_eq!(c.retention.messages, days(30));
+    }
+
+    #[test]
+    fn a_git_section_without_url_and_a_missing_file_are_errors() {
+        let errs = load_str("[source.git]\nbranch = \"prod\"\n", &[]).unwrap_err();
+        assert_eq!(errs, vec!["F:1:1: error: [source.git] needs `url`"]);
+        let missing = Path::new("/nonexistent/flowhq.toml");
+        let errs = DaemonConfig::load(Some(missing), &no_env).unwrap_err();
+        assert_eq!(
+            errs[0].to_string(),
+            "/nonexistent/flowhq.toml:1:1: error: cannot read config file \
+             /nonexistent/flowhq.toml: no such file or directory (os error 2)"
         );
     }
 
