@@ -10,7 +10,19 @@ use clap::Parser;
 use flowhq::exit::ExitStatus;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // --help and --version are "errors" that print to stdout and succeed.
+            let status = if err.use_stderr() {
+                ExitStatus::Usage
+            } else {
+                ExitStatus::Ok
+            };
+            let _ = err.print();
+            return status.into();
+        }
+    };
     match cli::run(cli) {
         Ok(status) => status.into(),
         Err(err) => {
