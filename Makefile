@@ -1,10 +1,13 @@
 # Entry points for people and CI. CI runs `make test` (through .ci/run).
 .PHONY: run test lint build bench fmt
 
-# Run the daemon on the embedded defaults (installs what is missing first).
+# Run the daemon on the embedded defaults: SQLite in ./.flowhq, tenant files in ./tenants.d,
+# status on 127.0.0.1:9780 (installs what is missing first; Ctrl-C stops it and its workers).
 run:
 	scripts/deps.sh run
-	cargo run --release --locked -- check tenants.d
+	cargo build --release --locked
+	./target/release/flowhq check tenants.d
+	./target/release/flowhq daemon
 
 # Everything CI checks: lints, man pages, unit and integration tests on real PostgreSQL,
 # SQLite and Chromium. Installs missing Debian packages and starts a throwaway PostgreSQL.
