@@ -604,3 +604,29 @@ async fn a_module_missing_after_the_pairing_reload_is_reported_as_fatal() {
     b.close().await;
     env.assert_no_chromium();
 }
+
+#[tokio::test]
+async fn stale_profile_locks_are_cleared_and_a_profile_in_use_is_refused() {
+    let Some(env) = Env::new(json!({})) else {
+        return;
+    };
+    // What a browser killed on another host name (a previous container) leaves behind.
+    std::fs::create_dir_all(env.profile_dir()).unwrap();
+    std::os::unix::fs::symlink(
+        "old-container-4242",
+        env.profile_dir().join("SingletonLock"),
+    )
+    .unwrap();
+    let (b, mut ev) = env.launch().await;
+    wait_for(&mut ev, "qr", |e| matches!(e, TransportEvent::Qr { .. })).await;
+
+    let err = WaWebBrowser::launch(env.options()).await.unwrap_err();
+    assert!(matches!(err, Error::ProfileInUse { .. }), "{err}");
+    assert!(err.to_string().contains("in use"), "{err}");
+    assert!(
+        b.ping(Duration::from_secs(5)).await,
+        "the first browser is untouched"
+    );
+    b.close().await;
+    env.assert_no_chromium();
+}

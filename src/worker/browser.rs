@@ -25,7 +25,9 @@ use chromiumoxide::cdp::browser_protocol::fetch::{
 };
 use chromiumoxide::cdp::browser_protocol::inspector::{self, EventTargetCrashed};
 use chromiumoxide::cdp::browser_protocol::network::SetUserAgentOverrideParams;
-use chromiumoxide::cdp::browser_protocol::page::{CrashParams, EventFrameNavigated};
+use chromiumoxide::cdp::browser_protocol::page::{
+    CrashParams, EventFrameNavigated, NavigateParams,
+};
 use chromiumoxide::cdp::browser_protocol::target::{CloseTargetParams, GetTargetsParams};
 use chromiumoxide::cdp::js_protocol::runtime::{
     AddBindingParams, EvaluateParams, EventBindingCalled,
@@ -119,6 +121,14 @@ pub enum Error {
         /// The OS error.
         #[source]
         source: std::io::Error,
+    },
+    /// Another live Chromium process uses the profile.
+    #[error("profile {path} is in use by chromium processes {pids:?}")]
+    ProfileInUse {
+        /// The profile directory.
+        path: PathBuf,
+        /// The processes using it.
+        pids: Vec<u32>,
     },
     /// Chromium could not be started.
     #[error("cannot launch chromium {path}: {source}")]
@@ -300,6 +310,8 @@ impl WaWebBrowser {
     /// Returns once the first boot succeeded (the first QR or ready follows on the events).
     pub async fn launch(opts: BrowserOptions) -> Result<(WaWebBrowser, Events), Error> {
         prepare_profile(&opts.profile_dir)?;
+        let user_data_arg = format!("--user-data-dir={}", opts.profile_dir.display());
+        clear_stale_locks(&opts.profile_dir, &user_data_arg)?;
         let index = match &opts.wa_web_index {
             Some(p) => Some(PinnedSite::load(p)?),
             None => None,
@@ -311,7 +323,6 @@ impl WaWebBrowser {
         }
         args.extend(opts.extra_args.iter().cloned());
         args.push("about:blank".to_owned());
-        let user_data_arg = format!("--user-data-dir={}", opts.profile_dir.display());
 
         let mut child = Command::new(&opts.chromium)
             .args(&args)
@@ -580,6 +591,29 @@ fn prepare_profile(dir: &Path) -> Result<(), Error> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
 }
 
+/// Refuses a profile that a live Chromium still uses, and otherwise removes the `Singleton*`
+/// lock files a killed browser left behind (Chromium refuses a lock written under another
+/// host name, e.g. after a container restart, and would never start).
+fn clear_stale_locks(dir: &Path, user_data_arg: &str) -> Result<(), Error> {
+    let pids = profile_processes(user_data_arg, 0);
+    if !pids.is_empty() {
+        return Err(Error::ProfileInUse {
+            path: dir.to_path_buf(),
+            pids,
+        });
+    }
+    for name in ["SingletonLock", "SingletonSocket", "SingletonCookie"] {
+        let p = dir.join(name);
+        if p.symlink_metadata().is_ok() {
+            std::fs::remove_file(&p).map_err(|source| Error::ProfileDir {
+                path: p.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
 async fn read_devtools_url(child: &mut Child, opts: &BrowserOptions) -> Result<String, Error> {
     let Some(stderr) = child.stderr.as_mut() else {
         return Err(Error::LaunchExit {
@@ -761,7 +795,15 @@ async fn connect_and_load(
     ));
 
     let goto = with_timeout(cmd_t, "Page.navigate", async {
-        page.goto(WA_WEB_URL)
+        let nav = NavigateParams::builder()
+            .url(WA_WEB_URL)
+            .referrer("https://whatsapp.com/")
+            .build()
+            .map_err(|message| Error::Script {
+                what: "Page.navigate parameters",
+                message,
+            })?;
+        page.goto(nav)
             .await
             .map(|_| ())
             .map_err(|source| Error::Cdp {
