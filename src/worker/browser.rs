@@ -215,6 +215,14 @@ pub enum Error {
         /// The exception text.
         message: String,
     },
+    /// The browser exited while loading WhatsApp Web.
+    #[error("chromium {pid} exited while loading whatsapp web ({status})")]
+    Exited {
+        /// Its pid.
+        pid: u32,
+        /// The exit status.
+        status: String,
+    },
     /// The browser is gone.
     #[error("browser {pid} is closed")]
     Closed {
@@ -383,8 +391,10 @@ impl WaWebBrowser {
                 ))
             }
             Err(e) => {
-                sigkill(pid);
-                wait_exit(exited, Duration::from_secs(5)).await;
+                if !wait_exit(exited.clone(), opts.close_timeout).await {
+                    sigkill(pid);
+                    wait_exit(exited, Duration::from_secs(5)).await;
+                }
                 kill_leftovers(&user_data_arg, pid);
                 for t in tasks {
                     t.abort();
@@ -781,6 +791,7 @@ async fn connect_and_load(
     let (first_tx, first_rx) = oneshot::channel();
     let closing = Arc::new(AtomicBool::new(false));
     let sup = Supervisor {
+        pid,
         page: page.clone(),
         tx,
         boot_timeout: opts.boot_timeout,
@@ -826,6 +837,10 @@ async fn connect_and_load(
     match result {
         Ok(()) => Ok((browser, page, tasks, rx, closing)),
         Err(e) => {
+            // Close gracefully so a stored session survives a failed boot.
+            closing.store(true, Ordering::SeqCst);
+            let mut browser = browser;
+            let _ = tokio::time::timeout(Duration::from_secs(5), browser.close()).await;
             for t in tasks {
                 t.abort();
             }
@@ -1057,10 +1072,8 @@ enum PageEvent {
         id: String,
         ack: i64,
     },
-    Logout {
-        #[allow(dead_code)]
-        source: String,
-    },
+    /// `source` (`logout` / `logout_from_bridge`) is in the payload but not needed.
+    Logout {},
     Warn {
         message: String,
     },
@@ -1122,6 +1135,7 @@ impl PageMessage {
 /// The task that turns page and browser signals into [`TransportEvent`]s and re-injects the
 /// page script after each navigation.
 struct Supervisor {
+    pid: u32,
     page: Page,
     tx: mpsc::UnboundedSender<TransportEvent>,
     boot_timeout: Duration,
@@ -1156,7 +1170,7 @@ impl Supervisor {
                 }
                 Some(nav) = navs.next() => {
                     if nav.frame.parent_id.is_none() && nav.frame.url.starts_with(WA_WEB_URL) {
-                        if nav.frame.url.contains("post_logout=1") && self.ready_or_linked() {
+                        if nav.frame.url.contains("post_logout=1") && !self.logged_out {
                             self.logged_out();
                         }
                         if let Some(b) = boot.take() {
@@ -1188,7 +1202,7 @@ impl Supervisor {
                 status = exit_status(&mut exited) => {
                     let status = status.unwrap_or_default();
                     if !self.closing.load(Ordering::SeqCst) {
-                        self.fail_first(Error::LaunchExit { path: PathBuf::new(), status: status.clone(), stderr: String::new() });
+                        self.fail_first(Error::Exited { pid: self.pid, status: status.clone() });
                         self.send(TransportEvent::Disconnected { reason: DisconnectReason::BrowserExited { status } });
                     }
                     break;
@@ -1207,10 +1221,6 @@ impl Supervisor {
         if let Some(b) = boot {
             b.abort();
         }
-    }
-
-    fn ready_or_linked(&self) -> bool {
-        !self.logged_out
     }
 
     fn send(&self, e: TransportEvent) {
