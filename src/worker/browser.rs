@@ -1473,6 +1473,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn profile_processes_never_walks_the_tree_from_pid_0_or_1() {
+        // ppid 0 is the root of the whole process table: a walk from it would name (and the
+        // leftover killer would SIGKILL) every process on the host.
+        let arg = "--user-data-dir=/nonexistent/flowhq-test-profile";
+        assert!(profile_processes(arg, 0).is_empty());
+        assert!(profile_processes(arg, 1).is_empty());
+    }
+
+    #[test]
+    fn profile_processes_finds_a_child_by_its_profile_argument() {
+        let dir = tempfile::tempdir().unwrap();
+        let arg = format!("--user-data-dir={}", dir.path().display());
+        // `read` is a shell builtin: the shell itself waits, carrying the argument.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "read line", "flowhq-test", &arg])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let found = profile_processes(&arg, 0);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(found, vec![child.id()]);
+    }
+
+    #[test]
     fn base64_matches_the_standard_alphabet_with_padding() {
         assert_eq!(base64(b""), "");
         assert_eq!(base64(b"f"), "Zg==");
