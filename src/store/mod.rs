@@ -22,8 +22,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use sqlx::Connection;
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -128,7 +129,7 @@ pub enum Error {
         source: sqlx::Error,
     },
     /// The database answered with an error (a constraint, a missing table, a bad value).
-    #[error("{backend} query failed: {op}")]
+    #[error("{backend} database error: {op}")]
     Query {
         /// The backend.
         backend: Backend,
@@ -246,14 +247,22 @@ impl Store {
                     Role::Daemon => (8, Duration::from_secs(300)),
                     Role::Worker => (2, Duration::from_secs(30)),
                 };
+                // One direct connection first: it fails fast and with the real cause
+                // (refused, unknown host, authentication), where the pool would retry until
+                // its acquire timeout and report only that it timed out.
+                let probe =
+                    tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&options))
+                        .await
+                        .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+                        .map_err(|err| classify(backend, connect_op(), err))?;
+                // Closing the probe is a courtesy to the server; a failure here changes nothing.
+                probe.close().await.ok();
                 let pool = PgPoolOptions::new()
                     .max_connections(max)
                     .min_connections(0)
                     .idle_timeout(idle)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
-                    .connect_with(options)
-                    .await
-                    .map_err(|err| classify(backend, connect_op(), err))?;
+                    .connect_lazy_with(options);
                 Pool::Postgres(pool)
             }
             Backend::Sqlite => {
