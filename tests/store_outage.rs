@@ -172,3 +172,24 @@ async fn a_stopped_postgres_is_unavailable_and_the_store_recovers_when_it_return
     daemon.close().await;
     worker.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_file_locked_past_the_busy_timeout_is_unavailable_until_released() {
+    use sqlx::{Connection, Executor};
+
+    let db = support::TestDb::sqlite();
+    let store = db.store().await;
+    seed(&store).await;
+    // Another process holding the write lock longer than the busy timeout.
+    let mut holder = sqlx::SqliteConnection::connect(db.url()).await.unwrap();
+    holder.execute("BEGIN EXCLUSIVE").await.unwrap();
+
+    let err = store.log_message(&message(1)).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+
+    holder.execute("COMMIT").await.unwrap();
+    assert!(matches!(
+        store.log_message(&message(1)).await.unwrap(),
+        Inserted::New(_)
+    ));
+}
