@@ -1114,6 +1114,25 @@ mod tests {
     }
 
     #[test]
+    fn lost_connections_are_unavailable_and_refusals_are_not() {
+        for backend in [Backend::Postgres, Backend::Sqlite] {
+            let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+            assert!(is_unavailable(backend, &sqlx::Error::Io(refused)));
+            assert!(is_unavailable(backend, &sqlx::Error::PoolTimedOut));
+            assert!(is_unavailable(backend, &sqlx::Error::PoolClosed));
+            assert!(!is_unavailable(backend, &sqlx::Error::RowNotFound));
+            let err = classify(backend, "ping".to_owned(), sqlx::Error::PoolTimedOut);
+            assert!(err.is_unavailable());
+            assert_eq!(
+                err.to_string(),
+                format!("{backend} database unavailable: ping")
+            );
+            let err = classify(backend, "ping".to_owned(), sqlx::Error::RowNotFound);
+            assert!(matches!(err, Error::Query { .. }));
+        }
+    }
+
+    #[test]
     fn multi_row_inserts_number_their_placeholders_row_by_row() {
         let sql = multi_row_insert(2);
         assert!(
