@@ -102,6 +102,7 @@ store_test!(migrating_twice_is_harmless, |store| {
     store.migrate().await.unwrap();
     store.ping().await.unwrap();
     assert!(store.tenants().await.unwrap().is_empty());
+    assert!(store.snapshot().await.unwrap().is_empty());
 });
 
 store_test!(backend_name_follows_the_url, |store, db| {
@@ -630,9 +631,13 @@ store_test!(counters_add_up_per_tenant_and_name, |store| {
 
 store_test!(the_snapshot_joins_sessions_and_workers, |store| {
     let now = at("2026-11-28T10:00:00Z");
-    for tenant in ["bare", "full", "halted"] {
+    for tenant in ["halted", "full", "bare", "linking"] {
         seed_tenant(&store, tenant).await;
     }
+    store
+        .session_set_qr(&id("linking"), "2@qr-payload", now)
+        .await
+        .unwrap();
     store
         .session_set_state(&id("full"), SessionState::Connected, None, now)
         .await
@@ -656,7 +661,11 @@ store_test!(the_snapshot_joins_sessions_and_workers, |store| {
 
     let rows = store.snapshot().await.unwrap();
     let ids: Vec<&str> = rows.iter().map(|r| r.tenant.id.as_str()).collect();
-    assert_eq!(ids, ["bare", "full", "halted"]);
+    assert_eq!(ids, ["bare", "full", "halted", "linking"]);
+    let linking = rows[3].session.as_ref().unwrap();
+    assert_eq!(linking.state, SessionState::QrReady);
+    assert_eq!(linking.qr, None, "the snapshot leaves QR payloads out");
+    assert_eq!(linking.qr_issued_at, Some(now));
 
     assert_eq!(rows[0].session, None);
     assert_eq!(rows[0].worker, None);
