@@ -570,9 +570,9 @@ impl EventRow {
 }
 
 /// One row of the status snapshot join: tenant columns, then `s_*` session columns and `w_*`
-/// worker columns, NULL when the tenant has no such row. The database hands the snapshot over
+/// worker columns, NULL when the tenant has no such row. PostgreSQL returns it as rows, SQLite
 /// as one JSON array of these objects.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, sqlx::FromRow)]
 pub(crate) struct SnapshotRow {
     id: String,
     business_name: Option<String>,
