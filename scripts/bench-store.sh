@@ -12,5 +12,5 @@ if [ -z "${FLOWHQ_TEST_PG_URL:-}" ]; then
 fi
 export FLOWHQ_TEST_PG_URL
 
-echo "machine: $(nproc) cores, $(uname -sr), $(date -u +%Y-%m-%dT%H:%MZ)" >&2
+echo "machine: $(nproc) cores, $(uname -sr), $(date -u +%Y-%m-%dT%H:%MZ), load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 cargo bench --locked --bench store
