@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use flowhq::config::load::{LoadedDir, load_dir};
 use flowhq::config::{DaemonConfig, Diagnostic, daemon};
 use flowhq::exit::ExitStatus;
+use flowhq::store::{self, Role, Store};
 
 /// Runs a fleet of WhatsApp chatbots, one per business, reconciled from tenant files.
 #[derive(Debug, Parser)]
@@ -27,6 +28,8 @@ enum Command {
     Check(CheckArgs),
     /// Run the reconciler: watch tenant files and keep one worker per enabled tenant running.
     Daemon(DaemonArgs),
+    /// Apply the database migrations (idempotent; creates a SQLite file and its directory).
+    Migrate(MigrateArgs),
     /// Print what the daemon would do now, against the live store and processes; change nothing.
     /// Exit 0 when there is nothing to do, 2 when there is.
     Plan(PlanArgs),
@@ -40,6 +43,17 @@ struct DaemonArgs {
     /// Retire tenants even when more than `prune.max_share` of them disappear in one pass.
     #[arg(long)]
     allow_mass_prune: bool,
+}
+
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    /// The state store: postgres://USER@HOST/DB or sqlite:///PATH/flowhq.db
+    /// [default: `database_url` of the daemon config].
+    #[arg(long, env = "DATABASE_URL", value_name = "URL")]
+    database_url: Option<String>,
+    /// The daemon config file to take `database_url` from.
+    #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -90,6 +104,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Check(args) => check(&args),
         Command::Daemon(args) => daemon(args),
         Command::Plan(args) => plan(args),
+        Command::Migrate(args) => migrate(&args),
     }
 }
 
@@ -128,6 +143,40 @@ fn daemon(args: DaemonArgs) -> anyhow::Result<ExitStatus> {
         .block_on(flowhq::daemon::run(cfg, opts))
         .context("daemon failed")?;
     Ok(ExitStatus::Ok)
+}
+
+/// `flowhq migrate`.
+fn migrate(args: &MigrateArgs) -> anyhow::Result<ExitStatus> {
+    let url = match &args.database_url {
+        Some(url) => url.clone(),
+        None => match load_config(args.config.as_deref())? {
+            Some(cfg) => cfg.database_url,
+            None => return Ok(ExitStatus::Config),
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    runtime.block_on(async {
+        let store = match Store::connect(&url, Role::Daemon).await {
+            Ok(store) => store,
+            Err(err @ store::Error::InvalidUrl { .. }) => {
+                writeln!(std::io::stderr(), "flowhq: error: {err}")?;
+                return Ok(ExitStatus::Config);
+            }
+            Err(err) => return Err(err.into()),
+        };
+        store.migrate().await?;
+        store.close().await;
+        writeln!(
+            std::io::stdout(),
+            "{} database {} is up to date",
+            store.backend_name(),
+            store::redact(&url)
+        )?;
+        Ok(ExitStatus::Ok)
+    })
 }
 
 /// `flowhq plan`.

@@ -102,6 +102,7 @@ store_test!(migrating_twice_is_harmless, |store| {
     store.migrate().await.unwrap();
     store.ping().await.unwrap();
     assert!(store.tenants().await.unwrap().is_empty());
+    assert!(store.snapshot().await.unwrap().is_empty());
 });
 
 store_test!(backend_name_follows_the_url, |store, db| {
@@ -413,6 +414,50 @@ store_test!(batched_logging_reports_each_message, |store| {
     assert_eq!(store.messages(&id("acme"), 100).await.unwrap().len(), 4);
 });
 
+store_test!(large_batches_are_split_and_still_answer_in_order, |store| {
+    seed_tenant(&store, "acme").await;
+    let when = at("2026-11-28T10:00:00Z");
+    // Every 7th message repeats an earlier one (the previous 7th), every 11th has no id.
+    let batch: Vec<NewMessage> = (0..1_300)
+        .map(|n| {
+            let wa = if n % 11 == 0 {
+                None
+            } else if n % 7 == 0 && n > 0 {
+                Some(format!("m{}", n - 7))
+            } else {
+                Some(format!("m{n}"))
+            };
+            message("acme", Direction::In, wa.as_deref(), when)
+        })
+        .collect();
+    let answers = store.log_messages(&batch).await.unwrap();
+    let expected_new = answers
+        .iter()
+        .zip(&batch)
+        .filter(|(answer, _)| matches!(answer, Inserted::New(_)))
+        .count();
+    let mut seen = std::collections::HashSet::new();
+    for (answer, message) in answers.iter().zip(&batch) {
+        match &message.wa_message_id {
+            None => assert!(matches!(answer, Inserted::New(_))),
+            Some(wa) if seen.insert(wa.clone()) => {
+                assert!(matches!(answer, Inserted::New(_)), "{wa}")
+            }
+            Some(wa) => assert_eq!(*answer, Inserted::Duplicate, "{wa}"),
+        }
+    }
+    let stored = store.messages(&id("acme"), 10_000).await.unwrap();
+    assert_eq!(stored.len(), expected_new);
+    // Each answer's id is the row holding that message.
+    let by_id: std::collections::HashMap<i64, &flowhq::store::MessageRecord> =
+        stored.iter().map(|m| (m.id, m)).collect();
+    for (answer, message) in answers.iter().zip(&batch) {
+        if let Inserted::New(new_id) = answer {
+            assert_eq!(by_id[new_id].wa_message_id, message.wa_message_id);
+        }
+    }
+});
+
 store_test!(a_failing_batch_writes_nothing, |store| {
     seed_tenant(&store, "acme").await;
     let when = at("2026-11-28T10:00:00Z");
@@ -586,9 +631,13 @@ store_test!(counters_add_up_per_tenant_and_name, |store| {
 
 store_test!(the_snapshot_joins_sessions_and_workers, |store| {
     let now = at("2026-11-28T10:00:00Z");
-    for tenant in ["bare", "full", "halted"] {
+    for tenant in ["halted", "full", "bare", "linking"] {
         seed_tenant(&store, tenant).await;
     }
+    store
+        .session_set_qr(&id("linking"), "2@qr-payload", now)
+        .await
+        .unwrap();
     store
         .session_set_state(&id("full"), SessionState::Connected, None, now)
         .await
@@ -612,7 +661,11 @@ store_test!(the_snapshot_joins_sessions_and_workers, |store| {
 
     let rows = store.snapshot().await.unwrap();
     let ids: Vec<&str> = rows.iter().map(|r| r.tenant.id.as_str()).collect();
-    assert_eq!(ids, ["bare", "full", "halted"]);
+    assert_eq!(ids, ["bare", "full", "halted", "linking"]);
+    let linking = rows[3].session.as_ref().unwrap();
+    assert_eq!(linking.state, SessionState::QrReady);
+    assert_eq!(linking.qr, None, "the snapshot leaves QR payloads out");
+    assert_eq!(linking.qr_issued_at, Some(now));
 
     assert_eq!(rows[0].session, None);
     assert_eq!(rows[0].worker, None);

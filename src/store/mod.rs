@@ -15,6 +15,8 @@
 
 pub mod model;
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
@@ -22,8 +24,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use sqlx::Connection;
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -128,7 +131,7 @@ pub enum Error {
         source: sqlx::Error,
     },
     /// The database answered with an error (a constraint, a missing table, a bad value).
-    #[error("{backend} query failed: {op}")]
+    #[error("{backend} database error: {op}")]
     Query {
         /// The backend.
         backend: Backend,
@@ -148,8 +151,8 @@ pub enum Error {
         source: MigrateError,
     },
     /// A stored row holds a value this version cannot read (an unknown enum spelling, a bad
-    /// tenant id, an out-of-range number).
-    #[error("decode stored row: {op}")]
+    /// tenant id, an out-of-range number), or a value does not fit its column.
+    #[error("convert row: {op}")]
     Decode {
         /// The operation and its subject.
         op: String,
@@ -246,14 +249,22 @@ impl Store {
                     Role::Daemon => (8, Duration::from_secs(300)),
                     Role::Worker => (2, Duration::from_secs(30)),
                 };
+                // One direct connection first: it fails fast and with the real cause
+                // (refused, unknown host, authentication), where the pool would retry until
+                // its acquire timeout and report only that it timed out.
+                let probe =
+                    tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&options))
+                        .await
+                        .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+                        .map_err(|err| classify(backend, connect_op(), err))?;
+                // Closing the probe is a courtesy to the server; a failure here changes nothing.
+                probe.close().await.ok();
                 let pool = PgPoolOptions::new()
                     .max_connections(max)
                     .min_connections(0)
                     .idle_timeout(idle)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
-                    .connect_with(options)
-                    .await
-                    .map_err(|err| classify(backend, connect_op(), err))?;
+                    .connect_lazy_with(options);
                 Pool::Postgres(pool)
             }
             Backend::Sqlite => {
@@ -263,7 +274,11 @@ impl Store {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(SQLITE_BUSY_TIMEOUT)
-                    .foreign_keys(true);
+                    .foreign_keys(true)
+                    // SQLite runs on a thread of its own that hands rows over through a
+                    // bounded channel; room for a whole snapshot (1,000+ rows) spares a
+                    // thread hand-off every 50 rows.
+                    .row_buffer_size(2048);
                 let file = options.get_filename();
                 if let Some(dir) = file.parent()
                     && !dir.as_os_str().is_empty()
@@ -654,30 +669,81 @@ impl Store {
     }
 
     /// Logs many messages in one transaction; one answer per message, in order. A message
-    /// repeated within the batch is a duplicate of its first occurrence.
+    /// repeated within the batch is a duplicate of its first occurrence. Messages with a
+    /// WhatsApp id go in as multi-row statements of up to `BATCH_ROWS` rows; messages without
+    /// one (which cannot be matched back from a multi-row insert) one by one.
     pub async fn log_messages(&self, messages: &[NewMessage]) -> Result<Vec<Inserted>> {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
+        let mut answers: Vec<Option<Inserted>> = vec![None; messages.len()];
+        let mut first_seen: HashMap<(&str, Direction, &str), usize> = HashMap::new();
+        let mut keyed: Vec<usize> = Vec::new();
+        let mut unkeyed: Vec<usize> = Vec::new();
+        for (idx, message) in messages.iter().enumerate() {
+            match message.wa_message_id.as_deref() {
+                Some(wa_id) => {
+                    let key = (message.tenant.as_str(), message.direction, wa_id);
+                    match first_seen.entry(key) {
+                        Entry::Occupied(_) => answers[idx] = Some(Inserted::Duplicate),
+                        Entry::Vacant(slot) => {
+                            slot.insert(idx);
+                            keyed.push(idx);
+                        }
+                    }
+                }
+                None => unkeyed.push(idx),
+            }
+        }
         with_write_tx!(self, tx => {
-            let mut out = Vec::with_capacity(messages.len());
-            for message in messages {
-                let id: Option<i64> = sqlx::query_scalar(INSERT_MESSAGE)
+            for chunk in keyed.chunks(BATCH_ROWS) {
+                let mut query = sqlx::query_as::<_, (i64, String, String, Option<String>)>(
+                    sqlx::AssertSqlSafe(multi_row_insert(chunk.len())),
+                );
+                for &idx in chunk {
+                    let message = &messages[idx];
+                    query = query
+                        .bind(message.tenant.as_str())
+                        .bind(message.direction.as_str())
+                        .bind(message.chat.as_str())
+                        .bind(message.from.as_str())
+                        .bind(message.to.as_str())
+                        .bind(message.body.as_str())
+                        .bind(message.wa_message_id.as_deref())
+                        .bind(to_millis(message.created_at));
+                }
+                for (id, tenant, direction, wa_id) in query.fetch_all(&mut *tx).await? {
+                    let direction = direction.parse::<Direction>().ok();
+                    let found = direction.zip(wa_id.as_deref()).and_then(|(direction, wa_id)| {
+                        first_seen.get(&(tenant.as_str(), direction, wa_id))
+                    });
+                    if let Some(&idx) = found {
+                        answers[idx] = Some(Inserted::New(id));
+                    }
+                }
+            }
+            for &idx in &unkeyed {
+                let message = &messages[idx];
+                let id: i64 = sqlx::query_scalar(INSERT_MESSAGE)
                     .bind(message.tenant.as_str())
                     .bind(message.direction.as_str())
                     .bind(message.chat.as_str())
                     .bind(message.from.as_str())
                     .bind(message.to.as_str())
                     .bind(message.body.as_str())
-                    .bind(message.wa_message_id.as_deref())
+                    .bind(None::<&str>)
                     .bind(to_millis(message.created_at))
-                    .fetch_optional(&mut *tx)
+                    .fetch_one(&mut *tx)
                     .await?;
-                out.push(id.map_or(Inserted::Duplicate, Inserted::New));
+                answers[idx] = Some(Inserted::New(id));
             }
-            out
         })
-        .map_err(self.fail(|| format!("log {} messages", messages.len())))
+        .map_err(self.fail(|| format!("log {} messages", messages.len())))?;
+        // A keyed message the insert did not return was already in the log.
+        Ok(answers
+            .into_iter()
+            .map(|answer| answer.unwrap_or(Inserted::Duplicate))
+            .collect())
     }
 
     /// A tenant's latest `limit` messages, newest first.
@@ -832,28 +898,34 @@ impl Store {
     // ----- status and retention -----
 
     /// Every tenant with its session and worker, ordered by id: one query with LEFT JOINs.
+    /// Session QR payloads are left out (`qr` is `None`; `qr_issued_at` tells whether one is
+    /// waiting; `session` reads it), so the snapshot stays small whatever the worker stores.
     pub async fn snapshot(&self) -> Result<Vec<TenantStatusRow>> {
-        const SQL: &str = "SELECT t.id, t.spec ->> 'business_name' AS business_name, \
-             t.spec_hash, t.revision, t.attempted_revision, t.source_file, t.lifecycle, \
-             t.config_error, t.created_at, t.updated_at, t.retired_at, \
-             s.state AS s_state, s.qr AS s_qr, s.qr_issued_at AS s_qr_issued_at, \
-             s.last_seen_at AS s_last_seen_at, s.linked_number AS s_linked_number, \
-             s.push_name AS s_push_name, s.error AS s_error, s.updated_at AS s_updated_at, \
-             w.node AS w_node, w.pid AS w_pid, w.start_time AS w_start_time, \
-             w.status AS w_status, w.restarts AS w_restarts, \
-             w.last_exit_code AS w_last_exit_code, w.last_exit_signal AS w_last_exit_signal, \
-             w.last_error AS w_last_error, w.next_restart_at AS w_next_restart_at, \
-             w.started_at AS w_started_at, w.healthy_since AS w_healthy_since, \
-             w.spec_hash AS w_spec_hash, w.updated_at AS w_updated_at \
-             FROM tenants t \
-             LEFT JOIN whatsapp_sessions s ON s.tenant_id = t.id \
-             LEFT JOIN worker_processes w ON w.tenant_id = t.id \
-             ORDER BY t.id";
         let op = || "read status snapshot".to_owned();
-        let rows: Vec<SnapshotRow> =
-            with_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await)
-                .map_err(self.fail(op))?;
-        decode_all(rows, SnapshotRow::into_record, op)
+        let rows: Vec<SnapshotRow> = match &self.pool {
+            Pool::Postgres(pool) => sqlx::query_as(SNAPSHOT_POSTGRES)
+                .fetch_all(pool)
+                .await
+                .map_err(self.fail(op))?,
+            Pool::Sqlite(pool) => {
+                // sqlx hands SQLite rows over from the database thread one by one, which costs
+                // more than the query itself at 1,000 rows of 30 columns; folded into one JSON
+                // array by SQLite it is one value. (PostgreSQL is the other way round: its
+                // JSON builders cost more than sending the rows.)
+                let json: String = sqlx::query_scalar(SNAPSHOT_SQLITE)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(self.fail(op))?;
+                serde_json::from_str(&json).map_err(|err| Error::Decode {
+                    op: op(),
+                    source: RowError::Json(err),
+                })?
+            }
+        };
+        let mut out = decode_all(rows, SnapshotRow::into_record, op)?;
+        // Sorted here, by bytes, so both backends agree whatever the database's collation.
+        out.sort_unstable_by(|a, b| a.tenant.id.cmp(&b.tenant.id));
+        Ok(out)
     }
 
     /// Deletes message log rows and events older than `older_than`, `batch_size` rows per
@@ -896,6 +968,92 @@ impl Store {
         move |err| classify(backend, op(), err)
     }
 }
+
+/// Rows per multi-row message insert: 8 parameters each, far below SQLite's limit of 32,766
+/// parameters per statement.
+const BATCH_ROWS: usize = 500;
+
+/// `INSERT INTO message_log ... VALUES ($1..$8), ($9..$16), ...` for `rows` rows, returning the
+/// key of each row actually inserted. Only placeholders are generated, never data.
+fn multi_row_insert(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO message_log (tenant_id, direction, chat, from_addr, to_addr, body, \
+         wa_message_id, created_at) VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        let base = row * 8;
+        sql.push('(');
+        for col in 1..=8 {
+            if col > 1 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(base + col).to_string());
+        }
+        sql.push(')');
+    }
+    sql.push_str(
+        " ON CONFLICT (tenant_id, direction, wa_message_id) DO NOTHING \
+         RETURNING id, tenant_id, direction, wa_message_id",
+    );
+    sql
+}
+
+/// The status snapshot's fields as `'key', expression` pairs for SQLite's `json_object`; the
+/// keys are `model::SnapshotRow`'s fields.
+macro_rules! snapshot_fields {
+    () => {
+        "'id', t.id, 'business_name', t.spec ->> 'business_name', 'spec_hash', t.spec_hash, \
+         'revision', t.revision, 'attempted_revision', t.attempted_revision, \
+         'source_file', t.source_file, 'lifecycle', t.lifecycle, \
+         'config_error', t.config_error, 'created_at', t.created_at, \
+         'updated_at', t.updated_at, 'retired_at', t.retired_at, \
+         's_state', s.state, 's_qr_issued_at', s.qr_issued_at, \
+         's_last_seen_at', s.last_seen_at, 's_linked_number', s.linked_number, \
+         's_push_name', s.push_name, 's_error', s.error, 's_updated_at', s.updated_at, \
+         'w_node', w.node, 'w_pid', w.pid, 'w_start_time', w.start_time, \
+         'w_status', w.status, 'w_restarts', w.restarts, \
+         'w_last_exit_code', w.last_exit_code, 'w_last_exit_signal', w.last_exit_signal, \
+         'w_last_error', w.last_error, 'w_next_restart_at', w.next_restart_at, \
+         'w_started_at', w.started_at, 'w_healthy_since', w.healthy_since, \
+         'w_spec_hash', w.spec_hash, 'w_updated_at', w.updated_at"
+    };
+}
+
+macro_rules! snapshot_join {
+    () => {
+        " FROM tenants t LEFT JOIN whatsapp_sessions s ON s.tenant_id = t.id \
+         LEFT JOIN worker_processes w ON w.tenant_id = t.id"
+    };
+}
+
+/// The snapshot as rows; the column names are `model::SnapshotRow`'s fields, like the keys of
+/// `snapshot_fields!`.
+const SNAPSHOT_POSTGRES: &str = concat!(
+    "SELECT t.id, t.spec ->> 'business_name' AS business_name, t.spec_hash, t.revision, \
+     t.attempted_revision, t.source_file, t.lifecycle, t.config_error, t.created_at, \
+     t.updated_at, t.retired_at, s.state AS s_state, s.qr_issued_at AS s_qr_issued_at, \
+     s.last_seen_at AS s_last_seen_at, s.linked_number AS s_linked_number, \
+     s.push_name AS s_push_name, s.error AS s_error, s.updated_at AS s_updated_at, \
+     w.node AS w_node, w.pid AS w_pid, w.start_time AS w_start_time, w.status AS w_status, \
+     w.restarts AS w_restarts, w.last_exit_code AS w_last_exit_code, \
+     w.last_exit_signal AS w_last_exit_signal, w.last_error AS w_last_error, \
+     w.next_restart_at AS w_next_restart_at, w.started_at AS w_started_at, \
+     w.healthy_since AS w_healthy_since, w.spec_hash AS w_spec_hash, \
+     w.updated_at AS w_updated_at",
+    snapshot_join!()
+);
+
+/// The snapshot as one JSON array (`[]` when there are no tenants).
+const SNAPSHOT_SQLITE: &str = concat!(
+    "SELECT json_group_array(json_object(",
+    snapshot_fields!(),
+    "))",
+    snapshot_join!()
+);
 
 const INSERT_MESSAGE: &str = "INSERT INTO message_log (tenant_id, direction, chat, from_addr, \
      to_addr, body, wa_message_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -1016,6 +1174,34 @@ mod tests {
             "postgres://postgres@127.0.0.1:55433/postgres"
         );
         assert_eq!(redact("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+    }
+
+    #[test]
+    fn lost_connections_are_unavailable_and_refusals_are_not() {
+        for backend in [Backend::Postgres, Backend::Sqlite] {
+            let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+            assert!(is_unavailable(backend, &sqlx::Error::Io(refused)));
+            assert!(is_unavailable(backend, &sqlx::Error::PoolTimedOut));
+            assert!(is_unavailable(backend, &sqlx::Error::PoolClosed));
+            assert!(!is_unavailable(backend, &sqlx::Error::RowNotFound));
+            let err = classify(backend, "ping".to_owned(), sqlx::Error::PoolTimedOut);
+            assert!(err.is_unavailable());
+            assert_eq!(
+                err.to_string(),
+                format!("{backend} database unavailable: ping")
+            );
+            let err = classify(backend, "ping".to_owned(), sqlx::Error::RowNotFound);
+            assert!(matches!(err, Error::Query { .. }));
+        }
+    }
+
+    #[test]
+    fn multi_row_inserts_number_their_placeholders_row_by_row() {
+        let sql = multi_row_insert(2);
+        assert!(
+            sql.contains("VALUES ($1, $2, $3, $4, $5, $6, $7, $8), ($9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT"),
+            "{sql}"
+        );
     }
 
     #[tokio::test]

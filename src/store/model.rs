@@ -348,7 +348,8 @@ pub struct EventRecord {
 pub struct TenantStatusRow {
     /// The tenant row without its spec.
     pub tenant: TenantSummary,
-    /// The WhatsApp session, once a worker reported one.
+    /// The WhatsApp session, once a worker reported one, without its QR payload (`qr` is
+    /// `None`; `Store::session` has it).
     pub session: Option<SessionRecord>,
     /// The worker process, once the daemon recorded one.
     pub worker: Option<WorkerRecord>,
@@ -389,6 +390,9 @@ pub enum RowError {
     /// A number does not fit its Rust type.
     #[error("{0} value {1} is out of range")]
     Range(&'static str, u64),
+    /// A JSON document built by the database does not have the expected shape.
+    #[error("unexpected JSON from the database")]
+    Json(#[source] serde_json::Error),
 }
 
 fn time(ms: i64) -> Result<Timestamp, RowError> {
@@ -566,8 +570,9 @@ impl EventRow {
 }
 
 /// One row of the status snapshot join: tenant columns, then `s_*` session columns and `w_*`
-/// worker columns, NULL when the tenant has no such row.
-#[derive(Debug, sqlx::FromRow)]
+/// worker columns, NULL when the tenant has no such row. PostgreSQL returns it as rows, SQLite
+/// as one JSON array of these objects.
+#[derive(Debug, Deserialize, sqlx::FromRow)]
 pub(crate) struct SnapshotRow {
     id: String,
     business_name: Option<String>,
@@ -581,7 +586,6 @@ pub(crate) struct SnapshotRow {
     updated_at: i64,
     retired_at: Option<i64>,
     s_state: Option<String>,
-    s_qr: Option<String>,
     s_qr_issued_at: Option<i64>,
     s_last_seen_at: Option<i64>,
     s_linked_number: Option<String>,
@@ -612,7 +616,7 @@ impl SnapshotRow {
             (Some(state), Some(updated_at)) => Some(SessionRecord {
                 tenant: id.clone(),
                 state: state.parse()?,
-                qr: self.s_qr,
+                qr: None,
                 qr_issued_at: opt_time(self.s_qr_issued_at)?,
                 last_seen_at: opt_time(self.s_last_seen_at)?,
                 linked_number: self.s_linked_number,

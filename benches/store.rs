@@ -1,0 +1,217 @@
+//! State store benchmarks on both backends: message-log insert throughput (one message per
+//! call, and batches in one transaction) and the status snapshot query at 1,000 tenants.
+//!
+//! Prints a Markdown table for `docs/benchmarks.md`. PostgreSQL runs when `FLOWHQ_TEST_PG_URL`
+//! names an admin URL (a database of its own is created and dropped); SQLite uses a file in a
+//! temporary directory with the production settings (WAL, synchronous=NORMAL). It measures; it
+//! asserts nothing. Run it with `scripts/bench-store.sh`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use flowhq::config::{Language, Phone, Template, TenantId, TenantSpec};
+use flowhq::store::{
+    Direction, Lifecycle, NewMessage, SessionState, Store, TenantRecord, WorkerRecord, WorkerStatus,
+};
+use jiff::Timestamp;
+use support::TestDb;
+
+const TENANTS: usize = 1_000;
+const SINGLE_INSERTS: usize = 2_000;
+const BATCHED_INSERTS: usize = 20_000;
+const BATCH_SIZE: usize = 100;
+const SNAPSHOT_RUNS: usize = 100;
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut dbs = vec![("sqlite", TestDb::sqlite())];
+    if let Some(pg) = runtime.block_on(TestDb::postgres()) {
+        dbs.push(("postgresql", pg));
+    }
+    println!("| backend | measurement | result |");
+    println!("|---|---|---|");
+    for (name, db) in &dbs {
+        runtime.block_on(bench_backend(name, db));
+    }
+}
+
+async fn bench_backend(name: &str, db: &TestDb) {
+    let store = db.store().await;
+    let now = Timestamp::now();
+    for n in 0..TENANTS {
+        seed_tenant(&store, n, now).await;
+    }
+
+    let tenant = tenant_id(0);
+    let started = Instant::now();
+    for n in 0..SINGLE_INSERTS {
+        store
+            .log_message(&message(&tenant, &format!("single-{n}"), now))
+            .await
+            .unwrap();
+    }
+    let single = started.elapsed();
+    row(
+        name,
+        &format!("log_message, one per call ({SINGLE_INSERTS} messages)"),
+        &format!(
+            "{:.0} msg/s ({:.3} ms each)",
+            rate(SINGLE_INSERTS, single),
+            ms(single) / SINGLE_INSERTS as f64
+        ),
+    );
+
+    let batches: Vec<Vec<NewMessage>> = (0..BATCHED_INSERTS / BATCH_SIZE)
+        .map(|b| {
+            (0..BATCH_SIZE)
+                .map(|n| message(&tenant, &format!("batch-{b}-{n}"), now))
+                .collect()
+        })
+        .collect();
+    let started = Instant::now();
+    for batch in &batches {
+        store.log_messages(batch).await.unwrap();
+    }
+    let batched = started.elapsed();
+    row(
+        name,
+        &format!("log_messages, batches of {BATCH_SIZE} ({BATCHED_INSERTS} messages)"),
+        &format!("{:.0} msg/s", rate(BATCHED_INSERTS, batched)),
+    );
+
+    let started = Instant::now();
+    for n in 0..SINGLE_INSERTS {
+        store
+            .log_message(&message(&tenant, &format!("single-{n}"), now))
+            .await
+            .unwrap();
+    }
+    let duplicates = started.elapsed();
+    row(
+        name,
+        &format!("log_message of a duplicate ({SINGLE_INSERTS} calls)"),
+        &format!("{:.0} calls/s", rate(SINGLE_INSERTS, duplicates)),
+    );
+
+    for _ in 0..5 {
+        assert_eq!(store.snapshot().await.unwrap().len(), TENANTS);
+    }
+    let mut runs: Vec<Duration> = (0..SNAPSHOT_RUNS).map(|_| Duration::ZERO).collect();
+    for run in &mut runs {
+        let started = Instant::now();
+        let rows = store.snapshot().await.unwrap();
+        *run = started.elapsed();
+        assert_eq!(rows.len(), TENANTS);
+    }
+    runs.sort();
+    row(
+        name,
+        &format!(
+            "snapshot() at {TENANTS} tenants with sessions and workers ({SNAPSHOT_RUNS} runs)"
+        ),
+        &format!(
+            "min {:.2} ms, median {:.2} ms, p95 {:.2} ms, max {:.2} ms",
+            ms(runs[0]),
+            ms(runs[SNAPSHOT_RUNS / 2]),
+            ms(runs[SNAPSHOT_RUNS * 95 / 100]),
+            ms(runs[SNAPSHOT_RUNS - 1])
+        ),
+    );
+    store.close().await;
+}
+
+fn row(backend: &str, what: &str, result: &str) {
+    println!("| {backend} | {what} | {result} |");
+}
+
+fn rate(n: usize, took: Duration) -> f64 {
+    n as f64 / took.as_secs_f64()
+}
+
+fn ms(took: Duration) -> f64 {
+    took.as_secs_f64() * 1000.0
+}
+
+fn tenant_id(n: usize) -> TenantId {
+    TenantId::parse(&format!("tenant-{n:04}")).unwrap()
+}
+
+fn message(tenant: &TenantId, wa_id: &str, now: Timestamp) -> NewMessage {
+    NewMessage {
+        tenant: tenant.clone(),
+        direction: Direction::In,
+        chat: "255700000001@c.us".to_owned(),
+        from: "255700000001@c.us".to_owned(),
+        to: "255712345678@c.us".to_owned(),
+        body: "Habari, naomba kujua bei ya huduma zenu".to_owned(),
+        wa_message_id: Some(wa_id.to_owned()),
+        created_at: now,
+    }
+}
+
+async fn seed_tenant(store: &Store, n: usize, now: Timestamp) {
+    let id = tenant_id(n);
+    let spec = TenantSpec {
+        id: id.clone(),
+        business_name: format!("Business {n}"),
+        phone: Phone::parse("+255712345678").unwrap(),
+        template: Template::Booking,
+        language: Language::Sw,
+        enabled: true,
+        timezone: "Africa/Dar_es_Salaam".to_owned(),
+        hours: None,
+        limits: Default::default(),
+        replies: Default::default(),
+        restart: None,
+    };
+    let spec_hash = spec.hash();
+    store
+        .upsert_tenant(&TenantRecord {
+            id: id.clone(),
+            spec,
+            spec_hash: spec_hash.clone(),
+            revision: "a1b2c3d".to_owned(),
+            attempted_revision: None,
+            source_file: format!("tenants.d/{id}.toml"),
+            lifecycle: Lifecycle::Active,
+            config_error: None,
+            created_at: now,
+            updated_at: now,
+            retired_at: None,
+        })
+        .await
+        .unwrap();
+    store
+        .session_set_state(&id, SessionState::Connected, None, now)
+        .await
+        .unwrap();
+    store.session_heartbeat(&id, now).await.unwrap();
+    store
+        .upsert_worker(&WorkerRecord {
+            tenant: id.clone(),
+            node: "host-1".to_owned(),
+            pid: Some(10_000 + n as u32),
+            start_time: Some(123_456),
+            status: WorkerStatus::Running,
+            restarts: 0,
+            last_exit_code: None,
+            last_exit_signal: None,
+            last_error: None,
+            next_restart_at: None,
+            started_at: Some(now),
+            healthy_since: Some(now),
+            spec_hash: Some(spec_hash),
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+}

@@ -1,0 +1,195 @@
+//! A PostgreSQL outage is a typed, retryable error and heals by itself: the test runs its own
+//! throwaway cluster (port 55434, through `scripts/pg.sh`), stops it under a connected store,
+//! expects `Error::Unavailable` within the acquire timeout, starts it again and expects the same
+//! store handles to work without being rebuilt.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+#[macro_use]
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use flowhq::config::TenantId;
+use flowhq::store::{self, Direction, Inserted, Lifecycle, NewMessage, Role, Store, TenantRecord};
+use jiff::Timestamp;
+
+const PORT: &str = "55434";
+
+/// The outage cluster; stopped and removed on drop.
+struct Cluster {
+    dir: PathBuf,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        Cluster {
+            dir: std::env::temp_dir().join(format!("flowhq-pg-{PORT}-outage-test")),
+        }
+    }
+
+    fn pg_sh(&self, action: &str) -> String {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/pg.sh");
+        let out = Command::new(script)
+            .arg(action)
+            .env("FLOWHQ_PG_PORT", PORT)
+            .env("FLOWHQ_PG_DIR", &self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/pg.sh {action} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    fn start(&self) -> String {
+        self.pg_sh("start")
+    }
+
+    fn stop(&self) {
+        self.pg_sh("stop");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+fn tenant() -> TenantId {
+    TenantId::parse("acme").unwrap()
+}
+
+fn message(n: u32) -> NewMessage {
+    NewMessage {
+        tenant: tenant(),
+        direction: Direction::Out,
+        chat: "255700000001@c.us".to_owned(),
+        from: "255712345678@c.us".to_owned(),
+        to: "255700000001@c.us".to_owned(),
+        body: format!("reply {n}"),
+        wa_message_id: Some(format!("out-{n}")),
+        created_at: Timestamp::now(),
+    }
+}
+
+async fn seed(store: &Store) {
+    let spec = flowhq::config::TenantSpec {
+        id: tenant(),
+        business_name: "Acme".to_owned(),
+        phone: flowhq::config::Phone::parse("+255712345678").unwrap(),
+        template: flowhq::config::Template::Support,
+        language: flowhq::config::Language::En,
+        enabled: true,
+        timezone: "UTC".to_owned(),
+        hours: None,
+        limits: Default::default(),
+        replies: Default::default(),
+        restart: None,
+    };
+    let now = Timestamp::now();
+    store
+        .upsert_tenant(&TenantRecord {
+            id: tenant(),
+            spec_hash: spec.hash(),
+            spec,
+            revision: "r1".to_owned(),
+            attempted_revision: None,
+            source_file: "tenants.d/acme.toml".to_owned(),
+            lifecycle: Lifecycle::Active,
+            config_error: None,
+            created_at: now,
+            updated_at: now,
+            retired_at: None,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_postgres_is_unavailable_and_the_store_recovers_when_it_returns() {
+    // Same gate as every PostgreSQL test: skipped without FLOWHQ_TEST_PG_URL, failing in CI.
+    if support::pg_admin_url().is_none() {
+        return;
+    }
+    let cluster = Cluster::new();
+    let url = cluster.start();
+    let daemon = Store::connect(&url, Role::Daemon).await.unwrap();
+    daemon.migrate().await.unwrap();
+    seed(&daemon).await;
+    let worker = Store::connect(&url, Role::Worker).await.unwrap();
+    assert!(matches!(
+        worker.log_message(&message(1)).await.unwrap(),
+        Inserted::New(_)
+    ));
+
+    cluster.stop();
+
+    // Generous bound: the acquire timeout is 3 s; this only catches a hang.
+    let bound = store::ACQUIRE_TIMEOUT + Duration::from_secs(10);
+    let started = Instant::now();
+    let err = daemon.ping().await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(started.elapsed() < bound, "took {:?}", started.elapsed());
+
+    let err = worker.log_message(&message(2)).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(matches!(err, store::Error::Unavailable { .. }));
+    assert!(err.to_string().contains("tenant `acme`"), "{err}");
+
+    let err = daemon.snapshot().await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+
+    let started = Instant::now();
+    let err = Store::connect(&url, Role::Worker).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(started.elapsed() < bound, "took {:?}", started.elapsed());
+
+    let err = daemon.migrate().await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+
+    cluster.start();
+
+    // The same handles work again: the pools replace their dead connections.
+    daemon.ping().await.unwrap();
+    assert!(matches!(
+        worker.log_message(&message(2)).await.unwrap(),
+        Inserted::New(_)
+    ));
+    assert_eq!(
+        worker.log_message(&message(1)).await.unwrap(),
+        Inserted::Duplicate,
+        "what was written before the outage is still there"
+    );
+    assert_eq!(daemon.snapshot().await.unwrap().len(), 1);
+    assert_eq!(daemon.messages(&tenant(), 10).await.unwrap().len(), 2);
+    daemon.close().await;
+    worker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_file_locked_past_the_busy_timeout_is_unavailable_until_released() {
+    use sqlx::{Connection, Executor};
+
+    let db = support::TestDb::sqlite();
+    let store = db.store().await;
+    seed(&store).await;
+    // Another process holding the write lock longer than the busy timeout.
+    let mut holder = sqlx::SqliteConnection::connect(db.url()).await.unwrap();
+    holder.execute("BEGIN EXCLUSIVE").await.unwrap();
+
+    let err = store.log_message(&message(1)).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+
+    holder.execute("COMMIT").await.unwrap();
+    assert!(matches!(
+        store.log_message(&message(1)).await.unwrap(),
+        Inserted::New(_)
+    ));
+}
