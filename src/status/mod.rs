@@ -14,6 +14,7 @@ pub mod link;
 pub mod model;
 pub mod render;
 mod server;
+pub mod text;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
