@@ -522,6 +522,9 @@ async fn connections_beyond_the_cap_are_refused_and_capacity_comes_back() {
         text.starts_with("HTTP/1.1 503 "),
         "expected an immediate 503, got {text:?}"
     );
+    let busy = parse(&out);
+    assert_eq!(busy.body, "too many connections\n");
+    assert_eq!(busy.header("retry-after"), Some("1"));
 
     drop(held_a);
     drop(held_b);

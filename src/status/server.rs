@@ -31,7 +31,7 @@ use super::render;
 
 /// What the connection cap answers before closing an excess connection.
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
-Content-Length: 24\r\nConnection: close\r\nRetry-After: 1\r\n\r\ntoo many connections, retry\n";
+Content-Length: 21\r\nConnection: close\r\nRetry-After: 1\r\n\r\ntoo many connections\n";
 
 /// State shared by every connection.
 pub(super) struct Shared {
@@ -407,5 +407,30 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, _permit: Owned
         Ok(Ok(())) => {}
         Ok(Err(err)) => tracing::debug!(error = %err, "status connection ended with an error"),
         Err(_) => tracing::debug!("status connection closed at its maximum age"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_busy_answer_declares_its_exact_length() {
+        let text = std::str::from_utf8(BUSY).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let declared: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(declared, body.len());
+    }
+
+    #[test]
+    fn digests_compare_equal_only_when_equal() {
+        assert!(ct_eq(&digest(b"token"), &digest(b"token")));
+        assert!(!ct_eq(&digest(b"token"), &digest(b"token ")));
+        assert!(!ct_eq(&digest(b""), &digest(b"x")));
     }
 }
