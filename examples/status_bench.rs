@@ -16,7 +16,7 @@ use flowhq::store::model::{Lifecycle, SessionState, WorkerStatus};
 use jiff::{SignedDuration, Timestamp};
 
 fn tenant(i: usize, now: Timestamp) -> anyhow::Result<TenantStatus> {
-    let connected = i % 10 != 0;
+    let connected = !i.is_multiple_of(10);
     let mut t = TenantStatus {
         id: TenantId::parse(&format!("tenant-{i:04}"))?,
         business_name: format!("Business number {i} & Sons"),
@@ -35,7 +35,7 @@ fn tenant(i: usize, now: Timestamp) -> anyhow::Result<TenantStatus> {
             state: WorkerStatus::Running,
             pid: Some(10_000 + u32::try_from(i)?),
             restarts: u32::try_from(i % 3)?,
-            last_exit_code: (i % 3 != 0).then_some(1),
+            last_exit_code: (!i.is_multiple_of(3)).then_some(1),
             last_exit_signal: None,
             last_error: None,
             next_retry_at: None,
