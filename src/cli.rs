@@ -329,6 +329,7 @@ mod ops {
     use flowhq::config::load::load_dir;
     use flowhq::config::{DaemonConfig, TenantId};
     use flowhq::exit::ExitStatus;
+    use flowhq::status::model::tenants_from;
     use flowhq::status::{TenantStatus, link, render, text};
     use flowhq::store::model::SessionState;
     use flowhq::store::{Role, Store};
@@ -379,19 +380,31 @@ mod ops {
         })?;
         // The desired side comes from the tenant files as they are now.
         let desired = load_dir(&cfg.tenants_dir);
-        let now = Timestamp::now();
-        let stale_after = cfg.worker.stale_after;
-        let tenants: Vec<TenantStatus> = rows
+        let failed: Vec<(TenantId, Vec<flowhq::config::Diagnostic>)> = desired
+            .failed
             .iter()
-            .filter(|r| wanted.as_ref().is_none_or(|w| *w == r.tenant.id))
-            .map(|r| {
-                let t = TenantStatus::from_row(r, now, stale_after);
-                match desired.specs.get(&r.tenant.id) {
-                    Some(spec) => t.with_desired(spec),
-                    None => t,
-                }
+            .map(|id| {
+                let file = desired.files.get(id);
+                let diags = desired
+                    .diagnostics
+                    .iter()
+                    .filter(|d| file == Some(&d.path))
+                    .cloned()
+                    .collect();
+                (id.clone(), diags)
             })
             .collect();
+        let now = Timestamp::now();
+        let tenants: Vec<TenantStatus> = tenants_from(
+            &rows,
+            &desired.specs,
+            failed.iter().map(|(id, d)| (id, d.as_slice())),
+            now,
+            cfg.worker.stale_after,
+        )
+        .into_iter()
+        .filter(|t| wanted.as_ref().is_none_or(|w| *w == t.id))
+        .collect();
         let mut out = std::io::stdout().lock();
         if let Some(id) = &wanted
             && tenants.is_empty()

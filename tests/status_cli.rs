@@ -327,3 +327,23 @@ fn assert_secret_mode(path: &Path) {
     let mode = std::fs::metadata(path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+#[tokio::test]
+async fn status_shows_new_files_and_broken_new_files_before_the_daemon_applies_them() {
+    let (env, _store) = setup().await;
+    let tenants = env.dir.path().join("tenants.d");
+    std::fs::write(
+        tenants.join("fresh.toml"),
+        ACME.replace("+255711111111", "+255733333333")
+            .replace("Acme <Salon>", "Fresh"),
+    )
+    .unwrap();
+    std::fs::write(tenants.join("broken.toml"), "business_name = 1\n").unwrap();
+    let out = stdout(&flowhq(&env, &["status"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(lines[1].starts_with("acme "), "{out}");
+    assert!(lines[2].starts_with("broken  NEW "), "{out}");
+    assert!(lines[2].contains("broken.toml:1:"), "{out}");
+    assert!(lines[3].starts_with("fresh   NEW "), "{out}");
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::config::{Diagnostic, TenantId};
+use crate::config::{Diagnostic, TenantId, TenantSpec};
 use crate::store::model::{
     Lifecycle, SessionRecord, SessionState, TenantStatusRow, WorkerRecord, WorkerStatus,
 };
@@ -185,6 +185,27 @@ impl SessionView {
 }
 
 impl TenantStatus {
+    /// A tenant known by id and name only: no applied row, worker or session yet (`NEW`).
+    pub fn new(id: TenantId, business_name: String) -> Self {
+        Self {
+            id,
+            business_name,
+            phone: None,
+            enabled: None,
+            lifecycle: None,
+            desired_hash: None,
+            applied_hash: None,
+            applied_revision: None,
+            attempted_revision: None,
+            source_file: None,
+            config_error: None,
+            status: TenantState::New,
+            status_reason: None,
+            worker: None,
+            session: None,
+        }
+    }
+
     /// From one row of `Store::snapshot()`, with the status derived at `now`. The desired side
     /// (`phone`, `enabled`, `desired_hash`) is left empty: fill it from the desired spec when
     /// you have it (`with_desired`).
@@ -212,7 +233,7 @@ impl TenantStatus {
     }
 
     /// Fills the desired side from the tenant's current valid spec.
-    pub fn with_desired(mut self, spec: &crate::config::TenantSpec) -> Self {
+    pub fn with_desired(mut self, spec: &TenantSpec) -> Self {
         self.phone = Some(spec.phone.to_string());
         self.enabled = Some(spec.enabled);
         self.desired_hash = Some(spec.hash().0);
@@ -258,6 +279,57 @@ impl TenantStatus {
             .or_else(|| self.worker.as_ref().and_then(|w| w.last_error.as_deref()))
             .or_else(|| self.session.as_ref().and_then(|s| s.error.as_deref()))
     }
+}
+
+/// The tenant list of a snapshot, sorted by id: every row of `Store::snapshot()` with its
+/// desired side filled from `desired` (the valid specs as loaded now), plus the tenants that are
+/// only desired so far (a new file: `NEW`, no lifecycle) and the new files that failed
+/// validation (`failed`, with their first error as `config_error`), so that an operator sees a
+/// broken new file before it was ever applied.
+pub fn tenants_from<'a>(
+    rows: &[TenantStatusRow],
+    desired: impl IntoIterator<Item = (&'a TenantId, &'a TenantSpec)>,
+    failed: impl IntoIterator<Item = (&'a TenantId, &'a [Diagnostic])>,
+    now: Timestamp,
+    stale_after: Duration,
+) -> Vec<TenantStatus> {
+    let mut out: BTreeMap<TenantId, TenantStatus> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.tenant.id.clone(),
+                TenantStatus::from_row(r, now, stale_after),
+            )
+        })
+        .collect();
+    for (id, spec) in desired {
+        match out.remove(id) {
+            Some(t) => {
+                out.insert(id.clone(), t.with_desired(spec));
+            }
+            None => {
+                let mut t = TenantStatus::new(id.clone(), spec.business_name.clone());
+                t = t.with_desired(spec);
+                t.rederive(now, stale_after);
+                out.insert(id.clone(), t);
+            }
+        }
+    }
+    for (id, diagnostics) in failed {
+        if out.contains_key(id) {
+            continue;
+        }
+        let mut t = TenantStatus::new(id.clone(), String::new());
+        t.config_error = diagnostics
+            .iter()
+            .find(|d| d.is_error())
+            .or(diagnostics.first())
+            .map(|d| d.to_string());
+        t.source_file = diagnostics.first().map(|d| d.path.display().to_string());
+        t.rederive(now, stale_after);
+        out.insert(id.clone(), t);
+    }
+    out.into_values().collect()
 }
 
 /// Upper bounds (seconds) of the reconcile duration histogram.
@@ -374,6 +446,82 @@ mod tests {
         assert_eq!(h.count, 4);
         assert!((h.sum - 7.65).abs() < 1e-9);
         assert_eq!(h.cumulative().collect::<Vec<_>>(), vec![(0.1, 2), (1.0, 3)]);
+    }
+
+    fn spec(id: &str, name: &str) -> TenantSpec {
+        TenantSpec {
+            id: TenantId::parse(id).unwrap(),
+            business_name: name.to_owned(),
+            phone: crate::config::Phone::parse("+255712345678").unwrap(),
+            template: crate::config::Template::Booking,
+            language: crate::config::Language::En,
+            enabled: true,
+            timezone: "Africa/Nairobi".to_owned(),
+            hours: None,
+            limits: crate::config::Limits::default(),
+            replies: BTreeMap::new(),
+            restart: None,
+        }
+    }
+
+    fn row(id: &str, hash: &str) -> TenantStatusRow {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        TenantStatusRow {
+            tenant: crate::store::model::TenantSummary {
+                id: TenantId::parse(id).unwrap(),
+                business_name: format!("Applied {id}"),
+                spec_hash: crate::config::SpecHash(hash.to_owned()),
+                revision: "r1".to_owned(),
+                attempted_revision: None,
+                source_file: format!("tenants.d/{id}.toml"),
+                lifecycle: Lifecycle::Active,
+                config_error: None,
+                created_at: now,
+                updated_at: now,
+                retired_at: None,
+            },
+            session: None,
+            worker: None,
+        }
+    }
+
+    #[test]
+    fn the_tenant_list_merges_rows_desired_specs_and_failed_new_files() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let applied = spec("applied", "Applied");
+        let fresh = spec("fresh", "Fresh");
+        let rows = [row("applied", &applied.hash().0), row("gone", "old")];
+        let broken = TenantId::parse("broken").unwrap();
+        let diags = vec![Diagnostic::error_at(
+            "tenants.d/broken.toml",
+            "phone = 1\n",
+            8,
+            "expected a string",
+        )];
+        let desired = [
+            (applied.id.clone(), applied.clone()),
+            (fresh.id.clone(), fresh.clone()),
+        ];
+        let list = tenants_from(
+            &rows,
+            desired.iter().map(|(id, s)| (id, s)),
+            [(&broken, diags.as_slice())],
+            now,
+            Duration::from_secs(120),
+        );
+        let ids: Vec<&str> = list.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["applied", "broken", "fresh", "gone"]);
+        assert_eq!(list[0].in_sync(), Some(true));
+        assert_eq!(list[0].phone.as_deref(), Some("+255712345678"));
+        assert_eq!(list[1].status, TenantState::New);
+        assert_eq!(
+            list[1].config_error.as_deref(),
+            Some("tenants.d/broken.toml:1:9: error: expected a string")
+        );
+        assert_eq!(list[2].lifecycle, None);
+        assert_eq!(list[2].business_name, "Fresh");
+        assert_eq!(list[3].in_sync(), None);
+        assert_eq!(list[3].enabled, None);
     }
 
     #[test]
