@@ -30,6 +30,8 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 cargo build --release --example status_bench >&2
 
 work=$(mktemp -d)
+# nginx workers run as an unprivileged user: let them read the files they serve.
+chmod 755 "$work"
 server_pid=""
 cleanup() {
     [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
@@ -85,36 +87,56 @@ NGINX
 "$NGINX" -p "$work" -e "$work/error.log" -c "$work/nginx.conf"
 wait_port "$nginx_port"
 
-# wrk -> "rps latency_avg non2xx"
+# CPU time (clock ticks) used so far by the given processes.
+cpu_ticks() {
+    local total=0 pid
+    for pid in "$@"; do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+    done
+    echo "$total"
+}
+TICK=$(getconf CLK_TCK)
+
+# measure URL PID... -> "rps latency_avg latency_p99 non2xx cpu_us_per_request"
 measure() {
-    local out rps lat bad
-    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$1")
+    local url=$1 out rps lat p99 bad reqs before after
+    shift
+    before=$(cpu_ticks "$@")
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
+    after=$(cpu_ticks "$@")
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
     lat=$(awk '/^ +Latency / {print $2; exit}' <<<"$out")
     p99=$(awk '/^ +99% / {print $2; exit}' <<<"$out")
     bad=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-    echo "$rps ${lat:-?} ${p99:-?} ${bad:-0}"
+    reqs=$(awk '/requests in/ {print $1; exit}' <<<"$out")
+    cpu=$(awk -v t="$((after - before))" -v hz="$TICK" -v n="$reqs" \
+        'BEGIN { printf "%.0f", t * 1000000 / hz / n }')
+    echo "$rps ${lat:-?} ${p99:-?} ${bad:-0} $cpu"
 }
 
 row() {
     local name=$1 ours=$2 theirs=$3
-    read -r o_rps o_lat o_p99 o_bad <<<"$ours"
-    read -r n_rps n_lat n_p99 n_bad <<<"$theirs"
+    read -r o_rps o_lat o_p99 o_bad o_cpu <<<"$ours"
+    read -r n_rps n_lat n_p99 n_bad n_cpu <<<"$theirs"
     ratio=$(awk -v a="$o_rps" -v b="$n_rps" 'BEGIN { printf "%.2f", a / b }')
-    echo "| $name | $o_rps | $o_lat / $o_p99 | $n_rps | $n_lat / $n_p99 | $ratio | $o_bad / $n_bad |"
+    echo "| $name | $o_rps | $o_lat / $o_p99 | $o_cpu µs | $n_rps | $n_lat / $n_p99 | $n_cpu µs | $ratio | $o_bad / $n_bad |"
 }
 
 # Warm both up, then measure each pair back to back.
 wrk -t1 -c4 -d1s "http://127.0.0.1:$status_port/v1/tenants" >/dev/null
 wrk -t1 -c4 -d1s "http://127.0.0.1:$nginx_port/v1/tenants" >/dev/null
-h_ours=$(measure "http://127.0.0.1:$status_port/healthz")
-h_nginx=$(measure "http://127.0.0.1:$nginx_port/healthz")
-t_ours=$(measure "http://127.0.0.1:$status_port/v1/tenants")
-t_nginx=$(measure "http://127.0.0.1:$nginx_port/v1/tenants")
+nginx_workers=$(pgrep -P "$(cat "$work/nginx.pid")" | tr '\n' ' ')
+# shellcheck disable=SC2086 # one argument per worker pid
+{
+    h_ours=$(measure "http://127.0.0.1:$status_port/healthz" "$server_pid")
+    h_nginx=$(measure "http://127.0.0.1:$nginx_port/healthz" $nginx_workers)
+    t_ours=$(measure "http://127.0.0.1:$status_port/v1/tenants" "$server_pid")
+    t_nginx=$(measure "http://127.0.0.1:$nginx_port/v1/tenants" $nginx_workers)
+}
 
-echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $TENANTS tenants, /v1/tenants = $json_bytes bytes, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $TENANTS tenants, /v1/tenants = $json_bytes bytes, $(nproc) cores, load average $(cut -d' ' -f1 /proc/loadavg), $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
-echo "| route | flowhq req/s | flowhq latency avg / p99 | nginx static req/s | nginx latency avg / p99 | ratio | non-2xx (flowhq / nginx) |"
-echo "|---|---|---|---|---|---|---|"
+echo "| route | flowhq req/s | flowhq latency avg / p99 | flowhq CPU per request | nginx static req/s | nginx latency avg / p99 | nginx CPU per request | ratio | non-2xx (flowhq / nginx) |"
+echo "|---|---|---|---|---|---|---|---|---|"
 row "/healthz" "$h_ours" "$h_nginx"
 row "/v1/tenants" "$t_ours" "$t_nginx"
