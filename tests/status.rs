@@ -565,3 +565,25 @@ async fn an_unreadable_or_empty_token_file_stops_the_start() {
         .unwrap_err();
     assert!(err.to_string().ends_with("is empty"), "{err}");
 }
+
+#[tokio::test]
+async fn phone_numbers_in_error_texts_are_scrubbed_from_public_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut snap = snapshot();
+    snap.tenants[2].config_error = Some(
+        "tenants.d/evil.toml:2:9: error: phone `+255711111111` is also used by tenant `acme`"
+            .to_owned(),
+    );
+    let (server, _tx) = start(dir.path(), snap, Limits::default()).await;
+    let addr = server.local_addr();
+    for path in ["/", "/v1/tenants", "/v1/tenants/evil"] {
+        let r = get(addr, path).await;
+        assert!(!r.body.contains("255711111111"), "{path}: {}", r.body);
+        assert!(r.body.contains("phone `[number]` is also used"), "{path}");
+    }
+    let doc = get_with_token(addr, "/v1/tenants/evil").await.json();
+    assert_eq!(
+        doc["config_error"],
+        "tenants.d/evil.toml:2:9: error: phone `+255711111111` is also used by tenant `acme`"
+    );
+}

@@ -6,6 +6,7 @@
 //! `/proc/self` for the daemon's own memory and file descriptors. It does not decide who may see
 //! what (the server passes `personal`), and does not touch sockets.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use jiff::Timestamp;
@@ -51,7 +52,7 @@ struct WorkerJson<'a> {
     last_exit: Option<String>,
     last_exit_code: Option<i32>,
     last_exit_signal: Option<i32>,
-    last_error: Option<&'a str>,
+    last_error: Option<Cow<'a, str>>,
     next_retry_at: Option<String>,
     started_at: Option<String>,
     memory_bytes: Option<u64>,
@@ -67,7 +68,7 @@ struct WhatsappJson<'a> {
     heartbeat_age_seconds: Option<i64>,
     linked_number: Option<&'a str>,
     push_name: Option<&'a str>,
-    error: Option<&'a str>,
+    error: Option<Cow<'a, str>>,
 }
 
 #[derive(Serialize)]
@@ -75,13 +76,13 @@ struct TenantJson<'a> {
     id: &'a str,
     business_name: &'a str,
     status: TenantState,
-    status_reason: Option<&'a str>,
+    status_reason: Option<Cow<'a, str>>,
     redacted: bool,
     phone: Option<&'a str>,
     desired: Desired<'a>,
     applied: Applied<'a>,
     in_sync: Option<bool>,
-    config_error: Option<&'a str>,
+    config_error: Option<Cow<'a, str>>,
     worker: Option<WorkerJson<'a>>,
     whatsapp: Option<WhatsappJson<'a>>,
 }
@@ -97,10 +98,10 @@ struct ListJson<'a> {
     revision: Option<&'a str>,
     redacted: bool,
     tenants: Vec<TenantJson<'a>>,
-    diagnostics: &'a [Diagnostic],
+    diagnostics: Cow<'a, [Diagnostic]>,
 }
 
-fn worker_json(w: &WorkerView) -> WorkerJson<'_> {
+fn worker_json(w: &WorkerView, personal: bool) -> WorkerJson<'_> {
     WorkerJson {
         state: w.state.as_str(),
         pid: w.pid,
@@ -108,7 +109,7 @@ fn worker_json(w: &WorkerView) -> WorkerJson<'_> {
         last_exit: w.last_exit(),
         last_exit_code: w.last_exit_code,
         last_exit_signal: w.last_exit_signal,
-        last_error: w.last_error.as_deref(),
+        last_error: w.last_error.as_deref().map(|e| scrub(e, personal)),
         next_retry_at: ts(w.next_retry_at),
         started_at: ts(w.started_at),
         memory_bytes: w.memory_bytes,
@@ -125,7 +126,7 @@ fn whatsapp_json(s: &SessionView, personal: bool, at: Timestamp) -> WhatsappJson
         heartbeat_age_seconds: age(s.last_seen_at, at),
         linked_number: s.linked_number.as_deref().filter(|_| personal),
         push_name: s.push_name.as_deref().filter(|_| personal),
-        error: s.error.as_deref(),
+        error: s.error.as_deref().map(|e| scrub(e, personal)),
     }
 }
 
@@ -134,7 +135,7 @@ fn tenant_json(t: &TenantStatus, personal: bool, at: Timestamp) -> TenantJson<'_
         id: t.id.as_str(),
         business_name: &t.business_name,
         status: t.status,
-        status_reason: t.status_reason.as_deref(),
+        status_reason: t.status_reason.as_deref().map(|e| scrub(e, personal)),
         redacted: !personal,
         phone: t.phone.as_deref().filter(|_| personal),
         desired: Desired {
@@ -149,10 +150,55 @@ fn tenant_json(t: &TenantStatus, personal: bool, at: Timestamp) -> TenantJson<'_
             source_file: t.source_file.as_deref(),
         },
         in_sync: t.in_sync(),
-        config_error: t.config_error.as_deref(),
-        worker: t.worker.as_ref().map(worker_json),
+        config_error: t.config_error.as_deref().map(|e| scrub(e, personal)),
+        worker: t.worker.as_ref().map(|w| worker_json(w, personal)),
         whatsapp: t.session.as_ref().map(|s| whatsapp_json(s, personal, at)),
     }
+}
+
+/// Phone numbers in free text (`+255712345678`, `255712345678@c.us`): any run of 8 or more
+/// digits, with its leading `+`. Error texts can quote them (a duplicate `phone` in two tenant
+/// files, a WhatsApp error), so public views replace them.
+pub fn scrub(text: &str, personal: bool) -> Cow<'_, str> {
+    if personal || !has_long_digit_run(text) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut digits = String::new();
+    let flush = |digits: &mut String, out: &mut String| {
+        let run = digits.trim_start_matches('+');
+        if run.len() >= 8 {
+            out.push_str("[number]");
+        } else {
+            out.push_str(digits);
+        }
+        digits.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() || (c == '+' && digits.is_empty()) {
+            digits.push(c);
+        } else {
+            flush(&mut digits, &mut out);
+            if c == '+' {
+                digits.push(c);
+            } else {
+                out.push(c);
+            }
+        }
+    }
+    flush(&mut digits, &mut out);
+    Cow::Owned(out)
+}
+
+fn has_long_digit_run(text: &str) -> bool {
+    let mut run = 0;
+    for b in text.bytes() {
+        run = if b.is_ascii_digit() { run + 1 } else { 0 };
+        if run >= 8 {
+            return true;
+        }
+    }
+    false
 }
 
 /// `/v1/tenants`: the whole fleet. Ages are computed as of the snapshot's `generated_at`.
@@ -171,7 +217,19 @@ pub fn tenants_json(snap: &StatusSnapshot, personal: bool) -> Vec<u8> {
             .iter()
             .map(|t| tenant_json(t, personal, snap.generated_at))
             .collect(),
-        diagnostics: &snap.source_diagnostics,
+        diagnostics: if personal {
+            Cow::Borrowed(snap.source_diagnostics.as_slice())
+        } else {
+            Cow::Owned(
+                snap.source_diagnostics
+                    .iter()
+                    .map(|d| Diagnostic {
+                        message: scrub(&d.message, false).into_owned(),
+                        ..d.clone()
+                    })
+                    .collect(),
+            )
+        },
     };
     to_json(&doc)
 }
@@ -275,7 +333,7 @@ pub fn overview_html(snap: &StatusSnapshot) -> String {
         let _ = write!(
             body,
             "<p class=\"ERROR\"><code>{}</code></p>",
-            escape(&d.to_string())
+            escape(&scrub(&d.to_string(), false))
         );
     }
     body.push_str(
@@ -298,7 +356,7 @@ pub fn overview_html(snap: &StatusSnapshot) -> String {
             w.map(|w| w.restarts).unwrap_or(0),
             s.map(|s| s.state.as_str()).unwrap_or("–"),
             ago(s.and_then(|s| s.last_seen_at), now),
-            opt(t.error()),
+            opt(t.error().map(|e| scrub(e, false)).as_deref()),
             st = t.status.as_str(),
         );
     }
@@ -550,6 +608,24 @@ mod tests {
             escape("<script>alert('x')</script> & \"q\""),
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
         );
+    }
+
+    #[test]
+    fn public_error_texts_lose_phone_numbers_but_keep_other_numbers() {
+        assert_eq!(
+            scrub("phone `+255712345678` is also used by tenant `b`", false),
+            "phone `[number]` is also used by tenant `b`"
+        );
+        assert_eq!(
+            scrub("chat 255712345678@c.us failed", false),
+            "chat [number]@c.us failed"
+        );
+        assert_eq!(
+            scrub("a.toml:12:9: error: exit code 137 after 30s", false),
+            "a.toml:12:9: error: exit code 137 after 30s"
+        );
+        assert_eq!(scrub("+255712345678", true), "+255712345678");
+        assert_eq!(scrub("1+2 = 3", false), "1+2 = 3");
     }
 
     #[test]
