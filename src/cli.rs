@@ -33,6 +33,15 @@ enum Command {
     /// Print what the daemon would do now, against the live store and processes; change nothing.
     /// Exit 0 when there is nothing to do, 2 when there is.
     Plan(PlanArgs),
+    // ----- operator views of the state store (work while the daemon is down) -----
+    /// Show every tenant's status, or one tenant in detail; reads the state store directly.
+    Status(StatusArgs),
+    /// Show a tenant's WhatsApp QR code in the terminal, redrawn as it rotates, until linked.
+    Qr(QrArgs),
+    /// Print a tenant's message log; `--follow` keeps printing new messages.
+    Logs(LogsArgs),
+    /// Print a signed link to a tenant's QR page that works for that tenant only, until `--ttl`.
+    LinkUrl(LinkUrlArgs),
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +114,10 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Daemon(args) => daemon(args),
         Command::Plan(args) => plan(args),
         Command::Migrate(args) => migrate(&args),
+        Command::Status(args) => ops::status(&args),
+        Command::Qr(args) => ops::qr(&args),
+        Command::Logs(args) => ops::logs(&args),
+        Command::LinkUrl(args) => ops::link_url(&args),
     }
 }
 
@@ -289,4 +302,335 @@ fn json_report(
 
 fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
     if n == 1 { one } else { many }
+}
+
+// ----- operator views: status, qr, logs, link-url -----
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// Show this tenant in detail instead of the whole fleet.
+    tenant: Option<String>,
+    /// The daemon config file [default: built-in defaults].
+    #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print JSON (the schema of `/v1/tenants/{id}`, with personal data) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct QrArgs {
+    /// The tenant whose phone is to be linked.
+    tenant: String,
+    /// The daemon config file [default: built-in defaults].
+    #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
+    config: Option<PathBuf>,
+    /// Draw the current state once and exit instead of following it until linked.
+    #[arg(long)]
+    once: bool,
+}
+
+#[derive(Debug, Args)]
+struct LogsArgs {
+    /// The tenant whose messages to print.
+    tenant: String,
+    /// The daemon config file [default: built-in defaults].
+    #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
+    config: Option<PathBuf>,
+    /// How many of the latest messages to print first.
+    #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = 20)]
+    lines: u32,
+    /// Keep printing new messages as they are logged.
+    #[arg(long, short = 'f')]
+    follow: bool,
+}
+
+#[derive(Debug, Args)]
+struct LinkUrlArgs {
+    /// The tenant the link is for.
+    tenant: String,
+    /// The daemon config file [default: built-in defaults].
+    #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
+    config: Option<PathBuf>,
+    /// How long the link works (at most 7 days).
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = humantime::parse_duration)]
+    ttl: std::time::Duration,
+    /// The public address of the status endpoint (behind Nginx) [default: http://<status.listen>].
+    #[arg(long, value_name = "URL")]
+    base: Option<String>,
+}
+
+/// The operator commands that read the state store (and `link-url`, which reads the link
+/// secret). They print personal data: whoever runs them has the store's credentials anyway.
+mod ops {
+    use std::io::Write;
+    use std::time::Duration;
+
+    use anyhow::Context;
+    use jiff::Timestamp;
+
+    use flowhq::config::load::load_dir;
+    use flowhq::config::{DaemonConfig, TenantId};
+    use flowhq::exit::ExitStatus;
+    use flowhq::status::model::tenants_from;
+    use flowhq::status::{TenantStatus, link, render, text};
+    use flowhq::store::model::SessionState;
+    use flowhq::store::{Role, Store};
+
+    use super::{LinkUrlArgs, LogsArgs, QrArgs, StatusArgs, load_config, runtime};
+
+    /// The longest `link-url --ttl`: a link is a credential, it should not live for weeks.
+    const MAX_LINK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+    fn tenant_id(text: &str) -> Option<TenantId> {
+        match TenantId::parse(text) {
+            Ok(id) => Some(id),
+            Err(err) => {
+                let _ = writeln!(std::io::stderr(), "flowhq: {err}");
+                None
+            }
+        }
+    }
+
+    async fn open_store(cfg: &DaemonConfig) -> anyhow::Result<Store> {
+        // Worker-sized pool: two connections at most, released when idle.
+        Store::connect(&cfg.database_url, Role::Worker)
+            .await
+            .context("cannot open the state store")
+    }
+
+    /// `flowhq status [TENANT] [--json]`.
+    pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitStatus> {
+        let Some(cfg) = load_config(args.config.as_deref())? else {
+            return Ok(ExitStatus::Config);
+        };
+        let wanted = match &args.tenant {
+            Some(t) => match tenant_id(t) {
+                Some(id) => Some(id),
+                None => return Ok(ExitStatus::Usage),
+            },
+            None => None,
+        };
+        flowhq::telemetry::init_quiet();
+        let rows = runtime()?.block_on(async {
+            let store = open_store(&cfg).await?;
+            let rows = store
+                .snapshot()
+                .await
+                .context("cannot read tenant status")?;
+            store.close().await;
+            anyhow::Ok(rows)
+        })?;
+        // The desired side comes from the tenant files as they are now.
+        let desired = load_dir(&cfg.tenants_dir);
+        let failed: Vec<(TenantId, Vec<flowhq::config::Diagnostic>)> = desired
+            .failed
+            .iter()
+            .map(|id| {
+                let file = desired.files.get(id);
+                let diags = desired
+                    .diagnostics
+                    .iter()
+                    .filter(|d| file == Some(&d.path))
+                    .cloned()
+                    .collect();
+                (id.clone(), diags)
+            })
+            .collect();
+        let now = Timestamp::now();
+        let tenants: Vec<TenantStatus> = tenants_from(
+            &rows,
+            &desired.specs,
+            failed.iter().map(|(id, d)| (id, d.as_slice())),
+            now,
+            cfg.worker.stale_after,
+        )
+        .into_iter()
+        .filter(|t| wanted.as_ref().is_none_or(|w| *w == t.id))
+        .collect();
+        let mut out = std::io::stdout().lock();
+        if let Some(id) = &wanted
+            && tenants.is_empty()
+        {
+            writeln!(
+                std::io::stderr(),
+                "flowhq: no tenant `{id}` in the state store"
+            )?;
+            return Ok(ExitStatus::Failure);
+        }
+        if args.json {
+            let values: Vec<serde_json::Value> = tenants
+                .iter()
+                .map(|t| render::tenant_value(t, true, now))
+                .collect();
+            match (&wanted, values.as_slice()) {
+                (Some(_), [one]) => serde_json::to_writer_pretty(&mut out, one)?,
+                _ => serde_json::to_writer_pretty(&mut out, &values)?,
+            }
+            writeln!(out)?;
+        } else if let (Some(_), [one]) = (&wanted, tenants.as_slice()) {
+            write!(out, "{}", text::detail(one, now))?;
+        } else {
+            write!(out, "{}", text::table(&tenants, now))?;
+        }
+        out.flush().context("cannot write the status")?;
+        Ok(ExitStatus::Ok)
+    }
+
+    /// `flowhq qr TENANT`: polls the session row every second and redraws when the payload
+    /// changes; exits 0 once the phone is linked.
+    pub(super) fn qr(args: &QrArgs) -> anyhow::Result<ExitStatus> {
+        let Some(cfg) = load_config(args.config.as_deref())? else {
+            return Ok(ExitStatus::Config);
+        };
+        let Some(id) = tenant_id(&args.tenant) else {
+            return Ok(ExitStatus::Usage);
+        };
+        flowhq::telemetry::init_quiet();
+        runtime()?.block_on(async {
+            let store = open_store(&cfg).await?;
+            if store.tenant(&id).await?.is_none() {
+                writeln!(
+                    std::io::stderr(),
+                    "flowhq: no tenant `{id}` in the state store"
+                )?;
+                return Ok(ExitStatus::Failure);
+            }
+            let mut shown: Option<String> = None;
+            let mut said: Option<SessionState> = None;
+            let mut out = std::io::stdout();
+            loop {
+                let session = store.session(&id).await?;
+                match &session {
+                    Some(s)
+                        if matches!(
+                            s.state,
+                            SessionState::Connected | SessionState::Authenticated
+                        ) =>
+                    {
+                        let who = s.push_name.as_deref().or(s.linked_number.as_deref());
+                        match who {
+                            Some(who) => writeln!(out, "linked as {}", text::sanitize(who))?,
+                            None => writeln!(out, "linked")?,
+                        }
+                        return Ok(ExitStatus::Ok);
+                    }
+                    Some(s) if s.qr.is_some() && s.qr != shown => {
+                        let payload = s.qr.clone().unwrap_or_default();
+                        let blocks = text::qr_blocks(&payload)
+                            .context("the QR payload does not fit a QR code")?;
+                        if shown.is_some() {
+                            // Clear the screen and go home before drawing the rotated code.
+                            write!(out, "\x1b[2J\x1b[H")?;
+                        }
+                        writeln!(out, "{blocks}")?;
+                        writeln!(
+                            out,
+                            "{id}: on the business phone open WhatsApp → Linked devices → Link a \
+                             device, and scan. Waiting (Ctrl-C to stop)…"
+                        )?;
+                        out.flush()?;
+                        shown = Some(payload);
+                        said = Some(s.state);
+                    }
+                    Some(s) if s.qr.is_none() && said != Some(s.state) => {
+                        writeln!(
+                            out,
+                            "{id}: waiting for a QR code (WhatsApp state {})",
+                            s.state
+                        )?;
+                        out.flush()?;
+                        said = Some(s.state);
+                        shown = None;
+                    }
+                    None if said.is_none() && shown.is_none() && !args.once => {
+                        writeln!(out, "{id}: waiting for the worker to open WhatsApp Web")?;
+                        out.flush()?;
+                        said = Some(SessionState::Starting);
+                    }
+                    None if args.once => {
+                        writeln!(out, "{id}: no WhatsApp session yet")?;
+                    }
+                    _ => {}
+                }
+                if args.once {
+                    return Ok(ExitStatus::Ok);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    }
+
+    /// `flowhq logs TENANT [-n N] [--follow]`.
+    pub(super) fn logs(args: &LogsArgs) -> anyhow::Result<ExitStatus> {
+        let Some(cfg) = load_config(args.config.as_deref())? else {
+            return Ok(ExitStatus::Config);
+        };
+        let Some(id) = tenant_id(&args.tenant) else {
+            return Ok(ExitStatus::Usage);
+        };
+        flowhq::telemetry::init_quiet();
+        runtime()?.block_on(async {
+            let store = open_store(&cfg).await?;
+            let mut latest = store.messages(&id, args.lines).await?;
+            latest.reverse();
+            let mut out = std::io::stdout();
+            let mut last_id = 0;
+            for m in &latest {
+                writeln!(out, "{}", text::message_line(m))?;
+                last_id = m.id;
+            }
+            out.flush()?;
+            if !args.follow {
+                return Ok(ExitStatus::Ok);
+            }
+            if latest.is_empty() {
+                // Start after whatever exists now (nothing was asked for with -n 0).
+                last_id = store.messages(&id, 1).await?.first().map_or(0, |m| m.id);
+            }
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                for m in store.messages_after(&id, last_id, 500).await? {
+                    writeln!(out, "{}", text::message_line(&m))?;
+                    last_id = m.id;
+                }
+                out.flush()?;
+            }
+        })
+    }
+
+    /// `flowhq link-url TENANT [--ttl 30m] [--base URL]`.
+    pub(super) fn link_url(args: &LinkUrlArgs) -> anyhow::Result<ExitStatus> {
+        let Some(cfg) = load_config(args.config.as_deref())? else {
+            return Ok(ExitStatus::Config);
+        };
+        let Some(id) = tenant_id(&args.tenant) else {
+            return Ok(ExitStatus::Usage);
+        };
+        if args.ttl.is_zero() || args.ttl > MAX_LINK_TTL {
+            writeln!(
+                std::io::stderr(),
+                "flowhq: --ttl must be between 1s and 7 days"
+            )?;
+            return Ok(ExitStatus::Usage);
+        }
+        let secret = link::load_or_create_secret(&cfg.state_dir)?;
+        let ttl = jiff::SignedDuration::try_from(args.ttl).context("--ttl is too long")?;
+        let expires = Timestamp::now()
+            .checked_add(ttl)
+            .context("--ttl is too long")?;
+        let base = args
+            .base
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", cfg.status.listen));
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", link::qr_url(&base, &secret, &id, expires))?;
+        out.flush()?;
+        writeln!(
+            std::io::stderr(),
+            "valid for tenant `{id}` until {}",
+            expires.round(jiff::Unit::Second).unwrap_or(expires)
+        )?;
+        Ok(ExitStatus::Ok)
+    }
 }

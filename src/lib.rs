@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod exit;
 pub mod reconcile;
 pub mod source;
+pub mod status;
 pub mod store;
 pub mod supervisor;
 pub mod systemd;

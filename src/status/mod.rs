@@ -1,0 +1,156 @@
+//! The read-only status endpoint: a hyper 1 server over a snapshot the daemon publishes.
+//!
+//! Owns binding the socket, the accept loop with its connection cap, per-connection limits
+//! (header size, count and read timeout), routing, access rules for personal data (bearer token
+//! or signed link) and the renderings. Requests only read the latest `StatusSnapshot` from a
+//! `watch` channel: they never query the database, so load on the endpoint cannot slow the
+//! store or the daemon's loop. It does not build snapshots (the daemon does, from the store and
+//! its own state) and it never writes anything but the link secret, once.
+//!
+//! Also owns `derive` (the operator-facing tenant status), used by `flowhq status` as well.
+
+pub mod derive;
+pub mod link;
+pub mod model;
+pub mod render;
+mod server;
+pub mod text;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::daemon::StatusConfig;
+
+pub use derive::{TenantState, derive};
+pub use model::{FleetMetrics, StatusSnapshot, TenantStatus};
+
+/// Failures to start the status endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The token file could not be read.
+    #[error("cannot read status token file {path}")]
+    ReadTokenFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The token file is empty.
+    #[error("status token file {path} is empty")]
+    EmptyTokenFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The link secret could not be loaded or created.
+    #[error(transparent)]
+    LinkSecret(#[from] link::Error),
+}
+
+/// Limits that keep a misbehaving client from holding the endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Longest wait for a request's headers (also an idle keep-alive connection's lifetime).
+    pub header_read_timeout: Duration,
+    /// Most headers in one request; more is 431.
+    pub max_headers: usize,
+    /// Largest request head in bytes (at least 8192); more is 431.
+    pub max_buf_size: usize,
+    /// Longest life of one connection, however busy.
+    pub max_connection_age: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            header_read_timeout: Duration::from_secs(10),
+            max_headers: 48,
+            max_buf_size: 16 * 1024,
+            max_connection_age: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A running endpoint. Dropping it stops the accept loop and closes every connection.
+#[derive(Debug)]
+pub struct ServerHandle {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Binds `cfg.listen`, reads the token file (if any) and the link secret (creating it in
+/// `state_dir` when missing), and spawns the accept loop on the current tokio runtime.
+pub async fn serve(
+    cfg: &StatusConfig,
+    state_dir: &Path,
+    snapshot: watch::Receiver<Arc<StatusSnapshot>>,
+) -> Result<ServerHandle, Error> {
+    serve_with_limits(cfg, state_dir, snapshot, Limits::default()).await
+}
+
+/// `serve` with explicit limits.
+pub async fn serve_with_limits(
+    cfg: &StatusConfig,
+    state_dir: &Path,
+    snapshot: watch::Receiver<Arc<StatusSnapshot>>,
+    limits: Limits,
+) -> Result<ServerHandle, Error> {
+    let token = match &cfg.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| Error::ReadTokenFile {
+                path: path.clone(),
+                source,
+            })?;
+            let token = text.trim();
+            if token.is_empty() {
+                return Err(Error::EmptyTokenFile { path: path.clone() });
+            }
+            Some(token.as_bytes().to_vec())
+        }
+        None => None,
+    };
+    let secret = link::load_or_create_secret(state_dir)?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| Error::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
+    let shared = Arc::new(server::Shared::new(snapshot, token, secret, limits));
+    let task = tokio::spawn(server::accept_loop(listener, shared));
+    tracing::info!(%addr, "status endpoint listening");
+    Ok(ServerHandle { addr, task })
+}

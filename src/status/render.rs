@@ -1,0 +1,642 @@
+//! Renderings of a status snapshot: the JSON API, the HTML pages, Prometheus text and QR codes.
+//!
+//! Owns the JSON views (with personal data redacted unless the caller may see it), HTML escaping,
+//! the overview and QR pages (plain HTML, meta refresh, no JavaScript), the `/metrics` text and
+//! the QR SVG. Every function is pure over the snapshot except `metrics`, which reads
+//! `/proc/self` for the daemon's own memory and file descriptors. It does not decide who may see
+//! what (the server passes `personal`), and does not touch sockets.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::config::Diagnostic;
+
+use super::derive::TenantState;
+use super::model::{SessionView, StatusSnapshot, TenantStatus, WorkerView};
+
+/// The version of the JSON documents (`docs/status-api.md`).
+pub const API_VERSION: u32 = 1;
+
+fn ts(t: Option<Timestamp>) -> Option<String> {
+    t.map(|t| t.to_string())
+}
+
+/// Whole seconds from `from` to `to`, never negative.
+fn age(from: Option<Timestamp>, to: Timestamp) -> Option<i64> {
+    from.map(|f| to.duration_since(f).as_secs().max(0))
+}
+
+#[derive(Serialize)]
+struct Desired<'a> {
+    enabled: Option<bool>,
+    hash: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Applied<'a> {
+    lifecycle: Option<&'static str>,
+    hash: Option<&'a str>,
+    revision: Option<&'a str>,
+    attempted_revision: Option<&'a str>,
+    source_file: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct WorkerJson<'a> {
+    state: &'static str,
+    pid: Option<u32>,
+    restarts: u32,
+    last_exit: Option<String>,
+    last_exit_code: Option<i32>,
+    last_exit_signal: Option<i32>,
+    last_error: Option<Cow<'a, str>>,
+    next_retry_at: Option<String>,
+    started_at: Option<String>,
+    memory_bytes: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct WhatsappJson<'a> {
+    state: &'static str,
+    qr_available: bool,
+    qr_issued_at: Option<String>,
+    qr_age_seconds: Option<i64>,
+    last_seen_at: Option<String>,
+    heartbeat_age_seconds: Option<i64>,
+    linked_number: Option<&'a str>,
+    push_name: Option<&'a str>,
+    error: Option<Cow<'a, str>>,
+}
+
+#[derive(Serialize)]
+struct TenantJson<'a> {
+    id: &'a str,
+    business_name: &'a str,
+    status: TenantState,
+    status_reason: Option<Cow<'a, str>>,
+    redacted: bool,
+    phone: Option<&'a str>,
+    desired: Desired<'a>,
+    applied: Applied<'a>,
+    in_sync: Option<bool>,
+    config_error: Option<Cow<'a, str>>,
+    worker: Option<WorkerJson<'a>>,
+    whatsapp: Option<WhatsappJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct ListJson<'a> {
+    version: u32,
+    generated_at: String,
+    started_at: String,
+    ready: bool,
+    store_up: bool,
+    store_error: Option<&'a str>,
+    revision: Option<&'a str>,
+    redacted: bool,
+    tenants: Vec<TenantJson<'a>>,
+    diagnostics: Cow<'a, [Diagnostic]>,
+}
+
+fn worker_json(w: &WorkerView, personal: bool) -> WorkerJson<'_> {
+    WorkerJson {
+        state: w.state.as_str(),
+        pid: w.pid,
+        restarts: w.restarts,
+        last_exit: w.last_exit(),
+        last_exit_code: w.last_exit_code,
+        last_exit_signal: w.last_exit_signal,
+        last_error: w.last_error.as_deref().map(|e| scrub(e, personal)),
+        next_retry_at: ts(w.next_retry_at),
+        started_at: ts(w.started_at),
+        memory_bytes: w.memory_bytes,
+    }
+}
+
+fn whatsapp_json(s: &SessionView, personal: bool, at: Timestamp) -> WhatsappJson<'_> {
+    WhatsappJson {
+        state: s.state.as_str(),
+        qr_available: s.qr.is_some(),
+        qr_issued_at: ts(s.qr_issued_at),
+        qr_age_seconds: age(s.qr_issued_at, at),
+        last_seen_at: ts(s.last_seen_at),
+        heartbeat_age_seconds: age(s.last_seen_at, at),
+        linked_number: s.linked_number.as_deref().filter(|_| personal),
+        push_name: s.push_name.as_deref().filter(|_| personal),
+        error: s.error.as_deref().map(|e| scrub(e, personal)),
+    }
+}
+
+fn tenant_json(t: &TenantStatus, personal: bool, at: Timestamp) -> TenantJson<'_> {
+    TenantJson {
+        id: t.id.as_str(),
+        business_name: &t.business_name,
+        status: t.status,
+        status_reason: t.status_reason.as_deref().map(|e| scrub(e, personal)),
+        redacted: !personal,
+        phone: t.phone.as_deref().filter(|_| personal),
+        desired: Desired {
+            enabled: t.enabled,
+            hash: t.desired_hash.as_deref(),
+        },
+        applied: Applied {
+            lifecycle: t.lifecycle.map(|l| l.as_str()),
+            hash: t.applied_hash.as_deref(),
+            revision: t.applied_revision.as_deref(),
+            attempted_revision: t.attempted_revision.as_deref(),
+            source_file: t.source_file.as_deref(),
+        },
+        in_sync: t.in_sync(),
+        config_error: t.config_error.as_deref().map(|e| scrub(e, personal)),
+        worker: t.worker.as_ref().map(|w| worker_json(w, personal)),
+        whatsapp: t.session.as_ref().map(|s| whatsapp_json(s, personal, at)),
+    }
+}
+
+/// Phone numbers in free text (`+255712345678`, `255712345678@c.us`): any run of 8 or more
+/// digits, with its leading `+`. Error texts can quote them (a duplicate `phone` in two tenant
+/// files, a WhatsApp error), so public views replace them.
+pub fn scrub(text: &str, personal: bool) -> Cow<'_, str> {
+    if personal || !has_long_digit_run(text) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut digits = String::new();
+    let flush = |digits: &mut String, out: &mut String| {
+        let run = digits.trim_start_matches('+');
+        if run.len() >= 8 {
+            out.push_str("[number]");
+        } else {
+            out.push_str(digits);
+        }
+        digits.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() || (c == '+' && digits.is_empty()) {
+            digits.push(c);
+        } else {
+            flush(&mut digits, &mut out);
+            if c == '+' {
+                digits.push(c);
+            } else {
+                out.push(c);
+            }
+        }
+    }
+    flush(&mut digits, &mut out);
+    Cow::Owned(out)
+}
+
+fn has_long_digit_run(text: &str) -> bool {
+    let mut run = 0;
+    for b in text.bytes() {
+        run = if b.is_ascii_digit() { run + 1 } else { 0 };
+        if run >= 8 {
+            return true;
+        }
+    }
+    false
+}
+
+/// `/v1/tenants`: the whole fleet. Ages are computed as of the snapshot's `generated_at`.
+pub fn tenants_json(snap: &StatusSnapshot, personal: bool) -> Vec<u8> {
+    let doc = ListJson {
+        version: API_VERSION,
+        generated_at: snap.generated_at.to_string(),
+        started_at: snap.started_at.to_string(),
+        ready: snap.ready,
+        store_up: snap.store_up,
+        store_error: snap.store_error.as_deref(),
+        revision: snap.revision.as_deref(),
+        redacted: !personal,
+        tenants: snap
+            .tenants
+            .iter()
+            .map(|t| tenant_json(t, personal, snap.generated_at))
+            .collect(),
+        diagnostics: if personal {
+            Cow::Borrowed(snap.source_diagnostics.as_slice())
+        } else {
+            Cow::Owned(
+                snap.source_diagnostics
+                    .iter()
+                    .map(|d| Diagnostic {
+                        message: scrub(&d.message, false).into_owned(),
+                        ..d.clone()
+                    })
+                    .collect(),
+            )
+        },
+    };
+    to_json(&doc)
+}
+
+/// `/v1/tenants/{id}`: one tenant.
+pub fn tenant_json_doc(snap: &StatusSnapshot, t: &TenantStatus, personal: bool) -> Vec<u8> {
+    to_json(&tenant_json(t, personal, snap.generated_at))
+}
+
+/// The JSON of one tenant as a value, for `flowhq status --json`.
+pub fn tenant_value(t: &TenantStatus, personal: bool, at: Timestamp) -> serde_json::Value {
+    serde_json::to_value(tenant_json(t, personal, at)).unwrap_or(serde_json::Value::Null)
+}
+
+/// A JSON error document: `{"error": "..."}`.
+pub fn error_json(message: &str) -> Vec<u8> {
+    to_json(&serde_json::json!({ "error": message }))
+}
+
+fn to_json<T: Serialize>(doc: &T) -> Vec<u8> {
+    // Serializing these plain structs cannot fail (string keys, no maps with other keys).
+    let mut out = serde_json::to_vec(doc).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\
+table{border-collapse:collapse}td,th{padding:.3em .7em;border-bottom:1px solid #ddd;text-align:left}\
+.ERROR{color:#b00020;font-weight:bold}.ACTIVE{color:#1b7a1b}.QR_PENDING{color:#a06000}\
+.muted{color:#777}code{font-size:.9em}";
+
+fn page(title: &str, refresh_secs: u32, body: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta http-equiv=\"refresh\" content=\"{refresh_secs}\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+<meta name=\"robots\" content=\"noindex\">\
+<title>{}</title><style>{STYLE}</style></head><body>\n{body}\n</body></html>\n",
+        escape(title)
+    )
+}
+
+fn opt(text: Option<&str>) -> String {
+    text.map(escape).unwrap_or_else(|| "–".to_owned())
+}
+
+fn ago(t: Option<Timestamp>, now: Timestamp) -> String {
+    match age(t, now) {
+        Some(secs) => format!(
+            "{} ago",
+            humantime::format_duration(std::time::Duration::from_secs(
+                u64::try_from(secs).unwrap_or(0)
+            ))
+        ),
+        None => "–".to_owned(),
+    }
+}
+
+/// `/`: the fleet in one table, refreshed every 10 seconds. Every tenant-supplied string is
+/// escaped; personal data is never shown here.
+pub fn overview_html(snap: &StatusSnapshot) -> String {
+    let now = snap.generated_at;
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<h1>Flow HQ</h1><p>{} · store {} · revision <code>{}</code> · {} tenants · as of {}</p>",
+        if snap.ready {
+            "ready"
+        } else {
+            "<b>not ready</b>"
+        },
+        if snap.store_up {
+            "up".to_owned()
+        } else {
+            format!(
+                "<b class=\"ERROR\">down</b> {}",
+                opt(snap.store_error.as_deref())
+            )
+        },
+        opt(snap.revision.as_deref()),
+        snap.tenants.len(),
+        escape(&now.to_string()),
+    );
+    for d in &snap.source_diagnostics {
+        let _ = write!(
+            body,
+            "<p class=\"ERROR\"><code>{}</code></p>",
+            escape(&scrub(&d.to_string(), false))
+        );
+    }
+    body.push_str(
+        "<table><tr><th>Tenant</th><th>Business</th><th>Status</th><th>Worker</th><th>PID</th>\
+<th>Restarts</th><th>WhatsApp</th><th>Last seen</th><th>Error</th></tr>\n",
+    );
+    for t in &snap.tenants {
+        let id = escape(t.id.as_str());
+        let w = t.worker.as_ref();
+        let s = t.session.as_ref();
+        let _ = writeln!(
+            body,
+            "<tr><td><a href=\"/v1/tenants/{id}\">{id}</a></td><td>{}</td>\
+<td class=\"{st}\">{st}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&t.business_name),
+            w.map(|w| w.state.as_str()).unwrap_or("–"),
+            w.and_then(|w| w.pid)
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "–".into()),
+            w.map(|w| w.restarts).unwrap_or(0),
+            s.map(|s| s.state.as_str()).unwrap_or("–"),
+            ago(s.and_then(|s| s.last_seen_at), now),
+            opt(t.error().map(|e| scrub(e, false)).as_deref()),
+            st = t.status.as_str(),
+        );
+    }
+    body.push_str(
+        "</table><p class=\"muted\">JSON: <a href=\"/v1/tenants\">/v1/tenants</a> · \
+<a href=\"/metrics\">/metrics</a>. QR pages need a token or a link from \
+<code>flowhq link-url TENANT</code>.</p>",
+    );
+    page("Flow HQ status", 10, &body)
+}
+
+/// The QR payload as an SVG document (no XML declaration, so it can be inlined in HTML).
+pub fn qr_svg(payload: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(payload.as_bytes()).ok()?;
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(264, 264)
+        .quiet_zone(true)
+        .build();
+    let svg = match svg.find("<svg") {
+        Some(start) => svg[start..].to_owned(),
+        None => svg,
+    };
+    Some(svg)
+}
+
+/// `/v1/tenants/{id}/qr`: the QR to scan, "linked" once connected, or what the worker is doing.
+/// Refreshes every 3 seconds while waiting (WhatsApp rotates the QR about every 20 seconds).
+pub fn qr_html(snap: &StatusSnapshot, t: &TenantStatus) -> String {
+    let name = escape(&t.business_name);
+    let id = escape(t.id.as_str());
+    let s = t.session.as_ref();
+    let linked = s.is_some_and(|s| {
+        matches!(
+            s.state,
+            crate::store::model::SessionState::Connected
+                | crate::store::model::SessionState::Authenticated
+        )
+    });
+    if linked {
+        let who = s
+            .and_then(|s| s.push_name.as_deref().or(s.linked_number.as_deref()))
+            .map(|w| format!(" as {}", escape(w)))
+            .unwrap_or_default();
+        let body = format!(
+            "<h1>{name}</h1><p><code>{id}</code></p><p class=\"ACTIVE\" id=\"state\">linked</p>\
+<p>WhatsApp is linked{who}. You can close this page.</p>"
+        );
+        return page(&format!("{} – linked", t.business_name), 30, &body);
+    }
+    let body = match s.and_then(|s| s.qr.as_deref().map(|qr| (s, qr))) {
+        Some((session, payload)) => {
+            let svg = qr_svg(payload).unwrap_or_else(|| "<p>(cannot draw this QR)</p>".into());
+            format!(
+                "<h1>{name}</h1><p><code>{id}</code></p>\
+<p>On the business phone open WhatsApp → Settings → Linked devices → Link a device, and scan:</p>\
+<div id=\"qr\">{svg}</div><p class=\"muted\">QR issued {}; this page refreshes itself.</p>",
+                ago(session.qr_issued_at, snap.generated_at)
+            )
+        }
+        None => format!(
+            "<h1>{name}</h1><p><code>{id}</code></p><p id=\"state\">Waiting for a QR code \
+(WhatsApp state: {}, status: {}). This page refreshes itself.</p>",
+            s.map(|s| s.state.as_str()).unwrap_or("no session yet"),
+            t.status.as_str(),
+        ),
+    };
+    page(&format!("{} – link WhatsApp", t.business_name), 3, &body)
+}
+
+/// A short HTML page explaining a refusal.
+pub fn message_html(title: &str, text: &str) -> String {
+    page(
+        title,
+        3600,
+        &format!("<h1>{}</h1><p>{}</p>", escape(title), escape(text)),
+    )
+}
+
+/// Escapes a Prometheus label value.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The daemon's resident memory in bytes, from `/proc/self/status`.
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The daemon's open file descriptors, from `/proc/self/fd`.
+fn open_fds() -> Option<usize> {
+    Some(std::fs::read_dir("/proc/self/fd").ok()?.count())
+}
+
+/// `/metrics`: Prometheus text format 0.0.4. Heartbeat ages are as of `now` (scrape time).
+pub fn metrics(snap: &StatusSnapshot, now: Timestamp) -> String {
+    let mut o = String::with_capacity(4096 + snap.tenants.len() * 160);
+    let m = &snap.metrics;
+    let _ = writeln!(
+        o,
+        "# HELP flowhq_build_info Build of the running daemon.\n# TYPE flowhq_build_info gauge\n\
+flowhq_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = writeln!(
+        o,
+        "# HELP flowhq_ready Whether the first plan was applied.\n# TYPE flowhq_ready gauge\n\
+flowhq_ready {}\n# HELP flowhq_store_up Whether the state store answered the last call.\n\
+# TYPE flowhq_store_up gauge\nflowhq_store_up {}\n\
+# HELP flowhq_store_errors_total Failed store calls of the loop.\n\
+# TYPE flowhq_store_errors_total counter\nflowhq_store_errors_total {}\n\
+# HELP flowhq_snapshot_age_seconds Age of the status snapshot.\n\
+# TYPE flowhq_snapshot_age_seconds gauge\nflowhq_snapshot_age_seconds {}",
+        u8::from(snap.ready),
+        u8::from(snap.store_up),
+        m.store_errors,
+        now.duration_since(snap.generated_at).as_secs_f64().max(0.0),
+    );
+    let h = &m.reconcile_seconds;
+    o.push_str(
+        "# HELP flowhq_reconcile_duration_seconds Duration of reconcile passes.\n\
+# TYPE flowhq_reconcile_duration_seconds histogram\n",
+    );
+    for (bound, count) in h.cumulative() {
+        let _ = writeln!(
+            o,
+            "flowhq_reconcile_duration_seconds_bucket{{le=\"{bound}\"}} {count}"
+        );
+    }
+    let _ = writeln!(
+        o,
+        "flowhq_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {}\n\
+flowhq_reconcile_duration_seconds_sum {}\nflowhq_reconcile_duration_seconds_count {}",
+        h.count, h.sum, h.count
+    );
+    o.push_str(
+        "# HELP flowhq_actions_total Applied reconcile actions by kind.\n\
+# TYPE flowhq_actions_total counter\n",
+    );
+    for (kind, n) in &m.actions {
+        let _ = writeln!(o, "flowhq_actions_total{{kind=\"{}\"}} {n}", label(kind));
+    }
+    o.push_str(
+        "# HELP flowhq_restarts_total Worker restarts by reason.\n\
+# TYPE flowhq_restarts_total counter\n",
+    );
+    for (reason, n) in &m.restarts {
+        let _ = writeln!(
+            o,
+            "flowhq_restarts_total{{reason=\"{}\"}} {n}",
+            label(reason)
+        );
+    }
+    o.push_str(
+        "# HELP flowhq_workers Workers by supervision state.\n# TYPE flowhq_workers gauge\n",
+    );
+    for state in crate::store::model::WorkerStatus::ALL {
+        let n = snap
+            .tenants
+            .iter()
+            .filter(|t| t.worker.as_ref().is_some_and(|w| w.state == *state))
+            .count();
+        let _ = writeln!(o, "flowhq_workers{{state=\"{}\"}} {n}", state.as_str());
+    }
+    o.push_str("# HELP flowhq_tenants Tenants by derived status.\n# TYPE flowhq_tenants gauge\n");
+    for status in TenantState::ALL {
+        let n = snap.tenants.iter().filter(|t| t.status == *status).count();
+        let _ = writeln!(o, "flowhq_tenants{{status=\"{}\"}} {n}", status.as_str());
+    }
+    let config_errors = snap
+        .tenants
+        .iter()
+        .filter(|t| t.config_error.is_some())
+        .count()
+        + snap
+            .source_diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .count();
+    let _ = writeln!(
+        o,
+        "# HELP flowhq_config_errors Tenant files and config files with errors.\n\
+# TYPE flowhq_config_errors gauge\nflowhq_config_errors {config_errors}"
+    );
+    o.push_str(
+        "# HELP flowhq_heartbeat_age_seconds Time since each worker's last heartbeat.\n\
+# TYPE flowhq_heartbeat_age_seconds gauge\n",
+    );
+    for t in &snap.tenants {
+        if let Some(seen) = t.session.as_ref().and_then(|s| s.last_seen_at) {
+            let _ = writeln!(
+                o,
+                "flowhq_heartbeat_age_seconds{{tenant=\"{}\"}} {}",
+                label(t.id.as_str()),
+                now.duration_since(seen).as_secs_f64().max(0.0)
+            );
+        }
+    }
+    o.push_str(
+        "# HELP flowhq_worker_restarts Restarts of each worker since its last healthy period.\n\
+# TYPE flowhq_worker_restarts gauge\n",
+    );
+    for t in &snap.tenants {
+        if let Some(w) = &t.worker {
+            let _ = writeln!(
+                o,
+                "flowhq_worker_restarts{{tenant=\"{}\"}} {}",
+                label(t.id.as_str()),
+                w.restarts
+            );
+        }
+    }
+    if let Some(rss) = rss_bytes() {
+        let _ = writeln!(
+            o,
+            "# HELP process_resident_memory_bytes Resident memory of the daemon.\n\
+# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
+        );
+    }
+    if let Some(fds) = open_fds() {
+        let _ = writeln!(
+            o,
+            "# HELP process_open_fds Open file descriptors of the daemon.\n\
+# TYPE process_open_fds gauge\nprocess_open_fds {fds}"
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP process_start_time_seconds When the daemon started.\n\
+# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {}",
+        snap.started_at.as_second()
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_neutralizes_markup_and_quotes() {
+        assert_eq!(
+            escape("<script>alert('x')</script> & \"q\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
+        );
+    }
+
+    #[test]
+    fn public_error_texts_lose_phone_numbers_but_keep_other_numbers() {
+        assert_eq!(
+            scrub("phone `+255712345678` is also used by tenant `b`", false),
+            "phone `[number]` is also used by tenant `b`"
+        );
+        assert_eq!(
+            scrub("chat 255712345678@c.us failed", false),
+            "chat [number]@c.us failed"
+        );
+        assert_eq!(
+            scrub("a.toml:12:9: error: exit code 137 after 30s", false),
+            "a.toml:12:9: error: exit code 137 after 30s"
+        );
+        assert_eq!(scrub("+255712345678", true), "+255712345678");
+        assert_eq!(scrub("1+2 = 3", false), "1+2 = 3");
+    }
+
+    #[test]
+    fn label_values_escape_quotes_backslashes_and_newlines() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn a_qr_payload_renders_as_inline_svg() {
+        let svg = qr_svg("2@abc,def,ghi==").unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..40]);
+        assert!(svg.contains("<path") || svg.contains("<rect"));
+    }
+}

@@ -1,0 +1,316 @@
+//! Terminal renderings for `flowhq status`, `flowhq qr` and `flowhq logs`.
+//!
+//! Owns the one-look fleet table, the single-tenant detail view, the QR in block characters, and
+//! one line per logged message with control characters neutralized (a customer's message must
+//! not be able to drive the operator's terminal). It returns strings; printing is the CLI's.
+//! These views show personal data: they are for operators with store access.
+
+use std::fmt::Write as _;
+
+use jiff::Timestamp;
+
+use crate::store::model::MessageRecord;
+
+use super::model::TenantStatus;
+
+/// `12s ago`, `3m 4s ago`, or `-`.
+pub fn ago(t: Option<Timestamp>, now: Timestamp) -> String {
+    match t {
+        Some(t) => {
+            let secs = u64::try_from(now.duration_since(t).as_secs()).unwrap_or(0);
+            format!(
+                "{} ago",
+                humantime::format_duration(std::time::Duration::from_secs(secs))
+            )
+        }
+        None => "-".to_owned(),
+    }
+}
+
+/// Replaces control characters (escape sequences, newlines, tabs) so that text stays on one
+/// line and cannot move the cursor or recolor the terminal.
+pub fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' => '⏎',
+            c if c.is_control() => '�',
+            c => c,
+        })
+        .collect()
+}
+
+fn cut(text: &str, max: usize) -> String {
+    let text = sanitize(text);
+    if text.chars().count() <= max {
+        return text;
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// The fleet in one table: tenant, status, worker state, pid, restarts, WhatsApp state, last
+/// seen, error (cut to fit a wide terminal line).
+pub fn table(tenants: &[TenantStatus], now: Timestamp) -> String {
+    const HEAD: [&str; 8] = [
+        "TENANT",
+        "STATUS",
+        "WORKER",
+        "PID",
+        "RESTARTS",
+        "WHATSAPP",
+        "LAST SEEN",
+        "ERROR",
+    ];
+    let rows: Vec<[String; 8]> = tenants
+        .iter()
+        .map(|t| {
+            let w = t.worker.as_ref();
+            let s = t.session.as_ref();
+            [
+                t.id.to_string(),
+                t.status.to_string(),
+                w.map(|w| w.state.to_string()).unwrap_or_else(|| "-".into()),
+                w.and_then(|w| w.pid)
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                w.map(|w| w.restarts.to_string())
+                    .unwrap_or_else(|| "0".into()),
+                s.map(|s| s.state.to_string()).unwrap_or_else(|| "-".into()),
+                ago(s.and_then(|s| s.last_seen_at), now),
+                t.error().map(|e| cut(e, 70)).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let mut widths = HEAD.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths.iter()).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else {
+                let pad = w.saturating_sub(cell.chars().count());
+                l.push_str(cell);
+                l.extend(std::iter::repeat_n(' ', pad + 2));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&HEAD);
+    for row in &rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        line(&cells);
+    }
+    out
+}
+
+/// Everything about one tenant, one `key: value` per line.
+pub fn detail(t: &TenantStatus, now: Timestamp) -> String {
+    let mut o = String::new();
+    let opt = |v: Option<&str>| v.map(sanitize).unwrap_or_else(|| "-".to_owned());
+    let ts = |v: Option<Timestamp>| match v {
+        Some(t) => format!(
+            "{} ({})",
+            t.round(jiff::Unit::Second).unwrap_or(t),
+            ago(Some(t), now)
+        ),
+        None => "-".to_owned(),
+    };
+    let _ = writeln!(o, "tenant:             {}", t.id);
+    let _ = writeln!(o, "business:           {}", sanitize(&t.business_name));
+    let _ = writeln!(o, "phone:              {}", opt(t.phone.as_deref()));
+    let _ = writeln!(
+        o,
+        "status:             {}{}",
+        t.status,
+        t.status_reason
+            .as_deref()
+            .map(|r| format!(" ({})", sanitize(r)))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        o,
+        "enabled (desired):  {}",
+        t.enabled
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "-".into())
+    );
+    let _ = writeln!(
+        o,
+        "lifecycle:          {}",
+        t.lifecycle.map(|l| l.as_str()).unwrap_or("-")
+    );
+    let _ = writeln!(
+        o,
+        "in sync:            {}",
+        match t.in_sync() {
+            Some(true) => "yes",
+            Some(false) => "no (a change is waiting to be applied)",
+            None => "unknown (no valid tenant file)",
+        }
+    );
+    let _ = writeln!(
+        o,
+        "applied revision:   {}",
+        opt(t.applied_revision.as_deref())
+    );
+    let _ = writeln!(
+        o,
+        "attempted revision: {}",
+        opt(t.attempted_revision.as_deref())
+    );
+    let _ = writeln!(o, "file:               {}", opt(t.source_file.as_deref()));
+    let _ = writeln!(o, "config error:       {}", opt(t.config_error.as_deref()));
+    match &t.worker {
+        Some(w) => {
+            let _ = writeln!(o, "worker:             {}", w.state);
+            let _ = writeln!(
+                o,
+                "  pid:              {}",
+                w.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+            );
+            let _ = writeln!(o, "  restarts:         {}", w.restarts);
+            let _ = writeln!(o, "  last exit:        {}", opt(w.last_exit().as_deref()));
+            let _ = writeln!(o, "  last error:       {}", opt(w.last_error.as_deref()));
+            let _ = writeln!(o, "  next retry:       {}", ts(w.next_retry_at));
+            let _ = writeln!(o, "  started:          {}", ts(w.started_at));
+        }
+        None => {
+            let _ = writeln!(o, "worker:             -");
+        }
+    }
+    match &t.session {
+        Some(s) => {
+            let _ = writeln!(o, "whatsapp:           {}", s.state);
+            let _ = writeln!(o, "  last seen:        {}", ts(s.last_seen_at));
+            let _ = writeln!(
+                o,
+                "  qr:               {}",
+                if s.qr.is_some() {
+                    format!("shown, issued {}", ago(s.qr_issued_at, now))
+                } else {
+                    "-".to_owned()
+                }
+            );
+            let _ = writeln!(o, "  linked number:    {}", opt(s.linked_number.as_deref()));
+            let _ = writeln!(o, "  push name:        {}", opt(s.push_name.as_deref()));
+            let _ = writeln!(o, "  error:            {}", opt(s.error.as_deref()));
+        }
+        None => {
+            let _ = writeln!(o, "whatsapp:           -");
+        }
+    }
+    o
+}
+
+/// The QR payload in half-block characters (two modules per character row), with a quiet zone.
+pub fn qr_blocks(payload: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(payload.as_bytes()).ok()?;
+    Some(
+        code.render::<qrcode::render::unicode::Dense1x2>()
+            .dark_color(qrcode::render::unicode::Dense1x2::Light)
+            .light_color(qrcode::render::unicode::Dense1x2::Dark)
+            .quiet_zone(true)
+            .build(),
+    )
+}
+
+/// One logged message: time, direction, chat, body, on one line.
+pub fn message_line(m: &MessageRecord) -> String {
+    let at = m
+        .created_at
+        .round(jiff::Unit::Second)
+        .unwrap_or(m.created_at);
+    format!(
+        "{at}  {:<3}  {}  {}",
+        m.direction.as_str(),
+        sanitize(&m.chat),
+        sanitize(&m.body)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TenantId;
+    use crate::status::derive::TenantState;
+    use crate::store::model::Direction;
+
+    fn tenant(id: &str, error: Option<&str>) -> TenantStatus {
+        TenantStatus {
+            id: TenantId::parse(id).unwrap(),
+            business_name: "Biz".into(),
+            phone: None,
+            enabled: Some(true),
+            lifecycle: None,
+            desired_hash: None,
+            applied_hash: None,
+            applied_revision: None,
+            attempted_revision: None,
+            source_file: None,
+            config_error: error.map(str::to_owned),
+            status: TenantState::New,
+            status_reason: None,
+            worker: None,
+            session: None,
+        }
+    }
+
+    #[test]
+    fn the_table_aligns_columns_and_shows_dashes_for_missing_parts() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let out = table(
+            &[
+                tenant("a", None),
+                tenant("longer-name", Some("bad\x1b[31m")),
+            ],
+            now,
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0],
+            "TENANT       STATUS  WORKER  PID  RESTARTS  WHATSAPP  LAST SEEN  ERROR"
+        );
+        assert_eq!(
+            lines[1],
+            "a            NEW     -       -    0         -         -"
+        );
+        assert_eq!(
+            lines[2],
+            "longer-name  NEW     -       -    0         -         -          bad�[31m"
+        );
+    }
+
+    #[test]
+    fn message_bodies_cannot_inject_terminal_escapes_or_lines() {
+        let m = MessageRecord {
+            id: 1,
+            tenant: TenantId::parse("a").unwrap(),
+            direction: Direction::In,
+            chat: "255712345678@c.us".into(),
+            from: String::new(),
+            to: String::new(),
+            body: "hi\n\x1b]0;pwned\x07there".into(),
+            wa_message_id: None,
+            created_at: Timestamp::from_second(1_800_000_000).unwrap(),
+        };
+        assert_eq!(
+            message_line(&m),
+            "2027-01-15T08:00:00Z  IN   255712345678@c.us  hi⏎�]0;pwned�there"
+        );
+    }
+
+    #[test]
+    fn the_terminal_qr_uses_half_blocks() {
+        let out = qr_blocks("2@abc").unwrap();
+        assert!(out.contains('▀') || out.contains('▄') || out.contains('█'));
+        assert!(out.lines().count() > 10);
+    }
+}
