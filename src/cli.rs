@@ -121,9 +121,14 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     }
 }
 
-/// Loads the daemon config, printing its diagnostics; `None` means exit 78.
+/// Loads the daemon config, printing its diagnostics; `None` means exit 78. The path is made
+/// absolute, because workers inherit it and run in another directory.
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Option<DaemonConfig>> {
-    match DaemonConfig::from_process_env(path) {
+    let absolute = path
+        .map(std::path::absolute)
+        .transpose()
+        .context("cannot resolve the config path")?;
+    match DaemonConfig::from_process_env(absolute.as_deref()) {
         Ok(cfg) => Ok(Some(cfg)),
         Err(diags) => {
             let mut err = std::io::stderr().lock();

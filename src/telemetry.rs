@@ -5,7 +5,9 @@
 
 use tracing_subscriber::EnvFilter;
 
-const DEFAULT_FILTER: &str = "info,chromiumoxide=warn,tungstenite=warn,sqlx=warn,hyper=warn";
+// chromiumoxide reports every normal browser close as a connection error, and skipped CDP
+// messages of newer Chromium versions as warnings; the driver reports what matters itself.
+const DEFAULT_FILTER: &str = "info,chromiumoxide=off,tungstenite=warn,sqlx=warn,hyper=warn";
 
 /// Installs the subscriber for long-running commands (`daemon`, `worker`).
 pub fn init() {
@@ -20,8 +22,11 @@ pub fn init_quiet() {
 fn install(default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // A second call (tests that run commands in-process) keeps the first subscriber.
+    // Colour only for a person at a terminal; journald and worker log files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
 }

@@ -848,3 +848,84 @@ async fn the_daemon_starts_without_its_database_and_converges_when_it_comes() {
         .until("salon's worker runs", |f| f.pid_of("salon").is_some())
         .await;
 }
+
+/// A GET through a plain TCP connection; returns (status code, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let code = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn status_addr(log: &str) -> Option<String> {
+    let line = log
+        .lines()
+        .find(|l| l.contains("status endpoint listening") && l.contains("listen="))?;
+    let at = line.find("listen=")? + "listen=".len();
+    Some(line[at..].split_whitespace().next()?.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_endpoint_shows_the_fleet_from_the_loop() {
+    let mut fleet = Fleet::new(TestDb::sqlite());
+    fleet.tenant("salon", 1, "Salon <b>Mama</b>");
+    fleet.start();
+    fleet
+        .until("salon running", |f| f.pid_of("salon").is_some())
+        .await;
+    fleet
+        .until("status address logged", |f| {
+            status_addr(&f.daemon_log()).is_some()
+        })
+        .await;
+    let addr = status_addr(&fleet.daemon_log()).unwrap();
+    let pid = fleet.pid_of("salon").unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (code, body) = http_get(&addr, "/v1/tenants/salon");
+        if code == 200 && body.contains(&format!("\"pid\":{pid}")) && body.contains("\"ACTIVE\"") {
+            assert!(
+                !body.contains("+2557"),
+                "the phone number is redacted without a token: {body}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never showed the worker: {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(http_get(&addr, "/readyz").0, 200);
+    let (_, html) = http_get(&addr, "/");
+    assert!(
+        html.contains("Salon &lt;b&gt;Mama&lt;/b&gt;"),
+        "tenant names are escaped"
+    );
+    let (_, metrics) = http_get(&addr, "/metrics");
+    assert!(
+        metrics.contains("flowhq_reconcile_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert_eq!(
+        http_get(&addr, "/v1/tenants/salon/qr").0,
+        403,
+        "no QR without credentials"
+    );
+}

@@ -28,7 +28,9 @@ use crate::config::{SpecHash, TenantId};
 use crate::reconcile::{self, Action, AppliedTenant, Lifecycle, Observed, Plan, Policy};
 use crate::source::dir::DirSource;
 use crate::source::watch::{self, Change};
-use crate::store::{self, NewEvent, Role, Store, TenantRecord};
+use crate::status::model::tenants_from;
+use crate::status::{self, FleetMetrics, StatusSnapshot};
+use crate::store::{self, NewEvent, Role, SessionState, Store, TenantRecord, TenantStatusRow};
 use crate::supervisor::{self, Backoff, ExitInfo, LogLimits, SpawnRequest, Worker};
 use crate::systemd::Notifier;
 
@@ -64,6 +66,9 @@ pub enum Error {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
+    /// The status endpoint could not start (port in use, unreadable token file).
+    #[error("cannot start the status endpoint")]
+    Status(#[source] status::Error),
 }
 
 /// How often the loop wakes up on its own to check deadlines (backoff, shutdown of stops).
@@ -114,7 +119,17 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
         });
     }
 
+    let started_at = Timestamp::now();
+    let (status_tx, status_rx) =
+        tokio::sync::watch::channel(Arc::new(StatusSnapshot::starting(started_at)));
+    let server = status::serve(&cfg.status, &cfg.state_dir, status_rx)
+        .await
+        .map_err(Error::Status)?;
+    info!(listen = %server.local_addr(), "status endpoint listening");
+
     let mut d = Daemon::new(cfg, opts, backoff, tx);
+    d.status_tx = Some(status_tx);
+    d.started_at = started_at;
     d.store.try_connect().await;
     d.load_from_store().await;
     d.adopt();
@@ -122,6 +137,8 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
     info!(files = refreshed.read, dir = %d.source.dir().display(), "tenant files loaded");
     d.refresh_heartbeats().await;
     d.pass().await;
+    d.ready = true;
+    d.publish();
     d.notifier.ready(&d.summary());
     info!(
         tenants = d.source.desired().tenants.len(),
@@ -178,11 +195,13 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
         }
         if run_pass {
             d.pass().await;
+            d.publish();
         }
         d.notifier.status(&d.summary());
         d.notifier.loop_done();
     }
     d.shutdown().await;
+    drop(server);
     Ok(())
 }
 
@@ -246,6 +265,15 @@ struct Daemon {
     last_problems: BTreeSet<String>,
     /// Planning only (`flowhq plan`): observe, never change a process, a file or the store.
     dry: bool,
+    /// The store's view of every tenant, refreshed on the observe tick (never per request).
+    rows: Vec<TenantStatusRow>,
+    metrics: FleetMetrics,
+    status_tx: Option<tokio::sync::watch::Sender<Arc<StatusSnapshot>>>,
+    started_at: Timestamp,
+    /// The first pass is done (adoption included).
+    ready: bool,
+    /// Some session shows a QR code.
+    qr_waiting: bool,
 }
 
 impl Daemon {
@@ -279,6 +307,12 @@ impl Daemon {
             pending_events: VecDeque::new(),
             last_problems: BTreeSet::new(),
             dry: false,
+            rows: Vec::new(),
+            metrics: FleetMetrics::default(),
+            status_tx: None,
+            started_at: Timestamp::now(),
+            ready: false,
+            qr_waiting: false,
         }
     }
 
@@ -336,6 +370,7 @@ impl Daemon {
         }
         self.persist_slots().await;
         self.flush_events().await;
+        self.metrics.observe_reconcile(started.elapsed());
         if n > 0 {
             info!(
                 actions = n,
@@ -384,6 +419,10 @@ impl Daemon {
         let kind = action.kind();
         let tenant = action.tenant().clone();
         info!(tenant = %tenant, action = kind, reason = %reason, "action");
+        self.metrics.count_action(kind);
+        if kind == "restart" {
+            self.metrics.count_restart(restart_cause(&reason));
+        }
         match action {
             Action::Apply {
                 tenant,
@@ -626,6 +665,7 @@ impl Daemon {
         let what = slot.exited(exit, &self.backoff, sample, now);
         let _ = records::remove(&self.cfg.runtime_dir, tenant);
         warn!(tenant = %tenant, pid, exit = %exit, "worker exited");
+        self.metrics.count_restart("exit");
         self.event(Some(tenant.clone()), "exited", what);
         true
     }
@@ -747,17 +787,94 @@ impl Daemon {
         }
     }
 
+    /// Reads sessions (heartbeats, QR payloads) and the status rows: one pair of queries per
+    /// observe tick, whatever the load on the status endpoint.
     async fn refresh_heartbeats(&mut self) {
         let Some(store) = self.store.get() else {
             return;
         };
         let sessions = store.sessions().await;
-        if let Some(sessions) = self.store.check(sessions) {
-            self.heartbeats = sessions
-                .into_iter()
-                .filter_map(|s| s.last_seen_at.map(|t| (s.tenant, t)))
-                .collect();
+        let Some(sessions) = self.store.check(sessions) else {
+            self.metrics.count_store_error();
+            return;
+        };
+        self.heartbeats = sessions
+            .iter()
+            .filter_map(|s| s.last_seen_at.map(|t| (s.tenant.clone(), t)))
+            .collect();
+        self.qr_waiting = sessions.iter().any(|s| s.state == SessionState::QrReady);
+        if self.status_tx.is_none() {
+            return;
         }
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        let rows = store.snapshot().await;
+        let Some(mut rows) = self.store.check(rows) else {
+            self.metrics.count_store_error();
+            return;
+        };
+        // The snapshot query leaves QR payloads out; the session rows carry them.
+        let mut by_tenant: BTreeMap<TenantId, store::SessionRecord> = sessions
+            .into_iter()
+            .map(|s| (s.tenant.clone(), s))
+            .collect();
+        for row in &mut rows {
+            if let Some(s) = by_tenant.remove(&row.tenant.id) {
+                row.session = Some(s);
+            }
+        }
+        self.rows = rows;
+    }
+
+    /// Publishes a status snapshot built from memory (the cached rows, patched with the live
+    /// supervision state); requests read it, never the database.
+    fn publish(&mut self) {
+        let Some(tx) = &self.status_tx else { return };
+        let now = Timestamp::now();
+        let mut rows = self.rows.clone();
+        for row in &mut rows {
+            if let Some(slot) = self.slots.get(&row.tenant.id) {
+                row.worker = Some(slot.record(&row.tenant.id, &self.node, now));
+            }
+        }
+        let desired = self.source.desired();
+        let mut tenants = tenants_from(
+            &rows,
+            desired.tenants.iter().map(|(id, t)| (id, &t.spec)),
+            desired.failed.iter().map(|(id, d)| (id, d.as_slice())),
+            now,
+            self.cfg.worker.stale_after,
+        );
+        for t in &mut tenants {
+            if let Some(w) = &mut t.worker {
+                w.memory_bytes = self.memory.get(&t.id).copied();
+            }
+        }
+        let source_diagnostics = self
+            .source
+            .diagnostics()
+            .filter(|d| {
+                d.path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .and_then(|s| TenantId::parse(s).ok())
+                    .is_none()
+            })
+            .cloned()
+            .collect();
+        let snapshot = StatusSnapshot {
+            ready: self.ready && self.store.get().is_some(),
+            store_up: self.store.get().is_some(),
+            store_error: self.store.down.clone(),
+            generated_at: now,
+            started_at: self.started_at,
+            revision: desired.revision.clone(),
+            tenants,
+            source_diagnostics,
+            metrics: self.metrics.clone(),
+        };
+        tx.send_replace(Arc::new(snapshot));
     }
 
     async fn persist_slots(&mut self) {
@@ -1040,6 +1157,19 @@ impl StoreLink {
                 None
             }
         }
+    }
+}
+
+/// The cause of a restart, as a metrics label.
+fn restart_cause(reason: &str) -> &'static str {
+    if reason.starts_with("stale") {
+        "stale"
+    } else if reason.starts_with("memory") {
+        "memory"
+    } else if reason.contains("fields changed") {
+        "spec"
+    } else {
+        "other"
     }
 }
 
