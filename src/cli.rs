@@ -30,6 +30,18 @@ enum Command {
     /// Print what the daemon would do now, against the live store and processes; change nothing.
     /// Exit 0 when there is nothing to do, 2 when there is.
     Plan(PlanArgs),
+    /// Run the WhatsApp worker of one tenant (started by the daemon).
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+struct WorkerArgs {
+    /// The tenant id.
+    #[arg(long, value_name = "ID")]
+    tenant: String,
+    /// The daemon config file (the daemon passes it in the environment).
+    #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -90,6 +102,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Check(args) => check(&args),
         Command::Daemon(args) => daemon(args),
         Command::Plan(args) => plan(args),
+        Command::Worker(args) => worker(args),
     }
 }
 
@@ -131,6 +144,37 @@ fn daemon(args: DaemonArgs) -> anyhow::Result<ExitStatus> {
 }
 
 /// `flowhq plan`.
+fn worker(args: WorkerArgs) -> anyhow::Result<ExitStatus> {
+    let tenant = match flowhq::config::TenantId::parse(&args.tenant) {
+        Ok(t) => t,
+        Err(err) => {
+            writeln!(std::io::stderr().lock(), "flowhq worker: {err}")?;
+            return Ok(ExitStatus::Usage);
+        }
+    };
+    let Some(cfg) = load_config(args.config.as_deref())? else {
+        return Ok(ExitStatus::Config);
+    };
+    flowhq::telemetry::init();
+    let opts = match flowhq::worker::run::RunOptions::from_env(daemon::process_env) {
+        Ok(o) => o,
+        Err(err) => {
+            tracing::error!(%tenant, "{err}");
+            return Ok(ExitStatus::Config);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    Ok(rt.block_on(flowhq::worker::run::run(
+        cfg,
+        tenant,
+        opts,
+        flowhq::worker::run::DiscardSink,
+    )))
+}
+
 fn plan(args: PlanArgs) -> anyhow::Result<ExitStatus> {
     let Some(cfg) = load_config(args.config.as_deref())? else {
         return Ok(ExitStatus::Config);
