@@ -12,6 +12,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+#[macro_use]
+mod support;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -591,4 +594,122 @@ async fn a_second_worker_for_the_tenant_exits_1_while_the_lock_is_held() {
     rig.start();
     assert_eq!(rig.wait_exit(Duration::from_secs(20)), 1, "{}", rig.log());
     assert!(rig.log().contains("already has a worker"), "{}", rig.log());
+}
+
+store_test!(
+    a_fresh_qr_request_is_recorded_for_the_idle_worker,
+    |store| {
+        let t0: Timestamp = "2026-11-28T10:00:00Z".parse().unwrap();
+        store.upsert_tenant(&record(t0)).await.unwrap();
+        // No session row yet: nobody to ask.
+        assert!(!store.session_request_qr(&tenant(), t0).await.unwrap());
+        assert_eq!(
+            store.session_qr_requested_at(&tenant()).await.unwrap(),
+            None
+        );
+        store
+            .session_set_state(&tenant(), SessionState::QrTimeout, Some("no scan"), t0)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.session_qr_requested_at(&tenant()).await.unwrap(),
+            None
+        );
+        let t1: Timestamp = "2026-11-28T10:05:00.250Z".parse().unwrap();
+        assert!(store.session_request_qr(&tenant(), t1).await.unwrap());
+        assert_eq!(
+            store.session_qr_requested_at(&tenant()).await.unwrap(),
+            Some(t1)
+        );
+        // The request does not change what the worker reported.
+        let s = store.session(&tenant()).await.unwrap().unwrap();
+        assert_eq!(s.state, SessionState::QrTimeout);
+    }
+);
+
+#[tokio::test]
+async fn reconnecting_gives_up_after_the_last_attempt_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    // A "browser" that dies at once, before opening DevTools.
+    let fake = dir.path().join("crashing-chromium");
+    std::fs::write(&fake, "#!/bin/sh\necho 'crashed on purpose' >&2\nexit 3\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut rig = Rig::new(fake, true).await;
+    rig.set_env("FLOWHQ_WORKER_RECONNECT_ATTEMPTS", "2");
+    rig.set_env("FLOWHQ_WORKER_RECONNECT_INITIAL", "100ms");
+    rig.start();
+    assert_eq!(rig.wait_exit(Duration::from_secs(30)), 1, "{}", rig.log());
+    let s = rig.session().await.unwrap();
+    assert_eq!(s.state, SessionState::Error);
+    assert!(
+        s.error
+            .as_deref()
+            .unwrap()
+            .contains("gave up reconnecting after 2 attempts"),
+        "{s:?}"
+    );
+    let events = rig.event_reasons().await;
+    let attempts = events
+        .iter()
+        .filter(|e| e.starts_with("reconnect:"))
+        .count();
+    assert_eq!(attempts, 2, "{events:?}");
+}
+
+#[tokio::test]
+async fn a_whatsapp_web_without_a_module_exits_1_naming_it() {
+    let Some(chromium) = chromium() else { return };
+    let mut rig = Rig::new(chromium, true).await;
+    std::fs::write(
+        rig.root.path().join("site/fake-config.js"),
+        "window.__fakeWaConfig = {renameModule: {from: 'WAWebCmd', to: 'WAWebCmdRenamed'}};\n",
+    )
+    .unwrap();
+    rig.start();
+    assert_eq!(rig.wait_exit(WAIT), 1, "{}", rig.log());
+    let log = rig.log();
+    assert!(log.contains("whatsapp web changed"), "{log}");
+    assert!(log.contains("WAWebCmd"), "{log}");
+    let s = rig.session().await.unwrap();
+    assert_eq!(s.state, SessionState::Error);
+    assert!(s.error.unwrap().starts_with("whatsapp web changed"));
+    rig.assert_no_chromium();
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_spec_and_a_conflict_is_taken_back() {
+    let Some(chromium) = chromium() else { return };
+    let mut rig = Rig::new(chromium, true).await;
+    rig.set_env("FLOWHQ_WORKER_TAKEOVER_AFTER", "1s");
+    rig.start();
+    rig.link("255700000004").await;
+
+    let mut changed = record(Timestamp::now());
+    changed.spec.business_name = "Mama Asha Beauty".to_owned();
+    changed.spec_hash = changed.spec.hash();
+    rig.store.upsert_tenant(&changed).await.unwrap();
+    kill(rig.pid(), Signal::SIGHUP).unwrap();
+    let hash = changed.spec_hash.to_string();
+    let deadline = Instant::now() + WAIT;
+    while !(rig.log().contains("reloaded the spec") && rig.log().contains(&hash)) {
+        assert!(Instant::now() < deadline, "no reload; log:\n{}", rig.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    rig.control("conflict", json!({}), Some("CONNECTED"));
+    rig.wait_session("CONFLICT", |s| s.state == SessionState::Conflict)
+        .await;
+    rig.wait_session("CONNECTED after the takeover", |s| {
+        s.state == SessionState::Connected
+    })
+    .await;
+    let events = rig.event_reasons().await;
+    assert!(events.iter().any(|e| e.contains("conflict:")), "{events:?}");
+    assert!(
+        events.iter().any(|e| e.contains("taking the session back")),
+        "{events:?}"
+    );
+    assert!(rig.alive());
+    assert_eq!(rig.stop(), 0, "{}", rig.log());
+    rig.assert_no_chromium();
 }
