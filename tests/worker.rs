@@ -85,7 +85,6 @@ fn record(now: Timestamp) -> TenantRecord {
 struct Rig {
     root: tempfile::TempDir,
     store: Store,
-    chromium: PathBuf,
     env: Vec<(String, String)>,
     child: Option<Child>,
     control: u32,
@@ -144,7 +143,6 @@ impl Rig {
         Rig {
             root,
             store,
-            chromium,
             env,
             child: None,
             control: 0,
@@ -346,7 +344,6 @@ impl Drop for Rig {
         for pid in profile_processes(&arg, 0) {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
-        let _ = &self.chromium;
     }
 }
 
@@ -515,10 +512,13 @@ async fn a_killed_browser_is_relaunched() {
     assert!(!seen.is_empty());
     let second = rig.wait_browser(Some(first)).await;
     assert_ne!(first, second);
-    rig.wait_session("a working session again", |s| {
-        matches!(s.state, SessionState::Connected | SessionState::QrReady)
-    })
-    .await;
+    // The login was flushed before the kill, so the relaunch needs no QR.
+    let (s, seen) = rig
+        .wait_session("CONNECTED again", |s| {
+            matches!(s.state, SessionState::Connected | SessionState::QrReady)
+        })
+        .await;
+    assert_eq!(s.state, SessionState::Connected, "states seen: {seen:?}");
     let events = rig.event_reasons().await;
     assert!(
         events
@@ -528,6 +528,41 @@ async fn a_killed_browser_is_relaunched() {
     );
     assert!(
         events.iter().any(|e| e.starts_with("reconnect:")),
+        "{events:?}"
+    );
+    assert_eq!(rig.stop(), 0, "{}", rig.log());
+    rig.assert_no_chromium();
+}
+
+#[tokio::test]
+async fn a_crashed_renderer_relaunches_the_browser() {
+    let Some(chromium) = chromium() else { return };
+    let mut rig = Rig::new(chromium, true).await;
+    rig.start();
+    rig.wait_session("a QR code", |s| s.state == SessionState::QrReady)
+        .await;
+    let browser = rig.wait_browser(None).await;
+    let renderer = flowhq::supervisor::tree_pids(Pid::from_raw(browser as i32))
+        .into_iter()
+        .map(|p| p.as_raw())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains("--type=renderer"))
+                .unwrap_or(false)
+        })
+        .expect("a renderer process");
+    kill(Pid::from_raw(renderer), Signal::SIGKILL).unwrap();
+    let second = rig.wait_browser(Some(browser)).await;
+    assert_ne!(second, browser);
+    rig.wait_session("a QR code from the new browser", |s| {
+        s.state == SessionState::QrReady && s.qr.is_some()
+    })
+    .await;
+    let events = rig.event_reasons().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("disconnected: renderer crashed")),
         "{events:?}"
     );
     assert_eq!(rig.stop(), 0, "{}", rig.log());
