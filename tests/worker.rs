@@ -6,9 +6,12 @@
 //! Covers linking by QR (every rotation reaches the session row), SIGTERM (exit 0, no Chromium
 //! left) and a restart on the same profile without a QR, logout from the phone (LOGGED_OUT,
 //! wiped profile, a new QR, events), the QR timeout (QR_TIMEOUT, still alive, a requested fresh
-//! flow), a killed Chromium (reconnect), heartbeats only while the browser answers (SIGSTOP /
-//! SIGCONT), and the configuration exits (no spec, no Chromium: 78; lock held: 1). Without
-//! Chromium the browser tests skip with a note, unless `FLOWHQ_REQUIRE_EXTERNAL=1`.
+//! flow), a killed Chromium and a crashed renderer (reconnect), heartbeats only while the
+//! browser answers (SIGSTOP / SIGCONT), SIGHUP reloads, messages reaching the sink without
+//! their bodies in the log, conflict takeover, the reconnect limit and a changed WhatsApp Web
+//! (exit 1), and the configuration exits (no spec, no Chromium: 78). The fresh-QR request is
+//! also tested on both store backends. Without Chromium the browser tests skip with a note,
+//! unless `FLOWHQ_REQUIRE_EXTERNAL=1`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -712,7 +715,7 @@ async fn a_whatsapp_web_without_a_module_exits_1_naming_it() {
 }
 
 #[tokio::test]
-async fn sighup_reloads_the_spec_and_a_conflict_is_taken_back() {
+async fn sighup_reloads_the_spec_messages_reach_the_sink_and_a_conflict_is_taken_back() {
     let Some(chromium) = chromium() else { return };
     let mut rig = Rig::new(chromium, true).await;
     rig.set_env("FLOWHQ_WORKER_TAKEOVER_AFTER", "1s");
@@ -730,6 +733,24 @@ async fn sighup_reloads_the_spec_and_a_conflict_is_taken_back() {
         assert!(Instant::now() < deadline, "no reload; log:\n{}", rig.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // A message reaches the sink (the bot-less worker only logs its id and kind), and its
+    // body never reaches the log.
+    rig.control(
+        "receive",
+        json!({"chat": "255711111111@c.us", "body": "siri-ya-mteja 4471"}),
+        Some("CONNECTED"),
+    );
+    let deadline = Instant::now() + WAIT;
+    while !rig.log().contains("message not handled") {
+        assert!(Instant::now() < deadline, "no message; log:\n{}", rig.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rig.log().contains("255711111111@c.us"), "{}", rig.log());
+    assert!(
+        !rig.log().contains("siri-ya-mteja"),
+        "a message body was logged"
+    );
 
     rig.control("conflict", json!({}), Some("CONNECTED"));
     rig.wait_session("CONFLICT", |s| s.state == SessionState::Conflict)

@@ -102,7 +102,7 @@ pub enum Error {
     },
     /// `FLOWHQ_LOCK_FD` is not a descriptor number.
     #[error("{LOCK_FD_ENV}={value} is not a descriptor number")]
-    LockFdValue {
+    ParseLockFd {
         /// The value.
         value: String,
     },
@@ -128,7 +128,7 @@ pub enum Error {
     },
     /// The sessions directory could not be created or restricted to 0700.
     #[error("cannot prepare sessions directory {path}: {source}")]
-    SessionsDir {
+    PrepareSessionsDir {
         /// The directory.
         path: PathBuf,
         /// The OS error.
@@ -300,7 +300,7 @@ fn hold_lock(cfg: &DaemonConfig, tenant: &TenantId) -> Result<Option<TenantLock>
             let fd: i32 = v
                 .trim()
                 .parse()
-                .map_err(|_| Error::LockFdValue { value: v.clone() })?;
+                .map_err(|_| Error::ParseLockFd { value: v.clone() })?;
             #[allow(deprecated)] // nix's `Flock` guard would unlock the daemon's lock on drop
             nix::fcntl::flock(fd, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
                 |source| Error::CheckLock {
@@ -328,7 +328,7 @@ fn prepare_sessions_dir(profile: &Path) -> Result<(), Error> {
     let Some(dir) = profile.parent() else {
         return Ok(());
     };
-    let fail = |source| Error::SessionsDir {
+    let fail = |source| Error::PrepareSessionsDir {
         path: dir.to_path_buf(),
         source,
     };
