@@ -42,6 +42,18 @@ enum Command {
     Logs(LogsArgs),
     /// Print a signed link to a tenant's QR page that works for that tenant only, until `--ttl`.
     LinkUrl(LinkUrlArgs),
+    /// Run the WhatsApp worker of one tenant (started by the daemon).
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+struct WorkerArgs {
+    /// The tenant id.
+    #[arg(long, value_name = "ID")]
+    tenant: String,
+    /// The daemon config file (the daemon passes it in the environment).
+    #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +130,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Qr(args) => ops::qr(&args),
         Command::Logs(args) => ops::logs(&args),
         Command::LinkUrl(args) => ops::link_url(&args),
+        Command::Worker(args) => worker(args),
     }
 }
 
@@ -198,6 +211,37 @@ fn migrate(args: &MigrateArgs) -> anyhow::Result<ExitStatus> {
 }
 
 /// `flowhq plan`.
+fn worker(args: WorkerArgs) -> anyhow::Result<ExitStatus> {
+    let tenant = match flowhq::config::TenantId::parse(&args.tenant) {
+        Ok(t) => t,
+        Err(err) => {
+            writeln!(std::io::stderr().lock(), "flowhq worker: {err}")?;
+            return Ok(ExitStatus::Usage);
+        }
+    };
+    let Some(cfg) = load_config(args.config.as_deref())? else {
+        return Ok(ExitStatus::Config);
+    };
+    flowhq::telemetry::init();
+    let opts = match flowhq::worker::run::RunOptions::from_env(daemon::process_env) {
+        Ok(o) => o,
+        Err(err) => {
+            tracing::error!(%tenant, "{err}");
+            return Ok(ExitStatus::Config);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    Ok(rt.block_on(flowhq::worker::run::run(
+        cfg,
+        tenant,
+        opts,
+        flowhq::worker::run::DiscardSink,
+    )))
+}
+
 fn plan(args: PlanArgs) -> anyhow::Result<ExitStatus> {
     let Some(cfg) = load_config(args.config.as_deref())? else {
         return Ok(ExitStatus::Config);
@@ -504,6 +548,20 @@ mod ops {
             let mut shown: Option<String> = None;
             let mut said: Option<SessionState> = None;
             let mut out = std::io::stdout();
+            // A worker that gave up waiting for a scan idles until someone asks again.
+            if store
+                .session(&id)
+                .await?
+                .is_some_and(|s| s.state == SessionState::QrTimeout)
+            {
+                store
+                    .session_request_qr(&id, jiff::Timestamp::now())
+                    .await?;
+                writeln!(
+                    out,
+                    "{id}: the last QR codes expired unscanned; asked the worker for new ones"
+                )?;
+            }
             loop {
                 let session = store.session(&id).await?;
                 match &session {

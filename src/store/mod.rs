@@ -39,7 +39,8 @@ pub use model::{
     WorkerRecord, WorkerStatus,
 };
 use model::{
-    EventRow, MessageRow, RowError, SessionRow, SnapshotRow, TenantRow, WorkerRow, to_millis,
+    EventRow, MessageRow, RowError, SessionRow, SnapshotRow, TenantRow, WorkerRow, from_millis,
+    to_millis,
 };
 
 /// How long a call waits for a pooled connection (or a new one) before it reports the database
@@ -621,6 +622,31 @@ impl Store {
             .await
             .map(drop))
         .map_err(self.fail(|| format!("record linked number of tenant `{tenant}`")))
+    }
+
+    /// Asks the tenant's worker for a fresh QR flow (after it gave up waiting for a scan):
+    /// records `at` as the request time, which the idle worker polls. Returns false when the
+    /// tenant has no session row (no worker ever reported).
+    pub async fn session_request_qr(&self, tenant: &TenantId, at: Timestamp) -> Result<bool> {
+        const SQL: &str = "UPDATE whatsapp_sessions SET qr_requested_at = $2 WHERE tenant_id = $1";
+        with_pool!(self, pool => sqlx::query(SQL)
+            .bind(tenant.as_str())
+            .bind(to_millis(at))
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected() > 0))
+        .map_err(self.fail(|| format!("request a fresh QR code for tenant `{tenant}`")))
+    }
+
+    /// When a fresh QR flow was last requested for the tenant, if ever.
+    pub async fn session_qr_requested_at(&self, tenant: &TenantId) -> Result<Option<Timestamp>> {
+        const SQL: &str = "SELECT qr_requested_at FROM whatsapp_sessions WHERE tenant_id = $1";
+        let ms: Option<Option<i64>> = with_pool!(self, pool => sqlx::query_scalar(SQL)
+            .bind(tenant.as_str())
+            .fetch_optional(pool)
+            .await)
+        .map_err(self.fail(|| format!("read the QR request of tenant `{tenant}`")))?;
+        Ok(ms.flatten().and_then(from_millis))
     }
 
     /// Every session row, ordered by tenant.

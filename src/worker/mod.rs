@@ -1,9 +1,11 @@
-//! The per-tenant WhatsApp worker. Owns the module tree only; the pieces live in the
-//! submodules (`transport` = what the rest of the worker sees, `browser` = the one
-//! implementation that drives WhatsApp Web in Chromium over CDP).
-//!
-//! Errors of the browser driver are mapped to worker exit codes in the worker's `run` (not
-//! written yet); see the note at the top of `browser.rs`.
+//! The per-tenant WhatsApp worker (`flowhq worker --tenant ID`). Owns the module tree only;
+//! the pieces live in the submodules: `transport` = what the rest of the worker sees,
+//! `browser` = the one implementation that drives WhatsApp Web in Chromium over CDP,
+//! `session` = the lifecycle decisions (events to session states, reconnect schedule, launch
+//! failure classes), `run` = the process around them (store writes, heartbeat, QR timeout,
+//! reconnects, signals, exit codes; see its header and docs/worker.md).
 
 pub mod browser;
+pub mod run;
+pub mod session;
 pub mod transport;
