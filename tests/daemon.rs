@@ -730,6 +730,21 @@ struct OwnCluster {
 }
 
 impl OwnCluster {
+    /// A cluster on a free loopback port, in a directory of its own under /tmp (the postgres
+    /// user must be able to reach it).
+    fn new(name: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = PathBuf::from(format!("/tmp/flowhq-pg-{name}-{port}"));
+        Self {
+            port: port.to_string(),
+            dir,
+        }
+    }
+
     fn script(&self, verb: &str) -> String {
         let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg.sh"))
             .arg(verb)
@@ -759,10 +774,7 @@ async fn the_daemon_supervises_through_a_database_outage_and_catches_up() {
     if support::pg_admin_url().is_none() {
         return;
     }
-    let cluster = OwnCluster {
-        port: "55436".into(),
-        dir: PathBuf::from("/tmp/flowhq-pg-outage-test"),
-    };
+    let cluster = OwnCluster::new("outage");
     let url = cluster.script("start");
     let mut fleet = Fleet::with_db(Db::Url(url));
     fleet.tenant("salon", 1, "Salon");
@@ -820,10 +832,7 @@ async fn the_daemon_starts_without_its_database_and_converges_when_it_comes() {
     if support::pg_admin_url().is_none() {
         return;
     }
-    let cluster = OwnCluster {
-        port: "55437".into(),
-        dir: PathBuf::from("/tmp/flowhq-pg-late-test"),
-    };
+    let cluster = OwnCluster::new("late");
     let url = cluster.script("start");
     cluster.script("stop");
     let mut fleet = Fleet::with_db(Db::Url(url));

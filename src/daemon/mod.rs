@@ -381,16 +381,26 @@ impl Daemon {
     }
 
     fn observed(&self) -> Observed {
+        // Heartbeats travel through the store: while it is down nobody can write one, and
+        // right after it returns the last ones are old through no fault of the workers. So
+        // staleness only counts from when the store was last (re)connected, and not at all
+        // while it is down; otherwise a database outage would restart the whole fleet.
+        let floor = match (self.store.get(), self.store.up_since) {
+            (Some(_), Some(since)) => since,
+            _ => Timestamp::now(),
+        };
         let workers = self
             .slots
             .iter()
             .map(|(id, s)| {
+                let heartbeat = self
+                    .heartbeats
+                    .get(id)
+                    .copied()
+                    .map_or(floor, |h| h.max(floor));
                 (
                     id.clone(),
-                    s.observed(
-                        self.heartbeats.get(id).copied(),
-                        self.memory.get(id).copied(),
-                    ),
+                    s.observed(Some(heartbeat), self.memory.get(id).copied()),
                 )
             })
             .collect();
@@ -1059,6 +1069,8 @@ struct StoreLink {
     retry_at: Instant,
     retry_delay: Duration,
     recovered: bool,
+    /// When the store was last (re)connected.
+    up_since: Option<Timestamp>,
 }
 
 impl StoreLink {
@@ -1070,6 +1082,7 @@ impl StoreLink {
             retry_at: Instant::now(),
             retry_delay: Duration::from_secs(1),
             recovered: false,
+            up_since: None,
         }
     }
 
@@ -1108,6 +1121,7 @@ impl StoreLink {
                     info!(backend = store.backend_name(), "store is up");
                 }
                 self.recovered = true;
+                self.up_since = Some(Timestamp::now());
                 self.store = Some(store);
                 self.retry_delay = Duration::from_secs(1);
             }
@@ -1118,7 +1132,12 @@ impl StoreLink {
     /// Connects without migrating (planning must not change the schema).
     async fn connect_read_only(&mut self) {
         match Store::connect(&self.url, Role::Worker).await {
-            Ok(store) => self.store = Some(store),
+            Ok(store) => {
+                // Judge heartbeats as they are: this store has been up all along as far as
+                // a one-shot plan can tell.
+                self.up_since = Some(Timestamp::MIN);
+                self.store = Some(store);
+            }
             Err(err) => self.mark_down(&err),
         }
     }
