@@ -23,7 +23,7 @@ use nix::unistd::Pid;
 
 use support::TestDb;
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 struct Fleet {
     tmp: tempfile::TempDir,
@@ -936,5 +936,28 @@ async fn the_status_endpoint_shows_the_fleet_from_the_loop() {
         http_get(&addr, "/v1/tenants/salon/qr").0,
         403,
         "no QR without credentials"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_stays_above_its_memory_limit_is_restarted() {
+    let mut fleet = Fleet::new(TestDb::sqlite());
+    fleet.tenant("nzito", 1, "Nzito stub:alloc=96");
+    fleet.start_with(&[("FLOWHQ_WORKER_MEMORY_MAX", "64MiB")]);
+    fleet
+        .until("nzito running", |f| f.pid_of("nzito").is_some())
+        .await;
+    let pid = fleet.pid_of("nzito").unwrap();
+    fleet
+        .until("nzito restarted for memory", |f| {
+            f.pid_of("nzito").is_some_and(|p| p != pid)
+        })
+        .await;
+    let events = event_kinds(&fleet.store().await, "nzito").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("restarting: memory: process tree uses")),
+        "{events:?}"
     );
 }

@@ -7,8 +7,9 @@
 //! `reloaded spec HASH`) and exits 0 on SIGTERM. It is not installed by the Debian package.
 //!
 //! Test controls live in the tenant's `business_name`, so one fleet can mix behaviours and a
-//! file edit changes them: `stub:exit=N` exits with code N right after start, and
-//! `stub:silent` never writes a heartbeat (the daemon must find it stale).
+//! file edit changes them: `stub:exit=N` exits with code N right after start,
+//! `stub:silent` never writes a heartbeat (the daemon must find it stale), and `stub:alloc=N`
+//! holds N MiB of touched memory (to test the memory limit).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -80,10 +81,17 @@ async fn run(cfg: DaemonConfig, tenant: TenantId) -> u8 {
         "stub worker {tenant}: started with spec {}",
         record.spec_hash
     );
-    if let Some(code) = control_exit(&spec.business_name) {
+    if let Some(code) = control(&spec.business_name, "stub:exit=") {
         println!("stub worker {tenant}: exiting with {code} as asked");
-        return code;
+        return u8::try_from(code).unwrap_or(1);
     }
+    // Non-zero bytes, so every page is really written and counts in PSS.
+    let ballast = vec![
+        1u8;
+        usize::try_from(control(&spec.business_name, "stub:alloc=").unwrap_or(0))
+            .unwrap_or(0)
+            << 20
+    ];
     let (Ok(mut term), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::hangup()),
@@ -116,7 +124,7 @@ async fn run(cfg: DaemonConfig, tenant: TenantId) -> u8 {
                 Err(err) => eprintln!("stub worker {tenant}: reload failed: {err:#}"),
             },
             _ = term.recv() => {
-                println!("stub worker {tenant}: stopping");
+                println!("stub worker {tenant}: stopping ({} MiB of ballast)", ballast.len() >> 20);
                 store.close().await;
                 return 0;
             }
@@ -124,9 +132,9 @@ async fn run(cfg: DaemonConfig, tenant: TenantId) -> u8 {
     }
 }
 
-/// `stub:exit=N` in the business name.
-fn control_exit(name: &str) -> Option<u8> {
-    let rest = &name[name.find("stub:exit=")? + "stub:exit=".len()..];
+/// The number after `key` (`stub:exit=`, `stub:alloc=`) in the business name.
+fn control(name: &str, key: &str) -> Option<u32> {
+    let rest = &name[name.find(key)? + key.len()..];
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }

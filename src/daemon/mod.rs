@@ -75,8 +75,8 @@ pub enum Error {
 const TICK: Duration = Duration::from_secs(1);
 /// How often worker log files are checked for rotation.
 const ROTATE_EVERY: Duration = Duration::from_secs(10);
-/// How often process-tree memory is measured.
-const MEASURE_EVERY: Duration = Duration::from_secs(30);
+/// How long shutdown may spend writing the final worker rows and events.
+const SHUTDOWN_WRITES: Duration = Duration::from_secs(10);
 /// Events kept in memory while the store is down.
 const MAX_PENDING_EVENTS: usize = 10_000;
 
@@ -187,7 +187,9 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
                     d.rotate_logs();
                 }
                 if now >= next_measure {
-                    next_measure = now + MEASURE_EVERY;
+                    // As often as workers report heartbeats, within 1 s to 30 s.
+                    next_measure = now
+                        + d.cfg.worker.heartbeat_interval.clamp(Duration::from_secs(1), Duration::from_secs(30));
                     d.measure_memory();
                 }
                 run_pass |= d.deadline_due();
@@ -257,7 +259,10 @@ struct Daemon {
     synced: BTreeSet<TenantId>,
     slots: BTreeMap<TenantId, Slot>,
     heartbeats: BTreeMap<TenantId, Timestamp>,
+    /// The last PSS sample of each worker's process tree (shown in status).
     memory: BTreeMap<TenantId, u64>,
+    /// The lower of the last two samples (what the memory limit is judged on).
+    memory_sustained: BTreeMap<TenantId, u64>,
     tx: mpsc::Sender<Event>,
     notifier: Notifier,
     worker_env: Vec<(OsString, OsString)>,
@@ -301,6 +306,7 @@ impl Daemon {
             slots: BTreeMap::new(),
             heartbeats: BTreeMap::new(),
             memory: BTreeMap::new(),
+            memory_sustained: BTreeMap::new(),
             tx,
             notifier: Notifier::from_env(),
             worker_env,
@@ -519,8 +525,17 @@ impl Daemon {
             Action::Spawn { tenant, .. } => self.spawn(&tenant, &reason),
             Action::Reload { tenant, .. } => self.reload(&tenant, &reason),
             Action::Restart { tenant, .. } => {
+                let then = match restart_cause(&reason) {
+                    "stale" | "memory" => AfterStop::Backoff,
+                    _ => AfterStop::Start,
+                };
+                if then == AfterStop::Backoff
+                    && let Some(slot) = self.slots.get_mut(&tenant)
+                {
+                    slot.last_error = Some(reason.clone());
+                }
                 self.event(Some(tenant.clone()), "restarting", reason);
-                self.begin_stop(&tenant, AfterStop::Start);
+                self.begin_stop(&tenant, then);
             }
             Action::Stop { tenant, .. } => {
                 self.event(Some(tenant.clone()), "stopping", reason);
@@ -702,6 +717,21 @@ impl Daemon {
         let what = match then {
             AfterStop::Idle => format!("worker stopped ({exit})"),
             AfterStop::Start => format!("worker stopped for restart ({exit})"),
+            AfterStop::Backoff => {
+                let why = slot
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "health restart".to_owned());
+                let delay =
+                    slot.restart_later(why, &self.backoff, rand::random::<f64>(), Timestamp::now());
+                format!(
+                    "worker stopped for restart ({exit}); restart {} in {}",
+                    slot.restarts,
+                    humantime::format_duration(Duration::from_millis(
+                        u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
+                    ))
+                )
+            }
         };
         self.event(Some(tenant.clone()), "stopped", what);
         true
@@ -990,13 +1020,20 @@ impl Daemon {
         }
     }
 
+    /// Measures every worker's process tree. The planner sees the lower of the last two
+    /// samples, so a worker is restarted only when it *stays* above its limit, not for one
+    /// spike.
     fn measure_memory(&mut self) {
-        self.memory.clear();
+        let previous = std::mem::take(&mut self.memory);
+        self.memory_sustained.clear();
         for (id, slot) in &self.slots {
             if let Some(w) = slot.worker()
                 && let Ok(bytes) = supervisor::tree_pss_bytes(w.pid())
             {
                 self.memory.insert(id.clone(), bytes);
+                if let Some(before) = previous.get(id) {
+                    self.memory_sustained.insert(id.clone(), bytes.min(*before));
+                }
             }
         }
     }
@@ -1051,12 +1088,26 @@ impl Daemon {
                     }
                     self.event(Some(id), "stopped", "daemon shutdown".to_owned());
                 }
-                self.persist_slots().await;
             }
         }
-        self.flush_events().await;
-        if let Some(store) = self.store.get() {
-            store.close().await;
+        // The last records are worth a few seconds, not a hung shutdown: systemd would
+        // SIGKILL a daemon that overstays TimeoutStopSec anyway.
+        let last_writes = async {
+            self.persist_slots().await;
+            self.flush_events().await;
+        };
+        if tokio::time::timeout(SHUTDOWN_WRITES, last_writes)
+            .await
+            .is_err()
+        {
+            warn!("the store did not take the last records in time; they are lost");
+        }
+        if let Some(store) = self.store.get()
+            && tokio::time::timeout(Duration::from_secs(3), store.close())
+                .await
+                .is_err()
+        {
+            warn!("the store connections did not close in time");
         }
     }
 }

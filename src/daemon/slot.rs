@@ -20,8 +20,11 @@ use crate::supervisor::{Backoff, ExitInfo, Worker};
 pub(crate) enum AfterStop {
     /// Stay stopped.
     Idle,
-    /// Start again right away (a restart).
+    /// Start again right away (a restart for a spec change).
     Start,
+    /// Start again through the backoff (a restart for health: stale, memory), so an
+    /// unhealthy worker cannot restart in a tight loop.
+    Backoff,
 }
 
 /// Where a tenant's worker stands.
@@ -148,6 +151,30 @@ impl Slot {
                 u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
             ))
         )
+    }
+
+    /// A health restart's stop finished: schedule the start through the backoff.
+    pub(crate) fn restart_later(
+        &mut self,
+        why: String,
+        backoff: &Backoff,
+        sample: f64,
+        now: Timestamp,
+    ) -> Duration {
+        let ran_for = self
+            .started_at
+            .map_or(Duration::ZERO, |s| now.duration_since(s).unsigned_abs());
+        if backoff.should_reset(ran_for) {
+            self.restarts = 0;
+        }
+        let delay = backoff.delay(self.restarts, sample);
+        self.restarts = self.restarts.saturating_add(1);
+        self.phase = Phase::Backoff {
+            next_at: now + delay,
+        };
+        self.last_error = Some(why);
+        self.dirty = true;
+        delay
     }
 
     /// Spawning failed: back off like a crash, so a persistent failure does not spin.

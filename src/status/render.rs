@@ -562,6 +562,19 @@ flowhq_reconcile_duration_seconds_sum {}\nflowhq_reconcile_duration_seconds_coun
         }
     }
     o.push_str(
+        "# HELP flowhq_worker_memory_bytes Proportional memory (PSS) of each worker's process tree, browser included.\n\
+# TYPE flowhq_worker_memory_bytes gauge\n",
+    );
+    for t in &snap.tenants {
+        if let Some(bytes) = t.worker.as_ref().and_then(|w| w.memory_bytes) {
+            let _ = writeln!(
+                o,
+                "flowhq_worker_memory_bytes{{tenant=\"{}\"}} {bytes}",
+                label(t.id.as_str())
+            );
+        }
+    }
+    o.push_str(
         "# HELP flowhq_worker_restarts Restarts of each worker since its last healthy period.\n\
 # TYPE flowhq_worker_restarts gauge\n",
     );
