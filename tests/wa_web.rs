@@ -67,6 +67,14 @@ impl Env {
         })
     }
 
+    fn write_config(&self, config: Value) {
+        std::fs::write(
+            self.site.path().join("fake-config.js"),
+            format!("window.__fakeWaConfig = {config};\n"),
+        )
+        .unwrap();
+    }
+
     fn profile_dir(&self) -> PathBuf {
         self.profile.path().join("session")
     }
@@ -550,4 +558,75 @@ async fn profile_directory_is_private_and_chromium_is_missing_is_a_launch_error(
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o700);
+}
+
+#[tokio::test]
+async fn ready_is_reported_when_sync_finished_before_the_script_was_injected() {
+    let Some(env) = Env::new(json!({})) else {
+        return;
+    };
+    let (b, _ev) = linked(&env).await;
+    b.close().await;
+    // Restored session that syncs at once and announces Debug.VERSION only afterwards: the
+    // driver must read the current `hasSynced`, not only wait for its change event.
+    env.write_config(json!({"bootDelayMs": 0, "openDelayMs": 0, "syncDelayMs": 0}));
+    let (b, mut ev) = env.launch().await;
+    let state = fake(&b, "state()").await;
+    assert_eq!(state["hasSynced"], json!(true), "{state}");
+    wait_for(&mut ev, "ready", |e| {
+        matches!(e, TransportEvent::Ready { .. })
+    })
+    .await;
+    b.close().await;
+    env.assert_no_chromium();
+}
+
+#[tokio::test]
+async fn a_module_missing_after_the_pairing_reload_is_reported_as_fatal() {
+    let Some(env) = Env::new(json!({})) else {
+        return;
+    };
+    let (b, mut ev) = env.launch().await;
+    wait_for(&mut ev, "qr", |e| matches!(e, TransportEvent::Qr { .. })).await;
+    // The reload after the scan fetches the new configuration: WhatsApp Web "updated".
+    env.write_config(
+        json!({"renameModule": {"from": "WAWebCollections", "to": "WAWebCollectionsV2"}}),
+    );
+    fake(&b, "scanQr({pn: '255712345678'})").await;
+    let (e, _) = wait_for(&mut ev, "fatal", |e| {
+        matches!(e, TransportEvent::Fatal { .. })
+    })
+    .await;
+    let TransportEvent::Fatal { message } = e else {
+        unreachable!()
+    };
+    assert!(message.contains("WAWebCollections"), "{message}");
+    b.close().await;
+    env.assert_no_chromium();
+}
+
+#[tokio::test]
+async fn stale_profile_locks_are_cleared_and_a_profile_in_use_is_refused() {
+    let Some(env) = Env::new(json!({})) else {
+        return;
+    };
+    // What a browser killed on another host name (a previous container) leaves behind.
+    std::fs::create_dir_all(env.profile_dir()).unwrap();
+    std::os::unix::fs::symlink(
+        "old-container-4242",
+        env.profile_dir().join("SingletonLock"),
+    )
+    .unwrap();
+    let (b, mut ev) = env.launch().await;
+    wait_for(&mut ev, "qr", |e| matches!(e, TransportEvent::Qr { .. })).await;
+
+    let err = WaWebBrowser::launch(env.options()).await.unwrap_err();
+    assert!(matches!(err, Error::ProfileInUse { .. }), "{err}");
+    assert!(err.to_string().contains("in use"), "{err}");
+    assert!(
+        b.ping(Duration::from_secs(5)).await,
+        "the first browser is untouched"
+    );
+    b.close().await;
+    env.assert_no_chromium();
 }

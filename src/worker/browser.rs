@@ -25,7 +25,10 @@ use chromiumoxide::cdp::browser_protocol::fetch::{
 };
 use chromiumoxide::cdp::browser_protocol::inspector::{self, EventTargetCrashed};
 use chromiumoxide::cdp::browser_protocol::network::SetUserAgentOverrideParams;
-use chromiumoxide::cdp::browser_protocol::page::{CrashParams, EventFrameNavigated};
+use chromiumoxide::cdp::browser_protocol::page::{
+    CrashParams, EventFrameNavigated, NavigateParams,
+};
+use chromiumoxide::cdp::browser_protocol::target::{CloseTargetParams, GetTargetsParams};
 use chromiumoxide::cdp::js_protocol::runtime::{
     AddBindingParams, EvaluateParams, EventBindingCalled,
 };
@@ -119,6 +122,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Another live Chromium process uses the profile.
+    #[error("profile {path} is in use by chromium processes {pids:?}")]
+    ProfileInUse {
+        /// The profile directory.
+        path: PathBuf,
+        /// The processes using it.
+        pids: Vec<u32>,
+    },
     /// Chromium could not be started.
     #[error("cannot launch chromium {path}: {source}")]
     Launch {
@@ -204,6 +215,14 @@ pub enum Error {
         /// The exception text.
         message: String,
     },
+    /// The browser exited while loading WhatsApp Web.
+    #[error("chromium {pid} exited while loading whatsapp web ({status})")]
+    Exited {
+        /// Its pid.
+        pid: u32,
+        /// The exit status.
+        status: String,
+    },
     /// The browser is gone.
     #[error("browser {pid} is closed")]
     Closed {
@@ -270,8 +289,10 @@ pub fn base_args(profile_dir: &Path, as_root: bool) -> Vec<String> {
     a
 }
 
-/// Flags that cut memory: no GPU process work, one renderer, no site-isolation extras, a
-/// small disk cache, and features a bot never uses.
+/// Flags that cut memory: GPU work in the browser process, one renderer, no spare renderer,
+/// no site-isolation extras, no omnibox WebUI renderer (new headless mode starts one, ~60-85
+/// MiB PSS), a small disk cache, and features a bot never uses. Measured in
+/// docs/worker-memory.md.
 pub fn lean_args() -> Vec<String> {
     [
         "--disable-gpu",
@@ -280,7 +301,10 @@ pub fn lean_args() -> Vec<String> {
         "--disable-site-isolation-trials",
         "--disable-features=Translate,MediaRouter,OptimizationHints,BackForwardCache,\
          AutofillServerCommunication,CertificateTransparencyComponentUpdater,\
-         InterestFeedContentSuggestions,DialMediaRouteProvider,PaintHolding",
+         InterestFeedContentSuggestions,DialMediaRouteProvider,PaintHolding,\
+         WebUIOmniboxPopup,WebUIOmniboxAimPopup,WebUIOmniboxFullPopup,\
+         SpareRendererForSitePerProcess",
+        "--in-process-gpu",
         "--disk-cache-size=33554432",
         "--js-flags=--max-old-space-size=512",
     ]
@@ -294,6 +318,8 @@ impl WaWebBrowser {
     /// Returns once the first boot succeeded (the first QR or ready follows on the events).
     pub async fn launch(opts: BrowserOptions) -> Result<(WaWebBrowser, Events), Error> {
         prepare_profile(&opts.profile_dir)?;
+        let user_data_arg = format!("--user-data-dir={}", opts.profile_dir.display());
+        clear_stale_locks(&opts.profile_dir, &user_data_arg)?;
         let index = match &opts.wa_web_index {
             Some(p) => Some(PinnedSite::load(p)?),
             None => None,
@@ -305,7 +331,6 @@ impl WaWebBrowser {
         }
         args.extend(opts.extra_args.iter().cloned());
         args.push("about:blank".to_owned());
-        let user_data_arg = format!("--user-data-dir={}", opts.profile_dir.display());
 
         let mut child = Command::new(&opts.chromium)
             .args(&args)
@@ -366,8 +391,10 @@ impl WaWebBrowser {
                 ))
             }
             Err(e) => {
-                sigkill(pid);
-                wait_exit(exited, Duration::from_secs(5)).await;
+                if !wait_exit(exited.clone(), opts.close_timeout).await {
+                    sigkill(pid);
+                    wait_exit(exited, Duration::from_secs(5)).await;
+                }
                 kill_leftovers(&user_data_arg, pid);
                 for t in tasks {
                     t.abort();
@@ -437,7 +464,8 @@ impl WaWebBrowser {
                 wait_exit(self.exited.clone(), Duration::from_secs(5)).await;
             }
         }
-        kill_leftovers(&self.user_data_arg, self.pid);
+        let (arg, pid) = (self.user_data_arg.clone(), self.pid);
+        let _ = tokio::task::spawn_blocking(move || kill_leftovers(&arg, pid)).await;
         for t in self.tasks.drain(..) {
             t.abort();
         }
@@ -573,6 +601,29 @@ fn prepare_profile(dir: &Path) -> Result<(), Error> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
 }
 
+/// Refuses a profile that a live Chromium still uses, and otherwise removes the `Singleton*`
+/// lock files a killed browser left behind (Chromium refuses a lock written under another
+/// host name, e.g. after a container restart, and would never start).
+fn clear_stale_locks(dir: &Path, user_data_arg: &str) -> Result<(), Error> {
+    let pids = profile_processes(user_data_arg, 0);
+    if !pids.is_empty() {
+        return Err(Error::ProfileInUse {
+            path: dir.to_path_buf(),
+            pids,
+        });
+    }
+    for name in ["SingletonLock", "SingletonSocket", "SingletonCookie"] {
+        let p = dir.join(name);
+        if p.symlink_metadata().is_ok() {
+            std::fs::remove_file(&p).map_err(|source| Error::ProfileDir {
+                path: p.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
 async fn read_devtools_url(child: &mut Child, opts: &BrowserOptions) -> Result<String, Error> {
     let Some(stderr) = child.stderr.as_mut() else {
         return Err(Error::LaunchExit {
@@ -669,6 +720,7 @@ async fn connect_and_load(
         browser.new_page("about:blank"),
     )
     .await?;
+    close_other_tabs(&browser, &page, cmd_t).await;
     let bindings = cdp(
         cmd_t,
         "listen bindingCalled",
@@ -739,6 +791,7 @@ async fn connect_and_load(
     let (first_tx, first_rx) = oneshot::channel();
     let closing = Arc::new(AtomicBool::new(false));
     let sup = Supervisor {
+        pid,
         page: page.clone(),
         tx,
         boot_timeout: opts.boot_timeout,
@@ -753,7 +806,15 @@ async fn connect_and_load(
     ));
 
     let goto = with_timeout(cmd_t, "Page.navigate", async {
-        page.goto(WA_WEB_URL)
+        let nav = NavigateParams::builder()
+            .url(WA_WEB_URL)
+            .referrer("https://whatsapp.com/")
+            .build()
+            .map_err(|message| Error::Script {
+                what: "Page.navigate parameters",
+                message,
+            })?;
+        page.goto(nav)
             .await
             .map(|_| ())
             .map_err(|source| Error::Cdp {
@@ -776,10 +837,37 @@ async fn connect_and_load(
     match result {
         Ok(()) => Ok((browser, page, tasks, rx, closing)),
         Err(e) => {
+            // Close gracefully so a stored session survives a failed boot.
+            closing.store(true, Ordering::SeqCst);
+            let mut browser = browser;
+            let _ = tokio::time::timeout(Duration::from_secs(5), browser.close()).await;
             for t in tasks {
                 t.abort();
             }
             Err(e)
+        }
+    }
+}
+
+/// Closes the tab headless Chromium opens by itself (one renderer less); best effort.
+async fn close_other_tabs(browser: &Browser, page: &Page, wait: Duration) {
+    let Ok(targets) = cdp(
+        wait,
+        "Target.getTargets",
+        browser.execute(GetTargetsParams::default()),
+    )
+    .await
+    else {
+        return;
+    };
+    for t in &targets.result.target_infos {
+        if t.r#type == "page" && &t.target_id != page.target_id() {
+            let _ = cdp(
+                wait,
+                "Target.closeTarget",
+                browser.execute(CloseTargetParams::new(t.target_id.clone())),
+            )
+            .await;
         }
     }
 }
@@ -984,10 +1072,8 @@ enum PageEvent {
         id: String,
         ack: i64,
     },
-    Logout {
-        #[allow(dead_code)]
-        source: String,
-    },
+    /// `source` (`logout` / `logout_from_bridge`) is in the payload but not needed.
+    Logout {},
     Warn {
         message: String,
     },
@@ -1049,6 +1135,7 @@ impl PageMessage {
 /// The task that turns page and browser signals into [`TransportEvent`]s and re-injects the
 /// page script after each navigation.
 struct Supervisor {
+    pid: u32,
     page: Page,
     tx: mpsc::UnboundedSender<TransportEvent>,
     boot_timeout: Duration,
@@ -1083,7 +1170,7 @@ impl Supervisor {
                 }
                 Some(nav) = navs.next() => {
                     if nav.frame.parent_id.is_none() && nav.frame.url.starts_with(WA_WEB_URL) {
-                        if nav.frame.url.contains("post_logout=1") && self.ready_or_linked() {
+                        if nav.frame.url.contains("post_logout=1") && !self.logged_out {
                             self.logged_out();
                         }
                         if let Some(b) = boot.take() {
@@ -1115,7 +1202,7 @@ impl Supervisor {
                 status = exit_status(&mut exited) => {
                     let status = status.unwrap_or_default();
                     if !self.closing.load(Ordering::SeqCst) {
-                        self.fail_first(Error::LaunchExit { path: PathBuf::new(), status: status.clone(), stderr: String::new() });
+                        self.fail_first(Error::Exited { pid: self.pid, status: status.clone() });
                         self.send(TransportEvent::Disconnected { reason: DisconnectReason::BrowserExited { status } });
                     }
                     break;
@@ -1134,10 +1221,6 @@ impl Supervisor {
         if let Some(b) = boot {
             b.abort();
         }
-    }
-
-    fn ready_or_linked(&self) -> bool {
-        !self.logged_out
     }
 
     fn send(&self, e: TransportEvent) {
@@ -1388,6 +1471,32 @@ fn base64(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profile_processes_never_walks_the_tree_from_pid_0_or_1() {
+        // ppid 0 is the root of the whole process table: a walk from it would name (and the
+        // leftover killer would SIGKILL) every process on the host.
+        let arg = "--user-data-dir=/nonexistent/flowhq-test-profile";
+        assert!(profile_processes(arg, 0).is_empty());
+        assert!(profile_processes(arg, 1).is_empty());
+    }
+
+    #[test]
+    fn profile_processes_finds_a_child_by_its_profile_argument() {
+        let dir = tempfile::tempdir().unwrap();
+        let arg = format!("--user-data-dir={}", dir.path().display());
+        // `read` is a shell builtin: the shell itself waits, carrying the argument.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "read line", "flowhq-test", &arg])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let found = profile_processes(&arg, 0);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(found, vec![child.id()]);
+    }
 
     #[test]
     fn base64_matches_the_standard_alphabet_with_padding() {
