@@ -5,5 +5,6 @@
 //! Errors of the browser driver are mapped to worker exit codes in the worker's `run` (not
 //! written yet); see the note at the top of `browser.rs`.
 
+pub mod bot;
 pub mod browser;
 pub mod transport;
