@@ -194,7 +194,9 @@ store_test!(filtered_messages_are_counted_and_never_answered, |store| {
     let channel = msg("120363111111111111@newsletter", "C1", "habari");
     let mut history = msg(&c, "H1", "habari");
     history.is_history = true;
-    for m in [own, group, status, list, channel, history] {
+    let mut notice = msg(&c, "E1", "");
+    notice.kind = "e2e_notification".to_owned();
+    for m in [own, group, status, list, channel, history, notice] {
         bot.on_message(m).await;
     }
     bot.idle().await;
@@ -208,6 +210,7 @@ store_test!(filtered_messages_are_counted_and_never_answered, |store| {
         ("dropped_status", 2),
         ("dropped_newsletter", 1),
         ("dropped_history", 1),
+        ("dropped_system", 1),
     ] {
         assert_eq!(counted.get(name), Some(&want), "{name}: {counted:?}");
     }
@@ -588,4 +591,70 @@ async fn shutdown_drains_accepted_messages_and_refuses_new_ones() {
         .map(|(_, n, v)| (n, v))
         .collect();
     assert_eq!(counted.get("dropped_closing"), Some(&1));
+}
+
+/// A `MakeWriter` that collects log output in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+// Current-thread runtime: the chat tasks run on this thread, under the scoped subscriber.
+#[tokio::test]
+async fn logs_give_reasons_without_bodies_or_phone_numbers() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let db = support::TestDb::sqlite();
+    let store = db.store().await;
+    seed(&store).await;
+    let mut s = spec(Template::Booking, Language::En);
+    s.limits.replies_per_contact_per_10min = 1;
+    let (bot, transport, _clock) = bot_on(&store, s).await;
+    let c = "255798765432@c.us";
+    bot.on_message(msg(c, "P1", "my secret booking")).await;
+    bot.on_message(msg(c, "P2", "my secret booking")).await;
+    bot.on_message(msg(c, "P2", "my secret booking")).await;
+    bot.idle().await;
+    transport.fail_sends(Some("no chat 255798765432@c.us"));
+    bot.on_message(msg("255798760000@c.us", "P3", "my secret booking"))
+        .await;
+    let mut group = msg("120363000000000000@g.us", "G1", "my secret booking");
+    group.is_group = true;
+    bot.on_message(group).await;
+    bot.shutdown().await;
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    for reason in [
+        "reply sent",
+        "reply limit reached",
+        "duplicate message skipped",
+        "message handling step failed",
+        "reason=\"dropped_group\"",
+        "…5432",
+        "…0000",
+    ] {
+        assert!(logs.contains(reason), "`{reason}` missing in:\n{logs}");
+    }
+    for secret in ["secret", "25579876"] {
+        assert!(!logs.contains(secret), "`{secret}` leaked into:\n{logs}");
+    }
 }

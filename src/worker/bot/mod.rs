@@ -2,7 +2,7 @@
 //! quoted reply, for one tenant.
 //!
 //! Owns, in pipeline order: the event filters (not ready, own messages, groups, status and
-//! broadcast lists, channels, history sync), deduplication (a 1,000-entry / 5-minute memory
+//! broadcast lists, channels, history sync, system notices), deduplication (a 1,000-entry / 5-minute memory
 //! window in front of the message log's unique constraint, so a restarted worker never answers
 //! a message twice), one FIFO per chat (chats run in parallel, one chat in order, 50 pending at
 //! most), logging IN, opt-out/opt-in, the reply limits (per tenant and per contact), the reply
@@ -84,6 +84,24 @@ pub const TENANT_WINDOW: SignedDuration = SignedDuration::from_secs(60);
 pub const CONTACT_WINDOW: SignedDuration = SignedDuration::from_secs(600);
 /// How long counter increments wait in memory before they are written.
 pub const COUNTER_FLUSH_DELAY: Duration = Duration::from_secs(1);
+/// WhatsApp message types that are notices, not something a customer wrote (encryption
+/// notices, group events, calls, deletions, edits, reactions, not-yet-decrypted messages).
+pub const SYSTEM_KINDS: [&str; 14] = [
+    "e2e_notification",
+    "notification",
+    "notification_template",
+    "gp2",
+    "broadcast_notification",
+    "call_log",
+    "protocol",
+    "revoked",
+    "ciphertext",
+    "reaction",
+    "pinned_message",
+    "keep_in_chat",
+    "poll_update",
+    "debug",
+];
 /// The least time between two `last_seen` writes caused by replies.
 pub const LAST_SEEN_EVERY: SignedDuration = SignedDuration::from_secs(1);
 
@@ -211,9 +229,10 @@ pub fn chat_tag(chat: &str) -> String {
     format!("…{tail}")
 }
 
-/// The error and its causes as one line, with every occurrence of the chat id (and of its user
-/// part) replaced by its tag, so causes that name the chat do not leak phone numbers.
-fn describe(err: &(dyn std::error::Error + 'static), chat: &str) -> String {
+/// The error and its causes as one line, with every run of eight or more digits (a phone
+/// number or chat id, whichever chat it names) cut to its last four, so causes that quote a
+/// chat id do not leak phone numbers into logs.
+fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
@@ -221,14 +240,31 @@ fn describe(err: &(dyn std::error::Error + 'static), chat: &str) -> String {
         text.push_str(&cause.to_string());
         source = cause.source();
     }
-    let tag = chat_tag(chat);
-    let user = chat.split('@').next().unwrap_or(chat);
-    let text = text.replace(chat, &tag);
-    if user.len() >= 5 {
-        text.replace(user, &tag)
-    } else {
-        text
+    scrub_numbers(&text)
+}
+
+fn scrub_numbers(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut digits = String::new();
+    let flush = |digits: &mut String, out: &mut String| {
+        if digits.len() >= 8 {
+            out.push('…');
+            out.push_str(&digits[digits.len() - 4..]);
+        } else {
+            out.push_str(digits);
+        }
+        digits.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            flush(&mut digits, &mut out);
+            out.push(c);
+        }
     }
+    flush(&mut digits, &mut out);
+    out
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -405,6 +441,8 @@ impl<T: Transport + 'static> Bot<T> {
             Some("dropped_newsletter")
         } else if msg.is_history {
             Some("dropped_history")
+        } else if SYSTEM_KINDS.contains(&msg.kind.as_str()) {
+            Some("dropped_system")
         } else {
             None
         };
@@ -551,7 +589,6 @@ impl<T: Transport + 'static> Inner<T> {
                         chat: tag.clone(),
                         source,
                     },
-                    &msg.chat,
                     "store_failed",
                 );
             }
@@ -649,7 +686,6 @@ impl<T: Transport + 'static> Inner<T> {
                         chat: tag,
                         source,
                     },
-                    &msg.chat,
                     "send_failed",
                 );
                 return None;
@@ -673,7 +709,6 @@ impl<T: Transport + 'static> Inner<T> {
                     chat: tag,
                     source,
                 },
-                &msg.chat,
                 "store_failed",
             );
         }
@@ -698,7 +733,6 @@ impl<T: Transport + 'static> Inner<T> {
                         chat: chat_tag(chat),
                         source,
                     },
-                    chat,
                     "store_failed",
                 );
                 false
@@ -721,7 +755,6 @@ impl<T: Transport + 'static> Inner<T> {
                     chat: chat_tag(chat),
                     source,
                 },
-                chat,
                 "store_failed",
             );
         }
@@ -741,13 +774,13 @@ impl<T: Transport + 'static> Inner<T> {
                 tenant: self.tenant.clone(),
                 source,
             };
-            tracing::warn!(tenant = %self.tenant, error = %describe(&err, ""), "last seen not recorded");
+            tracing::warn!(tenant = %self.tenant, error = %describe(&err), "last seen not recorded");
             self.count("store_failed");
         }
     }
 
-    fn report(self: &Arc<Self>, err: &Error, chat: &str, counter: &'static str) {
-        tracing::warn!(tenant = %self.tenant, error = %describe(err, chat), "message handling step failed");
+    fn report(self: &Arc<Self>, err: &Error, counter: &'static str) {
+        tracing::warn!(tenant = %self.tenant, error = %describe(err), "message handling step failed");
         self.count(counter);
     }
 
@@ -779,7 +812,7 @@ impl<T: Transport + 'static> Inner<T> {
                     name,
                     source,
                 };
-                tracing::warn!(tenant = %self.tenant, error = %describe(&err, ""),
+                tracing::warn!(tenant = %self.tenant, error = %describe(&err),
                     "counter kept for the next flush");
                 *lock(&self.counters).pending.entry(name).or_default() += delta;
             }
@@ -837,9 +870,14 @@ mod tests {
     fn chat_tags_keep_only_the_last_four_digits() {
         assert_eq!(chat_tag("255712345678@c.us"), "…5678");
         assert_eq!(chat_tag("12@lid"), "…12");
-        let err = std::io::Error::other("refused to send to 255712345678@c.us (255712345678)");
-        let line = describe(&err, "255712345678@c.us");
-        assert!(!line.contains("2557123"), "{line}");
-        assert!(line.contains("…5678"), "{line}");
+    }
+
+    #[test]
+    fn logged_errors_keep_only_the_last_four_digits_of_long_numbers() {
+        let err = std::io::Error::other("refused to send to 255712345678@c.us (SQLSTATE 23505)");
+        assert_eq!(
+            describe(&err),
+            "refused to send to …5678@c.us (SQLSTATE 23505)"
+        );
     }
 }
