@@ -238,7 +238,7 @@ fn worker(args: WorkerArgs) -> anyhow::Result<ExitStatus> {
         cfg,
         tenant,
         opts,
-        flowhq::worker::run::DiscardSink,
+        flowhq::worker::sink::BotSink::default(),
     )))
 }
 

@@ -3,9 +3,12 @@
 //! `browser` = the one implementation that drives WhatsApp Web in Chromium over CDP,
 //! `session` = the lifecycle decisions (events to session states, reconnect schedule, launch
 //! failure classes), `run` = the process around them (store writes, heartbeat, QR timeout,
-//! reconnects, signals, exit codes; see its header and docs/worker.md).
+//! reconnects, signals, exit codes; see its header and docs/worker.md), `bot` = the pipeline
+//! that answers customers, `sink` = the adapter that plugs the bot into `run`.
 
+pub mod bot;
 pub mod browser;
 pub mod run;
 pub mod session;
+pub mod sink;
 pub mod transport;

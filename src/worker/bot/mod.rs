@@ -1,0 +1,883 @@
+//! The bot that answers customers: the inbound pipeline from a WhatsApp message to a logged,
+//! quoted reply, for one tenant.
+//!
+//! Owns, in pipeline order: the event filters (not ready, own messages, groups, status and
+//! broadcast lists, channels, history sync, system notices), deduplication (a 1,000-entry / 5-minute memory
+//! window in front of the message log's unique constraint, so a restarted worker never answers
+//! a message twice), one FIFO per chat (chats run in parallel, one chat in order, 50 pending at
+//! most), logging IN, opt-out/opt-in, the reply limits (per tenant and per contact), the reply
+//! text (`reply.rs`, `hours.rs`), the quoted send, logging OUT, `last_seen`, and counters of
+//! everything it did not answer. It does not own the browser, the session state, the heartbeat
+//! or signals: that is the worker process, which calls this API.
+//!
+//! # API for the worker
+//!
+//! ```text
+//! let bot = Bot::new(tenant, spec, store, Arc::new(transport)); // inside a Tokio runtime
+//! bot.set_ready(true);                      // on TransportEvent::Ready; false on Disconnected
+//! bot.on_message(msg).await;                // on TransportEvent::Message; returns at once
+//! bot.reload(new_spec);                     // on SIGHUP; applies to the next message handled
+//! bot.shutdown().await;                     // on SIGTERM, before closing the transport
+//! ```
+//!
+//! `Bot` is a handle (`Clone`, one `Arc` inside). `on_message` only filters, dedups and
+//! enqueues; each chat's messages are handled by a task spawned for that chat, which ends when
+//! the chat's queue is empty. `shutdown` stops accepting messages (later ones are counted as
+//! `dropped_closing`), lets every queued message run to the end (drain, so nothing already
+//! accepted is lost), then writes the pending counters. A drain takes as long as the queued sends
+//! do; wrap it in `tokio::time::timeout` to bound it. Tests and benchmarks pass a [`Clock`] with
+//! [`Bot::with_clock`].
+//!
+//! # Decisions
+//!
+//! - Limits are fixed windows like the original (a window opens at its first counted reply and
+//!   ends when a reply comes more than its length later): tenant `replies_per_minute` per 60 s,
+//!   contact `replies_per_contact_per_10min` per 600 s. The first refusal in a window sends the
+//!   "slow down" text (which is not counted against the limits); later ones are silent. A
+//!   message refused by the contact limit does not use up the tenant's budget.
+//! - Outside business hours the bot still answers with the reply the message asks for, and
+//!   appends the closed note (`closed`, with `{opens}`) after a blank line.
+//! - Opt-out ("stop", "acha", ... as the whole message) is stored per contact and confirmed;
+//!   the contact then gets no reply until it writes "start" or "anza" (also confirmed).
+//!   Confirmations go through the limits like any reply; the stored state changes regardless.
+//! - Every text the bot sends (replies, "slow down", "please wait", confirmations) is logged OUT
+//!   with the sent message's id; the "please wait" for a full queue is sent once per time the
+//!   queue fills up.
+//! - If logging IN fails (store down), the bot answers anyway and counts `store_failed`: a
+//!   customer answered twice after a restart is better than customers not answered at all.
+//! - Counters are batched in memory and written at most about once a second (and on shutdown
+//!   and [`Bot::flush_counters`]); a failed write keeps them for the next one. `last_seen` is
+//!   written at most once a second while replies go out.
+//! - Logs name the chat only by the last four digits of its id; bodies are never logged.
+
+pub mod hours;
+mod limits;
+pub mod reply;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+use tokio::sync::Notify;
+
+use crate::config::tenant::{ReplyKey, Template, TenantId, TenantSpec};
+use crate::store::{self, Direction, Inserted, NewMessage, Store};
+use crate::worker::transport::{self, ChatKind, IncomingMessage, SentMessage, Transport};
+use hours::Opening;
+use limits::{DedupWindow, FixedWindow, Verdict};
+use reply::{OptCommand, Placeholders};
+
+/// Pending messages per chat beyond which new ones get "please wait" (the one being handled
+/// does not count).
+pub const QUEUE_CAP: usize = 50;
+/// Message ids the memory window remembers.
+pub const DEDUP_CAPACITY: usize = 1_000;
+/// How long the memory window remembers a message id.
+pub const DEDUP_TTL: SignedDuration = SignedDuration::from_secs(300);
+/// The tenant limit's window.
+pub const TENANT_WINDOW: SignedDuration = SignedDuration::from_secs(60);
+/// The contact limit's window.
+pub const CONTACT_WINDOW: SignedDuration = SignedDuration::from_secs(600);
+/// How long counter increments wait in memory before they are written.
+pub const COUNTER_FLUSH_DELAY: Duration = Duration::from_secs(1);
+/// WhatsApp message types that are notices, not something a customer wrote (encryption
+/// notices, group events, calls, deletions, edits, reactions, not-yet-decrypted messages).
+pub const SYSTEM_KINDS: [&str; 14] = [
+    "e2e_notification",
+    "notification",
+    "notification_template",
+    "gp2",
+    "broadcast_notification",
+    "call_log",
+    "protocol",
+    "revoked",
+    "ciphertext",
+    "reaction",
+    "pinned_message",
+    "keep_in_chat",
+    "poll_update",
+    "debug",
+];
+/// The least time between two `last_seen` writes caused by replies.
+pub const LAST_SEEN_EVERY: SignedDuration = SignedDuration::from_secs(1);
+
+/// Where the bot gets "now" from: the system clock in production, a hand-driven one in tests.
+pub trait Clock: Send + Sync + 'static {
+    /// The current instant.
+    fn now(&self) -> Timestamp;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock that moves only when told to (tests, benchmarks).
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<Mutex<Timestamp>>);
+
+impl ManualClock {
+    /// A clock standing at `at`.
+    pub fn new(at: Timestamp) -> Self {
+        Self(Arc::new(Mutex::new(at)))
+    }
+
+    /// Moves the clock to `at`.
+    pub fn set(&self, at: Timestamp) {
+        *lock(&self.0) = at;
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: SignedDuration) {
+        let mut now = lock(&self.0);
+        *now = now.saturating_add(by).unwrap_or(*now);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *lock(&self.0)
+    }
+}
+
+/// Why a step of handling a message failed. Logged (with the chat reduced to its last four
+/// digits) and counted; never returned to the worker, which keeps running.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Writing the incoming message to the log failed.
+    #[error("log incoming message in chat {chat} for tenant `{tenant}`")]
+    LogIncoming {
+        /// The tenant.
+        tenant: TenantId,
+        /// The chat, redacted.
+        chat: String,
+        /// The cause.
+        #[source]
+        source: store::Error,
+    },
+    /// Writing the sent reply to the log failed.
+    #[error("log reply in chat {chat} for tenant `{tenant}`")]
+    LogOutgoing {
+        /// The tenant.
+        tenant: TenantId,
+        /// The chat, redacted.
+        chat: String,
+        /// The cause.
+        #[source]
+        source: store::Error,
+    },
+    /// The transport did not send the reply.
+    #[error("send reply in chat {chat} for tenant `{tenant}`")]
+    Send {
+        /// The tenant.
+        tenant: TenantId,
+        /// The chat, redacted.
+        chat: String,
+        /// The cause.
+        #[source]
+        source: transport::Error,
+    },
+    /// Reading or writing a contact's opt-out failed.
+    #[error("{op} opt-out of chat {chat} for tenant `{tenant}`")]
+    OptOut {
+        /// `read` or `store`.
+        op: &'static str,
+        /// The tenant.
+        tenant: TenantId,
+        /// The chat, redacted.
+        chat: String,
+        /// The cause.
+        #[source]
+        source: store::Error,
+    },
+    /// Recording `last_seen` failed.
+    #[error("record last seen of tenant `{tenant}`")]
+    LastSeen {
+        /// The tenant.
+        tenant: TenantId,
+        /// The cause.
+        #[source]
+        source: store::Error,
+    },
+    /// Writing a counter failed (the increments are kept for the next flush).
+    #[error("write counter `{name}` of tenant `{tenant}`")]
+    Counter {
+        /// The tenant.
+        tenant: TenantId,
+        /// The counter.
+        name: &'static str,
+        /// The cause.
+        #[source]
+        source: store::Error,
+    },
+}
+
+/// The last four digits of a chat id's user part, for logs: `…5678`.
+pub fn chat_tag(chat: &str) -> String {
+    let user = chat.split('@').next().unwrap_or(chat);
+    let digits: Vec<char> = user.chars().filter(char::is_ascii_digit).collect();
+    let tail: String = digits[digits.len().saturating_sub(4)..].iter().collect();
+    format!("…{tail}")
+}
+
+/// The error and its causes as one line, with every run of eight or more digits (a phone
+/// number or chat id, whichever chat it names) cut to its last four, so causes that quote a
+/// chat id do not leak phone numbers into logs.
+fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    scrub_numbers(&text)
+}
+
+fn scrub_numbers(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut digits = String::new();
+    let flush = |digits: &mut String, out: &mut String| {
+        if digits.len() >= 8 {
+            out.push('…');
+            out.push_str(&digits[digits.len() - 4..]);
+        } else {
+            out.push_str(digits);
+        }
+        digits.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            flush(&mut digits, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut digits, &mut out);
+    out
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The spec in force and what is derived from it.
+#[derive(Debug)]
+struct Config {
+    spec: TenantSpec,
+    tz: TimeZone,
+}
+
+impl Config {
+    fn new(spec: TenantSpec) -> Self {
+        let tz = TimeZone::get(&spec.timezone).unwrap_or_else(|err| {
+            tracing::warn!(tenant = %spec.id, timezone = %spec.timezone, error = %err,
+                "unknown time zone; business hours use UTC");
+            TimeZone::UTC
+        });
+        Self { spec, tz }
+    }
+}
+
+#[derive(Debug, Default)]
+struct ChatQueue {
+    pending: VecDeque<IncomingMessage>,
+    told_to_wait: bool,
+}
+
+#[derive(Debug, Default)]
+struct Limiters {
+    tenant: FixedWindow,
+    contacts: HashMap<String, FixedWindow>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    pending: BTreeMap<&'static str, i64>,
+    flush_scheduled: bool,
+}
+
+/// Which limit refused a reply.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    Tenant,
+    Contact,
+}
+
+struct Inner<T> {
+    tenant: TenantId,
+    store: Store,
+    transport: Arc<T>,
+    clock: Arc<dyn Clock>,
+    ready: AtomicBool,
+    closing: AtomicBool,
+    config: RwLock<Arc<Config>>,
+    dedup: Mutex<DedupWindow>,
+    queues: Mutex<HashMap<String, ChatQueue>>,
+    drained: Notify,
+    limits: Mutex<Limiters>,
+    opted_out: Mutex<HashMap<String, bool>>,
+    counters: Mutex<Counters>,
+    last_seen: Mutex<Option<Timestamp>>,
+}
+
+/// The bot of one tenant. A cheap handle: clones share everything.
+pub struct Bot<T: Transport + 'static> {
+    inner: Arc<Inner<T>>,
+}
+
+impl<T: Transport + 'static> Clone for Bot<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<T: Transport + 'static> fmt::Debug for Bot<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bot")
+            .field("tenant", &self.inner.tenant)
+            .field("ready", &self.inner.ready.load(Ordering::Relaxed))
+            .field("closing", &self.inner.closing.load(Ordering::Relaxed))
+            .field("queued", &self.queued())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Transport + 'static> Bot<T> {
+    /// A bot for `tenant` answering with `spec`, logging to `store` and sending through
+    /// `transport`, on the system clock. Not ready until [`Bot::set_ready`]`(true)`.
+    pub fn new(tenant: TenantId, spec: TenantSpec, store: Store, transport: Arc<T>) -> Self {
+        Self::with_clock(tenant, spec, store, transport, Arc::new(SystemClock))
+    }
+
+    /// Like [`Bot::new`] with the clock given (tests drive a [`ManualClock`]).
+    pub fn with_clock(
+        tenant: TenantId,
+        spec: TenantSpec,
+        store: Store,
+        transport: Arc<T>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                tenant,
+                store,
+                transport,
+                clock,
+                ready: AtomicBool::new(false),
+                closing: AtomicBool::new(false),
+                config: RwLock::new(Arc::new(Config::new(spec))),
+                dedup: Mutex::new(DedupWindow::new(DEDUP_CAPACITY, DEDUP_TTL)),
+                queues: Mutex::default(),
+                drained: Notify::new(),
+                limits: Mutex::default(),
+                opted_out: Mutex::default(),
+                counters: Mutex::default(),
+                last_seen: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Whether the session is ready; messages arriving while not ready are dropped (counted
+    /// as `dropped_not_ready`).
+    pub fn set_ready(&self, ready: bool) {
+        self.inner.ready.store(ready, Ordering::SeqCst);
+        tracing::info!(tenant = %self.inner.tenant, ready, "bot readiness changed");
+    }
+
+    /// Applies a new spec (texts, template, language, hours, time zone, limits) to every
+    /// message handled from now on. Limit windows keep their counts.
+    pub fn reload(&self, spec: TenantSpec) {
+        let config = Arc::new(Config::new(spec));
+        let hash = config.spec.hash();
+        match self.inner.config.write() {
+            Ok(mut c) => *c = config,
+            Err(poisoned) => *poisoned.into_inner() = config,
+        }
+        tracing::info!(tenant = %self.inner.tenant, spec = %hash, "bot spec reloaded");
+    }
+
+    /// The spec in force.
+    pub fn spec(&self) -> TenantSpec {
+        self.inner.config().spec.clone()
+    }
+
+    /// Messages waiting in chat queues (not counting those being handled).
+    pub fn queued(&self) -> usize {
+        lock(&self.inner.queues)
+            .values()
+            .map(|q| q.pending.len())
+            .sum()
+    }
+
+    /// Takes one message from the transport: filters it, dedups it by id and queues it on its
+    /// chat. Returns without waiting for the reply.
+    pub async fn on_message(&self, msg: IncomingMessage) {
+        let inner = &self.inner;
+        let kind = ChatKind::of(&msg.chat);
+        let dropped = if inner.closing.load(Ordering::SeqCst) {
+            Some("dropped_closing")
+        } else if !inner.ready.load(Ordering::SeqCst) {
+            Some("dropped_not_ready")
+        } else if msg.from_me {
+            Some("dropped_own")
+        } else if msg.is_group || kind.is_group {
+            Some("dropped_group")
+        } else if msg.is_status || kind.is_status || msg.is_broadcast || kind.is_broadcast {
+            Some("dropped_status")
+        } else if msg.is_newsletter || kind.is_newsletter {
+            Some("dropped_newsletter")
+        } else if msg.is_history {
+            Some("dropped_history")
+        } else if SYSTEM_KINDS.contains(&msg.kind.as_str()) {
+            Some("dropped_system")
+        } else {
+            None
+        };
+        if let Some(reason) = dropped {
+            tracing::info!(tenant = %inner.tenant, chat = %chat_tag(&msg.chat), reason,
+                "message dropped");
+            inner.count(reason);
+            return;
+        }
+        let now = inner.clock.now();
+        if !lock(&inner.dedup).insert(&msg.id, now) {
+            tracing::warn!(tenant = %inner.tenant, chat = %chat_tag(&msg.chat),
+                "duplicate message skipped");
+            inner.count("duplicate");
+            return;
+        }
+        let chat = msg.chat.clone();
+        let mut queues = lock(&inner.queues);
+        if let Some(queue) = queues.get_mut(&chat) {
+            if queue.pending.len() >= QUEUE_CAP {
+                let first = !queue.told_to_wait;
+                queue.told_to_wait = true;
+                drop(queues);
+                tracing::warn!(tenant = %inner.tenant, chat = %chat_tag(&chat), first,
+                    "chat queue full; message dropped");
+                inner.count("queue_full");
+                if first {
+                    let inner = Arc::clone(inner);
+                    tokio::spawn(async move {
+                        inner.send_notice(&msg, ReplyKey::PleaseWait).await;
+                    });
+                }
+                return;
+            }
+            queue.pending.push_back(msg);
+            return;
+        }
+        let mut queue = ChatQueue::default();
+        queue.pending.push_back(msg);
+        queues.insert(chat.clone(), queue);
+        drop(queues);
+        let inner = Arc::clone(inner);
+        tokio::spawn(async move { inner.run_chat(chat).await });
+    }
+
+    /// Stops taking messages, waits until every queued message has been handled, then writes
+    /// the pending counters. See the module header for bounding it.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.closing.store(true, Ordering::SeqCst);
+        loop {
+            let drained = inner.drained.notified();
+            if lock(&inner.queues).is_empty() {
+                break;
+            }
+            drained.await;
+        }
+        inner.flush_counters().await;
+        tracing::info!(tenant = %inner.tenant, "bot stopped");
+    }
+
+    /// Writes the counter increments held in memory now.
+    pub async fn flush_counters(&self) {
+        self.inner.flush_counters().await;
+    }
+
+    /// Waits until every chat queue is empty and no message is being handled (tests,
+    /// benchmarks; unlike `shutdown` it keeps accepting messages).
+    pub async fn idle(&self) {
+        loop {
+            let drained = self.inner.drained.notified();
+            if lock(&self.inner.queues).is_empty() {
+                return;
+            }
+            drained.await;
+        }
+    }
+}
+
+impl<T: Transport + 'static> Inner<T> {
+    fn config(self: &Arc<Self>) -> Arc<Config> {
+        match self.config.read() {
+            Ok(c) => Arc::clone(&c),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Handles one chat's messages in order until its queue is empty.
+    async fn run_chat(self: Arc<Self>, chat: String) {
+        loop {
+            let next = {
+                let mut queues = lock(&self.queues);
+                match queues.get_mut(&chat).and_then(|q| {
+                    let msg = q.pending.pop_front();
+                    if q.pending.len() < QUEUE_CAP {
+                        q.told_to_wait = false;
+                    }
+                    msg
+                }) {
+                    Some(msg) => Some(msg),
+                    None => {
+                        queues.remove(&chat);
+                        if queues.is_empty() {
+                            self.drained.notify_waiters();
+                        }
+                        None
+                    }
+                }
+            };
+            let Some(msg) = next else {
+                return;
+            };
+            self.handle(msg).await;
+        }
+    }
+
+    /// Steps from logging IN to `last_seen` for one message.
+    async fn handle(self: &Arc<Self>, msg: IncomingMessage) {
+        let config = self.config();
+        let spec = &config.spec;
+        let tag = chat_tag(&msg.chat);
+        let incoming = NewMessage {
+            tenant: self.tenant.clone(),
+            direction: Direction::In,
+            chat: msg.chat.clone(),
+            from: msg.from.clone(),
+            to: msg.to.clone().unwrap_or_else(|| "me".to_owned()),
+            body: msg.body.clone(),
+            wa_message_id: Some(msg.id.clone()),
+            created_at: self.clock.now(),
+        };
+        match self.store.log_message(&incoming).await {
+            Ok(Inserted::New(_)) => {}
+            Ok(Inserted::Duplicate) => {
+                tracing::warn!(tenant = %self.tenant, chat = %tag,
+                    "message already handled before; skipped");
+                self.count("duplicate");
+                return;
+            }
+            Err(source) => {
+                self.report(
+                    &Error::LogIncoming {
+                        tenant: self.tenant.clone(),
+                        chat: tag.clone(),
+                        source,
+                    },
+                    "store_failed",
+                );
+            }
+        }
+
+        let command = reply::opt_command(&msg.body);
+        let opted_out = self.is_opted_out(&msg.chat).await;
+        let key = match (command, opted_out) {
+            (Some(OptCommand::Out), false) => {
+                self.set_opted_out(&msg.chat, true).await;
+                tracing::info!(tenant = %self.tenant, chat = %tag, "contact opted out");
+                ReplyKey::OptedOut
+            }
+            (Some(OptCommand::In), true) => {
+                self.set_opted_out(&msg.chat, false).await;
+                tracing::info!(tenant = %self.tenant, chat = %tag, "contact opted back in");
+                ReplyKey::OptedIn
+            }
+            (_, true) => {
+                tracing::info!(tenant = %self.tenant, chat = %tag,
+                    "contact opted out; no reply");
+                self.count("opted_out");
+                return;
+            }
+            (_, false) => reply::classify(spec.template, spec.language, &msg.body),
+        };
+
+        let now = self.clock.now();
+        if let Err((limit, first)) = self.take_reply(&msg.chat, spec, now) {
+            let name = match limit {
+                Limit::Tenant => "rate_limited_tenant",
+                Limit::Contact => "rate_limited_contact",
+            };
+            tracing::warn!(tenant = %self.tenant, chat = %tag, limit = name, warning = first,
+                "reply limit reached");
+            self.count(name);
+            if first {
+                self.send_notice(&msg, ReplyKey::SlowDown).await;
+            }
+            return;
+        }
+
+        let text = compose(&config, key, now);
+        if self.send_and_log(&msg, &text).await.is_some() {
+            self.touch_last_seen().await;
+        }
+    }
+
+    /// Checks both limits and counts the reply against both when they allow it.
+    fn take_reply(
+        &self,
+        chat: &str,
+        spec: &TenantSpec,
+        now: Timestamp,
+    ) -> Result<(), (Limit, bool)> {
+        let mut limits = lock(&self.limits);
+        let Limiters { tenant, contacts } = &mut *limits;
+        if contacts.len() > 4_096 {
+            contacts.retain(|_, w| !w.idle(now, CONTACT_WINDOW));
+        }
+        let contact = contacts.entry(chat.to_owned()).or_default();
+        let per_contact = spec.limits.replies_per_contact_per_10min;
+        if let Verdict::Refused { first } = contact.check(now, per_contact, CONTACT_WINDOW) {
+            return Err((Limit::Contact, first));
+        }
+        let per_tenant = spec.limits.replies_per_minute;
+        if let Verdict::Refused { first } = tenant.check(now, per_tenant, TENANT_WINDOW) {
+            return Err((Limit::Tenant, first));
+        }
+        contact.take(now, CONTACT_WINDOW);
+        tenant.take(now, TENANT_WINDOW);
+        Ok(())
+    }
+
+    /// Sends a notice (slow down, please wait) outside the limits, logging it OUT.
+    async fn send_notice(self: &Arc<Self>, msg: &IncomingMessage, key: ReplyKey) {
+        let config = self.config();
+        let text = reply::render(&config.spec, key, Placeholders::default());
+        self.send_and_log(msg, &text).await;
+    }
+
+    /// Sends `text` as a reply quoting `msg` and logs it OUT; the sent message when it went out.
+    async fn send_and_log(
+        self: &Arc<Self>,
+        msg: &IncomingMessage,
+        text: &str,
+    ) -> Option<SentMessage> {
+        let tag = chat_tag(&msg.chat);
+        let sent = match self.transport.send_reply(&msg.chat, &msg.id, text).await {
+            Ok(sent) => sent,
+            Err(source) => {
+                self.report(
+                    &Error::Send {
+                        tenant: self.tenant.clone(),
+                        chat: tag,
+                        source,
+                    },
+                    "send_failed",
+                );
+                return None;
+            }
+        };
+        tracing::info!(tenant = %self.tenant, chat = %tag, quoted = sent.quoted, "reply sent");
+        let outgoing = NewMessage {
+            tenant: self.tenant.clone(),
+            direction: Direction::Out,
+            chat: msg.chat.clone(),
+            from: msg.to.clone().unwrap_or_else(|| "me".to_owned()),
+            to: msg.from.clone(),
+            body: text.to_owned(),
+            wa_message_id: Some(sent.id.clone()),
+            created_at: self.clock.now(),
+        };
+        if let Err(source) = self.store.log_message(&outgoing).await {
+            self.report(
+                &Error::LogOutgoing {
+                    tenant: self.tenant.clone(),
+                    chat: tag,
+                    source,
+                },
+                "store_failed",
+            );
+        }
+        Some(sent)
+    }
+
+    async fn is_opted_out(self: &Arc<Self>, chat: &str) -> bool {
+        if let Some(known) = lock(&self.opted_out).get(chat) {
+            return *known;
+        }
+        match self.store.is_opted_out(&self.tenant, chat).await {
+            Ok(value) => {
+                lock(&self.opted_out).insert(chat.to_owned(), value);
+                value
+            }
+            Err(source) => {
+                // Not cached: the next message asks the store again.
+                self.report(
+                    &Error::OptOut {
+                        op: "read",
+                        tenant: self.tenant.clone(),
+                        chat: chat_tag(chat),
+                        source,
+                    },
+                    "store_failed",
+                );
+                false
+            }
+        }
+    }
+
+    async fn set_opted_out(self: &Arc<Self>, chat: &str, value: bool) {
+        lock(&self.opted_out).insert(chat.to_owned(), value);
+        let now = self.clock.now();
+        if let Err(source) = self
+            .store
+            .set_opted_out(&self.tenant, chat, value, now)
+            .await
+        {
+            self.report(
+                &Error::OptOut {
+                    op: "store",
+                    tenant: self.tenant.clone(),
+                    chat: chat_tag(chat),
+                    source,
+                },
+                "store_failed",
+            );
+        }
+    }
+
+    async fn touch_last_seen(self: &Arc<Self>) {
+        let now = self.clock.now();
+        {
+            let mut last = lock(&self.last_seen);
+            if last.is_some_and(|at| now.duration_since(at) < LAST_SEEN_EVERY) {
+                return;
+            }
+            *last = Some(now);
+        }
+        if let Err(source) = self.store.session_heartbeat(&self.tenant, now).await {
+            let err = Error::LastSeen {
+                tenant: self.tenant.clone(),
+                source,
+            };
+            tracing::warn!(tenant = %self.tenant, error = %describe(&err), "last seen not recorded");
+            self.count("store_failed");
+        }
+    }
+
+    fn report(self: &Arc<Self>, err: &Error, counter: &'static str) {
+        tracing::warn!(tenant = %self.tenant, error = %describe(err), "message handling step failed");
+        self.count(counter);
+    }
+
+    /// Adds one to a counter in memory and makes sure a flush is scheduled.
+    fn count(self: &Arc<Self>, name: &'static str) {
+        let mut counters = lock(&self.counters);
+        *counters.pending.entry(name).or_default() += 1;
+        if !counters.flush_scheduled {
+            counters.flush_scheduled = true;
+            drop(counters);
+            let inner = Arc::clone(self);
+            tokio::spawn(async move {
+                tokio::time::sleep(COUNTER_FLUSH_DELAY).await;
+                inner.flush_counters().await;
+            });
+        }
+    }
+
+    async fn flush_counters(self: &Arc<Self>) {
+        let pending = {
+            let mut counters = lock(&self.counters);
+            counters.flush_scheduled = false;
+            std::mem::take(&mut counters.pending)
+        };
+        for (name, delta) in pending {
+            if let Err(source) = self.store.add_counter(&self.tenant, name, delta).await {
+                let err = Error::Counter {
+                    tenant: self.tenant.clone(),
+                    name,
+                    source,
+                };
+                tracing::warn!(tenant = %self.tenant, error = %describe(&err),
+                    "counter kept for the next flush");
+                *lock(&self.counters).pending.entry(name).or_default() += delta;
+            }
+        }
+    }
+}
+
+/// The reply text for `key`: the template's answer, plus the closed note outside business
+/// hours (not for opt-out and opt-in confirmations).
+fn compose(config: &Config, key: ReplyKey, now: Timestamp) -> String {
+    let spec = &config.spec;
+    let week;
+    let mut values = Placeholders::default();
+    if key == ReplyKey::Menu4 && spec.template == Template::Support {
+        week = hours::describe_week(spec.hours.as_ref(), spec.language);
+        values.hours = Some(&week);
+    }
+    let text = reply::render(spec, key, values);
+    if matches!(key, ReplyKey::OptedOut | ReplyKey::OptedIn) {
+        return text;
+    }
+    match hours::opening(spec.hours.as_ref(), &config.tz, now) {
+        Opening::Open => text,
+        Opening::Closed { next } => {
+            let opens = hours::describe_next(next, spec.language);
+            let note = reply::render(
+                spec,
+                ReplyKey::Closed,
+                Placeholders {
+                    opens: Some(&opens),
+                    hours: None,
+                },
+            );
+            format!("{text}\n\n{note}")
+        }
+    }
+}
+
+/// The text the bot would answer to `body` at `now` under `spec`, ignoring limits, opt-out and
+/// the store: what a tenant file's author can preview.
+pub fn preview(spec: &TenantSpec, body: &str, now: Timestamp) -> String {
+    let config = Config::new(spec.clone());
+    let key = match reply::opt_command(body) {
+        Some(OptCommand::Out) => ReplyKey::OptedOut,
+        Some(OptCommand::In) | None => reply::classify(spec.template, spec.language, body),
+    };
+    compose(&config, key, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_tags_keep_only_the_last_four_digits() {
+        assert_eq!(chat_tag("255712345678@c.us"), "…5678");
+        assert_eq!(chat_tag("12@lid"), "…12");
+    }
+
+    #[test]
+    fn logged_errors_keep_only_the_last_four_digits_of_long_numbers() {
+        let err = std::io::Error::other("refused to send to 255712345678@c.us (SQLSTATE 23505)");
+        assert_eq!(
+            describe(&err),
+            "refused to send to …5678@c.us (SQLSTATE 23505)"
+        );
+    }
+}

@@ -1,0 +1,67 @@
+//! The bot plugged into the worker: a `MessageSink` that hands WhatsApp messages to `bot::Bot`.
+//!
+//! Owns only the adapter between the session lifecycle (`run.rs`, which attaches and detaches
+//! the sink around every browser launch) and the bot pipeline (`bot/`). It decides nothing about
+//! replies and nothing about the browser.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{TenantId, TenantSpec};
+use crate::store::Store;
+
+use super::bot::Bot;
+use super::browser::WaWebBrowser;
+use super::run::MessageSink;
+use super::transport::IncomingMessage;
+
+/// How long a detach waits for queued replies before the browser closes anyway.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Answers customers through the tenant's bot.
+#[derive(Debug, Default)]
+pub struct BotSink {
+    bot: Option<Bot<WaWebBrowser>>,
+    /// A spec that arrived by SIGHUP while no browser was up; used at the next attach.
+    pending_spec: Option<TenantSpec>,
+}
+
+impl MessageSink for BotSink {
+    async fn attach(
+        &mut self,
+        tenant: &TenantId,
+        spec: &TenantSpec,
+        store: &Store,
+        transport: Arc<WaWebBrowser>,
+    ) {
+        let spec = self.pending_spec.take().unwrap_or_else(|| spec.clone());
+        self.bot = Some(Bot::new(tenant.clone(), spec, store.clone(), transport));
+    }
+
+    fn set_ready(&mut self, ready: bool) {
+        if let Some(bot) = &self.bot {
+            bot.set_ready(ready);
+        }
+    }
+
+    async fn on_message(&mut self, message: IncomingMessage) {
+        if let Some(bot) = &self.bot {
+            bot.on_message(message).await;
+        }
+    }
+
+    fn reload(&mut self, spec: TenantSpec) {
+        match &self.bot {
+            Some(bot) => bot.reload(spec),
+            None => self.pending_spec = Some(spec),
+        }
+    }
+
+    async fn detach(&mut self) {
+        if let Some(bot) = self.bot.take()
+            && tokio::time::timeout(DRAIN, bot.shutdown()).await.is_err()
+        {
+            tracing::warn!("queued replies did not finish before the browser closed");
+        }
+    }
+}
