@@ -715,7 +715,7 @@ async fn a_whatsapp_web_without_a_module_exits_1_naming_it() {
 }
 
 #[tokio::test]
-async fn sighup_reloads_the_spec_messages_reach_the_sink_and_a_conflict_is_taken_back() {
+async fn sighup_reloads_the_spec_the_bot_answers_with_it_and_a_conflict_is_taken_back() {
     let Some(chromium) = chromium() else { return };
     let mut rig = Rig::new(chromium, true).await;
     rig.set_env("FLOWHQ_WORKER_TAKEOVER_AFTER", "1s");
@@ -734,19 +734,54 @@ async fn sighup_reloads_the_spec_messages_reach_the_sink_and_a_conflict_is_taken
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // A message reaches the sink (the bot-less worker only logs its id and kind), and its
-    // body never reaches the log.
+    // A customer's message is answered by the bot with the reloaded spec, quoted, through the
+    // same browser; both directions are in the message log, and the body never reaches the log.
+    let browser_before = rig.browser_pid();
     rig.control(
         "receive",
         json!({"chat": "255711111111@c.us", "body": "siri-ya-mteja 4471"}),
         Some("CONNECTED"),
     );
     let deadline = Instant::now() + WAIT;
-    while !rig.log().contains("message not handled") {
-        assert!(Instant::now() < deadline, "no message; log:\n{}", rig.log());
+    let (incoming, outgoing) = loop {
+        let rows = rig.store.messages(&tenant(), 10).await.unwrap();
+        let incoming = rows
+            .iter()
+            .find(|m| m.direction == flowhq::store::Direction::In)
+            .cloned();
+        let outgoing = rows
+            .iter()
+            .find(|m| m.direction == flowhq::store::Direction::Out)
+            .cloned();
+        if let (Some(i), Some(o)) = (incoming, outgoing) {
+            break (i, o);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reply logged; log:\n{}",
+            rig.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(rig.log().contains("255711111111@c.us"), "{}", rig.log());
+    };
+    assert_eq!(incoming.body, "siri-ya-mteja 4471");
+    assert_eq!(incoming.chat, "255711111111@c.us");
+    assert!(
+        outgoing.body.starts_with(
+            "Karibu Mama Asha Beauty. Andika: 1) Booking 2) Huduma 3) Bei 4) Mawasiliano"
+        ),
+        "the reloaded business name is in the reply: {}",
+        outgoing.body
+    );
+    assert_eq!(outgoing.to, "255711111111@c.us");
+    assert!(
+        outgoing.wa_message_id.is_some(),
+        "the sent message's id is logged"
+    );
+    assert_eq!(
+        rig.browser_pid(),
+        browser_before,
+        "the reload kept the browser"
+    );
     assert!(
         !rig.log().contains("siri-ya-mteja"),
         "a message body was logged"
