@@ -126,6 +126,7 @@ async fn main() {
         limits: Limits {
             replies_per_minute: u32::MAX,
             replies_per_contact_per_10min: u32::MAX,
+            memory_max: None,
         },
         replies: BTreeMap::new(),
         restart: None,

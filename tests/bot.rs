@@ -45,6 +45,7 @@ fn spec(template: Template, language: Language) -> TenantSpec {
         limits: Limits {
             replies_per_minute: 1_000,
             replies_per_contact_per_10min: 1_000,
+            memory_max: None,
         },
         replies: BTreeMap::new(),
         restart: None,

@@ -45,10 +45,17 @@ const TOP_KEYS: [&str; 10] = [
     "restart",
 ];
 
+/// The smallest per-tenant memory limit: below it no browser can run.
+const MIN_MEMORY_MAX: u64 = 64 << 20;
+
 /// Fields without a default.
 const REQUIRED: [&str; 5] = ["business_name", "phone", "template", "language", "timezone"];
 
-const LIMIT_KEYS: [&str; 2] = ["replies_per_minute", "replies_per_contact_per_10min"];
+const LIMIT_KEYS: [&str; 3] = [
+    "replies_per_minute",
+    "replies_per_contact_per_10min",
+    "memory_max",
+];
 
 /// Failures to read files and directories. They reach operators as diagnostics.
 #[derive(Debug, thiserror::Error)]
@@ -591,6 +598,25 @@ fn limits(ctx: &mut FileCtx<'_>, v: &Spanned<DeValue<'_>>) -> Option<Limits> {
     ctx.unknown_keys(table, &LIMIT_KEYS, "[limits]");
     let mut limits = Limits::default();
     let mut ok = true;
+    if let Some(value) = table.get("memory_max") {
+        match ctx.string("limits.memory_max", value) {
+            Some(text) => match crate::config::daemon::parse_bytes(&text) {
+                Ok(bytes) if bytes >= MIN_MEMORY_MAX => limits.memory_max = Some(bytes),
+                Ok(_) => {
+                    ctx.error(
+                        value.span().start,
+                        "`limits.memory_max` is below 64MiB; Chromium cannot run in that",
+                    );
+                    ok = false;
+                }
+                Err(why) => {
+                    ctx.error(value.span().start, format!("`limits.memory_max`: {why}"));
+                    ok = false;
+                }
+            },
+            None => ok = false,
+        }
+    }
     for (key, slot) in LIMIT_KEYS.iter().zip([
         &mut limits.replies_per_minute,
         &mut limits.replies_per_contact_per_10min,

@@ -229,6 +229,11 @@ pub struct Limits {
     pub replies_per_minute: u32,
     /// Replies per contact per ten minutes (1..=600, default 20).
     pub replies_per_contact_per_10min: u32,
+    /// This tenant's own worker memory limit in bytes (the process tree's PSS), overriding
+    /// the daemon's `worker.memory_max`. Left out of the serialized form when unset, so the
+    /// spec hash of files without it does not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_max: Option<u64>,
 }
 
 impl Default for Limits {
@@ -236,6 +241,7 @@ impl Default for Limits {
         Self {
             replies_per_minute: 10,
             replies_per_contact_per_10min: 20,
+            memory_max: None,
         }
     }
 }

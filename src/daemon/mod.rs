@@ -286,7 +286,6 @@ impl Daemon {
         let policy = Policy {
             stale_after: cfg.worker.stale_after,
             memory_max: cfg.worker.memory_max,
-            memory_max_per_tenant: BTreeMap::new(),
             max_prune_share: cfg.prune.max_share,
             allow_mass_prune: cfg.prune.allow_mass_prune || opts.allow_mass_prune,
         };

@@ -304,7 +304,7 @@ impl TenantCtx<'_> {
                         changed: Vec::new(),
                         reason,
                     });
-                } else if let Some(reason) = self.memory_reason(worker) {
+                } else if let Some(reason) = self.memory_reason(worker, target) {
                     out.actions.push(Action::Restart {
                         tenant: self.id.clone(),
                         changed: Vec::new(),
@@ -363,13 +363,9 @@ impl TenantCtx<'_> {
         })
     }
 
-    fn memory_reason(&self, worker: &ObservedWorker) -> Option<String> {
-        let limit = self
-            .policy
-            .memory_max_per_tenant
-            .get(self.id)
-            .copied()
-            .or(self.policy.memory_max)?;
+    fn memory_reason(&self, worker: &ObservedWorker, target: &Target<'_>) -> Option<String> {
+        // The tenant file's own limit wins over the daemon's default.
+        let limit = target.spec.limits.memory_max.or(self.policy.memory_max)?;
         let used = worker.memory_bytes?;
         (used > limit).then(|| {
             format!(

@@ -142,8 +142,6 @@ pub struct Policy {
     pub stale_after: Duration,
     /// A worker whose tree stays above this many bytes is restarted.
     pub memory_max: Option<u64>,
-    /// Per-tenant memory limits that override `memory_max`.
-    pub memory_max_per_tenant: BTreeMap<TenantId, u64>,
     /// A pass may retire at most this share of the non-retired tenants.
     pub max_prune_share: f64,
     /// Retire even when the share is exceeded.
@@ -155,7 +153,6 @@ impl Default for Policy {
         Self {
             stale_after: Duration::from_secs(120),
             memory_max: None,
-            memory_max_per_tenant: BTreeMap::new(),
             max_prune_share: 0.5,
             allow_mass_prune: false,
         }

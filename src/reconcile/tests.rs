@@ -421,7 +421,16 @@ fn plan_restarts_a_worker_above_its_memory_limit() {
     w.expect(20, "no changes: every tenant matches its file");
     w.policy.memory_max = Some(800 << 20);
     w.expect(20, "restart       salon                    memory: process tree uses 900 MiB, above memory_max 800 MiB");
-    w.policy.memory_max_per_tenant.insert(id("salon"), 1 << 30);
+    // The tenant file's own limit wins over the daemon's.
+    let mut roomy = spec("salon");
+    roomy.limits.memory_max = Some(1 << 30);
+    let mut w = World::new().steady(roomy);
+    w.observed
+        .workers
+        .get_mut(&id("salon"))
+        .unwrap()
+        .memory_bytes = Some(900 << 20);
+    w.policy.memory_max = Some(800 << 20);
     w.expect(20, "no changes: every tenant matches its file");
 }
 
