@@ -600,7 +600,7 @@ fn limits(ctx: &mut FileCtx<'_>, v: &Spanned<DeValue<'_>>) -> Option<Limits> {
     let mut ok = true;
     if let Some(value) = table.get("memory_max") {
         match ctx.string("limits.memory_max", value) {
-            Some(text) => match crate::config::daemon::parse_bytes(&text) {
+            Some(text) => match crate::config::daemon::parse_bytes(text) {
                 Ok(bytes) if bytes >= MIN_MEMORY_MAX => limits.memory_max = Some(bytes),
                 Ok(_) => {
                     ctx.error(
