@@ -961,3 +961,73 @@ async fn a_worker_that_stays_above_its_memory_limit_is_restarted() {
         "{events:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_the_qr_link_after_a_qr_timeout_asks_the_worker_for_fresh_codes() {
+    let mut fleet = Fleet::new(TestDb::sqlite());
+    fleet.tenant("salon", 1, "Salon");
+    fleet.start();
+    fleet
+        .until("salon running", |f| f.pid_of("salon").is_some())
+        .await;
+    fleet
+        .until("status address logged", |f| {
+            status_addr(&f.daemon_log()).is_some()
+        })
+        .await;
+    let addr = status_addr(&fleet.daemon_log()).unwrap();
+    let id = TenantId::parse("salon").unwrap();
+    // The worker gave up waiting for a scan.
+    let store = Store::connect(fleet.db.url(), Role::Worker).await.unwrap();
+    store
+        .session_set_state(
+            &id,
+            flowhq::store::SessionState::QrTimeout,
+            None,
+            jiff::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flowhq"))
+        .args([
+            "link-url",
+            "salon",
+            "--base",
+            "http://status.example",
+            "--config",
+        ])
+        .arg(fleet.config_path())
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = String::from_utf8(out.stdout).unwrap();
+    let path = url
+        .trim()
+        .strip_prefix("http://status.example")
+        .unwrap()
+        .to_owned();
+    // The snapshot shows QR_TIMEOUT once the loop has read the session row.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (code, body) = http_get(&addr, &path);
+        assert_eq!(code, 200, "{body}");
+        if store.session_qr_requested_at(&id).await.unwrap().is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no fresh QR request reached the store"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        http_get(&addr, "/v1/tenants/salon/qr").0,
+        403,
+        "not without the link"
+    );
+}

@@ -30,6 +30,8 @@ pub enum Event {
         /// How it ended.
         exit: ExitInfo,
     },
+    /// Someone with access opened the QR page of a tenant whose worker stopped showing codes.
+    QrWanted(TenantId),
     /// SIGHUP: rescan everything now.
     Reload,
     /// SIGTERM or SIGINT: shut down.

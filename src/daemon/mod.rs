@@ -122,9 +122,20 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
     let started_at = Timestamp::now();
     let (status_tx, status_rx) =
         tokio::sync::watch::channel(Arc::new(StatusSnapshot::starting(started_at)));
-    let server = status::serve(&cfg.status, &cfg.state_dir, status_rx)
+    let (qr_tx, mut qr_rx) = mpsc::channel::<TenantId>(16);
+    let server = status::serve_with_qr_requests(&cfg.status, &cfg.state_dir, status_rx, qr_tx)
         .await
         .map_err(Error::Status)?;
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(t) = qr_rx.recv().await {
+                if tx.send(Event::QrWanted(t)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     info!(listen = %server.local_addr(), "status endpoint listening");
 
     let mut d = Daemon::new(cfg, opts, backoff, tx);
@@ -159,6 +170,7 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
                 let Some(ev) = ev else { break };
                 match ev {
                     Event::Shutdown => break,
+                    Event::QrWanted(tenant) => d.request_qr(&tenant).await,
                     ev => run_pass = d.handle(ev),
                 }
             }
@@ -279,6 +291,8 @@ struct Daemon {
     ready: bool,
     /// Some session shows a QR code.
     qr_waiting: bool,
+    /// When fresh QR codes were last requested per tenant.
+    qr_requested: BTreeMap<TenantId, Timestamp>,
 }
 
 impl Daemon {
@@ -318,6 +332,7 @@ impl Daemon {
             started_at: Timestamp::now(),
             ready: false,
             qr_waiting: false,
+            qr_requested: BTreeMap::new(),
         }
     }
 
@@ -346,7 +361,33 @@ impl Daemon {
             }
             Event::Exited { tenant, pid, exit } => self.on_exited(&tenant, pid, exit),
             Event::Stopped { tenant, pid, exit } => self.on_stopped(&tenant, pid, exit),
-            Event::Shutdown => false,
+            Event::Shutdown | Event::QrWanted(_) => false,
+        }
+    }
+
+    /// Asks the worker of `tenant` for fresh QR codes (it idles after `qr_timeout`), at most
+    /// once every 30 s per tenant however often the page is opened.
+    async fn request_qr(&mut self, tenant: &TenantId) {
+        let now = Timestamp::now();
+        if self
+            .qr_requested
+            .get(tenant)
+            .is_some_and(|t| now.duration_since(*t) < jiff::SignedDuration::from_secs(30))
+        {
+            return;
+        }
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        let res = store.session_request_qr(tenant, now).await;
+        if self.store.check(res).is_some() {
+            self.qr_requested.insert(tenant.clone(), now);
+            info!(tenant = %tenant, "QR page opened after the QR timeout: asked the worker for fresh codes");
+            self.event(
+                Some(tenant.clone()),
+                "qr_requested",
+                "QR page opened after the QR timeout".to_owned(),
+            );
         }
     }
 

@@ -16,6 +16,7 @@ pub mod render;
 mod server;
 pub mod text;
 
+use crate::config::TenantId;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -124,6 +125,28 @@ pub async fn serve_with_limits(
     snapshot: watch::Receiver<Arc<StatusSnapshot>>,
     limits: Limits,
 ) -> Result<ServerHandle, Error> {
+    serve_full(cfg, state_dir, snapshot, limits, None).await
+}
+
+/// `serve` for the daemon: an authorized visit to the QR page of a tenant whose worker stopped
+/// showing codes (QR_TIMEOUT) sends the tenant's id on `qr_wanted`, so the daemon can ask the
+/// worker for fresh ones. The endpoint itself still writes nothing.
+pub async fn serve_with_qr_requests(
+    cfg: &StatusConfig,
+    state_dir: &Path,
+    snapshot: watch::Receiver<Arc<StatusSnapshot>>,
+    qr_wanted: tokio::sync::mpsc::Sender<TenantId>,
+) -> Result<ServerHandle, Error> {
+    serve_full(cfg, state_dir, snapshot, Limits::default(), Some(qr_wanted)).await
+}
+
+async fn serve_full(
+    cfg: &StatusConfig,
+    state_dir: &Path,
+    snapshot: watch::Receiver<Arc<StatusSnapshot>>,
+    limits: Limits,
+    qr_wanted: Option<tokio::sync::mpsc::Sender<TenantId>>,
+) -> Result<ServerHandle, Error> {
     let token = match &cfg.token_file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| Error::ReadTokenFile {
@@ -149,7 +172,9 @@ pub async fn serve_with_limits(
         addr: cfg.listen,
         source,
     })?;
-    let shared = Arc::new(server::Shared::new(snapshot, token, secret, limits));
+    let shared = Arc::new(server::Shared::new(
+        snapshot, token, secret, limits, qr_wanted,
+    ));
     let task = tokio::spawn(server::accept_loop(listener, shared));
     tracing::info!(%addr, "status endpoint listening");
     Ok(ServerHandle { addr, task })

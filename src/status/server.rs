@@ -41,6 +41,10 @@ pub(super) struct Shared {
     limits: Limits,
     /// `/v1/tenants` rendered once per snapshot: (snapshot, public body, personal body).
     list_cache: Mutex<ListCache>,
+    /// Where an authorized visit to a QR page whose worker gave up waiting (QR_TIMEOUT) sends
+    /// the tenant id, so the daemon can ask the worker for fresh codes. The server itself
+    /// writes nothing.
+    qr_wanted: Option<tokio::sync::mpsc::Sender<crate::config::TenantId>>,
 }
 
 #[derive(Default)]
@@ -94,8 +98,10 @@ impl Shared {
         token: Option<Vec<u8>>,
         secret: LinkSecret,
         limits: Limits,
+        qr_wanted: Option<tokio::sync::mpsc::Sender<crate::config::TenantId>>,
     ) -> Self {
         Self {
+            qr_wanted,
             snapshot,
             // Only a digest is kept, so comparisons take the same time whatever the lengths.
             token_digest: token.map(|t| digest(&t)),
@@ -245,6 +251,14 @@ impl Shared {
                     return refused(reason);
                 }
                 if page == "qr" {
+                    let timed_out = tenant
+                        .session
+                        .as_ref()
+                        .is_some_and(|s| s.state == crate::store::SessionState::QrTimeout);
+                    if timed_out && let Some(tx) = &self.qr_wanted {
+                        // Never waits: a full queue means a request is already on its way.
+                        let _ = tx.try_send(tenant.id.clone());
+                    }
                     return html(StatusCode::OK, render::qr_html(snap, tenant));
                 }
                 match tenant
