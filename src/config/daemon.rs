@@ -39,7 +39,7 @@ pub struct StatusConfig {
 /// Restart backoff of crashed workers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackoffConfig {
-    /// First delay (default 1s).
+    /// First delay (default 1s); zero means no backoff (every restart immediate).
     pub initial: Duration,
     /// Largest delay (default 5m); `initial <= max`.
     pub max: Duration,
@@ -702,7 +702,8 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, '_, E> {
         };
         let log_files = self.integer(w, "log_files", 5, (1, 100));
         let b: &[&str] = &["worker", "backoff"];
-        let initial = self.positive(b, "initial", secs(1));
+        // Zero is allowed: no backoff, every restart immediate.
+        let (initial, _) = self.duration(b, "initial", secs(1));
         let (max, origin) = self.duration(b, "max", secs(300));
         if max < initial {
             self.report(
@@ -1035,6 +1036,24 @@ messages = "30days"
         assert_eq!(git.interval, secs(60));
         assert_eq!(git.path, PathBuf::from("tenants.d"));
         assert_eq!(c.retention.messages, days(30));
+    }
+
+    #[test]
+    fn a_zero_initial_backoff_is_accepted_and_means_immediate_restarts() {
+        let c = load_str(
+            "[worker]\nbackoff = { initial = \"0s\", max = \"1s\" }\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.worker.backoff.initial, Duration::ZERO);
+        assert_eq!(c.worker.backoff.max, secs(1));
+        let errs = load_str(
+            "[worker]\nbackoff = { initial = \"2s\", max = \"1s\" }\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].contains("must not be shorter than"), "{errs:?}");
     }
 
     #[test]
