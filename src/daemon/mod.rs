@@ -864,14 +864,18 @@ impl Daemon {
     }
 
     fn measure_memory(&mut self) {
-        self.memory.clear();
-        for (id, slot) in &self.slots {
-            if let Some(w) = slot.worker()
-                && let Ok(bytes) = supervisor::tree_pss_bytes(w.pid())
-            {
-                self.memory.insert(id.clone(), bytes);
-            }
-        }
+        // One scan of /proc for the whole fleet: a scan per worker is quadratic in the fleet.
+        let roots: Vec<(TenantId, nix::unistd::Pid)> = self
+            .slots
+            .iter()
+            .filter_map(|(id, s)| s.worker().map(|w| (id.clone(), w.pid())))
+            .collect();
+        let pids: Vec<nix::unistd::Pid> = roots.iter().map(|(_, p)| *p).collect();
+        let mut bytes = supervisor::trees_pss_bytes(&pids);
+        self.memory = roots
+            .into_iter()
+            .filter_map(|(id, pid)| bytes.remove(&pid).map(|b| (id, b)))
+            .collect();
     }
 
     /// A one-line summary for systemd's STATUS= and the logs.
