@@ -331,7 +331,27 @@ impl Daemon {
         );
         self.note_problems(&plan).await;
         let n = plan.actions.len();
-        for action in plan.actions {
+        // Store rows first, then processes: a tenant's row actions always precede its process
+        // actions in a plan, and a worker reads its spec from the row. Consecutive applies
+        // share one transaction (a fleet's cold start is one commit, not one per tenant).
+        let (rows, processes): (Vec<Action>, Vec<Action>) =
+            plan.actions.into_iter().partition(|a| {
+                matches!(
+                    a,
+                    Action::Apply { .. } | Action::SetConfigError { .. } | Action::Retire { .. }
+                )
+            });
+        let mut applies = Vec::new();
+        for action in rows {
+            if matches!(action, Action::Apply { .. }) {
+                applies.push(action);
+                continue;
+            }
+            self.apply_all(std::mem::take(&mut applies)).await;
+            self.execute(action).await;
+        }
+        self.apply_all(applies).await;
+        for action in processes {
             self.execute(action).await;
         }
         self.persist_slots().await;
@@ -378,64 +398,85 @@ impl Daemon {
         self.last_problems = now;
     }
 
-    async fn execute(&mut self, action: Action) {
+    /// Records the specs of `applies` (only `Action::Apply`) in one store transaction.
+    async fn apply_all(&mut self, applies: Vec<Action>) {
+        if applies.is_empty() {
+            return;
+        }
         let now = Timestamp::now();
-        let reason = action.reason();
-        let kind = action.kind();
-        let tenant = action.tenant().clone();
-        info!(tenant = %tenant, action = kind, reason = %reason, "action");
-        match action {
-            Action::Apply {
+        let mut records = Vec::with_capacity(applies.len());
+        let mut applied = Vec::with_capacity(applies.len());
+        for action in applies {
+            let reason = action.reason();
+            info!(tenant = %action.tenant(), action = action.kind(), reason = %reason, "action");
+            let Action::Apply {
                 tenant,
                 spec,
                 lifecycle,
                 revision,
                 file,
                 ..
-            } => {
-                let hash = spec.hash();
-                let created_at = self.applied.get(&tenant).map_or(now, |_| now);
-                let rec = TenantRecord {
-                    id: tenant.clone(),
-                    spec: (*spec).clone(),
-                    spec_hash: hash.clone(),
-                    revision: revision.clone().unwrap_or_default(),
-                    attempted_revision: None,
-                    source_file: file,
-                    lifecycle: to_store_lifecycle(lifecycle),
-                    config_error: None,
-                    created_at,
-                    updated_at: now,
-                    retired_at: None,
-                };
-                let prev_error = self
-                    .applied
-                    .get(&tenant)
-                    .and_then(|a| a.config_error.clone());
-                let written = match self.store.get() {
-                    Some(store) => {
-                        let res = store.upsert_tenant(&rec).await;
-                        self.store.check(res).is_some()
-                    }
-                    None => false,
-                };
-                if written {
-                    self.synced.insert(tenant.clone());
-                } else {
-                    self.synced.remove(&tenant);
-                }
-                self.applied.insert(
-                    tenant.clone(),
-                    AppliedTenant {
-                        spec: *spec,
-                        hash,
-                        lifecycle,
-                        config_error: prev_error,
-                        revision,
-                    },
-                );
-                self.event(Some(tenant), "applied", reason);
+            } = action
+            else {
+                continue;
+            };
+            let hash = spec.hash();
+            records.push(TenantRecord {
+                id: tenant.clone(),
+                spec: (*spec).clone(),
+                spec_hash: hash.clone(),
+                revision: revision.clone().unwrap_or_default(),
+                attempted_revision: None,
+                source_file: file,
+                lifecycle: to_store_lifecycle(lifecycle),
+                config_error: None,
+                created_at: now,
+                updated_at: now,
+                retired_at: None,
+            });
+            let prev_error = self
+                .applied
+                .get(&tenant)
+                .and_then(|a| a.config_error.clone());
+            let a = AppliedTenant {
+                spec: *spec,
+                hash,
+                lifecycle,
+                config_error: prev_error,
+                revision,
+            };
+            applied.push((tenant, a, reason));
+        }
+        let written = match self.store.get() {
+            Some(store) => {
+                let res = store.upsert_tenants(&records).await;
+                self.store.check(res).is_some()
             }
+            None => false,
+        };
+        for (tenant, a, reason) in applied {
+            if written {
+                self.synced.insert(tenant.clone());
+            } else {
+                self.synced.remove(&tenant);
+            }
+            self.applied.insert(tenant.clone(), a);
+            self.event(Some(tenant), "applied", reason);
+        }
+    }
+
+    async fn execute(&mut self, action: Action) {
+        if matches!(action, Action::Apply { .. }) {
+            return self.apply_all(vec![action]).await;
+        }
+        let now = Timestamp::now();
+        let reason = action.reason();
+        let kind = action.kind();
+        let tenant = action.tenant().clone();
+        info!(tenant = %tenant, action = kind, reason = %reason, "action");
+        match action {
+            // Returned above: applies go through `apply_all`.
+            Action::Apply { .. } => {}
             Action::SetConfigError {
                 tenant,
                 error,
