@@ -30,6 +30,8 @@ pub enum Event {
         /// How it ended.
         exit: ExitInfo,
     },
+    /// Memory (PSS) of the workers' process trees, measured off the loop.
+    Memory(Vec<(TenantId, u64)>),
     /// SIGHUP: rescan everything now.
     Reload,
     /// SIGTERM or SIGINT: shut down.

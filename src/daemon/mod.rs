@@ -307,6 +307,10 @@ impl Daemon {
             }
             Event::Exited { tenant, pid, exit } => self.on_exited(&tenant, pid, exit),
             Event::Stopped { tenant, pid, exit } => self.on_stopped(&tenant, pid, exit),
+            Event::Memory(memory) => {
+                self.memory = memory.into_iter().collect();
+                false
+            }
             Event::Shutdown => false,
         }
     }
@@ -904,19 +908,30 @@ impl Daemon {
         }
     }
 
-    fn measure_memory(&mut self) {
-        // One scan of /proc for the whole fleet: a scan per worker is quadratic in the fleet.
+    /// Measures the workers' memory on a blocking thread; `Event::Memory` brings the result.
+    /// Reading every worker's smaps takes long enough at 1,000 workers to delay a file change.
+    fn measure_memory(&self) {
         let roots: Vec<(TenantId, nix::unistd::Pid)> = self
             .slots
             .iter()
             .filter_map(|(id, s)| s.worker().map(|w| (id.clone(), w.pid())))
             .collect();
-        let pids: Vec<nix::unistd::Pid> = roots.iter().map(|(_, p)| *p).collect();
-        let mut bytes = supervisor::trees_pss_bytes(&pids);
-        self.memory = roots
-            .into_iter()
-            .filter_map(|(id, pid)| bytes.remove(&pid).map(|b| (id, b)))
-            .collect();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let measured = tokio::task::spawn_blocking(move || {
+                // One scan of /proc for the whole fleet: a scan per worker is quadratic.
+                let pids: Vec<nix::unistd::Pid> = roots.iter().map(|(_, p)| *p).collect();
+                let mut bytes = supervisor::trees_pss_bytes(&pids);
+                roots
+                    .into_iter()
+                    .filter_map(|(id, pid)| bytes.remove(&pid).map(|b| (id, b)))
+                    .collect()
+            })
+            .await;
+            if let Ok(memory) = measured {
+                let _ = tx.send(Event::Memory(memory)).await;
+            }
+        });
     }
 
     /// A one-line summary for systemd's STATUS= and the logs.
