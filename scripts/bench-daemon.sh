@@ -5,7 +5,8 @@
 # manager's idle CPU and RSS, all at N tenants (default 1000). Installs PM2 (npm) and supervisor
 # (PyPI) under target/bench-tools when missing, builds the release binaries, runs
 # benches/daemon.py, prints a table and keeps the raw numbers in target/bench-daemon/results.json.
-# A full run takes about 15 minutes and needs ~8 GB of memory for the workers.
+# A full run takes about 16 minutes (10 with REPEATS=30) plus the release build, and needs
+# ~4 GB of memory for the 1,000 stub workers.
 # Usage: scripts/bench-daemon.sh [N] [REPEATS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
