@@ -157,6 +157,36 @@ store_test!(tenants_round_trip_with_their_spec, |store| {
     assert_eq!(read.revision, "e5f6a7b");
 });
 
+store_test!(
+    a_batch_of_tenants_is_written_together_keeping_created_at,
+    |store| {
+        let t0 = at("2026-11-28T10:00:00Z");
+        store
+            .upsert_tenant(&tenant_record("acme", t0))
+            .await
+            .unwrap();
+        store.upsert_tenants(&[]).await.unwrap();
+        let t1 = at("2026-11-28T11:00:00Z");
+        let mut acme = tenant_record("acme", t1);
+        acme.spec.business_name = "Acme Ltd".to_owned();
+        acme.spec_hash = acme.spec.hash();
+        let batch: Vec<TenantRecord> = std::iter::once(acme)
+            .chain((0..50).map(|i| tenant_record(&format!("t{i:02}"), t1)))
+            .collect();
+        store.upsert_tenants(&batch).await.unwrap();
+        let all = store.tenants().await.unwrap();
+        assert_eq!(all.len(), 51);
+        let read = store.tenant(&id("acme")).await.unwrap().unwrap();
+        assert_eq!(read.created_at, t0);
+        assert_eq!(read.updated_at, t1);
+        assert_eq!(read.spec.business_name, "Acme Ltd");
+        assert_eq!(
+            store.tenant(&id("t49")).await.unwrap(),
+            Some(batch[50].clone())
+        );
+    }
+);
+
 store_test!(config_errors_are_recorded_and_cleared, |store| {
     seed_tenant(&store, "acme").await;
     let t1 = at("2026-11-28T12:00:00Z");

@@ -39,7 +39,7 @@ pub struct StatusConfig {
 /// Restart backoff of crashed workers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackoffConfig {
-    /// First delay (default 1s).
+    /// First delay (default 1s); zero means no backoff (every restart immediate).
     pub initial: Duration,
     /// Largest delay (default 5m); `initial <= max`.
     pub max: Duration,
@@ -702,7 +702,8 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, '_, E> {
         };
         let log_files = self.integer(w, "log_files", 5, (1, 100));
         let b: &[&str] = &["worker", "backoff"];
-        let initial = self.positive(b, "initial", secs(1));
+        // Zero is allowed: no backoff, every restart immediate.
+        let (initial, _) = self.duration(b, "initial", secs(1));
         let (max, origin) = self.duration(b, "max", secs(300));
         if max < initial {
             self.report(
@@ -712,10 +713,11 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, '_, E> {
         }
         let reset_after = self.positive(b, "reset_after", secs(600));
         let (jitter, origin) = self.number(b, "jitter", 0.2);
-        if !(0.0..=1.0).contains(&jitter) {
+        // ±100 % could make a delay zero or double it; the supervisor takes [0, 1).
+        if !(0.0..1.0).contains(&jitter) {
             self.report(
                 &origin,
-                format!("`worker.backoff.jitter` must be between 0 and 1, found {jitter}"),
+                format!("`worker.backoff.jitter` must be at least 0 and below 1, found {jitter}"),
             );
         }
 
@@ -993,7 +995,7 @@ mod tests {
                 "F:2:12: error: `shutdown`: unknown value `keep`, did you mean `keep-workers`?",
                 "F:4:16: error: `worker.kill_timeout` must be a string, found integer",
                 "F:5:15: error: `worker.stale_after` must be longer than `worker.heartbeat_interval`",
-                "F:7:10: error: `worker.backoff.jitter` must be between 0 and 1, found 2",
+                "F:7:10: error: `worker.backoff.jitter` must be at least 0 and below 1, found 2",
                 "F:9:13: error: `prune.max_share` must be above 0 and at most 1, found 0",
             ]
         );
@@ -1035,6 +1037,24 @@ messages = "30days"
         assert_eq!(git.interval, secs(60));
         assert_eq!(git.path, PathBuf::from("tenants.d"));
         assert_eq!(c.retention.messages, days(30));
+    }
+
+    #[test]
+    fn a_zero_initial_backoff_is_accepted_and_means_immediate_restarts() {
+        let c = load_str(
+            "[worker]\nbackoff = { initial = \"0s\", max = \"1s\" }\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.worker.backoff.initial, Duration::ZERO);
+        assert_eq!(c.worker.backoff.max, secs(1));
+        let errs = load_str(
+            "[worker]\nbackoff = { initial = \"2s\", max = \"1s\" }\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].contains("must not be shorter than"), "{errs:?}");
     }
 
     #[test]

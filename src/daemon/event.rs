@@ -32,6 +32,8 @@ pub enum Event {
     },
     /// Someone with access opened the QR page of a tenant whose worker stopped showing codes.
     QrWanted(TenantId),
+    /// Memory (PSS) of the workers' process trees, measured off the loop.
+    Memory(Vec<(TenantId, u64)>),
     /// SIGHUP: rescan everything now.
     Reload,
     /// SIGTERM or SIGINT: shut down.

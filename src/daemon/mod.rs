@@ -361,6 +361,21 @@ impl Daemon {
             }
             Event::Exited { tenant, pid, exit } => self.on_exited(&tenant, pid, exit),
             Event::Stopped { tenant, pid, exit } => self.on_stopped(&tenant, pid, exit),
+            Event::Memory(memory) => {
+                // The planner sees the lower of the last two samples, so a worker is
+                // restarted only when it *stays* above its limit, not for one spike.
+                let previous = std::mem::replace(&mut self.memory, memory.into_iter().collect());
+                self.memory_sustained = self
+                    .memory
+                    .iter()
+                    .filter_map(|(id, now)| {
+                        previous
+                            .get(id)
+                            .map(|before| (id.clone(), (*now).min(*before)))
+                    })
+                    .collect();
+                false
+            }
             Event::Shutdown | Event::QrWanted(_) => false,
         }
     }
@@ -411,7 +426,27 @@ impl Daemon {
         );
         self.note_problems(&plan).await;
         let n = plan.actions.len();
-        for action in plan.actions {
+        // Store rows first, then processes: a tenant's row actions always precede its process
+        // actions in a plan, and a worker reads its spec from the row. Consecutive applies
+        // share one transaction (a fleet's cold start is one commit, not one per tenant).
+        let (rows, processes): (Vec<Action>, Vec<Action>) =
+            plan.actions.into_iter().partition(|a| {
+                matches!(
+                    a,
+                    Action::Apply { .. } | Action::SetConfigError { .. } | Action::Retire { .. }
+                )
+            });
+        let mut applies = Vec::new();
+        for action in rows {
+            if matches!(action, Action::Apply { .. }) {
+                applies.push(action);
+                continue;
+            }
+            self.apply_all(std::mem::take(&mut applies)).await;
+            self.execute(action).await;
+        }
+        self.apply_all(applies).await;
+        for action in processes {
             self.execute(action).await;
         }
         self.persist_slots().await;
@@ -444,10 +479,8 @@ impl Daemon {
                     .get(id)
                     .copied()
                     .map_or(floor, |h| h.max(floor));
-                (
-                    id.clone(),
-                    s.observed(Some(heartbeat), self.memory.get(id).copied()),
-                )
+                let memory = self.memory_sustained.get(id).copied();
+                (id.clone(), s.observed(Some(heartbeat), memory))
             })
             .collect();
         Observed {
@@ -469,7 +502,78 @@ impl Daemon {
         self.last_problems = now;
     }
 
+    /// Records the specs of `applies` (only `Action::Apply`) in one store transaction.
+    async fn apply_all(&mut self, applies: Vec<Action>) {
+        if applies.is_empty() {
+            return;
+        }
+        let now = Timestamp::now();
+        let mut records = Vec::with_capacity(applies.len());
+        let mut applied = Vec::with_capacity(applies.len());
+        for action in applies {
+            let reason = action.reason();
+            info!(tenant = %action.tenant(), action = action.kind(), reason = %reason, "action");
+            self.metrics.count_action(action.kind());
+            let Action::Apply {
+                tenant,
+                spec,
+                lifecycle,
+                revision,
+                file,
+                ..
+            } = action
+            else {
+                continue;
+            };
+            let hash = spec.hash();
+            records.push(TenantRecord {
+                id: tenant.clone(),
+                spec: (*spec).clone(),
+                spec_hash: hash.clone(),
+                revision: revision.clone().unwrap_or_default(),
+                attempted_revision: None,
+                source_file: file,
+                lifecycle: to_store_lifecycle(lifecycle),
+                config_error: None,
+                created_at: now,
+                updated_at: now,
+                retired_at: None,
+            });
+            let prev_error = self
+                .applied
+                .get(&tenant)
+                .and_then(|a| a.config_error.clone());
+            let a = AppliedTenant {
+                spec: *spec,
+                hash,
+                lifecycle,
+                config_error: prev_error,
+                revision,
+            };
+            applied.push((tenant, a, reason));
+        }
+        let written = match self.store.get() {
+            Some(store) => {
+                let res = store.upsert_tenants(&records).await;
+                self.store.check(res).is_some()
+            }
+            None => false,
+        };
+        for (tenant, a, reason) in applied {
+            if written {
+                self.synced.insert(tenant.clone());
+            } else {
+                self.synced.remove(&tenant);
+            }
+            self.applied.insert(tenant.clone(), a);
+            self.event(Some(tenant), "applied", reason);
+        }
+    }
+
     async fn execute(&mut self, action: Action) {
+        if matches!(action, Action::Apply { .. }) {
+            return self.apply_all(vec![action]).await;
+        }
         let now = Timestamp::now();
         let reason = action.reason();
         let kind = action.kind();
@@ -480,57 +584,8 @@ impl Daemon {
             self.metrics.count_restart(restart_cause(&reason));
         }
         match action {
-            Action::Apply {
-                tenant,
-                spec,
-                lifecycle,
-                revision,
-                file,
-                ..
-            } => {
-                let hash = spec.hash();
-                let created_at = self.applied.get(&tenant).map_or(now, |_| now);
-                let rec = TenantRecord {
-                    id: tenant.clone(),
-                    spec: (*spec).clone(),
-                    spec_hash: hash.clone(),
-                    revision: revision.clone().unwrap_or_default(),
-                    attempted_revision: None,
-                    source_file: file,
-                    lifecycle: to_store_lifecycle(lifecycle),
-                    config_error: None,
-                    created_at,
-                    updated_at: now,
-                    retired_at: None,
-                };
-                let prev_error = self
-                    .applied
-                    .get(&tenant)
-                    .and_then(|a| a.config_error.clone());
-                let written = match self.store.get() {
-                    Some(store) => {
-                        let res = store.upsert_tenant(&rec).await;
-                        self.store.check(res).is_some()
-                    }
-                    None => false,
-                };
-                if written {
-                    self.synced.insert(tenant.clone());
-                } else {
-                    self.synced.remove(&tenant);
-                }
-                self.applied.insert(
-                    tenant.clone(),
-                    AppliedTenant {
-                        spec: *spec,
-                        hash,
-                        lifecycle,
-                        config_error: prev_error,
-                        revision,
-                    },
-                );
-                self.event(Some(tenant), "applied", reason);
-            }
+            // Returned above: applies go through `apply_all`.
+            Action::Apply { .. } => {}
             Action::SetConfigError {
                 tenant,
                 error,
@@ -1060,22 +1115,30 @@ impl Daemon {
         }
     }
 
-    /// Measures every worker's process tree. The planner sees the lower of the last two
-    /// samples, so a worker is restarted only when it *stays* above its limit, not for one
-    /// spike.
-    fn measure_memory(&mut self) {
-        let previous = std::mem::take(&mut self.memory);
-        self.memory_sustained.clear();
-        for (id, slot) in &self.slots {
-            if let Some(w) = slot.worker()
-                && let Ok(bytes) = supervisor::tree_pss_bytes(w.pid())
-            {
-                self.memory.insert(id.clone(), bytes);
-                if let Some(before) = previous.get(id) {
-                    self.memory_sustained.insert(id.clone(), bytes.min(*before));
-                }
+    /// Measures the workers' memory on a blocking thread; `Event::Memory` brings the result.
+    /// Reading every worker's smaps takes long enough at 1,000 workers to delay a file change.
+    fn measure_memory(&self) {
+        let roots: Vec<(TenantId, nix::unistd::Pid)> = self
+            .slots
+            .iter()
+            .filter_map(|(id, s)| s.worker().map(|w| (id.clone(), w.pid())))
+            .collect();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let measured = tokio::task::spawn_blocking(move || {
+                // One scan of /proc for the whole fleet: a scan per worker is quadratic.
+                let pids: Vec<nix::unistd::Pid> = roots.iter().map(|(_, p)| *p).collect();
+                let mut bytes = supervisor::trees_pss_bytes(&pids);
+                roots
+                    .into_iter()
+                    .filter_map(|(id, pid)| bytes.remove(&pid).map(|b| (id, b)))
+                    .collect()
+            })
+            .await;
+            if let Ok(memory) = measured {
+                let _ = tx.send(Event::Memory(memory)).await;
             }
-        }
+        });
     }
 
     /// A one-line summary for systemd's STATUS= and the logs.

@@ -53,6 +53,35 @@ pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// Inserts a tenant row or replaces every column but `created_at`.
+const UPSERT_TENANT: &str = "INSERT INTO tenants (id, spec, spec_hash, revision, \
+     attempted_revision, source_file, lifecycle, config_error, created_at, updated_at, retired_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+     ON CONFLICT (id) DO UPDATE SET spec = excluded.spec, spec_hash = excluded.spec_hash, \
+     revision = excluded.revision, attempted_revision = excluded.attempted_revision, \
+     source_file = excluded.source_file, lifecycle = excluded.lifecycle, \
+     config_error = excluded.config_error, updated_at = excluded.updated_at, \
+     retired_at = excluded.retired_at";
+
+/// Binds a tenant record to [`UPSERT_TENANT`]; a macro because the query type differs per
+/// backend.
+macro_rules! bind_tenant {
+    ($tenant:expr) => {
+        sqlx::query(UPSERT_TENANT)
+            .bind($tenant.id.as_str())
+            .bind(Json(&$tenant.spec))
+            .bind($tenant.spec_hash.0.as_str())
+            .bind($tenant.revision.as_str())
+            .bind($tenant.attempted_revision.as_deref())
+            .bind($tenant.source_file.as_str())
+            .bind($tenant.lifecycle.as_str())
+            .bind($tenant.config_error.as_deref())
+            .bind(to_millis($tenant.created_at))
+            .bind(to_millis($tenant.updated_at))
+            .bind($tenant.retired_at.map(to_millis))
+    };
+}
+
 /// Which process opens the store; decides the pool size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -358,30 +387,27 @@ impl Store {
     /// other column takes the record's value (so applying a good spec also clears an old
     /// `config_error` when the record says `None`).
     pub async fn upsert_tenant(&self, tenant: &TenantRecord) -> Result<()> {
-        const SQL: &str = "INSERT INTO tenants (id, spec, spec_hash, revision, attempted_revision, \
-             source_file, lifecycle, config_error, created_at, updated_at, retired_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-             ON CONFLICT (id) DO UPDATE SET spec = excluded.spec, spec_hash = excluded.spec_hash, \
-             revision = excluded.revision, attempted_revision = excluded.attempted_revision, \
-             source_file = excluded.source_file, lifecycle = excluded.lifecycle, \
-             config_error = excluded.config_error, updated_at = excluded.updated_at, \
-             retired_at = excluded.retired_at";
-        with_pool!(self, pool => sqlx::query(SQL)
-            .bind(tenant.id.as_str())
-            .bind(Json(&tenant.spec))
-            .bind(tenant.spec_hash.0.as_str())
-            .bind(tenant.revision.as_str())
-            .bind(tenant.attempted_revision.as_deref())
-            .bind(tenant.source_file.as_str())
-            .bind(tenant.lifecycle.as_str())
-            .bind(tenant.config_error.as_deref())
-            .bind(to_millis(tenant.created_at))
-            .bind(to_millis(tenant.updated_at))
-            .bind(tenant.retired_at.map(to_millis))
+        with_pool!(self, pool => bind_tenant!(tenant)
             .execute(pool)
             .await
             .map(drop))
         .map_err(self.fail(|| format!("upsert tenant `{}`", tenant.id)))
+    }
+
+    /// [`Store::upsert_tenant`] for many tenants in one transaction: all rows are written or
+    /// none is. A daemon applying a whole fleet at start pays for one commit, not one each.
+    pub async fn upsert_tenants(&self, tenants: &[TenantRecord]) -> Result<()> {
+        if tenants.is_empty() {
+            return Ok(());
+        }
+        with_write_tx!(self, tx => {
+            for tenant in tenants {
+                bind_tenant!(tenant)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        })
+        .map_err(self.fail(|| format!("upsert {} tenants", tenants.len())))
     }
 
     /// Records (or clears, with `None`) the validation error of a tenant's file and the

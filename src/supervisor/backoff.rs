@@ -13,8 +13,8 @@ use std::time::Duration;
 /// Why a [`Backoff`] cannot be built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BackoffError {
-    /// `initial` is zero or larger than `max`.
-    #[error("backoff initial delay {initial:?} must be positive and at most the maximum {max:?}")]
+    /// `initial` is larger than `max`.
+    #[error("backoff initial delay {initial:?} must be at most the maximum {max:?}")]
     Initial {
         /// The initial delay given.
         initial: Duration,
@@ -54,7 +54,9 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    /// Checks and builds a backoff policy.
+    /// Checks and builds a backoff policy. A zero `initial` turns backoff off: every restart
+    /// is immediate (the delay stays zero whatever the restart count), as PM2's
+    /// `--restart-delay 0` or supervisord's `autorestart` do.
     pub fn try_new(
         initial: Duration,
         max: Duration,
@@ -62,7 +64,7 @@ impl Backoff {
         jitter: f64,
         reset_after: Duration,
     ) -> Result<Self, BackoffError> {
-        if initial.is_zero() || initial > max {
+        if initial > max {
             return Err(BackoffError::Initial { initial, max });
         }
         if !factor.is_finite() || factor < 1.0 {
@@ -88,6 +90,10 @@ impl Backoff {
     /// `±jitter`, and the result never exceeds `max`. Samples outside `[0, 1)`
     /// are clamped.
     pub fn delay(&self, restart_count: u32, sample: f64) -> Duration {
+        if self.initial.is_zero() {
+            // `0 × factor^n` is NaN once `factor^n` overflows; no backoff is no delay.
+            return Duration::ZERO;
+        }
         let max = self.max.as_secs_f64();
         let exponent = i32::try_from(restart_count).unwrap_or(i32::MAX);
         let base = (self.initial.as_secs_f64() * self.factor.powi(exponent)).min(max);
@@ -173,10 +179,6 @@ mod tests {
     fn invalid_policies_are_refused() {
         let s = Duration::from_secs;
         assert!(matches!(
-            Backoff::try_new(s(0), s(10), 2.0, 0.1, s(60)),
-            Err(BackoffError::Initial { .. })
-        ));
-        assert!(matches!(
             Backoff::try_new(s(20), s(10), 2.0, 0.1, s(60)),
             Err(BackoffError::Initial { .. })
         ));
@@ -192,5 +194,17 @@ mod tests {
         assert_eq!(b.delay(0, 0.9), s(2));
         assert_eq!(b.delay(1, 0.1), s(6));
         assert_eq!(b.delay(2, 0.1), s(10));
+    }
+
+    #[test]
+    fn a_zero_initial_delay_restarts_immediately_every_time() {
+        let s = Duration::from_secs;
+        let b = Backoff::try_new(Duration::ZERO, s(300), 2.0, 0.2, s(600)).unwrap();
+        for n in [0, 1, 5, 30, u32::MAX] {
+            for sample in [0.0, 0.5, 0.999] {
+                assert_eq!(b.delay(n, sample), Duration::ZERO, "n={n} sample={sample}");
+            }
+        }
+        assert!(Backoff::try_new(Duration::ZERO, Duration::ZERO, 2.0, 0.0, s(600)).is_ok());
     }
 }

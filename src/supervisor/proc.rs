@@ -165,6 +165,41 @@ pub fn tree_pss_bytes(pid: Pid) -> io::Result<u64> {
     Ok(total)
 }
 
+/// [`tree_pss_bytes`] of many roots (every worker) from one scan of `/proc`, so measuring a
+/// fleet costs one pass over the process table instead of one per worker. Roots that are gone
+/// or unreadable are left out of the map.
+pub fn trees_pss_bytes(roots: &[Pid]) -> HashMap<Pid, u64> {
+    let table = scan();
+    let mut children: HashMap<Pid, Vec<Pid>> = HashMap::new();
+    for s in &table {
+        if s.pid != s.ppid {
+            children.entry(s.ppid).or_default().push(s.pid);
+        }
+    }
+    let present: std::collections::HashSet<Pid> = table.iter().map(|s| s.pid).collect();
+    let mut out = HashMap::with_capacity(roots.len());
+    for &root in roots {
+        if !present.contains(&root) {
+            continue;
+        }
+        let Ok(mut total) = pss_bytes(root) else {
+            continue;
+        };
+        let mut stack: Vec<Pid> = children.get(&root).cloned().unwrap_or_default();
+        while let Some(p) = stack.pop() {
+            if p == root {
+                continue;
+            }
+            total += pss_bytes(p).unwrap_or(0);
+            if let Some(kids) = children.get(&p) {
+                stack.extend(kids.iter().copied());
+            }
+        }
+        out.insert(root, total);
+    }
+    out
+}
+
 /// PSS of one process in bytes (0 for zombies and kernel threads, which map nothing).
 fn pss_bytes(pid: Pid) -> io::Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
@@ -213,6 +248,28 @@ mod tests {
     #[test]
     fn the_own_process_tree_has_a_positive_pss() {
         assert!(tree_pss_bytes(Pid::this()).unwrap() > 0);
+    }
+
+    #[test]
+    fn one_scan_measures_many_trees_like_one_tree_at_a_time() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let kid = Pid::from_raw(child.id() as i32);
+        let gone = Pid::from_raw(i32::MAX);
+        let many = trees_pss_bytes(&[Pid::this(), kid, gone]);
+        let me = many[&Pid::this()];
+        // The own tree includes the sleeping child; its PSS barely moves between two reads.
+        assert!(me >= many[&kid] && many[&kid] > 0, "{many:?}");
+        let single = tree_pss_bytes(Pid::this()).unwrap();
+        assert!(
+            me.abs_diff(single) < me / 4,
+            "one scan {me}, per tree {single}"
+        );
+        assert!(!many.contains_key(&gone));
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]
