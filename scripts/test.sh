@@ -22,7 +22,11 @@ for page in man/*.[1-8]; do
   [ -e "$page" ] || continue
   mandoc -T lint -W warning "$page"
 done
-echo "== tests"
-cargo test --locked "$@"
 echo "== example tenants"
 cargo run --quiet --locked -- check tenants.d
+echo "== tests"
+log=$(mktemp)
+trap 'scripts/pg.sh stop; rm -f "$log"' EXIT
+cargo test --locked "$@" 2>&1 | tee "$log"
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
