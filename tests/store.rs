@@ -786,3 +786,61 @@ async fn a_sqlite_database_and_its_directory_are_created_on_connect() {
         .unwrap();
     assert_eq!(mode, "wal");
 }
+
+store_test!(batched_workers_and_events_are_written_in_order, |store| {
+    use flowhq::store::{NewEvent, WorkerRecord, WorkerStatus};
+    let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    let ids: Vec<TenantId> = (0..3)
+        .map(|i| TenantId::parse(&format!("batch-{i}")).unwrap())
+        .collect();
+    for id in &ids {
+        store
+            .upsert_tenant(&tenant_record(id.as_str(), now))
+            .await
+            .unwrap();
+    }
+    let workers: Vec<WorkerRecord> = ids
+        .iter()
+        .map(|id| WorkerRecord {
+            tenant: id.clone(),
+            node: "host".into(),
+            pid: Some(42),
+            start_time: Some(7),
+            status: WorkerStatus::Running,
+            restarts: 1,
+            last_exit_code: None,
+            last_exit_signal: Some(9),
+            last_error: None,
+            next_restart_at: None,
+            started_at: Some(now),
+            healthy_since: Some(now),
+            spec_hash: None,
+            updated_at: now,
+        })
+        .collect();
+    store.upsert_workers(&workers).await.unwrap();
+    assert_eq!(store.workers().await.unwrap(), workers);
+    let events: Vec<NewEvent> = (0..5)
+        .map(|i| NewEvent {
+            tenant: Some(ids[i % 3].clone()),
+            at: now,
+            kind: "started".into(),
+            reason: format!("reason {i}"),
+            revision: None,
+            detail: None,
+        })
+        .collect();
+    store.record_events(&events).await.unwrap();
+    let got: Vec<String> = store
+        .events(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .rev()
+        .map(|e| e.reason)
+        .collect();
+    assert_eq!(
+        got,
+        (0..5).map(|i| format!("reason {i}")).collect::<Vec<_>>()
+    );
+});

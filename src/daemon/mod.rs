@@ -1012,12 +1012,14 @@ impl Daemon {
         tx.send_replace(Arc::new(snapshot));
     }
 
+    /// Writes every changed slot's worker row, in one transaction.
     async fn persist_slots(&mut self) {
         let now = Timestamp::now();
+        // A worker row needs its tenant row; tenants never applied have none yet.
         let dirty: Vec<TenantId> = self
             .slots
             .iter()
-            .filter(|(_, s)| s.dirty)
+            .filter(|(id, s)| s.dirty && self.applied.contains_key(*id))
             .map(|(id, _)| id.clone())
             .collect();
         if dirty.is_empty() {
@@ -1026,22 +1028,20 @@ impl Daemon {
         let Some(store) = self.store.get() else {
             return;
         };
-        for id in dirty {
-            let Some(slot) = self.slots.get(&id) else {
-                continue;
-            };
-            let rec = slot.record(&id, &self.node, now);
-            // A worker row needs its tenant row; tenants never applied have none yet.
-            if !self.applied.contains_key(&id) {
-                continue;
-            }
-            let res = store.upsert_worker(&rec).await;
-            if self.store.check(res).is_some()
-                && let Some(slot) = self.slots.get_mut(&id)
-            {
-                slot.dirty = false;
-            } else if self.store.get().is_none() {
-                return;
+        let records: Vec<_> = dirty
+            .iter()
+            .filter_map(|id| {
+                self.slots
+                    .get(id)
+                    .map(|slot| slot.record(id, &self.node, now))
+            })
+            .collect();
+        let res = store.upsert_workers(&records).await;
+        if self.store.check(res).is_some() {
+            for id in &dirty {
+                if let Some(slot) = self.slots.get_mut(id) {
+                    slot.dirty = false;
+                }
             }
         }
     }
@@ -1060,25 +1060,22 @@ impl Daemon {
         });
     }
 
+    /// Writes the pending events, oldest first, in one transaction; they stay pending while
+    /// the store is down (up to `MAX_PENDING_EVENTS`).
     async fn flush_events(&mut self) {
-        while let Some(ev) = self.pending_events.front() {
-            let Some(store) = self.store.get() else {
-                return;
-            };
-            // Events about tenants that never reached the store cannot reference them.
-            if ev
-                .tenant
-                .as_ref()
-                .is_some_and(|t| !self.applied.contains_key(t))
-            {
-                self.pending_events.pop_front();
-                continue;
-            }
-            let res = store.record_event(ev).await;
-            if self.store.check(res).is_none() {
-                return;
-            }
-            self.pending_events.pop_front();
+        if self.pending_events.is_empty() {
+            return;
+        }
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        let batch: Vec<NewEvent> = self.pending_events.iter().cloned().collect();
+        let res = store.record_events(&batch).await;
+        let written = self.store.check(res).is_some();
+        if written || self.store.get().is_some() {
+            // Written, or refused by a store that is up (retrying could never succeed and
+            // would hold back every later event; the refusal is in the log).
+            self.pending_events.drain(..batch.len());
         }
     }
 

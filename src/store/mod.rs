@@ -65,6 +65,21 @@ const UPSERT_TENANT: &str = "INSERT INTO tenants (id, spec, spec_hash, revision,
 
 /// Binds a tenant record to [`UPSERT_TENANT`]; a macro because the query type differs per
 /// backend.
+const UPSERT_WORKER: &str = "INSERT INTO worker_processes (tenant_id, node, pid, start_time, \
+     status, restarts, last_exit_code, last_exit_signal, last_error, next_restart_at, started_at, \
+     healthy_since, spec_hash, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+     ON CONFLICT (tenant_id) DO UPDATE SET node = excluded.node, pid = excluded.pid, \
+     start_time = excluded.start_time, status = excluded.status, \
+     restarts = excluded.restarts, last_exit_code = excluded.last_exit_code, \
+     last_exit_signal = excluded.last_exit_signal, last_error = excluded.last_error, \
+     next_restart_at = excluded.next_restart_at, started_at = excluded.started_at, \
+     healthy_since = excluded.healthy_since, spec_hash = excluded.spec_hash, \
+     updated_at = excluded.updated_at";
+
+const INSERT_EVENT: &str = "INSERT INTO events (tenant_id, at, kind, reason, revision, detail) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+
 macro_rules! bind_tenant {
     ($tenant:expr) => {
         sqlx::query(UPSERT_TENANT)
@@ -486,43 +501,53 @@ impl Store {
 
     // ----- worker processes (written by the daemon) -----
 
-    /// Inserts or replaces a tenant's worker row.
+    /// Inserts or replaces the worker row of a tenant (one row per tenant).
     pub async fn upsert_worker(&self, worker: &WorkerRecord) -> Result<()> {
-        const SQL: &str = "INSERT INTO worker_processes (tenant_id, node, pid, start_time, status, \
-             restarts, last_exit_code, last_exit_signal, last_error, next_restart_at, started_at, \
-             healthy_since, spec_hash, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-             ON CONFLICT (tenant_id) DO UPDATE SET node = excluded.node, pid = excluded.pid, \
-             start_time = excluded.start_time, status = excluded.status, \
-             restarts = excluded.restarts, last_exit_code = excluded.last_exit_code, \
-             last_exit_signal = excluded.last_exit_signal, last_error = excluded.last_error, \
-             next_restart_at = excluded.next_restart_at, started_at = excluded.started_at, \
-             healthy_since = excluded.healthy_since, spec_hash = excluded.spec_hash, \
-             updated_at = excluded.updated_at";
-        let op = || format!("upsert worker of tenant `{}`", worker.tenant);
-        let start_time = worker
-            .start_time
-            .map(|ticks| i64::try_from(ticks).map_err(|_| RowError::Range("start_time", ticks)))
-            .transpose()
+        self.upsert_workers(std::slice::from_ref(worker)).await
+    }
+
+    /// Inserts or replaces several worker rows in one transaction (a reconcile pass's
+    /// supervision changes: one commit, not one per tenant).
+    pub async fn upsert_workers(&self, workers: &[WorkerRecord]) -> Result<()> {
+        if workers.is_empty() {
+            return Ok(());
+        }
+        let op = || match workers {
+            [one] => format!("upsert worker of tenant `{}`", one.tenant),
+            many => format!("upsert {} workers", many.len()),
+        };
+        let start_times = workers
+            .iter()
+            .map(|w| {
+                w.start_time
+                    .map(|ticks| {
+                        i64::try_from(ticks).map_err(|_| RowError::Range("start_time", ticks))
+                    })
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|source| Error::Decode { op: op(), source })?;
-        with_pool!(self, pool => sqlx::query(SQL)
-            .bind(worker.tenant.as_str())
-            .bind(worker.node.as_str())
-            .bind(worker.pid.map(i64::from))
-            .bind(start_time)
-            .bind(worker.status.as_str())
-            .bind(i64::from(worker.restarts))
-            .bind(worker.last_exit_code.map(i64::from))
-            .bind(worker.last_exit_signal.map(i64::from))
-            .bind(worker.last_error.as_deref())
-            .bind(worker.next_restart_at.map(to_millis))
-            .bind(worker.started_at.map(to_millis))
-            .bind(worker.healthy_since.map(to_millis))
-            .bind(worker.spec_hash.as_ref().map(|hash| hash.0.as_str()))
-            .bind(to_millis(worker.updated_at))
-            .execute(pool)
-            .await
-            .map(drop))
+        with_write_tx!(self, tx => {
+            for (worker, start_time) in workers.iter().zip(start_times) {
+                sqlx::query(UPSERT_WORKER)
+                    .bind(worker.tenant.as_str())
+                    .bind(worker.node.as_str())
+                    .bind(worker.pid.map(i64::from))
+                    .bind(start_time)
+                    .bind(worker.status.as_str())
+                    .bind(i64::from(worker.restarts))
+                    .bind(worker.last_exit_code.map(i64::from))
+                    .bind(worker.last_exit_signal.map(i64::from))
+                    .bind(worker.last_error.as_deref())
+                    .bind(worker.next_restart_at.map(to_millis))
+                    .bind(worker.started_at.map(to_millis))
+                    .bind(worker.healthy_since.map(to_millis))
+                    .bind(worker.spec_hash.as_ref().map(|hash| hash.0.as_str()))
+                    .bind(to_millis(worker.updated_at))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        })
         .map_err(self.fail(op))
     }
 
@@ -854,6 +879,27 @@ impl Store {
             Some(tenant) => format!("record `{}` event for tenant `{tenant}`", event.kind),
             None => format!("record `{}` event", event.kind),
         }))
+    }
+
+    /// Records several events in one transaction, in order.
+    pub async fn record_events(&self, events: &[NewEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        with_write_tx!(self, tx => {
+            for event in events {
+                sqlx::query(INSERT_EVENT)
+                    .bind(event.tenant.as_ref().map(TenantId::as_str))
+                    .bind(to_millis(event.at))
+                    .bind(event.kind.as_str())
+                    .bind(event.reason.as_str())
+                    .bind(event.revision.as_deref())
+                    .bind(event.detail.as_ref().map(Json))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        })
+        .map_err(self.fail(|| format!("record {} events", events.len())))
     }
 
     /// The latest `limit` events, newest first: one tenant's, or with `None` the whole fleet's
