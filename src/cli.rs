@@ -142,7 +142,12 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Option<DaemonCo
         .transpose()
         .context("cannot resolve the config path")?;
     match DaemonConfig::from_process_env(absolute.as_deref()) {
-        Ok(cfg) => Ok(Some(cfg)),
+        Ok(mut cfg) => {
+            cfg.make_absolute(
+                &std::env::current_dir().context("cannot read the working directory")?,
+            );
+            Ok(Some(cfg))
+        }
         Err(diags) => {
             let mut err = std::io::stderr().lock();
             for d in diags {

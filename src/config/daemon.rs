@@ -198,6 +198,49 @@ const RETENTION_KEYS: [&str; 2] = ["messages", "events"];
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 impl DaemonConfig {
+    /// Resolves every relative path (and a relative SQLite file in `database_url`) against
+    /// `base`, the directory the command was started in. Workers run in `state_dir` and
+    /// inherit these settings, so a relative path would point somewhere else for them.
+    pub fn make_absolute(&mut self, base: &Path) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut self.tenants_dir);
+        abs(&mut self.state_dir);
+        abs(&mut self.log_dir);
+        abs(&mut self.runtime_dir);
+        if let Some(p) = &mut self.status.token_file {
+            abs(p);
+        }
+        if let Some(p) = &mut self.worker.wa_web_index {
+            abs(p);
+        }
+        if let Some(git) = &mut self.git
+            && let Some(p) = &mut git.credentials_file
+        {
+            abs(p);
+        }
+        let rest = self
+            .database_url
+            .strip_prefix("sqlite://")
+            .or_else(|| self.database_url.strip_prefix("sqlite:"));
+        if let Some(rest) = rest {
+            let (file, query) = rest
+                .split_once('?')
+                .map_or((rest, None), |(f, q)| (f, Some(q)));
+            if !file.is_empty() && !file.starts_with('/') && !file.starts_with(":memory:") {
+                let mut url = format!("sqlite://{}", base.join(file).display());
+                if let Some(q) = query {
+                    url.push('?');
+                    url.push_str(q);
+                }
+                self.database_url = url;
+            }
+        }
+    }
+
     /// Loads `path` (or only defaults when `None`), applies the environment through `env`
     /// (`FLOWHQ_<KEY>`, `FLOWHQ_<SECTION>_<KEY>`, `DATABASE_URL`; environment wins over the file)
     /// and validates everything. `Err` holds every finding when any is an error.
@@ -1080,5 +1123,28 @@ messages = "30days"
         assert!(parse_bytes("-1M").is_err());
         assert_eq!(parse_duration("1h 30m"), Ok(secs(5400)));
         assert!(parse_duration("10").is_err());
+    }
+
+    #[test]
+    fn relative_paths_and_sqlite_files_become_absolute() {
+        let mut c = load_str("", &[]).unwrap();
+        c.make_absolute(Path::new("/srv/fleet"));
+        assert_eq!(c.tenants_dir, PathBuf::from("/srv/fleet/tenants.d"));
+        assert!(
+            c.state_dir.starts_with("/srv/fleet"),
+            "{}",
+            c.state_dir.display()
+        );
+        assert!(
+            c.database_url.starts_with("sqlite:///srv/fleet/"),
+            "{}",
+            c.database_url
+        );
+        let mut pg = load_str("", &[("DATABASE_URL", "postgres://db/flowhq")]).unwrap();
+        pg.make_absolute(Path::new("/srv/fleet"));
+        assert_eq!(pg.database_url, "postgres://db/flowhq");
+        let mut q = load_str("", &[("DATABASE_URL", "sqlite:data/f.db?mode=rwc")]).unwrap();
+        q.make_absolute(Path::new("/srv"));
+        assert_eq!(q.database_url, "sqlite:///srv/data/f.db?mode=rwc");
     }
 }
