@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use flowhq::config::TenantId;
-use flowhq::store::{Direction, Inserted, Lifecycle, NewMessage, Role, Store, TenantRecord};
+use flowhq::store::{Direction, Inserted, NewMessage, Role, Store};
 use jiff::Timestamp;
 use support::TestDb;
 
@@ -59,7 +59,7 @@ fn tenant() -> TenantId {
 fn run_parent(test_name: &str, db: &TestDb) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let store = runtime.block_on(db.store());
-    runtime.block_on(seed(&store));
+    runtime.block_on(support::seed_tenant(&store, &tenant()));
     let scratch = tempfile::tempdir().unwrap();
     let go = scratch.path().join("go");
 
@@ -108,39 +108,6 @@ fn run_parent(test_name: &str, db: &TestDb) {
             [(tenant(), "written".to_owned(), (WRITERS * ROWS) as i64)]
         );
     });
-}
-
-async fn seed(store: &Store) {
-    let spec = flowhq::config::TenantSpec {
-        id: tenant(),
-        business_name: "Acme".to_owned(),
-        phone: flowhq::config::Phone::parse("+255712345678").unwrap(),
-        template: flowhq::config::Template::Support,
-        language: flowhq::config::Language::En,
-        enabled: true,
-        timezone: "UTC".to_owned(),
-        hours: None,
-        limits: Default::default(),
-        replies: Default::default(),
-        restart: None,
-    };
-    let now = Timestamp::now();
-    store
-        .upsert_tenant(&TenantRecord {
-            id: tenant(),
-            spec_hash: spec.hash(),
-            spec,
-            revision: "r1".to_owned(),
-            attempted_revision: None,
-            source_file: "tenants.d/acme.toml".to_owned(),
-            lifecycle: Lifecycle::Active,
-            config_error: None,
-            created_at: now,
-            updated_at: now,
-            retired_at: None,
-        })
-        .await
-        .unwrap();
 }
 
 /// One writer process.

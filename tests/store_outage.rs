@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flowhq::config::TenantId;
-use flowhq::store::{self, Direction, Inserted, Lifecycle, NewMessage, Role, Store, TenantRecord};
+use flowhq::store::{self, Direction, Inserted, NewMessage, Role, Store};
 use jiff::Timestamp;
 
 const PORT: &str = "55434";
@@ -79,39 +79,6 @@ fn message(n: u32) -> NewMessage {
     }
 }
 
-async fn seed(store: &Store) {
-    let spec = flowhq::config::TenantSpec {
-        id: tenant(),
-        business_name: "Acme".to_owned(),
-        phone: flowhq::config::Phone::parse("+255712345678").unwrap(),
-        template: flowhq::config::Template::Support,
-        language: flowhq::config::Language::En,
-        enabled: true,
-        timezone: "UTC".to_owned(),
-        hours: None,
-        limits: Default::default(),
-        replies: Default::default(),
-        restart: None,
-    };
-    let now = Timestamp::now();
-    store
-        .upsert_tenant(&TenantRecord {
-            id: tenant(),
-            spec_hash: spec.hash(),
-            spec,
-            revision: "r1".to_owned(),
-            attempted_revision: None,
-            source_file: "tenants.d/acme.toml".to_owned(),
-            lifecycle: Lifecycle::Active,
-            config_error: None,
-            created_at: now,
-            updated_at: now,
-            retired_at: None,
-        })
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_postgres_is_unavailable_and_the_store_recovers_when_it_returns() {
     // Same gate as every PostgreSQL test: skipped without FLOWHQ_TEST_PG_URL, failing in CI.
@@ -122,7 +89,7 @@ async fn a_stopped_postgres_is_unavailable_and_the_store_recovers_when_it_return
     let url = cluster.start();
     let daemon = Store::connect(&url, Role::Daemon).await.unwrap();
     daemon.migrate().await.unwrap();
-    seed(&daemon).await;
+    support::seed_tenant(&daemon, &tenant()).await;
     let worker = Store::connect(&url, Role::Worker).await.unwrap();
     assert!(matches!(
         worker.log_message(&message(1)).await.unwrap(),
@@ -179,7 +146,7 @@ async fn a_sqlite_file_locked_past_the_busy_timeout_is_unavailable_until_release
 
     let db = support::TestDb::sqlite();
     let store = db.store().await;
-    seed(&store).await;
+    support::seed_tenant(&store, &tenant()).await;
     // Another process holding the write lock longer than the busy timeout.
     let mut holder = sqlx::SqliteConnection::connect(db.url()).await.unwrap();
     holder.execute("BEGIN EXCLUSIVE").await.unwrap();
