@@ -324,6 +324,9 @@ async fn wait_session(
     }
 }
 
+/// What one business received, by chat, in sending order: (serialized id, short id, text).
+type Sent = BTreeMap<&'static str, Vec<(String, String, &'static str)>>;
+
 /// Every message-log row of `id`, oldest first.
 async fn log_rows(store: &Store, id: &TenantId) -> Vec<MessageRecord> {
     let mut rows = store.messages(id, 10_000).await.unwrap();
@@ -420,9 +423,7 @@ async fn three_tenants_answer_their_own_customers(db: TestDb) {
 
     // Every customer writes the three messages of each business's script, all at once:
     // contacts interleaved, businesses interleaved.
-    // sent[tenant][chat] = [(serialized id, short id, text)] in sending order.
-    let mut sent: Vec<BTreeMap<&str, Vec<(String, String, &str)>>> =
-        vec![BTreeMap::new(); BUSINESSES.len()];
+    let mut sent: Vec<Sent> = vec![BTreeMap::new(); BUSINESSES.len()];
     for step in 0..3 {
         for chat in CONTACTS {
             for (t, b) in BUSINESSES.iter().enumerate() {

@@ -6,7 +6,7 @@
 //!
 //! Shared by the end-to-end test and the benchmark through the fake (`#[path]`-included).
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};
