@@ -1,8 +1,8 @@
 //! The phone's and the customers' side of the fake WhatsApp Web, reached from outside a running
 //! worker: a second DevTools client attached to the worker's own Chromium (through the
 //! `DevToolsActivePort` file Chromium writes into the profile), calling the fake's
-//! `window.__fakeWa` controls in the worker's page. The worker's connection is left alone: this
-//! client enables no domain on the page and only evaluates expressions.
+//! `window.__fakeWa` controls in the worker's page. The worker's own connection is left alone:
+//! this client intercepts nothing and changes nothing on the page; it only evaluates expressions.
 //!
 //! Shared by the end-to-end test and the benchmark through the fake (`#[path]`-included).
 
@@ -109,16 +109,21 @@ impl FakeWa {
 
     /// Evaluates `window.__fakeWa.<call>` in the page and returns its JSON value.
     pub async fn call(&self, call: &str) -> Result<Value, String> {
-        let expr = format!("JSON.stringify(window.__fakeWa.{call})");
+        self.eval(&format!("window.__fakeWa.{call}")).await
+    }
+
+    /// Evaluates a JavaScript expression in the page and returns its JSON value.
+    pub async fn eval(&self, expression: &str) -> Result<Value, String> {
+        let expr = format!("JSON.stringify({expression})");
         let r = self
             .page
             .evaluate(expr.as_str())
             .await
-            .map_err(|e| format!("evaluate {call}: {e}"))?;
+            .map_err(|e| format!("evaluate {expression}: {e}"))?;
         let text: String = r
             .into_value()
-            .map_err(|e| format!("result of {call}: {e}"))?;
-        serde_json::from_str(&text).map_err(|e| format!("parse result of {call}: {e}"))
+            .map_err(|e| format!("result of {expression}: {e}"))?;
+        serde_json::from_str(&text).map_err(|e| format!("parse result of {expression}: {e}"))
     }
 
     /// Repeats `call` until it succeeds (the page may be reloading, or the fake not in the
