@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks the status endpoint: requests per second on /healthz and /v1/tenants (1,000
 # tenants) measured with wrk from a second process, next to nginx serving the same bytes as
-# static files in the same run. Prints a Markdown table for docs/benchmarks.md.
+# static files in the same run: plain, and gzipped for clients that send
+# `Accept-Encoding: gzip` (the endpoint compresses once per snapshot; nginx serves a
+# pre-compressed copy with gzip_static). Prints a Markdown table for docs/benchmarks.md.
 #
 # Usage: scripts/bench-status.sh            (DURATION=10s CONNECTIONS=64 THREADS=2 TENANTS=1000)
 # Needs: wrk, nginx, curl (installed with apt-get when missing and running as root).
@@ -62,7 +64,10 @@ wait_port "$status_port"
 mkdir -p "$work/www/v1"
 curl -fs "http://127.0.0.1:$status_port/v1/tenants" -o "$work/www/v1/tenants"
 curl -fs "http://127.0.0.1:$status_port/healthz" -o "$work/www/healthz"
+curl -fs -H 'Accept-Encoding: gzip' "http://127.0.0.1:$status_port/v1/tenants" \
+    -o "$work/www/v1/tenants.gz"
 json_bytes=$(stat -c %s "$work/www/v1/tenants")
+gz_bytes=$(stat -c %s "$work/www/v1/tenants.gz")
 
 cat >"$work/nginx.conf" <<NGINX
 daemon on;
@@ -81,6 +86,7 @@ http {
         listen 127.0.0.1:$nginx_port;
         root $work/www;
         default_type application/json;
+        gzip_static on;
     }
 }
 NGINX
@@ -98,11 +104,14 @@ cpu_ticks() {
 TICK=$(getconf CLK_TCK)
 
 # measure URL PID... -> "rps latency_avg latency_p99 non2xx cpu_us_per_request"
+# (with GZIP=1 in the environment, requests send Accept-Encoding: gzip)
 measure() {
     local url=$1 out rps lat p99 bad reqs before after
+    local -a hdr=()
+    [ "${GZIP:-0}" = 1 ] && hdr=(-H 'Accept-Encoding: gzip')
     shift
     before=$(cpu_ticks "$@")
-    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "${hdr[@]}" "$url")
     after=$(cpu_ticks "$@")
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
     lat=$(awk '/^ +Latency / {print $2; exit}' <<<"$out")
@@ -132,11 +141,21 @@ nginx_workers=$(pgrep -P "$(cat "$work/nginx.pid")" | tr '\n' ' ')
     h_nginx=$(measure "http://127.0.0.1:$nginx_port/healthz" $nginx_workers)
     t_ours=$(measure "http://127.0.0.1:$status_port/v1/tenants" "$server_pid")
     t_nginx=$(measure "http://127.0.0.1:$nginx_port/v1/tenants" $nginx_workers)
+    z_ours=$(GZIP=1 measure "http://127.0.0.1:$status_port/v1/tenants" "$server_pid")
+    z_nginx=$(GZIP=1 measure "http://127.0.0.1:$nginx_port/v1/tenants" $nginx_workers)
 }
 
-echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $TENANTS tenants, /v1/tenants = $json_bytes bytes, $(nproc) cores, load average $(cut -d' ' -f1 /proc/loadavg), $(date -u +%Y-%m-%dT%H:%MZ)"
+# Both must really have sent the compressed bytes.
+for port in "$status_port" "$nginx_port"; do
+    enc=$(curl -fsS -o /dev/null -w '%header{content-encoding}' -H 'Accept-Encoding: gzip' \
+        "http://127.0.0.1:$port/v1/tenants")
+    [ "$enc" = gzip ] || { echo "bench-status: port $port did not gzip ($enc)" >&2; exit 1; }
+done
+
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $TENANTS tenants, /v1/tenants = $json_bytes bytes ($gz_bytes gzipped), $(nproc) cores, load average $(cut -d' ' -f1 /proc/loadavg), $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
 echo "| route | flowhq req/s | flowhq latency avg / p99 | flowhq CPU per request | nginx static req/s | nginx latency avg / p99 | nginx CPU per request | ratio | non-2xx (flowhq / nginx) |"
 echo "|---|---|---|---|---|---|---|---|---|"
 row "/healthz" "$h_ours" "$h_nginx"
 row "/v1/tenants" "$t_ours" "$t_nginx"
+row "/v1/tenants (gzip)" "$z_ours" "$z_nginx"

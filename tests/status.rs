@@ -117,6 +117,52 @@ async fn the_tenant_list_is_json_with_personal_data_redacted_without_a_token() {
 }
 
 #[tokio::test]
+async fn the_tenant_list_is_gzipped_for_clients_that_accept_it() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _tx) = start(dir.path(), snapshot(), Limits::default()).await;
+    let plain = get(server.local_addr(), "/v1/tenants").await;
+    assert_eq!(plain.header("content-encoding"), None);
+    assert_eq!(plain.header("vary"), Some("Accept-Encoding"));
+    for _ in 0..2 {
+        // The second request is served from the per-snapshot cache.
+        let raw_resp = raw(
+            server.local_addr(),
+            b"GET /v1/tenants HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+              Accept-Encoding: br, gzip;q=0.8\r\n\r\n",
+        )
+        .await;
+        let split = raw_resp
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap();
+        let head = parse(&raw_resp[..split + 4]);
+        assert_eq!(head.status, 200);
+        assert_eq!(head.header("content-encoding"), Some("gzip"));
+        assert_eq!(head.header("vary"), Some("Accept-Encoding"));
+        let body = &raw_resp[split + 4..];
+        assert_eq!(
+            head.header("content-length"),
+            Some(body.len().to_string().as_str())
+        );
+        let mut inflated = String::new();
+        flate2::read::GzDecoder::new(body)
+            .read_to_string(&mut inflated)
+            .unwrap();
+        assert_eq!(inflated, plain.body, "the same document, compressed");
+    }
+    let refused = request(
+        server.local_addr(),
+        "GET",
+        "/v1/tenants",
+        &[("Accept-Encoding", "gzip;q=0")],
+    )
+    .await;
+    assert_eq!(refused.header("content-encoding"), None);
+    assert_eq!(refused.body, plain.body);
+}
+
+#[tokio::test]
 async fn a_bearer_token_unlocks_personal_data_and_a_wrong_one_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let (server, _tx) = start(dir.path(), snapshot(), Limits::default()).await;

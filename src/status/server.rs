@@ -39,7 +39,7 @@ pub(super) struct Shared {
     token_digest: Option<[u8; 32]>,
     secret: LinkSecret,
     limits: Limits,
-    /// `/v1/tenants` rendered once per snapshot: (snapshot, public body, personal body).
+    /// `/v1/tenants` rendered once per snapshot, per audience and encoding.
     list_cache: Mutex<ListCache>,
     /// Where an authorized visit to a QR page whose worker gave up waiting (QR_TIMEOUT) sends
     /// the tenant id, so the daemon can ask the worker for fresh codes. The server itself
@@ -47,11 +47,13 @@ pub(super) struct Shared {
     qr_wanted: Option<tokio::sync::mpsc::Sender<crate::config::TenantId>>,
 }
 
+/// The `/v1/tenants` bodies of one snapshot: `[public, personal]`, each plain and gzipped,
+/// rendered on first use.
 #[derive(Default)]
 struct ListCache {
     snapshot: Option<Arc<StatusSnapshot>>,
-    public: Option<Bytes>,
-    personal: Option<Bytes>,
+    plain: [Option<Bytes>; 2],
+    gzip: [Option<Bytes>; 2],
 }
 
 /// Who is asking, as far as personal data goes.
@@ -156,7 +158,15 @@ impl Shared {
         }
     }
 
-    fn tenants_list(&self, snap: &Arc<StatusSnapshot>, personal: bool) -> Bytes {
+    /// The list body for this snapshot and audience, gzipped when `gzip`. A body that cannot
+    /// be compressed (never expected: it is compressed in memory) is served plain; the second
+    /// value says which one this is.
+    fn tenants_list(
+        &self,
+        snap: &Arc<StatusSnapshot>,
+        personal: bool,
+        gzip: bool,
+    ) -> (Bytes, bool) {
         let mut cache = match self.list_cache.lock() {
             Ok(cache) => cache,
             Err(poisoned) => poisoned.into_inner(),
@@ -171,13 +181,27 @@ impl Shared {
                 ..ListCache::default()
             };
         }
-        let slot = if personal {
-            &mut cache.personal
-        } else {
-            &mut cache.public
-        };
-        slot.get_or_insert_with(|| Bytes::from(render::tenants_json(snap, personal)))
-            .clone()
+        let who = usize::from(personal);
+        let plain = cache.plain[who]
+            .get_or_insert_with(|| Bytes::from(render::tenants_json(snap, personal)))
+            .clone();
+        if !gzip {
+            return (plain, false);
+        }
+        if let Some(z) = &cache.gzip[who] {
+            return (z.clone(), true);
+        }
+        match gzipped(&plain) {
+            Ok(z) => {
+                let z = Bytes::from(z);
+                cache.gzip[who] = Some(z.clone());
+                (z, true)
+            }
+            Err(err) => {
+                tracing::warn!("serving /v1/tenants uncompressed: gzip failed: {err}");
+                (plain, false)
+            }
+        }
     }
 
     /// Answers one request. Never panics, never blocks: it reads the snapshot and renders.
@@ -208,7 +232,14 @@ impl Shared {
             }
             "/v1/tenants" => {
                 let personal = self.access(req, None).personal();
-                json(StatusCode::OK, self.tenants_list(&snap, personal))
+                let (body, gzip) = self.tenants_list(&snap, personal, accepts_gzip(req));
+                let mut resp = json(StatusCode::OK, body);
+                let h = resp.headers_mut();
+                h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+                if gzip {
+                    h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                }
+                resp
             }
             _ => match path.strip_prefix("/v1/tenants/") {
                 Some(rest) => self.tenant_route(req, &snap, rest),
@@ -317,6 +348,38 @@ fn readyz(snap: &StatusSnapshot) -> Response<Full<Bytes>> {
         StatusCode::SERVICE_UNAVAILABLE,
         format!("not ready: {}\n", why.join("; ")),
     )
+}
+
+/// Whether the client takes a gzip body: `gzip` (or `*`) in `Accept-Encoding` without `q=0`.
+fn accepts_gzip(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(accept_encoding_allows_gzip)
+}
+
+fn accept_encoding_allows_gzip(value: &str) -> bool {
+    value.split(',').any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let coding = parts.next().unwrap_or_default();
+        let refused = parts.any(|p| {
+            p.strip_prefix("q=")
+                .is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q <= 0.0))
+        });
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+    })
+}
+
+/// `body` compressed with gzip at the default level: once per snapshot, so ratio over speed.
+fn gzipped(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut z = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 8),
+        flate2::Compression::default(),
+    );
+    z.write_all(body)?;
+    z.finish()
 }
 
 fn respond(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
@@ -446,5 +509,41 @@ mod tests {
         assert!(ct_eq(&digest(b"token"), &digest(b"token")));
         assert!(!ct_eq(&digest(b"token"), &digest(b"token ")));
         assert!(!ct_eq(&digest(b""), &digest(b"x")));
+    }
+
+    #[test]
+    fn gzip_is_taken_unless_refused_with_q_zero() {
+        for yes in [
+            "gzip",
+            "gzip, deflate, br",
+            "br;q=1.0, GZIP;q=0.5",
+            "*",
+            "identity, *;q=0.1",
+        ] {
+            assert!(accept_encoding_allows_gzip(yes), "{yes}");
+        }
+        for no in [
+            "",
+            "identity",
+            "br, deflate",
+            "gzip;q=0",
+            "gzip; q=0.000",
+            "x-gzip2",
+        ] {
+            assert!(!accept_encoding_allows_gzip(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn a_gzipped_body_inflates_to_the_original() {
+        use std::io::Read;
+        let body = br#"{"tenants":[]}"#.repeat(100);
+        let z = gzipped(&body).unwrap();
+        assert!(z.len() < body.len() / 4);
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&z[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, body);
     }
 }

@@ -1007,8 +1007,8 @@ impl Store {
                 .map_err(self.fail(op))?,
             Pool::Sqlite(pool) => {
                 // sqlx hands SQLite rows over from the database thread one by one, which costs
-                // more than the query itself at 1,000 rows of 30 columns; folded into one JSON
-                // array by SQLite it is one value. (PostgreSQL is the other way round: its
+                // more than the query itself at 1,000 rows of 31 columns; folded into one JSON
+                // array of arrays by SQLite it is one value. (PostgreSQL is the other way round: its
                 // JSON builders cost more than sending the rows.)
                 let json: String = sqlx::query_scalar(SNAPSHOT_SQLITE)
                     .fetch_one(pool)
@@ -1102,22 +1102,16 @@ fn multi_row_insert(rows: usize) -> String {
 
 /// The status snapshot's fields as `'key', expression` pairs for SQLite's `json_object`; the
 /// keys are `model::SnapshotRow`'s fields.
-macro_rules! snapshot_fields {
+/// The snapshot's values in the order of `model::SnapshotRow`'s fields: SQLite sends each row
+/// as a JSON array of them, which serde reads into the struct by position.
+macro_rules! snapshot_values {
     () => {
-        "'id', t.id, 'business_name', t.spec ->> 'business_name', 'spec_hash', t.spec_hash, \
-         'revision', t.revision, 'attempted_revision', t.attempted_revision, \
-         'source_file', t.source_file, 'lifecycle', t.lifecycle, \
-         'config_error', t.config_error, 'created_at', t.created_at, \
-         'updated_at', t.updated_at, 'retired_at', t.retired_at, \
-         's_state', s.state, 's_qr_issued_at', s.qr_issued_at, \
-         's_last_seen_at', s.last_seen_at, 's_linked_number', s.linked_number, \
-         's_push_name', s.push_name, 's_error', s.error, 's_updated_at', s.updated_at, \
-         'w_node', w.node, 'w_pid', w.pid, 'w_start_time', w.start_time, \
-         'w_status', w.status, 'w_restarts', w.restarts, \
-         'w_last_exit_code', w.last_exit_code, 'w_last_exit_signal', w.last_exit_signal, \
-         'w_last_error', w.last_error, 'w_next_restart_at', w.next_restart_at, \
-         'w_started_at', w.started_at, 'w_healthy_since', w.healthy_since, \
-         'w_spec_hash', w.spec_hash, 'w_updated_at', w.updated_at"
+        "t.id, t.spec ->> 'business_name', t.spec_hash, t.revision, t.attempted_revision, \
+         t.source_file, t.lifecycle, t.config_error, t.created_at, t.updated_at, t.retired_at, \
+         s.state, s.qr_issued_at, s.last_seen_at, s.linked_number, s.push_name, s.error, \
+         s.updated_at, w.node, w.pid, w.start_time, w.status, w.restarts, w.last_exit_code, \
+         w.last_exit_signal, w.last_error, w.next_restart_at, w.started_at, w.healthy_since, \
+         w.spec_hash, w.updated_at"
     };
 }
 
@@ -1128,8 +1122,7 @@ macro_rules! snapshot_join {
     };
 }
 
-/// The snapshot as rows; the column names are `model::SnapshotRow`'s fields, like the keys of
-/// `snapshot_fields!`.
+/// The snapshot as rows; the column names are `model::SnapshotRow`'s fields.
 const SNAPSHOT_POSTGRES: &str = concat!(
     "SELECT t.id, t.spec ->> 'business_name' AS business_name, t.spec_hash, t.revision, \
      t.attempted_revision, t.source_file, t.lifecycle, t.config_error, t.created_at, \
@@ -1145,10 +1138,12 @@ const SNAPSHOT_POSTGRES: &str = concat!(
     snapshot_join!()
 );
 
-/// The snapshot as one JSON array (`[]` when there are no tenants).
+/// The snapshot as one JSON array of row arrays (`[]` when there are no tenants). Positional
+/// rows are half the size of keyed objects, and SQLite builds and serde parses them in half
+/// the time.
 const SNAPSHOT_SQLITE: &str = concat!(
-    "SELECT json_group_array(json_object(",
-    snapshot_fields!(),
+    "SELECT json_group_array(json_array(",
+    snapshot_values!(),
     "))",
     snapshot_join!()
 );

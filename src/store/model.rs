@@ -570,8 +570,9 @@ impl EventRow {
 }
 
 /// One row of the status snapshot join: tenant columns, then `s_*` session columns and `w_*`
-/// worker columns, NULL when the tenant has no such row. PostgreSQL returns it as rows, SQLite
-/// as one JSON array of these objects.
+/// worker columns, NULL when the tenant has no such row. PostgreSQL returns it as rows (by
+/// column name), SQLite as one JSON array of row arrays, read by position: the field order here
+/// is the order of `snapshot_values!` in `store/mod.rs`.
 #[derive(Debug, Deserialize, sqlx::FromRow)]
 pub(crate) struct SnapshotRow {
     id: String,
