@@ -318,7 +318,12 @@ fn the_package_installs_runs_the_daemon_as_flowhq_upgrades_and_purges() {
         assert!(depends.contains(dep), "Depends: {depends}");
     }
     assert_eq!(field("Recommends").trim(), "postgresql, nginx");
-    let conffiles = stdout(Command::new("dpkg-deb").arg("-I").arg(&deb).arg("conffiles"));
+    let conffiles = stdout(
+        Command::new("dpkg-deb")
+            .arg("-I")
+            .arg(&deb)
+            .arg("conffiles"),
+    );
     let mut conffiles: Vec<&str> = conffiles.lines().collect();
     conffiles.sort_unstable();
     assert_eq!(
@@ -333,7 +338,11 @@ fn the_package_installs_runs_the_daemon_as_flowhq_upgrades_and_purges() {
     // ----- install -----
     let _cleanup = Cleanup;
     // Minimal Debian images exclude /usr/share/man from dpkg; the pages are part of the check.
-    dpkg(&["--path-include=/usr/share/man/*", "-i", deb.to_str().unwrap()]);
+    dpkg(&[
+        "--path-include=/usr/share/man/*",
+        "-i",
+        deb.to_str().unwrap(),
+    ]);
     std::fs::write(
         TENANT_FILE,
         "business_name = \"Package Test Salon\"\nphone = \"+255700000001\"\n\
@@ -351,7 +360,11 @@ fn the_package_installs_runs_the_daemon_as_flowhq_upgrades_and_purges() {
     for needle in ["flowhq daemon", "flowhq link-url", "EXIT STATUS", "FILES"] {
         assert!(page.contains(needle), "man flowhq lacks {needle}:\n{page}");
     }
-    for (section, name) in [("8", "flowhq-daemon"), ("5", "flowhq.toml"), ("5", "flowhq-tenant")] {
+    for (section, name) in [
+        ("8", "flowhq-daemon"),
+        ("5", "flowhq.toml"),
+        ("5", "flowhq-tenant"),
+    ] {
         let page = stdout(Command::new("man").args(["-P", "cat", section, name]));
         assert!(page.contains("NAME"), "man {section} {name}:\n{page}");
     }
@@ -360,7 +373,9 @@ fn the_package_installs_runs_the_daemon_as_flowhq_upgrades_and_purges() {
     assert_eq!(user.dir, Path::new("/var/lib/flowhq"));
     assert_eq!(user.shell, Path::new("/usr/sbin/nologin"));
     assert!(user.uid.as_raw() < 1000, "flowhq is a system user");
-    let root = User::from_uid(nix::unistd::Uid::from_raw(0)).unwrap().unwrap();
+    let root = User::from_uid(nix::unistd::Uid::from_raw(0))
+        .unwrap()
+        .unwrap();
     assert_dir("/var/lib/flowhq", &user, 0o750);
     assert_dir("/var/lib/flowhq/sessions", &user, 0o700);
     assert_dir("/var/log/flowhq", &user, 0o750);
@@ -463,7 +478,11 @@ fn the_package_installs_runs_the_daemon_as_flowhq_upgrades_and_purges() {
     assert_eq!(tenant["applied"]["source_file"], TENANT_FILE);
     let worker_pid = tenant["worker"]["pid"].as_i64().unwrap();
     let worker_proc = std::fs::metadata(format!("/proc/{worker_pid}")).unwrap();
-    assert_eq!(worker_proc.uid(), user.uid.as_raw(), "the worker runs as flowhq");
+    assert_eq!(
+        worker_proc.uid(),
+        user.uid.as_raw(),
+        "the worker runs as flowhq"
+    );
     drop(nginx);
 
     kill(daemon_pid, Signal::SIGTERM).unwrap();
@@ -484,7 +503,11 @@ fn the_package_installs_runs_the_daemon_as_flowhq_upgrades_and_purges() {
         + "\n# changed by the administrator\n";
     std::fs::write("/etc/flowhq/flowhq.toml", &changed).unwrap();
     let deb2 = build_deb(work.path(), &v2);
-    dpkg(&["--path-include=/usr/share/man/*", "-i", deb2.to_str().unwrap()]);
+    dpkg(&[
+        "--path-include=/usr/share/man/*",
+        "-i",
+        deb2.to_str().unwrap(),
+    ]);
     assert_eq!(flowhq_dpkg_state().unwrap().1, v2);
     assert_eq!(
         std::fs::read_to_string("/etc/flowhq/flowhq.toml").unwrap(),
@@ -534,4 +557,66 @@ fn the_package_installs_runs_the_daemon_as_flowhq_upgrades_and_purges() {
     // Documented as kept: the administrator's tenant files and the system user.
     assert!(Path::new(TENANT_FILE).exists());
     assert!(User::from_name("flowhq").unwrap().is_some());
+}
+
+/// The packaged `/etc/flowhq/flowhq.toml` with every commented `# key = value` line that
+/// documents a default uncommented; lines in a commented-out section (`# [source.git]`) and
+/// settings marked "unset" (examples, not defaults) stay commented.
+fn with_defaults_uncommented(text: &str) -> String {
+    let mut out = String::new();
+    let mut in_commented_section = false;
+    let mut previous = "";
+    for line in text.lines() {
+        if line.starts_with('[') {
+            in_commented_section = false;
+        } else if line.starts_with("# [") {
+            in_commented_section = true;
+        }
+        let assignment = line
+            .strip_prefix("# ")
+            .filter(|rest| {
+                rest.split_once(" = ").is_some_and(|(key, _)| {
+                    !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                })
+            })
+            .filter(|_| !in_commented_section && !previous.contains("unset"));
+        out.push_str(assignment.unwrap_or(line));
+        out.push('\n');
+        previous = line;
+    }
+    out
+}
+
+#[test]
+fn the_packaged_config_is_valid_and_its_comments_show_the_real_defaults() {
+    let packaged = std::fs::read_to_string(Path::new(SRC).join("packaging/etc/flowhq.toml"))
+        .unwrap();
+    let uncommented = with_defaults_uncommented(&packaged);
+    assert!(uncommented.contains("\nshutdown = \"stop-workers\"\n"));
+    assert!(uncommented.contains("\nlisten = \"127.0.0.1:9780\"\n"));
+    assert!(uncommented.contains("\n# token_file = "));
+    assert!(uncommented.contains("\n# url = "));
+
+    let dir = tempfile::tempdir().unwrap();
+    let no_env = |_: &str| None;
+    let load = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        flowhq::config::DaemonConfig::load(Some(&path), &no_env)
+            .unwrap_or_else(|d| panic!("{name} does not validate: {d:#?}"))
+    };
+    let as_packaged = load("packaged.toml", &packaged);
+    let mut explicit = load("explicit.toml", &uncommented);
+    assert_eq!(as_packaged.tenants_dir, Path::new("/etc/flowhq/tenants.d"));
+    assert_eq!(as_packaged.runtime_dir, Path::new("/run/flowhq"));
+    // The commented worker command names the installed binary, which is what the built-in
+    // default (the running binary) is once packaged.
+    assert_eq!(explicit.worker.command, ["/usr/bin/flowhq", "worker"]);
+    explicit.worker.command = as_packaged.worker.command.clone();
+    explicit.file = as_packaged.file.clone();
+    assert_eq!(explicit, as_packaged);
+
+    // The Nginx site proxies the status address the configuration listens on.
+    let site = std::fs::read_to_string(Path::new(SRC).join("packaging/nginx/flowhq.conf")).unwrap();
+    assert!(site.contains(&format!("server {};", as_packaged.status.listen)));
 }
