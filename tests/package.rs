@@ -589,8 +589,8 @@ fn with_defaults_uncommented(text: &str) -> String {
 
 #[test]
 fn the_packaged_config_is_valid_and_its_comments_show_the_real_defaults() {
-    let packaged = std::fs::read_to_string(Path::new(SRC).join("packaging/etc/flowhq.toml"))
-        .unwrap();
+    let packaged =
+        std::fs::read_to_string(Path::new(SRC).join("packaging/etc/flowhq.toml")).unwrap();
     let uncommented = with_defaults_uncommented(&packaged);
     assert!(uncommented.contains("\nshutdown = \"stop-workers\"\n"));
     assert!(uncommented.contains("\nlisten = \"127.0.0.1:9780\"\n"));
