@@ -77,7 +77,8 @@ struct WorkerArgs {
 
 #[derive(Debug, Args)]
 struct DaemonArgs {
-    /// The daemon config file [default: built-in defaults, which use ./tenants.d and ./.flowhq].
+    /// The daemon config file, /etc/flowhq/flowhq.toml with the Debian package [default:
+    /// built-in defaults, which use ./tenants.d and ./.flowhq].
     #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
     config: Option<PathBuf>,
     /// Retire tenants even when more than `prune.max_share` of them disappear in one pass.
@@ -98,7 +99,8 @@ struct MigrateArgs {
 
 #[derive(Debug, Args)]
 struct PlanArgs {
-    /// The daemon config file [default: built-in defaults].
+    /// The daemon config file, /etc/flowhq/flowhq.toml with the Debian package [default:
+    /// built-in defaults, which use ./tenants.d and ./.flowhq].
     #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
     config: Option<PathBuf>,
     /// Plan this directory of tenant files instead of the configured one (a pull request's
@@ -383,7 +385,8 @@ fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
 struct StatusArgs {
     /// Show this tenant in detail instead of the whole fleet.
     tenant: Option<String>,
-    /// The daemon config file [default: built-in defaults].
+    /// The daemon config file, /etc/flowhq/flowhq.toml with the Debian package [default:
+    /// built-in defaults, which use ./tenants.d and ./.flowhq].
     #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
     config: Option<PathBuf>,
     /// Print JSON (the schema of `/v1/tenants/{id}`, with personal data) instead of a table.
@@ -395,7 +398,8 @@ struct StatusArgs {
 struct QrArgs {
     /// The tenant whose phone is to be linked.
     tenant: String,
-    /// The daemon config file [default: built-in defaults].
+    /// The daemon config file, /etc/flowhq/flowhq.toml with the Debian package [default:
+    /// built-in defaults, which use ./tenants.d and ./.flowhq].
     #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
     config: Option<PathBuf>,
     /// Draw the current state once and exit instead of following it until linked.
@@ -407,7 +411,8 @@ struct QrArgs {
 struct LogsArgs {
     /// The tenant whose messages to print.
     tenant: String,
-    /// The daemon config file [default: built-in defaults].
+    /// The daemon config file, /etc/flowhq/flowhq.toml with the Debian package [default:
+    /// built-in defaults, which use ./tenants.d and ./.flowhq].
     #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
     config: Option<PathBuf>,
     /// How many of the latest messages to print first.
@@ -422,7 +427,8 @@ struct LogsArgs {
 struct LinkUrlArgs {
     /// The tenant the link is for.
     tenant: String,
-    /// The daemon config file [default: built-in defaults].
+    /// The daemon config file, /etc/flowhq/flowhq.toml with the Debian package [default:
+    /// built-in defaults, which use ./tenants.d and ./.flowhq].
     #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
     config: Option<PathBuf>,
     /// How long the link works (at most 7 days).
