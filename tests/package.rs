@@ -5,7 +5,8 @@
 //! by hand as the `flowhq` user with the packaged configuration (no systemd runs here), tells a
 //! `NOTIFY_SOCKET` it is ready, converges an example tenant with the stub worker, and answers
 //! through a real Nginx running the packaged site. An upgrade keeps a changed conffile and the
-//! state; remove keeps configuration and state; purge deletes what postrm documents.
+//! state; remove keeps configuration and state; purge deletes what postrm documents. On a host
+//! where systemd runs, the unit that postinst starts must also become active.
 //!
 //! It needs root, dpkg-dev, lintian, nginx, systemd (for `systemd-analyze`), man-db, logrotate
 //! and the package's dependencies (`scripts/deps.sh test` installs them). Without root, or
@@ -142,6 +143,36 @@ fn clean_up() {
     let _ = std::fs::remove_file(TENANT_FILE);
     let _ = std::fs::remove_dir("/etc/flowhq/tenants.d");
     let _ = std::fs::remove_dir("/etc/flowhq");
+}
+
+/// True when systemd is the init system (then postinst starts the unit). Not in CI's
+/// containers, where the daemon is started by hand below.
+fn systemd_runs() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+/// Waits until systemd reports the unit active (for `Type=notify`: after READY=1).
+fn wait_until_unit_active() {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let state = Command::new("systemctl")
+            .args(["is-active", "flowhq.service"])
+            .output()
+            .unwrap();
+        let state = String::from_utf8_lossy(&state.stdout).trim().to_owned();
+        if state == "active" {
+            return;
+        }
+        if Instant::now() > deadline {
+            let journal = Command::new("journalctl")
+                .args(["-u", "flowhq.service", "-n", "60", "--no-pager"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            panic!("flowhq.service is {state}, not active, under systemd:\n{journal}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Purges the package however the test ends.
@@ -343,6 +374,12 @@ fn the_package_installs_runs_the_daemon_as_flowhq_upgrades_and_purges() {
         "-i",
         deb.to_str().unwrap(),
     ]);
+    if systemd_runs() {
+        // postinst started the unit: it must come up under systemd, sandbox and all. It is
+        // stopped again so that the daemon started by hand below is the only one.
+        wait_until_unit_active();
+        run(Command::new("systemctl").args(["stop", "flowhq.service"]));
+    }
     std::fs::write(
         TENANT_FILE,
         "business_name = \"Package Test Salon\"\nphone = \"+255700000001\"\n\
@@ -509,6 +546,10 @@ fn the_package_installs_runs_the_daemon_as_flowhq_upgrades_and_purges() {
         deb2.to_str().unwrap(),
     ]);
     assert_eq!(flowhq_dpkg_state().unwrap().1, v2);
+    if systemd_runs() {
+        // postinst restarted the unit after the upgrade; remove stops it below.
+        wait_until_unit_active();
+    }
     assert_eq!(
         std::fs::read_to_string("/etc/flowhq/flowhq.toml").unwrap(),
         changed
