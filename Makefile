@@ -1,5 +1,5 @@
 # Entry points for people and CI. CI runs `make test` (through .ci/run).
-.PHONY: run test lint build bench fmt
+.PHONY: run test lint build bench fmt deb
 
 # Run the daemon on the embedded defaults: SQLite in ./.flowhq, tenant files in ./tenants.d,
 # status on 127.0.0.1:9780 (installs what is missing first; Ctrl-C stops it and its workers).
@@ -23,6 +23,13 @@ fmt:
 
 build:
 	cargo build --release --locked
+
+# The Debian package, target/debian/flowhq_VERSION_ARCH.deb, from the release binary (the same
+# script packages the test build in tests/package.rs). Install it with `dpkg -i` or `apt install ./...deb`.
+deb:
+	scripts/deps.sh deb
+	cargo build --release --locked
+	packaging/build-deb.sh target/release/flowhq target/debian
 
 bench:
 	scripts/bench.sh

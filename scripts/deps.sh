@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what flowhq's build and tests need on a Debian machine, skipping what is present.
-# Usage: scripts/deps.sh [run|test]   (run: what the daemon needs; test: also the test tools)
+# Usage: scripts/deps.sh [run|test|deb]
+#   run: what the daemon needs; test: also the test tools; deb: what `make deb` needs
 set -euo pipefail
 
 mode=${1:-test}
@@ -8,8 +9,13 @@ need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
 pkgs=(git ca-certificates chromium)
+if [ "$mode" = deb ]; then
+  pkgs=(dpkg-dev binutils)
+fi
 if [ "$mode" = test ]; then
   pkgs+=(postgresql mandoc groff nginx procps psmisc)
+  # The package test (tests/package.rs): build, lint, install and check the .deb and its unit.
+  pkgs+=(dpkg-dev binutils lintian adduser systemd man-db logrotate)
 fi
 for p in "${pkgs[@]}"; do have "$p" || need+=("$p"); done
 

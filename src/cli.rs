@@ -16,11 +16,30 @@ use flowhq::store::{self, Role, Store};
 
 /// Runs a fleet of WhatsApp chatbots, one per business, reconciled from tenant files.
 #[derive(Debug, Parser)]
-#[command(name = "flowhq", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "flowhq",
+    version,
+    about,
+    long_about = LONG_ABOUT,
+    propagate_version = true
+)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// The description of `flowhq --help` and of flowhq(1).
+const LONG_ABOUT: &str = "\
+flowhq runs a fleet of WhatsApp chatbots on one Linux host: one worker process per business \
+(\"tenant\"), each driving WhatsApp Web in headless Chromium. Every tenant is one TOML file in \
+the tenant directory (flowhq-tenant(5)): adding a file onboards a business, `enabled = false` \
+pauses it, deleting the file retires it.
+
+`flowhq daemon` keeps one worker running per enabled tenant file, with crash-loop backoff, \
+adoption of running workers across its own restarts and a read-only status endpoint; its \
+behaviour, signals and systemd integration are described in flowhq-daemon(8) and its \
+configuration file in flowhq.toml(5). The other commands check tenant files, preview what the \
+daemon would do, and show the state of the fleet from the state store.";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -58,7 +77,8 @@ struct WorkerArgs {
 
 #[derive(Debug, Args)]
 struct DaemonArgs {
-    /// The daemon config file [default: built-in defaults, which use ./tenants.d and ./.flowhq].
+    /// The daemon config file, /etc/flowhq/flowhq.toml with the Debian package [default:
+    /// built-in defaults, which use ./tenants.d and ./.flowhq].
     #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
     config: Option<PathBuf>,
     /// Retire tenants even when more than `prune.max_share` of them disappear in one pass.
@@ -79,7 +99,8 @@ struct MigrateArgs {
 
 #[derive(Debug, Args)]
 struct PlanArgs {
-    /// The daemon config file [default: built-in defaults].
+    /// The daemon config file, /etc/flowhq/flowhq.toml with the Debian package [default:
+    /// built-in defaults, which use ./tenants.d and ./.flowhq].
     #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
     config: Option<PathBuf>,
     /// Plan this directory of tenant files instead of the configured one (a pull request's
@@ -364,7 +385,8 @@ fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
 struct StatusArgs {
     /// Show this tenant in detail instead of the whole fleet.
     tenant: Option<String>,
-    /// The daemon config file [default: built-in defaults].
+    /// The daemon config file, /etc/flowhq/flowhq.toml with the Debian package [default:
+    /// built-in defaults, which use ./tenants.d and ./.flowhq].
     #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
     config: Option<PathBuf>,
     /// Print JSON (the schema of `/v1/tenants/{id}`, with personal data) instead of a table.
@@ -376,7 +398,8 @@ struct StatusArgs {
 struct QrArgs {
     /// The tenant whose phone is to be linked.
     tenant: String,
-    /// The daemon config file [default: built-in defaults].
+    /// The daemon config file, /etc/flowhq/flowhq.toml with the Debian package [default:
+    /// built-in defaults, which use ./tenants.d and ./.flowhq].
     #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
     config: Option<PathBuf>,
     /// Draw the current state once and exit instead of following it until linked.
@@ -388,7 +411,8 @@ struct QrArgs {
 struct LogsArgs {
     /// The tenant whose messages to print.
     tenant: String,
-    /// The daemon config file [default: built-in defaults].
+    /// The daemon config file, /etc/flowhq/flowhq.toml with the Debian package [default:
+    /// built-in defaults, which use ./tenants.d and ./.flowhq].
     #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
     config: Option<PathBuf>,
     /// How many of the latest messages to print first.
@@ -403,7 +427,8 @@ struct LogsArgs {
 struct LinkUrlArgs {
     /// The tenant the link is for.
     tenant: String,
-    /// The daemon config file [default: built-in defaults].
+    /// The daemon config file, /etc/flowhq/flowhq.toml with the Debian package [default:
+    /// built-in defaults, which use ./tenants.d and ./.flowhq].
     #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
     config: Option<PathBuf>,
     /// How long the link works (at most 7 days).
@@ -700,5 +725,182 @@ mod ops {
             expires.round(jiff::Unit::Second).unwrap_or(expires)
         )?;
         Ok(ExitStatus::Ok)
+    }
+}
+
+#[cfg(test)]
+mod man_page {
+    //! flowhq(1), rendered from the clap definitions above with clap_mangen and compared with
+    //! the committed `man/flowhq.1`, so the page cannot drift from the command line.
+    //! `FLOWHQ_BLESS=1 cargo test --bin flowhq man_page` rewrites the page.
+    //! The sections clap knows nothing about (exit status, environment, files) are the roff
+    //! text in `TAIL` below; the daemon's own page, flowhq-daemon(8), is written by hand.
+
+    use clap::CommandFactory;
+    use clap_mangen::Man;
+
+    use super::Cli;
+
+    const PAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/man/flowhq.1");
+    /// The page's date: the day the command line last changed. Change it with the page.
+    const DATE: &str = "2026-11-29";
+
+    const HEADER: &str = "\
+.\\\" flowhq(1). Generated from the clap definitions in src/cli.rs by its man_page test:
+.\\\" do not edit; change src/cli.rs, then run FLOWHQ_BLESS=1 cargo test --bin flowhq man_page.
+";
+
+    const TAIL: &str = r#".SH EXIT STATUS
+.TP
+.B 0
+Success.
+.TP
+.B 1
+A runtime failure; the message names what failed.
+.TP
+.B 2
+\fBflowhq plan\fR found actions to take.
+.TP
+.B 64
+Bad command line (EX_USAGE).
+.TP
+.B 78
+Configuration error (EX_CONFIG): the daemon configuration or a tenant file does not
+validate.
+The packaged unit does not restart the daemon after it
+(\fBRestartPreventExitStatus=78\fR), and the daemon holds a worker that exits with it until
+the tenant's file changes.
+.SH ENVIRONMENT
+.TP
+.B FLOWHQ_CONFIG
+The daemon configuration file, for the commands whose \fB\-\-config\fR option names it.
+Without either, the built\-in defaults apply (tenant files in \fI./tenants.d\fR, state in
+\fI./.flowhq\fR); on a host with the Debian package, use \fI/etc/flowhq/flowhq.toml\fR.
+.TP
+\fBFLOWHQ_\fIKEY\fR, \fBFLOWHQ_\fISECTION\fB_\fIKEY\fR
+Override one key of the configuration file, for example \fBFLOWHQ_STATUS_LISTEN\fR; see
+\fBflowhq.toml\fR(5).
+.TP
+.B DATABASE_URL
+The state store, when \fBFLOWHQ_DATABASE_URL\fR is not set.
+.TP
+.B RUST_LOG
+The log filter (for example \fBinfo\fR or \fBflowhq=debug\fR).
+.TP
+\fBNOTIFY_SOCKET\fR, \fBWATCHDOG_USEC\fR
+Set by systemd for the daemon; see \fBflowhq\-daemon\fR(8).
+.SH FILES
+.TP
+.I /etc/flowhq/flowhq.toml
+The daemon configuration, \fBflowhq.toml\fR(5).
+.TP
+.I /etc/flowhq/tenants.d/*.toml
+Tenant files, \fBflowhq\-tenant\fR(5).
+.TP
+.I /var/lib/flowhq/
+State: \fIflowhq.db\fR (the SQLite store), \fIsessions/\fR (one Chromium profile per tenant,
+holding its WhatsApp login; mode 0700), \fIgit/\fR (the checkout of \fB[source.git]\fR).
+.TP
+.I /var/log/flowhq/
+One log per worker, \fItenant\fR.log.
+.TP
+.I /run/flowhq/
+Tenant locks and the pid records used to adopt running workers.
+.TP
+.I /usr/lib/systemd/system/flowhq.service
+The systemd unit; see \fBflowhq\-daemon\fR(8).
+.TP
+.I /etc/nginx/sites\-available/flowhq
+The Nginx site in front of the status endpoint (installed, not enabled).
+.TP
+.I /usr/share/doc/flowhq/examples/tenants.d/
+Example tenant files.
+.SH EXAMPLES
+Operator commands on a packaged host run as the \fBflowhq\fR user with the packaged
+configuration:
+.PP
+.RS 4
+.EX
+flowhq check \-\-config /etc/flowhq/flowhq.toml
+export FLOWHQ_CONFIG=/etc/flowhq/flowhq.toml
+runuser \-u flowhq \-\- flowhq status
+runuser \-u flowhq \-\- flowhq qr mama\-asha\-salon
+runuser \-u flowhq \-\- flowhq link\-url mama\-asha\-salon \-\-base https://status.example.com
+.EE
+.RE
+.SH SEE ALSO
+\fBflowhq\-daemon\fR(8), \fBflowhq.toml\fR(5), \fBflowhq\-tenant\fR(5),
+\fBsystemd.service\fR(5), \fBnginx\fR(8)
+"#;
+
+    /// One rendered section of `man`, without its `.SH` heading line.
+    fn body(render: impl Fn(&mut Vec<u8>) -> std::io::Result<()>) -> String {
+        let mut out = Vec::new();
+        render(&mut out).unwrap();
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with(".SH "))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    fn render() -> String {
+        let mut cmd = Cli::command().disable_help_subcommand(true);
+        cmd.build();
+        let man = |cmd: clap::Command| {
+            Man::new(cmd)
+                .title("FLOWHQ")
+                .section("1")
+                .date(DATE)
+                .source(format!("flowhq {}", env!("CARGO_PKG_VERSION")))
+                .manual("User Commands")
+        };
+        let top = man(cmd.clone());
+        let mut page = String::from(HEADER);
+        let mut out = Vec::new();
+        top.render_title(&mut out).unwrap();
+        top.render_name_section(&mut out).unwrap();
+        top.render_synopsis_section(&mut out).unwrap();
+        top.render_description_section(&mut out).unwrap();
+        top.render_options_section(&mut out).unwrap();
+        page.push_str(&String::from_utf8(out).unwrap());
+        page.push_str(".SH COMMANDS\n");
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let name = sub.get_bin_name().unwrap_or_else(|| sub.get_name());
+            let sub = man(sub.clone());
+            page.push_str(&format!(".SS \"{name}\"\n"));
+            page.push_str(&body(|w| sub.render_synopsis_section(w)));
+            page.push_str(".PP\n");
+            page.push_str(&body(|w| sub.render_description_section(w)));
+            page.push_str(&body(|w| sub.render_options_section(w)));
+        }
+        page.push_str(TAIL);
+        // clap_mangen separates an option's help from its possible values with `.br`, an
+        // empty line and `.br`, which mandoc flags; one `.sp` is the same vertical space.
+        page.replace("\n.br\n\n.br\n", "\n.sp\n")
+    }
+
+    #[test]
+    fn the_committed_man_page_matches_the_command_line() {
+        let rendered = render();
+        if std::env::var("FLOWHQ_BLESS").is_ok_and(|v| v == "1") {
+            std::fs::write(PAGE, &rendered).unwrap();
+        }
+        let committed = std::fs::read_to_string(PAGE).unwrap_or_default();
+        assert!(
+            committed == rendered,
+            "man/flowhq.1 differs from the command line in src/cli.rs; regenerate it with \
+             FLOWHQ_BLESS=1 cargo test --bin flowhq man_page"
+        );
+    }
+
+    #[test]
+    fn the_man_page_documents_every_subcommand() {
+        let page = render();
+        for sub in Cli::command().get_subcommands() {
+            let heading = format!(".SS \"flowhq {}\"\n", sub.get_name());
+            assert!(page.contains(&heading), "no section {heading}");
+        }
     }
 }
