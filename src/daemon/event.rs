@@ -5,7 +5,7 @@
 
 use crate::config::TenantId;
 use crate::source::watch::Change;
-use crate::supervisor::ExitInfo;
+use crate::supervisor::{ExitInfo, TreeMemory};
 
 /// One input to the event loop.
 #[derive(Debug)]
@@ -32,8 +32,8 @@ pub enum Event {
     },
     /// Someone with access opened the QR page of a tenant whose worker stopped showing codes.
     QrWanted(TenantId),
-    /// Memory (PSS) of the workers' process trees, measured off the loop.
-    Memory(Vec<(TenantId, u64)>),
+    /// Memory of the workers' process trees, measured off the loop.
+    Memory(Vec<(TenantId, TreeMemory)>),
     /// SIGHUP: rescan everything now.
     Reload,
     /// SIGTERM or SIGINT: shut down.

@@ -75,6 +75,18 @@ pub enum Error {
 const TICK: Duration = Duration::from_secs(1);
 /// How often worker log files are checked for rotation.
 const ROTATE_EVERY: Duration = Duration::from_secs(10);
+/// Orphaned children (a worker's double-forked helpers, reparented to the daemon as child
+/// subreaper) are reaped this often; the kernel's check walks every child, 1,000 at full fleet.
+const REAP_EVERY: Duration = Duration::from_secs(5);
+/// The whole session table and the status rows are read at least this often, even when the
+/// daemon wrote no tenant row (between those reads, only changed sessions are read).
+const FULL_OBSERVE_EVERY: Duration = Duration::from_secs(60);
+/// How far before the previous read the changed sessions are asked for, to cover a write
+/// stamped before that read but committed after it.
+const SESSION_WRITE_SLACK: jiff::SignedDuration = jiff::SignedDuration::from_secs(10);
+/// Every worker's PSS is read again at least this often (status shows it); trees above
+/// their memory limit by RSS are read every measuring cycle.
+const PSS_REFRESH: Duration = Duration::from_secs(300);
 /// How long shutdown may spend writing the final worker rows and events.
 const SHUTDOWN_WRITES: Duration = Duration::from_secs(10);
 /// Events kept in memory while the store is down.
@@ -163,6 +175,7 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
     let mut next_observe = Instant::now() + d.observe_interval();
     let mut next_rotate = Instant::now() + ROTATE_EVERY;
     let mut next_measure = Instant::now();
+    let mut next_reap = Instant::now();
     loop {
         let mut run_pass = false;
         tokio::select! {
@@ -176,7 +189,10 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
             }
             _ = tick.tick() => {
                 let now = Instant::now();
-                d.reap_orphans();
+                if now >= next_reap {
+                    next_reap = now + REAP_EVERY;
+                    d.reap_orphans();
+                }
                 if now >= next_rescan {
                     next_rescan = now + d.cfg.rescan_interval;
                     let r = d.source.rescan();
@@ -190,6 +206,7 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
                     d.store.try_connect_if_due().await;
                     if d.store.just_recovered() {
                         d.load_from_store().await;
+                        d.rows_stale = true;
                     }
                     d.refresh_heartbeats().await;
                     run_pass = true;
@@ -200,9 +217,13 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
                 }
                 if now >= next_measure {
                     // As often as workers report heartbeats, within 1 s to 30 s.
-                    next_measure = now
-                        + d.cfg.worker.heartbeat_interval.clamp(Duration::from_secs(1), Duration::from_secs(30));
-                    d.measure_memory();
+                    let cycle = d
+                        .cfg
+                        .worker
+                        .heartbeat_interval
+                        .clamp(Duration::from_secs(1), Duration::from_secs(30));
+                    next_measure = now + cycle;
+                    d.measure_memory(cycle);
                 }
                 run_pass |= d.deadline_due();
             }
@@ -271,8 +292,12 @@ struct Daemon {
     synced: BTreeSet<TenantId>,
     slots: BTreeMap<TenantId, Slot>,
     heartbeats: BTreeMap<TenantId, Timestamp>,
-    /// The last PSS sample of each worker's process tree (shown in status).
-    memory: BTreeMap<TenantId, u64>,
+    /// The last PSS reading of each worker's process tree (shown in status), and when it
+    /// was read.
+    memory: BTreeMap<TenantId, (u64, Instant)>,
+    /// The last sample the memory limit is judged on: the PSS when it was read, else the
+    /// RSS, which was then under the limit (see `supervisor::trees_memory`).
+    memory_sample: BTreeMap<TenantId, u64>,
     /// The lower of the last two samples (what the memory limit is judged on).
     memory_sustained: BTreeMap<TenantId, u64>,
     tx: mpsc::Sender<Event>,
@@ -293,6 +318,10 @@ struct Daemon {
     qr_waiting: bool,
     /// When fresh QR codes were last requested per tenant.
     qr_requested: BTreeMap<TenantId, Timestamp>,
+    /// When sessions were last read, and when the whole table and the status rows were.
+    observed_at: Option<(Timestamp, Instant)>,
+    /// The daemon wrote tenant rows since the status rows were read.
+    rows_stale: bool,
 }
 
 impl Daemon {
@@ -319,6 +348,7 @@ impl Daemon {
             slots: BTreeMap::new(),
             heartbeats: BTreeMap::new(),
             memory: BTreeMap::new(),
+            memory_sample: BTreeMap::new(),
             memory_sustained: BTreeMap::new(),
             tx,
             notifier: Notifier::from_env(),
@@ -332,6 +362,8 @@ impl Daemon {
             started_at: Timestamp::now(),
             ready: false,
             qr_waiting: false,
+            observed_at: None,
+            rows_stale: true,
             qr_requested: BTreeMap::new(),
         }
     }
@@ -361,12 +393,21 @@ impl Daemon {
             }
             Event::Exited { tenant, pid, exit } => self.on_exited(&tenant, pid, exit),
             Event::Stopped { tenant, pid, exit } => self.on_stopped(&tenant, pid, exit),
-            Event::Memory(memory) => {
+            Event::Memory(measured) => {
+                let now = Instant::now();
+                let mut samples = BTreeMap::new();
+                for (id, m) in measured {
+                    if let Some(pss) = m.pss {
+                        self.memory.insert(id.clone(), (pss, now));
+                    }
+                    samples.insert(id, m.pss.unwrap_or(m.rss));
+                }
+                self.memory.retain(|id, _| samples.contains_key(id));
                 // The planner sees the lower of the last two samples, so a worker is
                 // restarted only when it *stays* above its limit, not for one spike.
-                let previous = std::mem::replace(&mut self.memory, memory.into_iter().collect());
+                let previous = std::mem::replace(&mut self.memory_sample, samples);
                 self.memory_sustained = self
-                    .memory
+                    .memory_sample
                     .iter()
                     .filter_map(|(id, now)| {
                         previous
@@ -417,15 +458,26 @@ impl Daemon {
     /// One level-triggered pass: observe, plan, execute.
     async fn pass(&mut self) {
         let started = Instant::now();
-        let observed = self.observed();
+        // The applied records move into the observation for planning and back right after,
+        // instead of being cloned on every pass.
+        let observed = self.observed_taking_applied();
         let plan = reconcile::plan(
             self.source.desired(),
             &observed,
             &self.policy,
             Timestamp::now(),
         );
+        self.applied = observed.tenants;
         self.note_problems(&plan).await;
         let n = plan.actions.len();
+        if plan.actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::Apply { .. } | Action::SetConfigError { .. } | Action::Retire { .. }
+            )
+        }) {
+            self.rows_stale = true;
+        }
         // Store rows first, then processes: a tenant's row actions always precede its process
         // actions in a plan, and a worker reads its spec from the row. Consecutive applies
         // share one transaction (a fleet's cold start is one commit, not one per tenant).
@@ -461,7 +513,24 @@ impl Daemon {
         }
     }
 
+    /// [`Self::observed`] without copying the applied records: they are moved out of
+    /// `self.applied`, which the caller must put back.
+    fn observed_taking_applied(&mut self) -> Observed {
+        let workers = self.observed_workers();
+        Observed {
+            tenants: std::mem::take(&mut self.applied),
+            workers,
+        }
+    }
+
     fn observed(&self) -> Observed {
+        Observed {
+            tenants: self.applied.clone(),
+            workers: self.observed_workers(),
+        }
+    }
+
+    fn observed_workers(&self) -> BTreeMap<TenantId, reconcile::ObservedWorker> {
         // Heartbeats travel through the store: while it is down nobody can write one, and
         // right after it returns the last ones are old through no fault of the workers. So
         // staleness only counts from when the store was last (re)connected, and not at all
@@ -470,8 +539,7 @@ impl Daemon {
             (Some(_), Some(since)) => since,
             _ => Timestamp::now(),
         };
-        let workers = self
-            .slots
+        self.slots
             .iter()
             .map(|(id, s)| {
                 let heartbeat = self
@@ -482,11 +550,7 @@ impl Daemon {
                 let memory = self.memory_sustained.get(id).copied();
                 (id.clone(), s.observed(Some(heartbeat), memory))
             })
-            .collect();
-        Observed {
-            tenants: self.applied.clone(),
-            workers,
-        }
+            .collect()
     }
 
     /// Logs and records problems when they first appear.
@@ -922,25 +986,58 @@ impl Daemon {
         }
     }
 
-    /// Reads sessions (heartbeats, QR payloads) and the status rows: one pair of queries per
-    /// observe tick, whatever the load on the status endpoint.
+    /// Reads sessions (heartbeats, QR payloads) and the status rows, whatever the load on the
+    /// status endpoint. Workers write only their session rows, and the daemon knows when it
+    /// wrote tenant rows, so an observe tick reads only the sessions changed since the last
+    /// one; the whole table and the status rows are read again after the daemon wrote tenant
+    /// rows, after the store came back, and every `FULL_OBSERVE_EVERY` as a safety net.
     async fn refresh_heartbeats(&mut self) {
         let Some(store) = self.store.get() else {
             return;
         };
-        let sessions = store.sessions().await;
+        let started = Timestamp::now();
+        let since = match self.observed_at {
+            Some((at, full_at)) if !self.rows_stale && full_at.elapsed() < FULL_OBSERVE_EVERY => {
+                Some(at - SESSION_WRITE_SLACK)
+            }
+            _ => None,
+        };
+        let sessions = match since {
+            Some(since) => store.sessions_changed_since(since).await,
+            None => store.sessions().await,
+        };
         let Some(sessions) = self.store.check(sessions) else {
             self.metrics.count_store_error();
             return;
         };
-        self.heartbeats = sessions
-            .iter()
-            .filter_map(|s| s.last_seen_at.map(|t| (s.tenant.clone(), t)))
-            .collect();
-        self.qr_waiting = sessions.iter().any(|s| s.state == SessionState::QrReady);
+        if since.is_none() {
+            self.heartbeats.clear();
+        }
+        for s in &sessions {
+            if let Some(t) = s.last_seen_at {
+                self.heartbeats.insert(s.tenant.clone(), t);
+            }
+        }
         if self.status_tx.is_none() {
+            self.observed_at = Some((started, self.full_at(since)));
             return;
         }
+        if since.is_some() {
+            // Rows are sorted by tenant id (`Store::snapshot`).
+            for s in sessions {
+                if let Ok(i) = self.rows.binary_search_by(|r| r.tenant.id.cmp(&s.tenant)) {
+                    self.rows[i].session = Some(s);
+                }
+            }
+            self.qr_waiting = self.rows.iter().any(|r| {
+                r.session
+                    .as_ref()
+                    .is_some_and(|s| s.state == SessionState::QrReady)
+            });
+            self.observed_at = Some((started, self.full_at(since)));
+            return;
+        }
+        self.qr_waiting = sessions.iter().any(|s| s.state == SessionState::QrReady);
         let Some(store) = self.store.get() else {
             return;
         };
@@ -960,6 +1057,16 @@ impl Daemon {
             }
         }
         self.rows = rows;
+        self.rows_stale = false;
+        self.observed_at = Some((started, Instant::now()));
+    }
+
+    /// When the last full observation happened, given this one's `since` (`None` = full).
+    fn full_at(&self, since: Option<Timestamp>) -> Instant {
+        match (since, self.observed_at) {
+            (Some(_), Some((_, full_at))) => full_at,
+            _ => Instant::now(),
+        }
     }
 
     /// Publishes a status snapshot built from memory (the cached rows, patched with the live
@@ -983,7 +1090,7 @@ impl Daemon {
         );
         for t in &mut tenants {
             if let Some(w) = &mut t.worker {
-                w.memory_bytes = self.memory.get(&t.id).copied();
+                w.memory_bytes = self.memory.get(&t.id).map(|(pss, _)| *pss);
             }
         }
         let source_diagnostics = self
@@ -1113,22 +1220,60 @@ impl Daemon {
     }
 
     /// Measures the workers' memory on a blocking thread; `Event::Memory` brings the result.
-    /// Reading every worker's smaps takes long enough at 1,000 workers to delay a file change.
-    fn measure_memory(&self) {
-        let roots: Vec<(TenantId, nix::unistd::Pid)> = self
-            .slots
-            .iter()
-            .filter_map(|(id, s)| s.worker().map(|w| (id.clone(), w.pid())))
-            .collect();
+    /// Reading every worker's smaps takes long enough at 1,000 workers to delay a file change,
+    /// and walking a Chromium tree's page tables costs milliseconds, so each cycle reads the
+    /// PSS only of trees whose RSS is above their limit, of trees never read, and of the
+    /// trees read longest ago (the whole fleet once per `PSS_REFRESH`); the RSS of every
+    /// tree comes free with the process-table scan.
+    fn measure_memory(&self, cycle: Duration) {
+        let now = Instant::now();
+        let desired = self.source.desired();
+        let mut probes = Vec::new();
+        let mut stale: Vec<(Instant, usize)> = Vec::new();
+        let mut ids = Vec::new();
+        for (id, slot) in &self.slots {
+            let Some(worker) = slot.worker() else {
+                continue;
+            };
+            let limit = desired
+                .tenants
+                .get(id)
+                .map(|t| &t.spec)
+                .or_else(|| self.applied.get(id).map(|a| &a.spec))
+                .and_then(|spec| spec.limits.memory_max)
+                .or(self.policy.memory_max);
+            let read_at = self.memory.get(id).map(|(_, at)| *at);
+            match read_at {
+                Some(at) if now.duration_since(at) >= PSS_REFRESH => {
+                    stale.push((at, probes.len()));
+                }
+                _ => {}
+            }
+            probes.push(supervisor::MemoryProbe {
+                root: worker.pid(),
+                pss_due: read_at.is_none(),
+                limit,
+            });
+            ids.push(id.clone());
+        }
+        // Refresh the oldest readings, a share per cycle, so the fleet is not read at once.
+        let per_cycle = probes
+            .len()
+            .saturating_mul(cycle.as_millis().max(1) as usize)
+            .div_ceil(PSS_REFRESH.as_millis().max(1) as usize)
+            .max(1);
+        stale.sort_unstable();
+        for (_, i) in stale.into_iter().take(per_cycle) {
+            probes[i].pss_due = true;
+        }
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let measured = tokio::task::spawn_blocking(move || {
                 // One scan of /proc for the whole fleet: a scan per worker is quadratic.
-                let pids: Vec<nix::unistd::Pid> = roots.iter().map(|(_, p)| *p).collect();
-                let mut bytes = supervisor::trees_pss_bytes(&pids);
-                roots
-                    .into_iter()
-                    .filter_map(|(id, pid)| bytes.remove(&pid).map(|b| (id, b)))
+                let mut found = supervisor::trees_memory(&probes);
+                ids.into_iter()
+                    .zip(probes)
+                    .filter_map(|(id, p)| found.remove(&p.root).map(|m| (id, m)))
                     .collect()
             })
             .await;

@@ -711,6 +711,22 @@ impl Store {
         decode_all(rows, SessionRow::into_record, op)
     }
 
+    /// Session rows written at or after `since` (state, QR or heartbeat), for a reader that
+    /// already holds the rest. Rows are matched by the writers' timestamps, so a caller asks
+    /// from a little before its previous read to cover writes that committed late.
+    pub async fn sessions_changed_since(&self, since: Timestamp) -> Result<Vec<SessionRecord>> {
+        const SQL: &str = "SELECT tenant_id, state, qr, qr_issued_at, last_seen_at, \
+             linked_number, push_name, error, updated_at FROM whatsapp_sessions \
+             WHERE updated_at >= $1 OR last_seen_at >= $1 ORDER BY tenant_id";
+        let op = || format!("list sessions changed since {since}");
+        let rows: Vec<SessionRow> = with_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(to_millis(since))
+            .fetch_all(pool)
+            .await)
+        .map_err(self.fail(op))?;
+        decode_all(rows, SessionRow::into_record, op)
+    }
+
     /// One tenant's session row.
     pub async fn session(&self, tenant: &TenantId) -> Result<Option<SessionRecord>> {
         const SQL: &str = "SELECT tenant_id, state, qr, qr_issued_at, last_seen_at, \

@@ -29,7 +29,8 @@ pub use backoff::{Backoff, BackoffError};
 pub use lock::{TenantLock, lock_is_held, lock_path};
 pub use logs::{LogLimits, log_path, open_log, rotate_if_needed};
 pub use proc::{
-    ProcIdentity, ProcStat, group_pids, tree_pids, tree_pss_bytes, trees_pss_bytes, zombie_children,
+    MemoryProbe, ProcIdentity, ProcStat, TreeMemory, group_pids, tree_pids, tree_pss_bytes,
+    trees_memory, zombie_children,
 };
 pub use reap::{reap_orphans, set_child_subreaper};
 pub use spawn::{LOCK_FD, LOCK_FD_ENV, spawn};
