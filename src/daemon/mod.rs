@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use jiff::Timestamp;
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
@@ -75,6 +76,8 @@ pub enum Error {
 const TICK: Duration = Duration::from_secs(1);
 /// How often worker log files are checked for rotation.
 const ROTATE_EVERY: Duration = Duration::from_secs(10);
+/// Workers started at once by one pass (each on a blocking thread).
+const SPAWN_PARALLEL: usize = 8;
 /// Orphaned children (a worker's double-forked helpers, reparented to the daemon as child
 /// subreaper) are reaped this often; the kernel's check walks every child, 1,000 at full fleet.
 const REAP_EVERY: Duration = Duration::from_secs(5);
@@ -324,6 +327,14 @@ struct Daemon {
     rows_stale: bool,
 }
 
+/// One worker to start: the request and what recording its outcome needs.
+struct SpawnJob {
+    req: SpawnRequest,
+    reason: String,
+    hash: SpecHash,
+    sample: f64,
+}
+
 impl Daemon {
     fn new(cfg: DaemonConfig, opts: Options, backoff: Backoff, tx: mpsc::Sender<Event>) -> Self {
         let policy = Policy {
@@ -498,9 +509,18 @@ impl Daemon {
             self.execute(action).await;
         }
         self.apply_all(applies).await;
+        // Consecutive spawns start in parallel: each fork waits for its child's exec, which
+        // on a busy host is mostly waiting for the scheduler.
+        let mut spawns = Vec::new();
         for action in processes {
+            if matches!(action, Action::Spawn { .. }) {
+                spawns.push(action);
+                continue;
+            }
+            self.spawn_all(std::mem::take(&mut spawns)).await;
             self.execute(action).await;
         }
+        self.spawn_all(spawns).await;
         self.persist_slots().await;
         self.flush_events().await;
         self.metrics.observe_reconcile(started.elapsed());
@@ -715,32 +735,97 @@ impl Daemon {
     }
 
     fn spawn(&mut self, tenant: &TenantId, reason: &str) {
+        if let Some(job) = self.spawn_job(tenant, reason) {
+            let result = supervisor::spawn(&job.req);
+            self.spawned(job, result);
+        }
+    }
+
+    /// Starts the workers of `actions` (all `Action::Spawn`), `SPAWN_PARALLEL` at a time on
+    /// blocking threads, then records each like [`Self::spawn`] does, in plan order.
+    async fn spawn_all(&mut self, actions: Vec<Action>) {
+        if actions.len() < 2 {
+            for action in actions {
+                self.execute(action).await;
+            }
+            return;
+        }
+        let mut jobs = Vec::with_capacity(actions.len());
+        for action in actions {
+            let reason = action.reason();
+            let tenant = action.tenant().clone();
+            info!(tenant = %tenant, action = action.kind(), reason = %reason, "action");
+            self.metrics.count_action(action.kind());
+            if let Some(job) = self.spawn_job(&tenant, &reason) {
+                jobs.push(job);
+            }
+        }
+        let results: Vec<(SpawnJob, Result<Worker, supervisor::Error>)> =
+            futures::stream::iter(jobs.into_iter().map(|job| async move {
+                tokio::task::spawn_blocking(move || {
+                    let result = supervisor::spawn(&job.req);
+                    (job, result)
+                })
+                .await
+            }))
+            .buffered(SPAWN_PARALLEL)
+            .filter_map(|joined| async move {
+                // A spawn that panicked has already logged; its tenant is retried next pass.
+                joined.ok()
+            })
+            .collect()
+            .await;
+        for (job, result) in results {
+            self.spawned(job, result);
+        }
+    }
+
+    /// What starting `tenant`'s worker needs, or `None` when it must not start yet.
+    fn spawn_job(&self, tenant: &TenantId, reason: &str) -> Option<SpawnJob> {
         if !self.synced.contains(tenant) && !self.dry {
             // The worker would find no spec; a later pass starts it once the store has it.
             tracing::debug!(tenant = %tenant, "not starting: the spec has not reached the store yet");
-            return;
+            return None;
         }
-        let now = Timestamp::now();
         let mut argv: Vec<OsString> = self.cfg.worker.command.iter().map(OsString::from).collect();
         argv.extend([OsString::from("--tenant"), OsString::from(tenant.as_str())]);
-        let req = SpawnRequest {
-            tenant: tenant.clone(),
-            argv: argv.clone(),
-            env: self.worker_env.clone(),
-            cwd: self.cfg.state_dir.clone(),
-            log_path: supervisor::log_path(&self.cfg.log_dir, tenant),
-            lock_path: supervisor::lock_path(&self.cfg.runtime_dir, tenant),
-        };
-        let hash = self.target_hash(tenant);
-        let sample = rand::random::<f64>();
-        match supervisor::spawn(&req) {
+        Some(SpawnJob {
+            req: SpawnRequest {
+                tenant: tenant.clone(),
+                argv,
+                env: self.worker_env.clone(),
+                cwd: self.cfg.state_dir.clone(),
+                log_path: supervisor::log_path(&self.cfg.log_dir, tenant),
+                lock_path: supervisor::lock_path(&self.cfg.runtime_dir, tenant),
+            },
+            reason: reason.to_owned(),
+            hash: self.target_hash(tenant),
+            sample: rand::random::<f64>(),
+        })
+    }
+
+    /// Records the outcome of starting a worker: its slot, pid record, exit watch and event.
+    fn spawned(&mut self, job: SpawnJob, result: Result<Worker, supervisor::Error>) {
+        let SpawnJob {
+            req,
+            reason,
+            hash,
+            sample,
+        } = job;
+        let tenant = &req.tenant;
+        let now = Timestamp::now();
+        match result {
             Ok(worker) => {
                 let worker = Arc::new(worker);
                 let pid = worker.pid().as_raw();
                 let rec = PidRecord {
                     pid,
                     start_time: worker.start_time(),
-                    argv: argv.iter().map(|a| a.as_encoded_bytes().to_vec()).collect(),
+                    argv: req
+                        .argv
+                        .iter()
+                        .map(|a| a.as_encoded_bytes().to_vec())
+                        .collect(),
                     spec_hash: hash.0.clone(),
                     started_at_ms: now.as_millisecond(),
                 };
