@@ -472,8 +472,9 @@ mod ops {
     }
 
     async fn open_store(cfg: &DaemonConfig) -> anyhow::Result<Store> {
-        // Worker-sized pool: two connections at most, released when idle.
-        Store::connect(&cfg.database_url, Role::Worker)
+        // Worker-sized pool: two connections at most, released when idle; never creates the
+        // database.
+        Store::connect(&cfg.database_url, Role::Client)
             .await
             .context("cannot open the state store")
     }

@@ -1512,7 +1512,7 @@ impl StoreLink {
 
     /// Connects without migrating (planning must not change the schema).
     async fn connect_read_only(&mut self) {
-        match Store::connect(&self.url, Role::Worker).await {
+        match Store::connect(&self.url, Role::Client).await {
             Ok(store) => {
                 // Judge heartbeats as they are: this store has been up all along as far as
                 // a one-shot plan can tell.

@@ -105,6 +105,10 @@ pub enum Role {
     /// One of many workers: at most two connections, released when idle, so a fleet of
     /// workers does not exhaust PostgreSQL's connection slots.
     Worker,
+    /// A one-shot operator command (`flowhq plan`, `status`, `qr`, ...): sized like a
+    /// worker, and never creates a SQLite database that does not exist yet (a mistyped path
+    /// must not leave an empty database behind).
+    Client,
 }
 
 /// The database behind a store.
@@ -289,10 +293,11 @@ impl Store {
                     .application_name(match role {
                         Role::Daemon => "flowhq-daemon",
                         Role::Worker => "flowhq-worker",
+                        Role::Client => "flowhq-cli",
                     });
                 let (max, idle) = match role {
                     Role::Daemon => (8, Duration::from_secs(300)),
-                    Role::Worker => (2, Duration::from_secs(30)),
+                    Role::Worker | Role::Client => (2, Duration::from_secs(30)),
                 };
                 // One direct connection first: it fails fast and with the real cause
                 // (refused, unknown host, authentication), where the pool would retry until
@@ -315,7 +320,7 @@ impl Store {
             Backend::Sqlite => {
                 let options = SqliteConnectOptions::from_str(url)
                     .map_err(invalid)?
-                    .create_if_missing(true)
+                    .create_if_missing(role != Role::Client)
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(SQLITE_BUSY_TIMEOUT)
@@ -326,6 +331,7 @@ impl Store {
                     .row_buffer_size(2048);
                 let file = options.get_filename();
                 if let Some(dir) = file.parent()
+                    && role != Role::Client
                     && !dir.as_os_str().is_empty()
                     && !url.contains(":memory:")
                 {
@@ -336,7 +342,7 @@ impl Store {
                 }
                 let max = match role {
                     Role::Daemon => 4,
-                    Role::Worker => 2,
+                    Role::Worker | Role::Client => 2,
                 };
                 let pool = SqlitePoolOptions::new()
                     .max_connections(max)
