@@ -702,6 +702,33 @@ store_test!(
     }
 );
 
+store_test!(a_logout_forgets_the_linked_number, |store| {
+    let now = at("2026-11-28T10:00:00Z");
+    seed_tenant(&store, "shop").await;
+    store
+        .session_set_linked(&id("shop"), "255712345678", Some("Shop"), now)
+        .await
+        .unwrap();
+    store
+        .session_set_state(&id("shop"), SessionState::Disconnected, None, now)
+        .await
+        .unwrap();
+    let s = store.session(&id("shop")).await.unwrap().unwrap();
+    assert_eq!(
+        s.linked_number.as_deref(),
+        Some("255712345678"),
+        "a disconnect keeps it"
+    );
+    store
+        .session_set_state(&id("shop"), SessionState::LoggedOut, None, now)
+        .await
+        .unwrap();
+    let s = store.session(&id("shop")).await.unwrap().unwrap();
+    assert_eq!(s.state, SessionState::LoggedOut);
+    assert_eq!(s.linked_number, None);
+    assert_eq!(s.push_name, None);
+});
+
 store_test!(the_snapshot_joins_sessions_and_workers, |store| {
     let now = at("2026-11-28T10:00:00Z");
     for tenant in ["halted", "full", "bare", "linking"] {

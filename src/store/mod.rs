@@ -597,6 +597,8 @@ impl Store {
 
     /// Records the session state and the error that came with it. Any state but `QR_READY`
     /// clears the QR payload: a code is only worth showing while WhatsApp waits for a scan.
+    /// `LOGGED_OUT` also clears the linked number and display name: the phone unlinked this
+    /// device, so no number is linked any more (the next link records the new one).
     pub async fn session_set_state(
         &self,
         tenant: &TenantId,
@@ -610,7 +612,11 @@ impl Store {
              error = excluded.error, updated_at = excluded.updated_at, \
              qr = CASE WHEN excluded.state = 'QR_READY' THEN whatsapp_sessions.qr ELSE NULL END, \
              qr_issued_at = CASE WHEN excluded.state = 'QR_READY' \
-             THEN whatsapp_sessions.qr_issued_at ELSE NULL END";
+             THEN whatsapp_sessions.qr_issued_at ELSE NULL END, \
+             linked_number = CASE WHEN excluded.state = 'LOGGED_OUT' THEN NULL \
+             ELSE whatsapp_sessions.linked_number END, \
+             push_name = CASE WHEN excluded.state = 'LOGGED_OUT' THEN NULL \
+             ELSE whatsapp_sessions.push_name END";
         with_pool!(self, pool => sqlx::query(SQL)
             .bind(tenant.as_str())
             .bind(state.as_str())
