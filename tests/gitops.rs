@@ -449,6 +449,12 @@ git_test!(a_commit_adding_a_tenant_converges_on_sighup, |fleet| {
             .any(|e| e.kind == "started" && e.revision.as_deref() == Some(c2.as_str())),
         "{started:?}"
     );
+    // Salon's row moved to the new commit, without an event of its own for it.
+    let salon = events(&store, Some("salon")).await;
+    assert!(
+        salon.iter().all(|e| !e.reason.contains("revision changed")),
+        "{salon:?}"
+    );
     let fleetwide = events(&store, None).await;
     assert!(
         fleetwide.iter().any(|e| e.kind == "source"
@@ -785,6 +791,17 @@ async fn plan_previews_a_pull_request_checkout_without_changing_anything() {
         .await;
     let pids = fleet.workers();
     let store = fleet.store().await;
+    fleet
+        .until_store("the start events", async |s| {
+            let all = events(s, None).await;
+            ["salon", "duka", "kliniki"].iter().all(|t| {
+                all.iter().any(|e| {
+                    e.kind == "started" && e.tenant.as_ref().is_some_and(|x| x.as_str() == *t)
+                })
+            })
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let events_before = events(&store, None).await.len();
 
     // The pull request: a branch in another clone, never pushed to main.

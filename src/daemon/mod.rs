@@ -601,7 +601,11 @@ impl Daemon {
                 self.synced.remove(&tenant);
             }
             self.applied.insert(tenant.clone(), a);
-            self.event(Some(tenant), "applied", reason);
+            // A new commit that leaves a spec as it was re-records the revision on every row;
+            // the one `source` event of the commit says so, not one event per tenant.
+            if reason != "revision changed" {
+                self.event(Some(tenant), "applied", reason);
+            }
         }
     }
 

@@ -463,6 +463,7 @@ pub struct Remote {
     branch: String,
     path: String,
     timeout: Duration,
+    credentials_file: Option<PathBuf>,
     root: PathBuf,
     git: Git,
     /// The tree `current` points at, once known.
@@ -472,8 +473,8 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// A remote for `cfg`, keeping its clone under `state_dir/git`. Reads the credentials file
-    /// (an unreadable one is an error now, not at the first fetch).
+    /// A remote for `cfg`, keeping its clone under `state_dir/git`. Fails only for a branch or
+    /// path git would misread; the credentials file is read before every fetch.
     pub fn new(cfg: &GitSourceConfig, state_dir: &Path) -> Result<Self, Error> {
         let branch_ok = !cfg.branch.is_empty()
             && !cfg.branch.starts_with('-')
@@ -500,15 +501,15 @@ impl Remote {
             });
         }
         let root = root(state_dir);
-        let env = credentials_env(&cfg.url, cfg.credentials_file.as_deref())?;
         Ok(Self {
             url: cfg.url.clone(),
             branch: cfg.branch.clone(),
             path: repo_path(&cfg.path),
             timeout: cfg.timeout,
+            credentials_file: cfg.credentials_file.clone(),
             git: Git {
                 git_dir: Some(root.join("repo.git")),
-                env,
+                env: Vec::new(),
             },
             tree: current_commit(state_dir).map(|commit| Tree {
                 commit,
@@ -586,10 +587,22 @@ impl Remote {
         self.ensure_repo().await?;
         let tracking = format!("refs/remotes/origin/{}", self.branch);
         let refspec = format!("+refs/heads/{}:{tracking}", self.branch);
-        self.git
+        // Read now, so a rotated token or key needs no restart and a missing file is a
+        // failed fetch (retried), not a daemon that cannot start.
+        let with_credentials = Git {
+            git_dir: self.git.git_dir.clone(),
+            env: credentials_env(&self.url, self.credentials_file.as_deref())?,
+        };
+        with_credentials
             .run(
                 "fetch",
                 &[
+                    // Housekeeping git starts after a fetch stays in the foreground, inside
+                    // the timeout, instead of leaving a detached process behind.
+                    OsStr::new("-c"),
+                    OsStr::new("gc.autoDetach=false"),
+                    OsStr::new("-c"),
+                    OsStr::new("maintenance.autoDetach=false"),
                     OsStr::new("fetch"),
                     OsStr::new("--quiet"),
                     OsStr::new("--no-tags"),
@@ -1181,6 +1194,24 @@ mod tests {
             Remote::new(&cfg, dir.path()),
             Err(Error::Invalid { what: "path", .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_missing_credentials_file_fails_the_fetch_not_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = GitSourceConfig {
+            url: "https://git.invalid/ops/t.git".into(),
+            branch: "main".into(),
+            path: PathBuf::from("tenants.d"),
+            interval: Duration::from_secs(30),
+            credentials_file: Some(dir.path().join("no-such-token")),
+            timeout: Duration::from_secs(60),
+        };
+        let mut remote = Remote::new(&cfg, dir.path()).unwrap();
+        let err = remote.sync().await.unwrap_err();
+        assert!(matches!(err, Error::ReadCredentials { .. }), "{err}");
+        assert!(err.to_string().contains("no-such-token"), "{err}");
+        assert_eq!(remote.current(), None);
     }
 
     fn sh(dir: &Path, args: &[&str]) {
