@@ -730,6 +730,47 @@ async fn a_commit_touching_200_files_is_planned_once() {
     assert!(passes[0].contains("actions=400"), "{}", passes[0]);
 }
 
+/// The git side at full size in CI time: 1,000 tenant files in one commit (fetch, tree, one
+/// read, one store transaction), of which 50 run a stub worker and the rest are paused, so the
+/// test does not need memory for 1,000 processes (`scripts/bench-gitops.sh` runs all 1,000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_tenant_repository_converges() {
+    let mut fleet = GitFleet::new(TestDb::sqlite());
+    let ids: Vec<String> = (0..1000).map(|i| format!("t{i:04}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let enabled = i % 20 == 0;
+        let text = format!(
+            "business_name = \"Biashara {i}\"\nphone = \"+2557{i:08}\"\ntemplate = \"booking\"\n\
+             language = \"sw\"\ntimezone = \"Africa/Dar_es_Salaam\"\nenabled = {enabled}\n"
+        );
+        std::fs::write(
+            fleet.work().join("tenants.d").join(format!("{id}.toml")),
+            text,
+        )
+        .unwrap();
+    }
+    let c1 = fleet.publish("1,000 tenants");
+    let started = Instant::now();
+    fleet.start();
+    let running: Vec<&str> = ids.iter().step_by(20).map(String::as_str).collect();
+    fleet.until("50 workers", |f| f.running(&running)).await;
+    let all: Vec<&str> = ids.iter().map(String::as_str).collect();
+    fleet.until_revision(&all, &c1).await;
+    let took = started.elapsed();
+    eprintln!("1,000-tenant repository converged in {took:?}");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+
+    // One more commit touching one file: only that tenant changes, every row moves on.
+    fleet.tenant("t0020", 20, "Biashara Mpya");
+    let c2 = fleet.publish("rename t0020");
+    fleet
+        .until("t0020 reloaded", |f| {
+            f.worker_log("t0020").contains("reloaded spec")
+        })
+        .await;
+    fleet.until_revision(&all, &c2).await;
+}
+
 /// The tenant directory is itself a checkout updated by someone else: HEAD is the revision,
 /// and a checkout in the middle of an update is not read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -147,7 +147,10 @@ impl Daemon {
                 r.read > 0 || r.removed > 0
             }
             None => {
-                self.source.rescan();
+                let r = self.source.rescan();
+                if r.read > 0 || r.removed > 0 {
+                    info!(read = r.read, removed = r.removed, "rescan found changes");
+                }
                 true
             }
         }
