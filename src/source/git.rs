@@ -414,7 +414,9 @@ fn credentials_env(url: &str, file: Option<&Path>) -> Result<Vec<(OsString, OsSt
             format!("x-access-token:{secret}")
         };
         let header = format!("Authorization: Basic {}", base64(pair.as_bytes()));
-        Ok(config_env(&[("http.extraHeader", header)]))
+        // Scoped to the repository's URL: a redirect to another host does not get the token.
+        let key = format!("http.{url}.extraHeader");
+        Ok(config_env(&[(key.as_str(), header)]))
     } else if lower.starts_with("file://") || url.starts_with('/') {
         Ok(Vec::new())
     } else {
@@ -735,10 +737,15 @@ impl Remote {
             }
         }
         let previous = self.tree.clone();
+        let prev_dir = previous
+            .as_ref()
+            .map(|t| subdir(&self.trees().join(&t.commit), &self.path));
+        // Same blob as in the current tree, and its file still there to link to.
         let reused = |b: &Blob| {
             previous
                 .as_ref()
                 .is_some_and(|t| t.files.get(&b.name) == Some(&b.id))
+                && prev_dir.as_ref().is_some_and(|d| d.join(&b.name).is_file())
         };
         let wanted: Vec<String> = blobs
             .iter()
@@ -749,9 +756,6 @@ impl Remote {
         let trees = self.trees();
         let rel = self.path.clone();
         let commit_owned = commit.to_owned();
-        let prev_dir = previous
-            .as_ref()
-            .map(|t| subdir(&trees.join(&t.commit), &rel));
         let reuse: Vec<bool> = blobs.iter().map(reused).collect();
         let files = blobs.clone();
         let written = tokio::task::spawn_blocking(move || {
@@ -1140,7 +1144,10 @@ mod tests {
                 )
             })
             .collect();
-        assert!(pairs.contains(&("GIT_CONFIG_KEY_0".into(), "http.extraHeader".into())));
+        assert!(pairs.contains(&(
+            "GIT_CONFIG_KEY_0".into(),
+            "http.https://git.example.com/t.git.extraHeader".into()
+        )));
         assert!(pairs.contains(&(
             "GIT_CONFIG_VALUE_0".into(),
             "Authorization: Basic eC1hY2Nlc3MtdG9rZW46YWJj".into()
@@ -1194,6 +1201,54 @@ mod tests {
             Remote::new(&cfg, dir.path()),
             Err(Error::Invalid { what: "path", .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn an_https_fetch_sends_the_token_and_a_failure_names_no_secret() {
+        use std::io::{BufRead, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // A server that records the first request's headers and refuses it.
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut headers = Vec::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap() == 0 || line.trim().is_empty() {
+                    break;
+                }
+                headers.push(line.trim().to_owned());
+            }
+            let mut stream = stream;
+            let _ = stream.write_all(
+                b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+            headers
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "ops:s3cret\n").unwrap();
+        let cfg = GitSourceConfig {
+            url: format!("http://127.0.0.1:{port}/ops/t.git"),
+            branch: "main".into(),
+            path: PathBuf::from("tenants.d"),
+            interval: Duration::from_secs(30),
+            credentials_file: Some(token),
+            timeout: Duration::from_secs(20),
+        };
+        let mut remote = Remote::new(&cfg, dir.path()).unwrap();
+        let err = remote.sync().await.unwrap_err().to_string();
+        let headers = server.join().unwrap();
+        assert!(
+            headers.contains(&format!("Authorization: Basic {}", base64(b"ops:s3cret"))),
+            "{headers:?}"
+        );
+        assert!(err.starts_with("git fetch failed"), "{err}");
+        assert!(
+            !err.contains("s3cret") && !err.contains(&base64(b"ops:s3cret")),
+            "{err}"
+        );
     }
 
     #[tokio::test]
