@@ -57,6 +57,7 @@ def main():
     ap.add_argument("--tenants", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--keep", action="store_true", help="keep the run directory (daemon log)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     root = tempfile.mkdtemp(prefix="flowhq-bench-gitops-")
@@ -183,7 +184,10 @@ def main():
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     print(json.dumps(results, indent=2))
-    subprocess.run(["rm", "-rf", root], check=False)
+    if args.keep:
+        print(f"run directory kept: {root}")
+    else:
+        subprocess.run(["rm", "-rf", root], check=False)
 
 
 if __name__ == "__main__":
