@@ -4,6 +4,7 @@
 //! the loop alone changes state. Owns nothing else.
 
 use crate::config::TenantId;
+use crate::source::git::Report;
 use crate::source::watch::Change;
 use crate::supervisor::{ExitInfo, TreeMemory};
 
@@ -34,8 +35,10 @@ pub enum Event {
     QrWanted(TenantId),
     /// Memory of the workers' process trees, measured off the loop.
     Memory(Vec<(TenantId, TreeMemory)>),
-    /// SIGHUP: rescan everything now.
+    /// SIGHUP: rescan everything now (and fetch the config repository).
     Reload,
+    /// The config repository's fetch task reports (a new commit ready, or a failure).
+    Git(Report),
     /// SIGTERM or SIGINT: shut down.
     Shutdown,
 }

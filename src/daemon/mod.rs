@@ -10,6 +10,7 @@
 mod event;
 mod records;
 mod slot;
+mod source;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::ffi::OsString;
@@ -70,6 +71,9 @@ pub enum Error {
     /// The status endpoint could not start (port in use, unreadable token file).
     #[error("cannot start the status endpoint")]
     Status(#[source] status::Error),
+    /// `[source.git]` names a branch or path that cannot be followed.
+    #[error("cannot follow the config repository")]
+    Git(#[source] crate::source::git::Error),
 }
 
 /// How often the loop wakes up on its own to check deadlines (backoff, shutdown of stops).
@@ -116,13 +120,23 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
     install_signals(&tx).map_err(Error::Signals)?;
     let (change_tx, mut change_rx) = mpsc::channel::<Change>(16);
-    let _watch = watch::watch(
-        cfg.tenants_dir.clone(),
-        cfg.debounce,
-        cfg.debounce_max,
-        change_tx,
-    )
-    .map_err(Error::Watch)?;
+    // A followed repository changes only when the loop swaps its tree: nothing to watch.
+    let remote = match &cfg.git {
+        Some(g) => Some(crate::source::git::Remote::new(g, &cfg.state_dir).map_err(Error::Git)?),
+        None => None,
+    };
+    let _watch = match remote {
+        Some(_) => None,
+        None => Some(
+            watch::watch(
+                cfg.tenants_dir.clone(),
+                cfg.debounce,
+                cfg.debounce_max,
+                change_tx,
+            )
+            .map_err(Error::Watch)?,
+        ),
+    };
     {
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -160,6 +174,12 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
     d.load_from_store().await;
     d.adopt();
     let refreshed = d.source.rescan();
+    if d.follow.due() {
+        d.read_checkout().await;
+    }
+    if let Some(remote) = remote {
+        d.start_following(remote);
+    }
     info!(files = refreshed.read, dir = %d.source.dir().display(), "tenant files loaded");
     d.refresh_heartbeats().await;
     d.pass().await;
@@ -196,13 +216,10 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
                     next_reap = now + REAP_EVERY;
                     d.reap_orphans();
                 }
+                d.poll_checkout();
                 if now >= next_rescan {
                     next_rescan = now + d.cfg.rescan_interval;
-                    let r = d.source.rescan();
-                    run_pass = true;
-                    if r.read > 0 || r.removed > 0 {
-                        info!(read = r.read, removed = r.removed, "periodic rescan found changes");
-                    }
+                    run_pass |= d.read_files(None);
                 }
                 if now >= next_observe {
                     next_observe = now + d.observe_interval();
@@ -230,6 +247,9 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
                 }
                 run_pass |= d.deadline_due();
             }
+        }
+        if d.follow.due() {
+            run_pass |= d.read_checkout().await;
         }
         if run_pass {
             d.pass().await;
@@ -261,8 +281,14 @@ pub async fn plan_once(
     let (tx, _rx) = mpsc::channel(1);
     let mut d = Daemon::new(cfg, opts, backoff, tx);
     d.dry = true;
+    let preview = dir.is_some();
     if let Some(dir) = dir {
+        let revision = source::preview_revision(&dir).await;
         d.source = DirSource::new(dir);
+        d.source.set_revision(revision);
+    } else if matches!(d.follow, source::Follow::Checkout { .. }) {
+        let revision = source::preview_revision(&d.cfg.tenants_dir).await;
+        d.source.set_revision(revision);
     }
     d.store.connect_read_only().await;
     d.load_from_store().await;
@@ -271,6 +297,9 @@ pub async fn plan_once(
     d.refresh_heartbeats().await;
     let observed = d.observed();
     let mut plan = reconcile::plan(d.source.desired(), &observed, &d.policy, Timestamp::now());
+    if preview {
+        source::without_revision_only_applies(&mut plan);
+    }
     if let Some(why) = &d.store.down {
         plan.problems.push(reconcile::Problem {
             tenant: None,
@@ -287,6 +316,8 @@ struct Daemon {
     backoff: Backoff,
     node: String,
     source: DirSource,
+    /// Which source `source` reads (plain directory, git checkout, followed repository).
+    follow: source::Follow,
     store: StoreLink,
     /// Mirror of the store's tenant rows, updated as the daemon writes them.
     applied: BTreeMap<TenantId, AppliedTenant>,
@@ -347,8 +378,12 @@ impl Daemon {
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "localhost".to_owned());
         let worker_env = worker_env(&cfg);
+        let (follow, dir, revision) = source::Follow::for_config(&cfg);
+        let mut dir_source = DirSource::new(dir);
+        dir_source.set_revision(revision);
         Self {
-            source: DirSource::new(cfg.tenants_dir.clone()),
+            source: dir_source,
+            follow,
             store: StoreLink::new(cfg.database_url.clone()),
             cfg,
             policy,
@@ -387,21 +422,16 @@ impl Daemon {
     /// Handles one event; returns whether a planning pass should follow.
     fn handle(&mut self, ev: Event) -> bool {
         match ev {
-            Event::Files(Change::Paths(paths)) => {
-                let r = self.source.refresh(&paths);
-                r.read > 0 || r.removed > 0
-            }
-            Event::Files(Change::Rescan) => {
-                self.source.rescan();
-                true
-            }
+            Event::Files(Change::Paths(paths)) => self.read_files(Some(&paths)),
+            Event::Files(Change::Rescan) => self.read_files(None),
             Event::Reload => {
                 self.notifier.reloading();
                 info!("SIGHUP: rescanning tenant files");
-                self.source.rescan();
+                let run_pass = self.reload_source();
                 self.notifier.ready(&self.summary());
-                true
+                run_pass
             }
+            Event::Git(report) => self.on_git(report),
             Event::Exited { tenant, pid, exit } => self.on_exited(&tenant, pid, exit),
             Event::Stopped { tenant, pid, exit } => self.on_stopped(&tenant, pid, exit),
             Event::Memory(measured) => {
@@ -468,6 +498,10 @@ impl Daemon {
 
     /// One level-triggered pass: observe, plan, execute.
     async fn pass(&mut self) {
+        if self.follow.holding() {
+            // The last read may mix two commits of a checkout; the next clean read plans.
+            return;
+        }
         let started = Instant::now();
         // The applied records move into the observation for planning and back right after,
         // instead of being cloned on every pass.
@@ -633,6 +667,7 @@ impl Daemon {
                 lifecycle,
                 config_error: prev_error,
                 revision,
+                attempted_revision: None,
             };
             applied.push((tenant, a, reason));
         }
@@ -650,7 +685,11 @@ impl Daemon {
                 self.synced.remove(&tenant);
             }
             self.applied.insert(tenant.clone(), a);
-            self.event(Some(tenant), "applied", reason);
+            // A new commit that leaves a spec as it was re-records the revision on every row;
+            // the one `source` event of the commit says so, not one event per tenant.
+            if reason != "revision changed" {
+                self.event(Some(tenant), "applied", reason);
+            }
         }
     }
 
@@ -688,6 +727,7 @@ impl Daemon {
                 }
                 if let Some(a) = self.applied.get_mut(&tenant) {
                     a.config_error = error;
+                    a.attempted_revision = attempted_revision;
                 }
                 self.event(Some(tenant), "config_error", reason);
             }
@@ -1044,6 +1084,7 @@ impl Daemon {
                     lifecycle: from_store_lifecycle(r.lifecycle),
                     config_error: r.config_error,
                     revision: Some(r.revision).filter(|s| !s.is_empty()),
+                    attempted_revision: r.attempted_revision,
                 };
                 (r.id, a)
             })
@@ -1200,6 +1241,7 @@ impl Daemon {
             tenants,
             source_diagnostics,
             metrics: self.metrics.clone(),
+            source: self.follow.health(),
         };
         tx.send_replace(Arc::new(snapshot));
     }
