@@ -293,6 +293,8 @@ struct Daemon {
     qr_waiting: bool,
     /// When fresh QR codes were last requested per tenant.
     qr_requested: BTreeMap<TenantId, Timestamp>,
+    /// Whether the log directory was full at the last rotation check.
+    log_space: supervisor::LogSpace,
 }
 
 impl Daemon {
@@ -333,6 +335,7 @@ impl Daemon {
             ready: false,
             qr_waiting: false,
             qr_requested: BTreeMap::new(),
+            log_space: supervisor::LogSpace::default(),
         }
     }
 
@@ -1094,7 +1097,7 @@ impl Daemon {
         }
     }
 
-    fn rotate_logs(&self) {
+    fn rotate_logs(&mut self) {
         let limits = LogLimits {
             max_bytes: self.cfg.worker.log_max_bytes,
             files: usize::try_from(self.cfg.worker.log_files).unwrap_or(5),
@@ -1109,6 +1112,18 @@ impl Daemon {
             if let Err(err) = supervisor::rotate_if_needed(&path, limits) {
                 warn!(tenant = %id, error = %err, "log rotation failed");
             }
+        }
+        let dir = self.cfg.log_dir.display();
+        match self.log_space.check(&self.cfg.log_dir) {
+            Ok(Some(supervisor::LogSpaceChange::Filled { available })) => warn!(
+                %dir, available,
+                "log directory is full; workers keep running but their output is lost until space is freed"
+            ),
+            Ok(Some(supervisor::LogSpaceChange::Freed { available })) => {
+                info!(%dir, available, "log directory has space again; worker output is kept again");
+            }
+            Ok(None) => {}
+            Err(err) => warn!(error = %err, "cannot check the log directory's free space"),
         }
     }
 
@@ -1305,7 +1320,7 @@ impl StoreLink {
     }
 
     fn mark_down(&mut self, err: &store::Error) {
-        let why = format!("{err:#}");
+        let why = with_causes(err);
         if self.down.as_deref() != Some(why.as_str()) {
             warn!(error = %why, retry_in = ?self.retry_delay, "store unavailable; supervising from the files");
         }
@@ -1323,11 +1338,24 @@ impl StoreLink {
                 None
             }
             Err(err) => {
-                warn!(error = %format!("{err:#}"), "store operation failed");
+                warn!(error = %with_causes(&err), "store operation failed");
                 None
             }
         }
     }
+}
+
+/// An error and its chain of causes (`upsert 2 workers: ...: database or disk is full`), so
+/// the log says why, not only what failed.
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The cause of a restart, as a metrics label.

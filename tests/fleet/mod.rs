@@ -50,6 +50,8 @@ pub struct Fleet {
     pub prefix: Vec<OsString>,
     /// The heartbeat interval of the stub workers.
     pub heartbeat: &'static str,
+    /// Extra keys of the `[worker]` section, one per line.
+    pub worker_extra: String,
 }
 
 impl Fleet {
@@ -88,6 +90,7 @@ impl Fleet {
             log_dir: None,
             prefix: Vec::new(),
             heartbeat: "500ms",
+            worker_extra: String::new(),
         }
     }
 
@@ -137,13 +140,14 @@ kill_timeout = "3s"
 heartbeat_interval = "{heartbeat}"
 stale_after = "8s"
 backoff = {{ initial = "300ms", max = "2s", reset_after = "10m", jitter = 0.1 }}
-"#,
+{worker_extra}"#,
             dir = self.dir().display(),
             state = self.state_dir.display(),
             db = self.db_url,
             stub = self.stub.display(),
             extra = self.extra_config,
             heartbeat = self.heartbeat,
+            worker_extra = self.worker_extra,
         );
         std::fs::write(self.config_path(), text).unwrap();
     }
