@@ -50,6 +50,8 @@ pub struct Fleet {
     pub prefix: Vec<OsString>,
     /// The heartbeat interval of the stub workers.
     pub heartbeat: &'static str,
+    /// When a worker without a heartbeat counts as stale.
+    pub stale_after: &'static str,
     /// Extra keys of the `[worker]` section, one per line.
     pub worker_extra: String,
 }
@@ -90,6 +92,7 @@ impl Fleet {
             log_dir: None,
             prefix: Vec::new(),
             heartbeat: "500ms",
+            stale_after: "8s",
             worker_extra: String::new(),
         }
     }
@@ -138,7 +141,7 @@ listen = "127.0.0.1:0"
 command = ["{stub}"]
 kill_timeout = "3s"
 heartbeat_interval = "{heartbeat}"
-stale_after = "8s"
+stale_after = "{stale_after}"
 backoff = {{ initial = "300ms", max = "2s", reset_after = "10m", jitter = 0.1 }}
 {worker_extra}"#,
             dir = self.dir().display(),
@@ -147,6 +150,7 @@ backoff = {{ initial = "300ms", max = "2s", reset_after = "10m", jitter = 0.1 }}
             stub = self.stub.display(),
             extra = self.extra_config,
             heartbeat = self.heartbeat,
+            stale_after = self.stale_after,
             worker_extra = self.worker_extra,
         );
         std::fs::write(self.config_path(), text).unwrap();
