@@ -9,7 +9,7 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok ins
 
 pkgs=(git ca-certificates chromium)
 if [ "$mode" = test ]; then
-  pkgs+=(postgresql mandoc groff nginx procps psmisc)
+  pkgs+=(postgresql mandoc groff nginx procps psmisc util-linux mount)
 fi
 for p in "${pkgs[@]}"; do have "$p" || need+=("$p"); done
 

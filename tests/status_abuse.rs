@@ -62,6 +62,10 @@ impl Abused {
     fn assert_unharmed(&mut self, from: Instant, what: &str) {
         assert!(self.fleet.daemon_running(), "{what}: the daemon exited");
         let gap = self.notify.longest_watchdog_gap(from);
+        eprintln!(
+            "{what}: longest WATCHDOG=1 gap {gap:?} over {:?}",
+            from.elapsed()
+        );
         assert!(
             gap < WATCHDOG,
             "{what}: no WATCHDOG=1 for {gap:?} (limit {WATCHDOG:?})"
@@ -75,6 +79,26 @@ impl Abused {
             fleet::tail(&self.fleet.daemon_log(), 40)
         );
     }
+}
+
+/// How long each burst of abuse lasts: several watchdog intervals, so a stalled loop shows.
+const BURST: Duration = Duration::from_secs(3);
+
+/// Runs `f` over and over on a blocking thread for at least `BURST`; returns the results of
+/// every round, in order, and how many rounds ran.
+async fn burst<T: Send + 'static>(f: impl Fn() -> Vec<T> + Send + 'static) -> (Vec<T>, usize) {
+    tokio::task::spawn_blocking(move || {
+        let until = Instant::now() + BURST;
+        let mut all = f();
+        let mut rounds = 1;
+        while Instant::now() < until {
+            all.extend(f());
+            rounds += 1;
+        }
+        (all, rounds)
+    })
+    .await
+    .unwrap()
 }
 
 /// Lets this process (and the daemon it starts) hold thousands of sockets.
@@ -173,6 +197,7 @@ async fn slowloris_clients_are_cut_off_at_the_header_timeout() {
         let held = tokio::task::spawn_blocking(move || c.join().unwrap())
             .await
             .unwrap();
+        eprintln!("slowloris client cut off after {held:?}");
         assert!(
             held >= HEADER_TIMEOUT - Duration::from_secs(1)
                 && held < HEADER_TIMEOUT + Duration::from_secs(5),
@@ -223,14 +248,17 @@ async fn huge_and_numerous_headers_are_431_or_closed() {
             r
         }),
     ];
-    let results = tokio::task::spawn_blocking(move || {
+    let (results, rounds) = burst(move || {
         cases
-            .into_iter()
-            .map(|(name, req)| (name, status_of(&exchange(&addr, &req))))
+            .iter()
+            .map(|(name, req)| (*name, status_of(&exchange(&addr, req))))
             .collect::<Vec<_>>()
     })
-    .await
-    .unwrap();
+    .await;
+    eprintln!(
+        "huge headers: {} requests in {rounds} rounds",
+        results.len()
+    );
     for (name, status) in &results {
         assert!(
             matches!(status, None | Some(431) | Some(414)),
@@ -285,6 +313,10 @@ async fn thousands_of_connections_hit_the_cap_while_the_daemon_keeps_supervising
             _ => refused += 1,
         }
     }
+    eprintln!(
+        "connection flood: {} opened, {held} held, {refused} refused",
+        conns.len()
+    );
     assert!(held <= 256, "{held} connections held, cap is 256");
     assert!(
         held > 0 && refused >= N - 256 - 10,
@@ -334,9 +366,9 @@ async fn malformed_requests_are_400_and_the_server_keeps_serving() {
         b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
         b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n",
     ];
-    let results = tokio::task::spawn_blocking(move || {
+    let (results, rounds) = burst(move || {
         cases
-            .into_iter()
+            .iter()
             .map(|req| {
                 (
                     String::from_utf8_lossy(req).into_owned(),
@@ -345,8 +377,11 @@ async fn malformed_requests_are_400_and_the_server_keeps_serving() {
             })
             .collect::<Vec<_>>()
     })
-    .await
-    .unwrap();
+    .await;
+    eprintln!(
+        "malformed requests: {} requests in {rounds} rounds",
+        results.len()
+    );
     for (req, status) in &results {
         assert_eq!(*status, Some(400), "{req:?}");
     }
@@ -378,14 +413,17 @@ async fn path_traversal_never_reaches_a_file() {
         "/\\..\\..\\etc\\passwd",
     ];
     let addr = d.addr.clone();
-    let results = tokio::task::spawn_blocking(move || {
+    let (results, rounds) = burst(move || {
         targets
             .iter()
             .map(|t| (*t, get(&addr, t)))
             .collect::<Vec<_>>()
     })
-    .await
-    .unwrap();
+    .await;
+    eprintln!(
+        "path traversal: {} requests in {rounds} rounds",
+        results.len()
+    );
     for (target, (status, raw)) in &results {
         assert!(
             matches!(status, Some(400) | Some(404)),
@@ -415,7 +453,7 @@ async fn methods_other_than_get_and_head_are_405_with_allow() {
         "PROPFIND / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
         "BREW /pot HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     ];
-    let results = tokio::task::spawn_blocking(move || {
+    let (results, rounds) = burst(move || {
         requests
             .iter()
             .map(|r| {
@@ -428,8 +466,11 @@ async fn methods_other_than_get_and_head_are_405_with_allow() {
             })
             .collect::<Vec<_>>()
     })
-    .await
-    .unwrap();
+    .await;
+    eprintln!(
+        "other methods: {} requests in {rounds} rounds",
+        results.len()
+    );
     for (req, status, raw) in &results {
         let method = req.split(' ').next().unwrap();
         assert_eq!(*status, Some(405), "{method}: {raw}");
@@ -443,7 +484,7 @@ async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
     let mut d = Abused::start().await;
     let from = Instant::now();
     let addr = d.addr.clone();
-    let statuses = tokio::task::spawn_blocking(move || {
+    let (statuses, rounds) = burst(move || {
         (0..50)
             .map(|_| {
                 let mut s = TcpStream::connect(&addr).unwrap();
@@ -457,8 +498,8 @@ async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
             })
             .collect::<Vec<_>>()
     })
-    .await
-    .unwrap();
+    .await;
+    eprintln!("half-closed requests: {rounds} rounds of 50");
     assert!(statuses.iter().all(|s| *s == Some(200)), "{statuses:?}");
     d.assert_unharmed(from, "half-closed requests");
 }
