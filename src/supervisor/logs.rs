@@ -239,4 +239,26 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"after");
         assert_eq!(std::fs::read(numbered(&path, 1)).unwrap(), vec![b'x'; 100]);
     }
+
+    #[test]
+    fn a_directory_with_room_is_reported_only_when_its_state_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut space = LogSpace::default();
+        // A temporary directory on this machine has more than 64 KiB free: no change to report.
+        assert_eq!(space.check(dir.path()).unwrap(), None);
+        space.full = true;
+        assert!(matches!(
+            space.check(dir.path()).unwrap(),
+            Some(LogSpaceChange::Freed { available }) if available >= LOG_SPACE_LOW
+        ));
+        assert_eq!(space.check(dir.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn checking_a_missing_directory_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        let err = LogSpace::default().check(&missing).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
 }
