@@ -22,12 +22,15 @@ summary="${csv%.csv}.txt"
 # Room for 200+ workers and their descriptors.
 ulimit -n "$(ulimit -Hn)" || true
 
+# The daemon and the stub workers are the release build; the sampling harness need not be.
+cargo build --release --locked --bin flowhq --bin flowhq-stub-worker
+FLOWHQ_TEST_BIN_DIR=$PWD/target/release \
 FLOWHQ_SOAK_TENANTS=$tenants \
 FLOWHQ_SOAK_SECS=$((minutes * 60)) \
 FLOWHQ_SOAK_SAMPLE_SECS=${FLOWHQ_SOAK_SAMPLE_SECS:-10} \
 FLOWHQ_SOAK_DB=$backend \
 FLOWHQ_SOAK_CSV=$csv \
 FLOWHQ_SOAK_SUMMARY=$summary \
-  cargo test --release --locked --test soak -- --nocapture
+  cargo test --locked --test soak -- --nocapture
 echo "samples: $csv"
 echo "summary: $summary"

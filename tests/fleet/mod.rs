@@ -79,7 +79,14 @@ impl Fleet {
         std::fs::create_dir(tmp.path().join("tenants.d")).unwrap();
         // A per-test path to the stub worker identifies this test's workers in /proc.
         let stub = tmp.path().join("stub-worker");
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_flowhq-stub-worker"), &stub).unwrap();
+        std::os::unix::fs::symlink(
+            binary(
+                "flowhq-stub-worker",
+                env!("CARGO_BIN_EXE_flowhq-stub-worker"),
+            ),
+            &stub,
+        )
+        .unwrap();
         let state_dir = tmp.path().join("state");
         Self {
             tmp,
@@ -190,10 +197,11 @@ backoff = {{ initial = "300ms", max = "2s", reset_after = "10m", jitter = 0.1 }}
         let mut cmd = match self.prefix.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
-                c.args(args).arg(env!("CARGO_BIN_EXE_flowhq"));
+                c.args(args)
+                    .arg(binary("flowhq", env!("CARGO_BIN_EXE_flowhq")));
                 c
             }
-            None => Command::new(env!("CARGO_BIN_EXE_flowhq")),
+            None => Command::new(binary("flowhq", env!("CARGO_BIN_EXE_flowhq"))),
         };
         cmd.arg("daemon")
             .arg("--config")
@@ -341,6 +349,15 @@ impl Drop for Fleet {
                 let _ = killpg(Pid::from_raw(*pid), Signal::SIGKILL);
             }
         }
+    }
+}
+
+/// The binary `name`: from `FLOWHQ_TEST_BIN_DIR` when set (the soak runs the release build
+/// under a debug harness), else the one cargo built for this test.
+pub fn binary(name: &str, built: &str) -> PathBuf {
+    match std::env::var_os("FLOWHQ_TEST_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir).join(name),
+        None => PathBuf::from(built),
     }
 }
 
