@@ -356,6 +356,8 @@ struct Daemon {
     observed_at: Option<(Timestamp, Instant)>,
     /// The daemon wrote tenant rows since the status rows were read.
     rows_stale: bool,
+    /// Whether the log directory was full at the last rotation check.
+    log_space: supervisor::LogSpace,
 }
 
 /// One worker to start: the request and what recording its outcome needs.
@@ -411,6 +413,7 @@ impl Daemon {
             observed_at: None,
             rows_stale: true,
             qr_requested: BTreeMap::new(),
+            log_space: supervisor::LogSpace::default(),
         }
     }
 
@@ -1328,7 +1331,7 @@ impl Daemon {
         }
     }
 
-    fn rotate_logs(&self) {
+    fn rotate_logs(&mut self) {
         let limits = LogLimits {
             max_bytes: self.cfg.worker.log_max_bytes,
             files: usize::try_from(self.cfg.worker.log_files).unwrap_or(5),
@@ -1343,6 +1346,18 @@ impl Daemon {
             if let Err(err) = supervisor::rotate_if_needed(&path, limits) {
                 warn!(tenant = %id, error = %err, "log rotation failed");
             }
+        }
+        let dir = self.cfg.log_dir.display();
+        match self.log_space.check(&self.cfg.log_dir) {
+            Ok(Some(supervisor::LogSpaceChange::Filled { available })) => warn!(
+                %dir, available,
+                "log directory is full; workers keep running but their output is lost until space is freed"
+            ),
+            Ok(Some(supervisor::LogSpaceChange::Freed { available })) => {
+                info!(%dir, available, "log directory has space again; worker output is kept again");
+            }
+            Ok(None) => {}
+            Err(err) => warn!(error = %err, "cannot check the log directory's free space"),
         }
     }
 
@@ -1577,7 +1592,7 @@ impl StoreLink {
     }
 
     fn mark_down(&mut self, err: &store::Error) {
-        let why = format!("{err:#}");
+        let why = with_causes(err);
         if self.down.as_deref() != Some(why.as_str()) {
             warn!(error = %why, retry_in = ?self.retry_delay, "store unavailable; supervising from the files");
         }
@@ -1595,11 +1610,28 @@ impl StoreLink {
                 None
             }
             Err(err) => {
-                warn!(error = %format!("{err:#}"), "store operation failed");
+                warn!(error = %with_causes(&err), "store operation failed");
                 None
             }
         }
     }
+}
+
+/// An error and its chain of causes (`upsert 2 workers: ...: database or disk is full`), so
+/// the log says why, not only what failed.
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Drivers often repeat their message in their source: say it once.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The cause of a restart, as a metrics label.

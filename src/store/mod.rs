@@ -261,10 +261,22 @@ macro_rules! with_write_tx {
             }
             Pool::Sqlite(pool) => {
                 async {
-                    let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                    let out = $body;
-                    $tx.commit().await?;
-                    Ok::<_, sqlx::Error>(out)
+                    let mut conn = pool.acquire().await?;
+                    let res = async {
+                        let mut $tx =
+                            sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+                        let out = $body;
+                        $tx.commit().await?;
+                        Ok::<_, sqlx::Error>(out)
+                    }
+                    .await;
+                    if res.is_err() {
+                        // A COMMIT that fails on a full or read-only disk can leave the
+                        // connection counting a transaction SQLite already rolled back, and
+                        // every later BEGIN on it fails. Never give such a connection back.
+                        conn.close_on_drop();
+                    }
+                    res
                 }
                 .await
             }
@@ -1213,10 +1225,13 @@ fn is_unavailable(backend: Backend, err: &sqlx::Error) -> bool {
                 Backend::Postgres => {
                     code.starts_with("08") || code.starts_with("57P") || code == "53300"
                 }
-                // Primary result codes SQLITE_BUSY (5), SQLITE_LOCKED (6), SQLITE_CANTOPEN (14).
+                // Primary result codes SQLITE_BUSY (5), SQLITE_LOCKED (6), SQLITE_CANTOPEN (14),
+                // and the disk under the file failing, read-only or full: SQLITE_READONLY (8),
+                // SQLITE_IOERR (10), SQLITE_FULL (13). Those are outages of the store that end
+                // when the disk does, not refused queries.
                 Backend::Sqlite => code
                     .parse::<i32>()
-                    .is_ok_and(|code| matches!(code & 0xff, 5 | 6 | 14)),
+                    .is_ok_and(|code| matches!(code & 0xff, 5 | 6 | 8 | 10 | 13 | 14)),
             }
         }
         _ => false,
