@@ -476,7 +476,7 @@ struct Messages {
     uncertain: BTreeSet<String>,
     /// Every reply seen in any incarnation of a tenant's page, by reply id.
     outbox: Vec<BTreeMap<String, Value>>,
-    /// When each tenant last completed a message end to end (page, log, reply).
+    /// When the last message each tenant completed end to end (page, log, reply) was injected.
     last_round_trip: Vec<Option<Instant>>,
     /// Messages that were not logged and answered within `MESSAGE_WAIT`.
     slow: u64,
@@ -569,11 +569,8 @@ impl Injector {
                     continue;
                 }
             };
-            let short = serialized
-                .rsplit('_')
-                .next()
-                .unwrap_or_default()
-                .to_owned();
+            let injected_at = Instant::now();
+            let short = serialized.rsplit('_').next().unwrap_or_default().to_owned();
             self.messages.lock().unwrap().injected.push(Injected {
                 tenant: self.tenant,
                 serialized: serialized.clone(),
@@ -597,16 +594,18 @@ impl Injector {
                     });
                 }
                 if let Some(Ok(outbox)) = bounded(p.call("outbox()")).await {
-                    answered = outbox.as_array().into_iter().flatten().any(|o| {
-                        o["quotedStanzaID"].as_str() == Some(short.as_str())
-                    });
+                    answered = outbox
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|o| o["quotedStanzaID"].as_str() == Some(short.as_str()));
                     harvest(&self.messages, self.tenant, &outbox);
                 }
             }
             {
                 let mut m = self.messages.lock().unwrap();
                 if logged && answered {
-                    m.last_round_trip[self.tenant] = Some(Instant::now());
+                    m.last_round_trip[self.tenant] = Some(injected_at);
                 } else {
                     m.slow += 1;
                 }
@@ -690,7 +689,12 @@ impl World {
         };
         let mut out = tail(self.root.join("daemon.log"), 60);
         for (id, ..) in REAL {
-            write!(out, "\n--- {id}.log (tail)\n{}", tail(self.root.join(format!("log/{id}.log")), 25)).unwrap();
+            write!(
+                out,
+                "\n--- {id}.log (tail)\n{}",
+                tail(self.root.join(format!("log/{id}.log")), 25)
+            )
+            .unwrap();
         }
         out
     }
@@ -720,7 +724,11 @@ impl Drop for World {
 
 fn ident(root: &Path, config: &Path) -> Ident {
     Ident {
-        stub: root.join("stub-worker").as_os_str().as_encoded_bytes().to_vec(),
+        stub: root
+            .join("stub-worker")
+            .as_os_str()
+            .as_encoded_bytes()
+            .to_vec(),
         config_env: format!("FLOWHQ_CONFIG={}", config.display()).into_bytes(),
         sessions_arg: format!("--user-data-dir={}/", root.join("state/sessions").display()),
     }
@@ -744,10 +752,7 @@ async fn converged(
         .map(|w| (w.tenant.to_string(), w))
         .collect();
     let tenants = store.tenants().await.map_err(|e| e.to_string())?;
-    let tenants: BTreeMap<String, _> = tenants
-        .into_iter()
-        .map(|r| (r.id.to_string(), r))
-        .collect();
+    let tenants: BTreeMap<String, _> = tenants.into_iter().map(|r| (r.id.to_string(), r)).collect();
     for (i, f) in files.iter().enumerate() {
         let running = t.stubs.get(&f.id).map_or(&[][..], |p| p.as_slice());
         let record = tenants
@@ -812,8 +817,10 @@ async fn converged(
     }
     let m = messages.lock().unwrap();
     for (i, (id, ..)) in REAL.iter().enumerate() {
-        if !m.last_round_trip[i].is_some_and(|t| t > faults_end) {
-            return Err(format!("{id} has not answered a message since the faults stopped"));
+        if m.last_round_trip[i].is_none_or(|t| t <= faults_end) {
+            return Err(format!(
+                "{id} has not answered a message written after the faults stopped"
+            ));
         }
     }
     Ok(())
@@ -1009,13 +1016,11 @@ backoff = {{ initial = "300ms", max = "3s", reset_after = "10m", jitter = 0.2 }}
     }
     for (id, ..) in REAL {
         let tid = TenantId::parse(id).unwrap();
-        while !store
-            .session(&tid)
-            .await
-            .ok()
-            .flatten()
-            .is_some_and(|s| s.state == SessionState::Connected)
-        {
+        loop {
+            let session = store.session(&tid).await.ok().flatten();
+            if session.is_some_and(|s| s.state == SessionState::Connected) {
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
                 "{id} never connected\n{}",
@@ -1092,9 +1097,11 @@ backoff = {{ initial = "300ms", max = "3s", reset_after = "10m", jitter = 0.2 }}
                 let id = REAL[r].0;
                 let _guard = locks[r].lock().await;
                 // The replies this browser sent, before it goes.
-                if let Some(Ok(page)) =
-                    bounded(FakeWa::attach(&world.sessions().join(id), Duration::from_secs(1)))
-                        .await
+                if let Some(Ok(page)) = bounded(FakeWa::attach(
+                    &world.sessions().join(id),
+                    Duration::from_secs(1),
+                ))
+                .await
                     && let Some(Ok(outbox)) = bounded(page.call("outbox()")).await
                 {
                     harvest(&messages, r, &outbox);
@@ -1219,14 +1226,17 @@ backoff = {{ initial = "300ms", max = "3s", reset_after = "10m", jitter = 0.2 }}
     shared.stop.store(true, Ordering::SeqCst);
     for i in injectors {
         let abort = i.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(60), i).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(60), i)
+            .await
+            .is_err()
+        {
             abort.abort();
             shared.violation("a customer injector did not stop within 60 s");
         }
     }
     let _ = scanner_thread.join();
     let _ = prober_thread.join();
-    let m = messages.lock().unwrap();
+    let m = std::mem::take(&mut *messages.lock().unwrap());
     let mut logged_total = 0usize;
     let mut answered_total = 0usize;
     let mut uncertain_logged = 0usize;
@@ -1307,9 +1317,8 @@ backoff = {{ initial = "300ms", max = "3s", reset_after = "10m", jitter = 0.2 }}
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let t = scan(&ident(&root, &config));
-        let left: usize = t.chromium.values().map(Vec::len).sum::<usize>()
-            + t.stubs.len()
-            + t.real.len();
+        let left: usize =
+            t.chromium.values().map(Vec::len).sum::<usize>() + t.stubs.len() + t.real.len();
         if left == 0 {
             break;
         }
