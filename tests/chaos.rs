@@ -734,6 +734,21 @@ fn ident(root: &Path, config: &Path) -> Ident {
     }
 }
 
+/// Whether the fake's linked session is in the profile's localStorage files on disk.
+fn session_on_disk(profile: &Path) -> bool {
+    let dir = profile.join("Default/Local Storage/leveldb");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        std::fs::read(e.path()).is_ok_and(|bytes| {
+            bytes
+                .windows(b"fakewa.session".len())
+                .any(|w| w == b"fakewa.session")
+        })
+    })
+}
+
 // ---- convergence -------------------------------------------------------------------------------
 
 /// `Ok` once the world matches the files; otherwise what does not match yet.
@@ -795,6 +810,19 @@ async fn converged(
             ));
         }
         if f.real {
+            let session = store
+                .session(&TenantId::parse(&f.id).unwrap())
+                .await
+                .map_err(|e| e.to_string())?;
+            if session
+                .as_ref()
+                .is_some_and(|s| s.state == SessionState::QrReady)
+            {
+                return Err(format!(
+                    "{} shows a QR code again: its WhatsApp link was lost",
+                    f.id
+                ));
+            }
             let real = t.real.get(&f.id).map_or(&[][..], |p| p.as_slice());
             let [rpid] = real else {
                 return Err(format!("{} runs real workers {real:?}", f.id));
@@ -1025,6 +1053,19 @@ backoff = {{ initial = "300ms", max = "3s", reset_after = "10m", jitter = 0.2 }}
                 Instant::now() < deadline,
                 "{id} never connected\n{}",
                 world.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // Chromium writes localStorage to disk lazily; a kill -9 before that loses the fake's link
+    // (WhatsApp Web keeps its keys in IndexedDB, which commits each write). Faults start once
+    // every link is on disk.
+    for (id, ..) in REAL {
+        let profile = world.sessions().join(id);
+        while !session_on_disk(&profile) {
+            assert!(
+                Instant::now() < deadline,
+                "{id}'s link never reached its profile on disk"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
