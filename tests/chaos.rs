@@ -363,6 +363,11 @@ impl Table {
     }
 }
 
+/// Whether `pid` is a live (not zombie) process.
+fn alive(pid: i32) -> bool {
+    read_stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
+}
+
 fn rss_kib(pid: i32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -1108,11 +1113,12 @@ backoff = {{ initial = "300ms", max = "3s", reset_after = "10m", jitter = 0.2 }}
         tokio::time::sleep(rng.millis(300, 2000)).await;
         let roll = rng.below(100);
         let kind: &'static str = match roll {
-            0..25 => "kill -9 stub worker",
-            25..33 => "kill -9 real worker",
-            33..43 => "kill -9 chromium",
-            43..51 => "kill -9 daemon",
-            51..58 => "postgresql outage",
+            0..23 => "kill -9 stub worker",
+            23..31 => "kill -9 real worker",
+            31..41 => "kill -9 chromium",
+            41..47 => "kill -9 daemon",
+            47..52 => "kill -9 daemon, then a real worker",
+            52..58 => "postgresql outage",
             58..85 => "valid edit",
             _ => "invalid edit",
         };
@@ -1133,10 +1139,15 @@ backoff = {{ initial = "300ms", max = "3s", reset_after = "10m", jitter = 0.2 }}
                     Some(format!("{kind} {id} (pid {})", pids[0]))
                 }
             }
-            "kill -9 real worker" | "kill -9 chromium" => {
+            "kill -9 real worker" | "kill -9 chromium" | "kill -9 daemon, then a real worker" => {
                 let r = rng.below(REAL.len() as u64) as usize;
                 let id = REAL[r].0;
                 let _guard = locks[r].lock().await;
+                // While the daemon is down, nobody supervises the worker's group.
+                let daemon_down = (kind == "kill -9 daemon, then a real worker").then(|| {
+                    let pid = world.kill_daemon();
+                    shared.note(format!("kill -9 daemon (pid {pid})"));
+                });
                 // The replies this browser sent, before it goes.
                 if let Some(Ok(page)) = bounded(FakeWa::attach(
                     &world.sessions().join(id),
@@ -1148,17 +1159,58 @@ backoff = {{ initial = "300ms", max = "3s", reset_after = "10m", jitter = 0.2 }}
                     harvest(&messages, r, &outbox);
                 }
                 let t = scan(&ident);
-                let pid = if kind == "kill -9 real worker" {
-                    t.real.get(id).and_then(|p| p.first().copied())
-                } else {
+                let browsers: Vec<i32> = t
+                    .chromium
+                    .get(id)
+                    .into_iter()
+                    .flatten()
+                    .map(|(p, _)| *p)
+                    .collect();
+                let pid = if kind == "kill -9 chromium" {
                     t.chromium
                         .get(id)
                         .and_then(|p| p.iter().find(|(_, main)| *main).map(|(p, _)| *p))
+                } else {
+                    t.real.get(id).and_then(|p| p.first().copied())
                 };
-                pid.map(|pid| {
+                let done = pid.map(|pid| {
                     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                    format!("{kind} of {id} (pid {pid})")
-                })
+                    format!(
+                        "kill -9 {} of {id} (pid {pid})",
+                        if kind == "kill -9 chromium" {
+                            "chromium"
+                        } else {
+                            "real worker"
+                        }
+                    )
+                });
+                let mut done = done;
+                if daemon_down.is_some() {
+                    if let Some(line) = done.take() {
+                        shared.note(line);
+                    }
+                    let down = rng.millis(500, 3000);
+                    tokio::time::sleep(down).await;
+                    world.start_daemon();
+                    done = Some(format!(
+                        "daemon restarted after {down:?} (pid {})",
+                        shared.daemon_pid.load(Ordering::SeqCst)
+                    ));
+                }
+                // The lock is kept until the killed process and the browser it ran are gone:
+                // a message written to a page whose worker is already dead would be lost with
+                // the page, which the fake, unlike WhatsApp, never redelivers.
+                let gone_by = Instant::now() + Duration::from_secs(20);
+                while pid.iter().chain(&browsers).any(|p| alive(*p)) {
+                    if Instant::now() > gone_by {
+                        shared.note(format!(
+                            "{id}: killed worker or its browser still alive after 20 s"
+                        ));
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                done
             }
             "kill -9 daemon" => {
                 let pid = world.kill_daemon();
