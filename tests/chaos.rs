@@ -1,11 +1,12 @@
 //! Chaos: `flowhq daemon` on PostgreSQL runs 100 tenants on the stub worker and 3 on the real
 //! worker (headless Chromium on the offline fake WhatsApp Web), while a seeded random schedule
 //! injects real faults for `FLOWHQ_CHAOS_SECS` seconds (default 60): kill -9 of stub workers, of
-//! real workers and of Chromium; kill -9 of the daemon and a restart; PostgreSQL stopped and
-//! started; valid edits (bot fields, process fields, enable/disable) and invalid edits (unknown
-//! key, broken TOML) of tenant files. Customers write to the three real tenants through the fake
-//! WhatsApp Web the whole time. The seed is printed and settable with `FLOWHQ_CHAOS_SEED`;
-//! `scripts/chaos.sh [seconds] [seed]` runs it longer by hand.
+//! real workers and of Chromium; kill -9 of the daemon and a restart, also with a real worker
+//! killed while no daemon runs; PostgreSQL stopped and started; valid edits (bot fields, process
+//! fields, enable/disable) and invalid edits (unknown key, broken TOML) of tenant files. The
+//! faults come one at a time, 0.3 to 2 s apart. Customers write to the three real tenants
+//! through the fake WhatsApp Web the whole time. The seed is printed and settable with
+//! `FLOWHQ_CHAOS_SEED`; `scripts/chaos.sh [seconds] [seed]` runs it longer by hand.
 //!
 //! Invariants, checked continuously by two background threads and at the end:
 //! - never two workers for one tenant in the process table (scanned every 100 ms);
