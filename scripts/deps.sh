@@ -13,7 +13,7 @@ if [ "$mode" = deb ]; then
   pkgs=(dpkg-dev binutils)
 fi
 if [ "$mode" = test ]; then
-  pkgs+=(postgresql mandoc groff nginx procps psmisc)
+  pkgs+=(postgresql mandoc groff nginx procps psmisc util-linux mount)
   # The package test (tests/package.rs): build, lint, install and check the .deb and its unit.
   pkgs+=(dpkg-dev binutils lintian adduser systemd man-db logrotate)
 fi

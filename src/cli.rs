@@ -276,11 +276,30 @@ fn plan(args: PlanArgs) -> anyhow::Result<ExitStatus> {
     let opts = flowhq::daemon::Options {
         allow_mass_prune: args.allow_mass_prune,
     };
-    let plan = runtime()?.block_on(flowhq::daemon::plan_once(cfg, args.dir, opts))?;
+    let rt = runtime()?;
+    // A candidate tree in a checkout (a pull request's) is named by its commit in the comment.
+    let candidate = args.dir.as_deref().map(|dir| {
+        let commit = flowhq::source::git::Checkout::find(dir)
+            .and_then(|c| rt.block_on(c.head()).ok().flatten());
+        (dir.to_owned(), commit)
+    });
+    let plan = rt.block_on(flowhq::daemon::plan_once(cfg, args.dir, opts))?;
     let mut out = std::io::stdout().lock();
     match args.format {
         PlanFormat::Text => write!(out, "{}", plan.to_text())?,
-        PlanFormat::Markdown => write!(out, "{}", plan.to_markdown())?,
+        PlanFormat::Markdown => {
+            write!(out, "{}", plan.to_markdown())?;
+            if let Some((dir, commit)) = candidate {
+                let at = commit
+                    .map(|c| format!(" at commit `{}`", &c[..c.len().min(12)]))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "\n_Planned `{}`{at} against this host's live tenants and workers; nothing was changed._",
+                    dir.display()
+                )?;
+            }
+        }
         PlanFormat::Json => {
             serde_json::to_writer_pretty(&mut out, &plan)?;
             writeln!(out)?;
@@ -472,8 +491,9 @@ mod ops {
     }
 
     async fn open_store(cfg: &DaemonConfig) -> anyhow::Result<Store> {
-        // Worker-sized pool: two connections at most, released when idle.
-        Store::connect(&cfg.database_url, Role::Worker)
+        // Worker-sized pool: two connections at most, released when idle; never creates the
+        // database.
+        Store::connect(&cfg.database_url, Role::Client)
             .await
             .context("cannot open the state store")
     }

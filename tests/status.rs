@@ -132,10 +132,7 @@ async fn the_tenant_list_is_gzipped_for_clients_that_accept_it() {
               Accept-Encoding: br, gzip;q=0.8\r\n\r\n",
         )
         .await;
-        let split = raw_resp
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap();
+        let split = raw_resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
         let head = parse(&raw_resp[..split + 4]);
         assert_eq!(head.status, 200);
         assert_eq!(head.header("content-encoding"), Some("gzip"));

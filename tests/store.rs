@@ -659,6 +659,76 @@ store_test!(counters_add_up_per_tenant_and_name, |store| {
     );
 });
 
+store_test!(
+    only_sessions_written_since_a_time_are_listed_as_changed,
+    |store| {
+        let t0 = at("2026-11-28T10:00:00Z");
+        let t1 = at("2026-11-28T10:00:30Z");
+        let t2 = at("2026-11-28T10:01:00Z");
+        for tenant in ["quiet", "beating", "scanned"] {
+            seed_tenant(&store, tenant).await;
+            store
+                .session_set_state(&id(tenant), SessionState::Connected, None, t0)
+                .await
+                .unwrap();
+        }
+        store.session_heartbeat(&id("beating"), t1).await.unwrap();
+        store
+            .session_set_qr(&id("scanned"), "2@fresh", t2)
+            .await
+            .unwrap();
+        let changed = |since| {
+            let store = &store;
+            async move {
+                store
+                    .sessions_changed_since(since)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|s| s.tenant.to_string())
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(changed(t0).await, ["beating", "quiet", "scanned"]);
+        assert_eq!(
+            changed(t1).await,
+            ["beating", "scanned"],
+            "a heartbeat counts"
+        );
+        assert_eq!(changed(t2).await, ["scanned"]);
+        assert!(changed(t2 + SignedDuration::from_secs(1)).await.is_empty());
+        let scanned = store.sessions_changed_since(t2).await.unwrap();
+        assert_eq!(scanned[0].qr.as_deref(), Some("2@fresh"), "rows are whole");
+    }
+);
+
+store_test!(a_logout_forgets_the_linked_number, |store| {
+    let now = at("2026-11-28T10:00:00Z");
+    seed_tenant(&store, "shop").await;
+    store
+        .session_set_linked(&id("shop"), "255712345678", Some("Shop"), now)
+        .await
+        .unwrap();
+    store
+        .session_set_state(&id("shop"), SessionState::Disconnected, None, now)
+        .await
+        .unwrap();
+    let s = store.session(&id("shop")).await.unwrap().unwrap();
+    assert_eq!(
+        s.linked_number.as_deref(),
+        Some("255712345678"),
+        "a disconnect keeps it"
+    );
+    store
+        .session_set_state(&id("shop"), SessionState::LoggedOut, None, now)
+        .await
+        .unwrap();
+    let s = store.session(&id("shop")).await.unwrap().unwrap();
+    assert_eq!(s.state, SessionState::LoggedOut);
+    assert_eq!(s.linked_number, None);
+    assert_eq!(s.push_name, None);
+});
+
 store_test!(the_snapshot_joins_sessions_and_workers, |store| {
     let now = at("2026-11-28T10:00:00Z");
     for tenant in ["halted", "full", "bare", "linking"] {

@@ -76,3 +76,42 @@ fn migrate_reads_the_url_from_database_url() {
     assert_status(&out, 0);
     assert!(dir.path().join("from-env.db").exists());
 }
+
+#[test]
+fn operator_commands_never_create_a_missing_sqlite_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let tenants = dir.path().join("tenants.d");
+    std::fs::create_dir(&tenants).unwrap();
+    let path = dir.path().join("state/flowhq.db");
+    let url = format!("sqlite://{}", path.display());
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_flowhq"))
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .env("FLOWHQ_TENANTS_DIR", &tenants)
+            .env("FLOWHQ_STATE_DIR", dir.path().join("state"))
+            .env_remove("FLOWHQ_CONFIG")
+            .output()
+            .unwrap()
+    };
+    // A plan without a store still plans from the files, and says the store is missing.
+    let plan = run(&["plan"]);
+    assert_status(&plan, 0);
+    assert!(
+        String::from_utf8_lossy(&plan.stdout).contains("store unavailable"),
+        "{}",
+        String::from_utf8_lossy(&plan.stdout)
+    );
+    let status = run(&["status"]);
+    assert_ne!(status.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&status.stderr).contains("state store"),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        !path.exists(),
+        "an operator command created {}",
+        path.display()
+    );
+}

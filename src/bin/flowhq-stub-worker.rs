@@ -18,6 +18,23 @@
 //! restarted daemon adopts it like any other worker; an `exec` would change the command line
 //! and make adoption refuse it.
 
+/// Like `println!`, but a full or broken log file is not fatal: a worker whose log disk is
+/// full keeps working (as the real worker's tracing output does) instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `say!` for standard error.
+macro_rules! say_err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -29,18 +46,17 @@ use nix::unistd::Pid;
 use std::os::unix::process::ExitStatusExt;
 use tokio::signal::unix::{SignalKind, signal};
 
-#[allow(clippy::print_stdout, clippy::print_stderr)]
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let tenant = match (args.next().as_deref(), args.next()) {
         (Some("--tenant"), Some(id)) => id,
         _ => {
-            eprintln!("usage: flowhq-stub-worker --tenant ID");
+            say_err!("usage: flowhq-stub-worker --tenant ID");
             return ExitCode::from(64);
         }
     };
     let Ok(tenant) = TenantId::parse(&tenant) else {
-        eprintln!("stub worker: invalid tenant id {tenant:?}");
+        say_err!("stub worker: invalid tenant id {tenant:?}");
         return ExitCode::from(64);
     };
     let config = std::env::var_os("FLOWHQ_CONFIG").map(std::path::PathBuf::from);
@@ -48,7 +64,7 @@ fn main() -> ExitCode {
         Ok(cfg) => cfg,
         Err(diags) => {
             for d in diags {
-                eprintln!("{d}");
+                say_err!("{d}");
             }
             return ExitCode::from(78);
         }
@@ -59,40 +75,39 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(err) => {
-            eprintln!("stub worker: cannot start a runtime: {err}");
+            say_err!("stub worker: cannot start a runtime: {err}");
             return ExitCode::from(1);
         }
     };
     ExitCode::from(rt.block_on(run(cfg, tenant)))
 }
 
-#[allow(clippy::print_stdout, clippy::print_stderr)]
 async fn run(cfg: DaemonConfig, tenant: TenantId) -> u8 {
     let store = match Store::connect(&cfg.database_url, Role::Worker).await {
         Ok(s) => s,
         Err(err) => {
-            eprintln!("stub worker {tenant}: store unavailable: {err:#}");
+            say_err!("stub worker {tenant}: store unavailable: {err:#}");
             return 1;
         }
     };
     let record = match store.tenant(&tenant).await {
         Ok(Some(record)) => record,
         Ok(None) => {
-            eprintln!("stub worker {tenant}: no applied spec in the store");
+            say_err!("stub worker {tenant}: no applied spec in the store");
             return 78;
         }
         Err(err) => {
-            eprintln!("stub worker {tenant}: cannot read the spec: {err:#}");
+            say_err!("stub worker {tenant}: cannot read the spec: {err:#}");
             return 1;
         }
     };
     let mut spec = record.spec;
-    println!(
+    say!(
         "stub worker {tenant}: started with spec {}",
         record.spec_hash
     );
     if let Some(code) = control(&spec.business_name, "stub:exit=") {
-        println!("stub worker {tenant}: exiting with {code} as asked");
+        say!("stub worker {tenant}: exiting with {code} as asked");
         return u8::try_from(code).unwrap_or(1);
     }
     if spec.business_name.contains("stub:real-worker") {
@@ -126,19 +141,19 @@ async fn run(cfg: DaemonConfig, tenant: TenantId) -> u8 {
                 if !spec.business_name.contains("stub:silent")
                     && let Err(err) = store.session_heartbeat(&tenant, Timestamp::now()).await
                 {
-                    eprintln!("stub worker {tenant}: heartbeat failed: {err:#}");
+                    say_err!("stub worker {tenant}: heartbeat failed: {err:#}");
                 }
             }
             _ = hup.recv() => match store.tenant(&tenant).await {
                 Ok(Some(r)) => {
                     spec = r.spec;
-                    println!("stub worker {tenant}: reloaded spec {}", r.spec_hash);
+                    say!("stub worker {tenant}: reloaded spec {}", r.spec_hash);
                 }
-                Ok(None) => eprintln!("stub worker {tenant}: reload found no spec; keeping the old one"),
-                Err(err) => eprintln!("stub worker {tenant}: reload failed: {err:#}"),
+                Ok(None) => say_err!("stub worker {tenant}: reload found no spec; keeping the old one"),
+                Err(err) => say_err!("stub worker {tenant}: reload failed: {err:#}"),
             },
             _ = term.recv() => {
-                println!("stub worker {tenant}: stopping ({} MiB of ballast)", ballast.len() >> 20);
+                say!("stub worker {tenant}: stopping ({} MiB of ballast)", ballast.len() >> 20);
                 store.close().await;
                 return 0;
             }

@@ -85,10 +85,13 @@ pub struct GitSourceConfig {
     pub branch: String,
     /// Directory of tenant files inside the repository (default `tenants.d`).
     pub path: PathBuf,
-    /// Fetch interval (default 30s).
+    /// Fetch interval (default 30s); each wait adds up to a tenth of it at random.
     pub interval: Duration,
-    /// Credentials for the fetch, if the repository needs them.
+    /// Credentials for the fetch, if the repository needs them: an SSH private key for
+    /// `ssh://` and `user@host:path` URLs, a token (or `user:token`) for `https://` URLs.
     pub credentials_file: Option<PathBuf>,
+    /// Longest any one git operation may take before it is killed (default 60s).
+    pub timeout: Duration,
 }
 
 /// `[prune]`: the guard against retiring many tenants at once.
@@ -190,7 +193,14 @@ const WORKER_KEYS: [&str; 11] = [
 ];
 const BACKOFF_KEYS: [&str; 4] = ["initial", "max", "reset_after", "jitter"];
 const SOURCE_KEYS: [&str; 1] = ["git"];
-const GIT_KEYS: [&str; 5] = ["url", "branch", "path", "interval", "credentials_file"];
+const GIT_KEYS: [&str; 6] = [
+    "url",
+    "branch",
+    "path",
+    "interval",
+    "credentials_file",
+    "timeout",
+];
 const PRUNE_KEYS: [&str; 2] = ["max_share", "allow_mass_prune"];
 const RETENTION_KEYS: [&str; 2] = ["messages", "events"];
 
@@ -771,6 +781,7 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, '_, E> {
         let git_path = self.path(g, "path", PathBuf::from("tenants.d"));
         let interval = self.positive(g, "interval", secs(30));
         let credentials_file = self.opt_path(g, "credentials_file");
+        let git_timeout = self.positive(g, "timeout", secs(60));
         let git = match url {
             Some((url, _)) if !url.is_empty() => Some(GitSourceConfig {
                 url,
@@ -778,6 +789,7 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, '_, E> {
                 path: git_path,
                 interval,
                 credentials_file,
+                timeout: git_timeout,
             }),
             Some((_, origin)) => {
                 self.report(&origin, "`source.git.url` is empty".to_owned());

@@ -192,7 +192,8 @@ impl<'s> FileCtx<'s> {
         };
         let plain = (raw.starts_with('"') && !raw.starts_with("\"\"\""))
             || (raw.starts_with('\'') && !raw.starts_with("'''"));
-        if plain && raw.len() >= 2 && &raw[1..raw.len() - 1] == value {
+        // `get`, not indexing: an unterminated string can end inside a multi-byte character.
+        if plain && raw.len() >= 2 && raw.get(1..raw.len() - 1) == Some(value) {
             span.start + 1 + at
         } else {
             span.start

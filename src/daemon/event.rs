@@ -4,8 +4,9 @@
 //! the loop alone changes state. Owns nothing else.
 
 use crate::config::TenantId;
+use crate::source::git::Report;
 use crate::source::watch::Change;
-use crate::supervisor::ExitInfo;
+use crate::supervisor::{ExitInfo, TreeMemory};
 
 /// One input to the event loop.
 #[derive(Debug)]
@@ -32,10 +33,12 @@ pub enum Event {
     },
     /// Someone with access opened the QR page of a tenant whose worker stopped showing codes.
     QrWanted(TenantId),
-    /// Memory (PSS) of the workers' process trees, measured off the loop.
-    Memory(Vec<(TenantId, u64)>),
-    /// SIGHUP: rescan everything now.
+    /// Memory of the workers' process trees, measured off the loop.
+    Memory(Vec<(TenantId, TreeMemory)>),
+    /// SIGHUP: rescan everything now (and fetch the config repository).
     Reload,
+    /// The config repository's fetch task reports (a new commit ready, or a failure).
+    Git(Report),
     /// SIGTERM or SIGINT: shut down.
     Shutdown,
 }

@@ -10,6 +10,7 @@
 mod event;
 mod records;
 mod slot;
+mod source;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::ffi::OsString;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use jiff::Timestamp;
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
@@ -69,12 +71,29 @@ pub enum Error {
     /// The status endpoint could not start (port in use, unreadable token file).
     #[error("cannot start the status endpoint")]
     Status(#[source] status::Error),
+    /// `[source.git]` names a branch or path that cannot be followed.
+    #[error("cannot follow the config repository")]
+    Git(#[source] crate::source::git::Error),
 }
 
 /// How often the loop wakes up on its own to check deadlines (backoff, shutdown of stops).
 const TICK: Duration = Duration::from_secs(1);
 /// How often worker log files are checked for rotation.
 const ROTATE_EVERY: Duration = Duration::from_secs(10);
+/// Workers started at once by one pass (each on a blocking thread).
+const SPAWN_PARALLEL: usize = 8;
+/// Orphaned children (a worker's double-forked helpers, reparented to the daemon as child
+/// subreaper) are reaped this often; the kernel's check walks every child, 1,000 at full fleet.
+const REAP_EVERY: Duration = Duration::from_secs(5);
+/// The whole session table and the status rows are read at least this often, even when the
+/// daemon wrote no tenant row (between those reads, only changed sessions are read).
+const FULL_OBSERVE_EVERY: Duration = Duration::from_secs(60);
+/// How far before the previous read the changed sessions are asked for, to cover a write
+/// stamped before that read but committed after it.
+const SESSION_WRITE_SLACK: jiff::SignedDuration = jiff::SignedDuration::from_secs(10);
+/// Every worker's PSS is read again at least this often (status shows it); trees above
+/// their memory limit by RSS are read every measuring cycle.
+const PSS_REFRESH: Duration = Duration::from_secs(300);
 /// How long shutdown may spend writing the final worker rows and events.
 const SHUTDOWN_WRITES: Duration = Duration::from_secs(10);
 /// Events kept in memory while the store is down.
@@ -101,13 +120,23 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
     install_signals(&tx).map_err(Error::Signals)?;
     let (change_tx, mut change_rx) = mpsc::channel::<Change>(16);
-    let _watch = watch::watch(
-        cfg.tenants_dir.clone(),
-        cfg.debounce,
-        cfg.debounce_max,
-        change_tx,
-    )
-    .map_err(Error::Watch)?;
+    // A followed repository changes only when the loop swaps its tree: nothing to watch.
+    let remote = match &cfg.git {
+        Some(g) => Some(crate::source::git::Remote::new(g, &cfg.state_dir).map_err(Error::Git)?),
+        None => None,
+    };
+    let _watch = match remote {
+        Some(_) => None,
+        None => Some(
+            watch::watch(
+                cfg.tenants_dir.clone(),
+                cfg.debounce,
+                cfg.debounce_max,
+                change_tx,
+            )
+            .map_err(Error::Watch)?,
+        ),
+    };
     {
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -145,6 +174,12 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
     d.load_from_store().await;
     d.adopt();
     let refreshed = d.source.rescan();
+    if d.follow.due() {
+        d.read_checkout().await;
+    }
+    if let Some(remote) = remote {
+        d.start_following(remote);
+    }
     info!(files = refreshed.read, dir = %d.source.dir().display(), "tenant files loaded");
     d.refresh_heartbeats().await;
     d.pass().await;
@@ -163,6 +198,7 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
     let mut next_observe = Instant::now() + d.observe_interval();
     let mut next_rotate = Instant::now() + ROTATE_EVERY;
     let mut next_measure = Instant::now();
+    let mut next_reap = Instant::now();
     loop {
         let mut run_pass = false;
         tokio::select! {
@@ -176,20 +212,21 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
             }
             _ = tick.tick() => {
                 let now = Instant::now();
-                d.reap_orphans();
+                if now >= next_reap {
+                    next_reap = now + REAP_EVERY;
+                    d.reap_orphans();
+                }
+                d.poll_checkout();
                 if now >= next_rescan {
                     next_rescan = now + d.cfg.rescan_interval;
-                    let r = d.source.rescan();
-                    run_pass = true;
-                    if r.read > 0 || r.removed > 0 {
-                        info!(read = r.read, removed = r.removed, "periodic rescan found changes");
-                    }
+                    run_pass |= d.read_files(None);
                 }
                 if now >= next_observe {
                     next_observe = now + d.observe_interval();
                     d.store.try_connect_if_due().await;
                     if d.store.just_recovered() {
                         d.load_from_store().await;
+                        d.rows_stale = true;
                     }
                     d.refresh_heartbeats().await;
                     run_pass = true;
@@ -200,12 +237,19 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
                 }
                 if now >= next_measure {
                     // As often as workers report heartbeats, within 1 s to 30 s.
-                    next_measure = now
-                        + d.cfg.worker.heartbeat_interval.clamp(Duration::from_secs(1), Duration::from_secs(30));
-                    d.measure_memory();
+                    let cycle = d
+                        .cfg
+                        .worker
+                        .heartbeat_interval
+                        .clamp(Duration::from_secs(1), Duration::from_secs(30));
+                    next_measure = now + cycle;
+                    d.measure_memory(cycle);
                 }
                 run_pass |= d.deadline_due();
             }
+        }
+        if d.follow.due() {
+            run_pass |= d.read_checkout().await;
         }
         if run_pass {
             d.pass().await;
@@ -237,8 +281,14 @@ pub async fn plan_once(
     let (tx, _rx) = mpsc::channel(1);
     let mut d = Daemon::new(cfg, opts, backoff, tx);
     d.dry = true;
+    let preview = dir.is_some();
     if let Some(dir) = dir {
+        let revision = source::preview_revision(&dir).await;
         d.source = DirSource::new(dir);
+        d.source.set_revision(revision);
+    } else if matches!(d.follow, source::Follow::Checkout { .. }) {
+        let revision = source::preview_revision(&d.cfg.tenants_dir).await;
+        d.source.set_revision(revision);
     }
     d.store.connect_read_only().await;
     d.load_from_store().await;
@@ -247,6 +297,9 @@ pub async fn plan_once(
     d.refresh_heartbeats().await;
     let observed = d.observed();
     let mut plan = reconcile::plan(d.source.desired(), &observed, &d.policy, Timestamp::now());
+    if preview {
+        source::without_revision_only_applies(&mut plan);
+    }
     if let Some(why) = &d.store.down {
         plan.problems.push(reconcile::Problem {
             tenant: None,
@@ -263,6 +316,8 @@ struct Daemon {
     backoff: Backoff,
     node: String,
     source: DirSource,
+    /// Which source `source` reads (plain directory, git checkout, followed repository).
+    follow: source::Follow,
     store: StoreLink,
     /// Mirror of the store's tenant rows, updated as the daemon writes them.
     applied: BTreeMap<TenantId, AppliedTenant>,
@@ -271,8 +326,12 @@ struct Daemon {
     synced: BTreeSet<TenantId>,
     slots: BTreeMap<TenantId, Slot>,
     heartbeats: BTreeMap<TenantId, Timestamp>,
-    /// The last PSS sample of each worker's process tree (shown in status).
-    memory: BTreeMap<TenantId, u64>,
+    /// The last PSS reading of each worker's process tree (shown in status), and when it
+    /// was read.
+    memory: BTreeMap<TenantId, (u64, Instant)>,
+    /// The last sample the memory limit is judged on: the PSS when it was read, else the
+    /// RSS, which was then under the limit (see `supervisor::trees_memory`).
+    memory_sample: BTreeMap<TenantId, u64>,
     /// The lower of the last two samples (what the memory limit is judged on).
     memory_sustained: BTreeMap<TenantId, u64>,
     tx: mpsc::Sender<Event>,
@@ -293,6 +352,20 @@ struct Daemon {
     qr_waiting: bool,
     /// When fresh QR codes were last requested per tenant.
     qr_requested: BTreeMap<TenantId, Timestamp>,
+    /// When sessions were last read, and when the whole table and the status rows were.
+    observed_at: Option<(Timestamp, Instant)>,
+    /// The daemon wrote tenant rows since the status rows were read.
+    rows_stale: bool,
+    /// Whether the log directory was full at the last rotation check.
+    log_space: supervisor::LogSpace,
+}
+
+/// One worker to start: the request and what recording its outcome needs.
+struct SpawnJob {
+    req: SpawnRequest,
+    reason: String,
+    hash: SpecHash,
+    sample: f64,
 }
 
 impl Daemon {
@@ -307,8 +380,12 @@ impl Daemon {
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "localhost".to_owned());
         let worker_env = worker_env(&cfg);
+        let (follow, dir, revision) = source::Follow::for_config(&cfg);
+        let mut dir_source = DirSource::new(dir);
+        dir_source.set_revision(revision);
         Self {
-            source: DirSource::new(cfg.tenants_dir.clone()),
+            source: dir_source,
+            follow,
             store: StoreLink::new(cfg.database_url.clone()),
             cfg,
             policy,
@@ -319,6 +396,7 @@ impl Daemon {
             slots: BTreeMap::new(),
             heartbeats: BTreeMap::new(),
             memory: BTreeMap::new(),
+            memory_sample: BTreeMap::new(),
             memory_sustained: BTreeMap::new(),
             tx,
             notifier: Notifier::from_env(),
@@ -332,7 +410,10 @@ impl Daemon {
             started_at: Timestamp::now(),
             ready: false,
             qr_waiting: false,
+            observed_at: None,
+            rows_stale: true,
             qr_requested: BTreeMap::new(),
+            log_space: supervisor::LogSpace::default(),
         }
     }
 
@@ -344,29 +425,33 @@ impl Daemon {
     /// Handles one event; returns whether a planning pass should follow.
     fn handle(&mut self, ev: Event) -> bool {
         match ev {
-            Event::Files(Change::Paths(paths)) => {
-                let r = self.source.refresh(&paths);
-                r.read > 0 || r.removed > 0
-            }
-            Event::Files(Change::Rescan) => {
-                self.source.rescan();
-                true
-            }
+            Event::Files(Change::Paths(paths)) => self.read_files(Some(&paths)),
+            Event::Files(Change::Rescan) => self.read_files(None),
             Event::Reload => {
                 self.notifier.reloading();
                 info!("SIGHUP: rescanning tenant files");
-                self.source.rescan();
+                let run_pass = self.reload_source();
                 self.notifier.ready(&self.summary());
-                true
+                run_pass
             }
+            Event::Git(report) => self.on_git(report),
             Event::Exited { tenant, pid, exit } => self.on_exited(&tenant, pid, exit),
             Event::Stopped { tenant, pid, exit } => self.on_stopped(&tenant, pid, exit),
-            Event::Memory(memory) => {
+            Event::Memory(measured) => {
+                let now = Instant::now();
+                let mut samples = BTreeMap::new();
+                for (id, m) in measured {
+                    if let Some(pss) = m.pss {
+                        self.memory.insert(id.clone(), (pss, now));
+                    }
+                    samples.insert(id, m.pss.unwrap_or(m.rss));
+                }
+                self.memory.retain(|id, _| samples.contains_key(id));
                 // The planner sees the lower of the last two samples, so a worker is
                 // restarted only when it *stays* above its limit, not for one spike.
-                let previous = std::mem::replace(&mut self.memory, memory.into_iter().collect());
+                let previous = std::mem::replace(&mut self.memory_sample, samples);
                 self.memory_sustained = self
-                    .memory
+                    .memory_sample
                     .iter()
                     .filter_map(|(id, now)| {
                         previous
@@ -416,16 +501,31 @@ impl Daemon {
 
     /// One level-triggered pass: observe, plan, execute.
     async fn pass(&mut self) {
+        if self.follow.holding() {
+            // The last read may mix two commits of a checkout; the next clean read plans.
+            return;
+        }
         let started = Instant::now();
-        let observed = self.observed();
+        // The applied records move into the observation for planning and back right after,
+        // instead of being cloned on every pass.
+        let observed = self.observed_taking_applied();
         let plan = reconcile::plan(
             self.source.desired(),
             &observed,
             &self.policy,
             Timestamp::now(),
         );
+        self.applied = observed.tenants;
         self.note_problems(&plan).await;
         let n = plan.actions.len();
+        if plan.actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::Apply { .. } | Action::SetConfigError { .. } | Action::Retire { .. }
+            )
+        }) {
+            self.rows_stale = true;
+        }
         // Store rows first, then processes: a tenant's row actions always precede its process
         // actions in a plan, and a worker reads its spec from the row. Consecutive applies
         // share one transaction (a fleet's cold start is one commit, not one per tenant).
@@ -446,9 +546,18 @@ impl Daemon {
             self.execute(action).await;
         }
         self.apply_all(applies).await;
+        // Consecutive spawns start in parallel: each fork waits for its child's exec, which
+        // on a busy host is mostly waiting for the scheduler.
+        let mut spawns = Vec::new();
         for action in processes {
+            if matches!(action, Action::Spawn { .. }) {
+                spawns.push(action);
+                continue;
+            }
+            self.spawn_all(std::mem::take(&mut spawns)).await;
             self.execute(action).await;
         }
+        self.spawn_all(spawns).await;
         self.persist_slots().await;
         self.flush_events().await;
         self.metrics.observe_reconcile(started.elapsed());
@@ -461,7 +570,24 @@ impl Daemon {
         }
     }
 
+    /// [`Self::observed`] without copying the applied records: they are moved out of
+    /// `self.applied`, which the caller must put back.
+    fn observed_taking_applied(&mut self) -> Observed {
+        let workers = self.observed_workers();
+        Observed {
+            tenants: std::mem::take(&mut self.applied),
+            workers,
+        }
+    }
+
     fn observed(&self) -> Observed {
+        Observed {
+            tenants: self.applied.clone(),
+            workers: self.observed_workers(),
+        }
+    }
+
+    fn observed_workers(&self) -> BTreeMap<TenantId, reconcile::ObservedWorker> {
         // Heartbeats travel through the store: while it is down nobody can write one, and
         // right after it returns the last ones are old through no fault of the workers. So
         // staleness only counts from when the store was last (re)connected, and not at all
@@ -470,8 +596,7 @@ impl Daemon {
             (Some(_), Some(since)) => since,
             _ => Timestamp::now(),
         };
-        let workers = self
-            .slots
+        self.slots
             .iter()
             .map(|(id, s)| {
                 let heartbeat = self
@@ -482,11 +607,7 @@ impl Daemon {
                 let memory = self.memory_sustained.get(id).copied();
                 (id.clone(), s.observed(Some(heartbeat), memory))
             })
-            .collect();
-        Observed {
-            tenants: self.applied.clone(),
-            workers,
-        }
+            .collect()
     }
 
     /// Logs and records problems when they first appear.
@@ -549,6 +670,7 @@ impl Daemon {
                 lifecycle,
                 config_error: prev_error,
                 revision,
+                attempted_revision: None,
             };
             applied.push((tenant, a, reason));
         }
@@ -566,7 +688,11 @@ impl Daemon {
                 self.synced.remove(&tenant);
             }
             self.applied.insert(tenant.clone(), a);
-            self.event(Some(tenant), "applied", reason);
+            // A new commit that leaves a spec as it was re-records the revision on every row;
+            // the one `source` event of the commit says so, not one event per tenant.
+            if reason != "revision changed" {
+                self.event(Some(tenant), "applied", reason);
+            }
         }
     }
 
@@ -604,6 +730,7 @@ impl Daemon {
                 }
                 if let Some(a) = self.applied.get_mut(&tenant) {
                     a.config_error = error;
+                    a.attempted_revision = attempted_revision;
                 }
                 self.event(Some(tenant), "config_error", reason);
             }
@@ -651,32 +778,97 @@ impl Daemon {
     }
 
     fn spawn(&mut self, tenant: &TenantId, reason: &str) {
+        if let Some(job) = self.spawn_job(tenant, reason) {
+            let result = supervisor::spawn(&job.req);
+            self.spawned(job, result);
+        }
+    }
+
+    /// Starts the workers of `actions` (all `Action::Spawn`), `SPAWN_PARALLEL` at a time on
+    /// blocking threads, then records each like [`Self::spawn`] does, in plan order.
+    async fn spawn_all(&mut self, actions: Vec<Action>) {
+        if actions.len() < 2 {
+            for action in actions {
+                self.execute(action).await;
+            }
+            return;
+        }
+        let mut jobs = Vec::with_capacity(actions.len());
+        for action in actions {
+            let reason = action.reason();
+            let tenant = action.tenant().clone();
+            info!(tenant = %tenant, action = action.kind(), reason = %reason, "action");
+            self.metrics.count_action(action.kind());
+            if let Some(job) = self.spawn_job(&tenant, &reason) {
+                jobs.push(job);
+            }
+        }
+        let results: Vec<(SpawnJob, Result<Worker, supervisor::Error>)> =
+            futures::stream::iter(jobs.into_iter().map(|job| async move {
+                tokio::task::spawn_blocking(move || {
+                    let result = supervisor::spawn(&job.req);
+                    (job, result)
+                })
+                .await
+            }))
+            .buffered(SPAWN_PARALLEL)
+            .filter_map(|joined| async move {
+                // A spawn that panicked has already logged; its tenant is retried next pass.
+                joined.ok()
+            })
+            .collect()
+            .await;
+        for (job, result) in results {
+            self.spawned(job, result);
+        }
+    }
+
+    /// What starting `tenant`'s worker needs, or `None` when it must not start yet.
+    fn spawn_job(&self, tenant: &TenantId, reason: &str) -> Option<SpawnJob> {
         if !self.synced.contains(tenant) && !self.dry {
             // The worker would find no spec; a later pass starts it once the store has it.
             tracing::debug!(tenant = %tenant, "not starting: the spec has not reached the store yet");
-            return;
+            return None;
         }
-        let now = Timestamp::now();
         let mut argv: Vec<OsString> = self.cfg.worker.command.iter().map(OsString::from).collect();
         argv.extend([OsString::from("--tenant"), OsString::from(tenant.as_str())]);
-        let req = SpawnRequest {
-            tenant: tenant.clone(),
-            argv: argv.clone(),
-            env: self.worker_env.clone(),
-            cwd: self.cfg.state_dir.clone(),
-            log_path: supervisor::log_path(&self.cfg.log_dir, tenant),
-            lock_path: supervisor::lock_path(&self.cfg.runtime_dir, tenant),
-        };
-        let hash = self.target_hash(tenant);
-        let sample = rand::random::<f64>();
-        match supervisor::spawn(&req) {
+        Some(SpawnJob {
+            req: SpawnRequest {
+                tenant: tenant.clone(),
+                argv,
+                env: self.worker_env.clone(),
+                cwd: self.cfg.state_dir.clone(),
+                log_path: supervisor::log_path(&self.cfg.log_dir, tenant),
+                lock_path: supervisor::lock_path(&self.cfg.runtime_dir, tenant),
+            },
+            reason: reason.to_owned(),
+            hash: self.target_hash(tenant),
+            sample: rand::random::<f64>(),
+        })
+    }
+
+    /// Records the outcome of starting a worker: its slot, pid record, exit watch and event.
+    fn spawned(&mut self, job: SpawnJob, result: Result<Worker, supervisor::Error>) {
+        let SpawnJob {
+            req,
+            reason,
+            hash,
+            sample,
+        } = job;
+        let tenant = &req.tenant;
+        let now = Timestamp::now();
+        match result {
             Ok(worker) => {
                 let worker = Arc::new(worker);
                 let pid = worker.pid().as_raw();
                 let rec = PidRecord {
                     pid,
                     start_time: worker.start_time(),
-                    argv: argv.iter().map(|a| a.as_encoded_bytes().to_vec()).collect(),
+                    argv: req
+                        .argv
+                        .iter()
+                        .map(|a| a.as_encoded_bytes().to_vec())
+                        .collect(),
                     spec_hash: hash.0.clone(),
                     started_at_ms: now.as_millisecond(),
                 };
@@ -905,6 +1097,7 @@ impl Daemon {
                     lifecycle: from_store_lifecycle(r.lifecycle),
                     config_error: r.config_error,
                     revision: Some(r.revision).filter(|s| !s.is_empty()),
+                    attempted_revision: r.attempted_revision,
                 };
                 (r.id, a)
             })
@@ -932,25 +1125,58 @@ impl Daemon {
         }
     }
 
-    /// Reads sessions (heartbeats, QR payloads) and the status rows: one pair of queries per
-    /// observe tick, whatever the load on the status endpoint.
+    /// Reads sessions (heartbeats, QR payloads) and the status rows, whatever the load on the
+    /// status endpoint. Workers write only their session rows, and the daemon knows when it
+    /// wrote tenant rows, so an observe tick reads only the sessions changed since the last
+    /// one; the whole table and the status rows are read again after the daemon wrote tenant
+    /// rows, after the store came back, and every `FULL_OBSERVE_EVERY` as a safety net.
     async fn refresh_heartbeats(&mut self) {
         let Some(store) = self.store.get() else {
             return;
         };
-        let sessions = store.sessions().await;
+        let started = Timestamp::now();
+        let since = match self.observed_at {
+            Some((at, full_at)) if !self.rows_stale && full_at.elapsed() < FULL_OBSERVE_EVERY => {
+                Some(at - SESSION_WRITE_SLACK)
+            }
+            _ => None,
+        };
+        let sessions = match since {
+            Some(since) => store.sessions_changed_since(since).await,
+            None => store.sessions().await,
+        };
         let Some(sessions) = self.store.check(sessions) else {
             self.metrics.count_store_error();
             return;
         };
-        self.heartbeats = sessions
-            .iter()
-            .filter_map(|s| s.last_seen_at.map(|t| (s.tenant.clone(), t)))
-            .collect();
-        self.qr_waiting = sessions.iter().any(|s| s.state == SessionState::QrReady);
+        if since.is_none() {
+            self.heartbeats.clear();
+        }
+        for s in &sessions {
+            if let Some(t) = s.last_seen_at {
+                self.heartbeats.insert(s.tenant.clone(), t);
+            }
+        }
         if self.status_tx.is_none() {
+            self.observed_at = Some((started, self.full_at(since)));
             return;
         }
+        if since.is_some() {
+            // Rows are sorted by tenant id (`Store::snapshot`).
+            for s in sessions {
+                if let Ok(i) = self.rows.binary_search_by(|r| r.tenant.id.cmp(&s.tenant)) {
+                    self.rows[i].session = Some(s);
+                }
+            }
+            self.qr_waiting = self.rows.iter().any(|r| {
+                r.session
+                    .as_ref()
+                    .is_some_and(|s| s.state == SessionState::QrReady)
+            });
+            self.observed_at = Some((started, self.full_at(since)));
+            return;
+        }
+        self.qr_waiting = sessions.iter().any(|s| s.state == SessionState::QrReady);
         let Some(store) = self.store.get() else {
             return;
         };
@@ -970,6 +1196,16 @@ impl Daemon {
             }
         }
         self.rows = rows;
+        self.rows_stale = false;
+        self.observed_at = Some((started, Instant::now()));
+    }
+
+    /// When the last full observation happened, given this one's `since` (`None` = full).
+    fn full_at(&self, since: Option<Timestamp>) -> Instant {
+        match (since, self.observed_at) {
+            (Some(_), Some((_, full_at))) => full_at,
+            _ => Instant::now(),
+        }
     }
 
     /// Publishes a status snapshot built from memory (the cached rows, patched with the live
@@ -993,7 +1229,7 @@ impl Daemon {
         );
         for t in &mut tenants {
             if let Some(w) = &mut t.worker {
-                w.memory_bytes = self.memory.get(&t.id).copied();
+                w.memory_bytes = self.memory.get(&t.id).map(|(pss, _)| *pss);
             }
         }
         let source_diagnostics = self
@@ -1018,6 +1254,7 @@ impl Daemon {
             tenants,
             source_diagnostics,
             metrics: self.metrics.clone(),
+            source: self.follow.health(),
         };
         tx.send_replace(Arc::new(snapshot));
     }
@@ -1104,7 +1341,7 @@ impl Daemon {
         }
     }
 
-    fn rotate_logs(&self) {
+    fn rotate_logs(&mut self) {
         let limits = LogLimits {
             max_bytes: self.cfg.worker.log_max_bytes,
             files: usize::try_from(self.cfg.worker.log_files).unwrap_or(5),
@@ -1120,25 +1357,75 @@ impl Daemon {
                 warn!(tenant = %id, error = %err, "log rotation failed");
             }
         }
+        let dir = self.cfg.log_dir.display();
+        match self.log_space.check(&self.cfg.log_dir) {
+            Ok(Some(supervisor::LogSpaceChange::Filled { available })) => warn!(
+                %dir, available,
+                "log directory is full; workers keep running but their output is lost until space is freed"
+            ),
+            Ok(Some(supervisor::LogSpaceChange::Freed { available })) => {
+                info!(%dir, available, "log directory has space again; worker output is kept again");
+            }
+            Ok(None) => {}
+            Err(err) => warn!(error = %err, "cannot check the log directory's free space"),
+        }
     }
 
     /// Measures the workers' memory on a blocking thread; `Event::Memory` brings the result.
-    /// Reading every worker's smaps takes long enough at 1,000 workers to delay a file change.
-    fn measure_memory(&self) {
-        let roots: Vec<(TenantId, nix::unistd::Pid)> = self
-            .slots
-            .iter()
-            .filter_map(|(id, s)| s.worker().map(|w| (id.clone(), w.pid())))
-            .collect();
+    /// Reading every worker's smaps takes long enough at 1,000 workers to delay a file change,
+    /// and walking a Chromium tree's page tables costs milliseconds, so each cycle reads the
+    /// PSS only of trees whose RSS is above their limit, of trees never read, and of the
+    /// trees read longest ago (the whole fleet once per `PSS_REFRESH`); the RSS of every
+    /// tree comes free with the process-table scan.
+    fn measure_memory(&self, cycle: Duration) {
+        let now = Instant::now();
+        let desired = self.source.desired();
+        let mut probes = Vec::new();
+        let mut stale: Vec<(Instant, usize)> = Vec::new();
+        let mut ids = Vec::new();
+        for (id, slot) in &self.slots {
+            let Some(worker) = slot.worker() else {
+                continue;
+            };
+            let limit = desired
+                .tenants
+                .get(id)
+                .map(|t| &t.spec)
+                .or_else(|| self.applied.get(id).map(|a| &a.spec))
+                .and_then(|spec| spec.limits.memory_max)
+                .or(self.policy.memory_max);
+            let read_at = self.memory.get(id).map(|(_, at)| *at);
+            match read_at {
+                Some(at) if now.duration_since(at) >= PSS_REFRESH => {
+                    stale.push((at, probes.len()));
+                }
+                _ => {}
+            }
+            probes.push(supervisor::MemoryProbe {
+                root: worker.pid(),
+                pss_due: read_at.is_none(),
+                limit,
+            });
+            ids.push(id.clone());
+        }
+        // Refresh the oldest readings, a share per cycle, so the fleet is not read at once.
+        let per_cycle = probes
+            .len()
+            .saturating_mul(cycle.as_millis().max(1) as usize)
+            .div_ceil(PSS_REFRESH.as_millis().max(1) as usize)
+            .max(1);
+        stale.sort_unstable();
+        for (_, i) in stale.into_iter().take(per_cycle) {
+            probes[i].pss_due = true;
+        }
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let measured = tokio::task::spawn_blocking(move || {
                 // One scan of /proc for the whole fleet: a scan per worker is quadratic.
-                let pids: Vec<nix::unistd::Pid> = roots.iter().map(|(_, p)| *p).collect();
-                let mut bytes = supervisor::trees_pss_bytes(&pids);
-                roots
-                    .into_iter()
-                    .filter_map(|(id, pid)| bytes.remove(&pid).map(|b| (id, b)))
+                let mut found = supervisor::trees_memory(&probes);
+                ids.into_iter()
+                    .zip(probes)
+                    .filter_map(|(id, p)| found.remove(&p.root).map(|m| (id, m)))
                     .collect()
             })
             .await;
@@ -1292,7 +1579,7 @@ impl StoreLink {
 
     /// Connects without migrating (planning must not change the schema).
     async fn connect_read_only(&mut self) {
-        match Store::connect(&self.url, Role::Worker).await {
+        match Store::connect(&self.url, Role::Client).await {
             Ok(store) => {
                 // Judge heartbeats as they are: this store has been up all along as far as
                 // a one-shot plan can tell.
@@ -1315,7 +1602,7 @@ impl StoreLink {
     }
 
     fn mark_down(&mut self, err: &store::Error) {
-        let why = format!("{err:#}");
+        let why = with_causes(err);
         if self.down.as_deref() != Some(why.as_str()) {
             warn!(error = %why, retry_in = ?self.retry_delay, "store unavailable; supervising from the files");
         }
@@ -1333,11 +1620,28 @@ impl StoreLink {
                 None
             }
             Err(err) => {
-                warn!(error = %format!("{err:#}"), "store operation failed");
+                warn!(error = %with_causes(&err), "store operation failed");
                 None
             }
         }
     }
+}
+
+/// An error and its chain of causes (`upsert 2 workers: ...: database or disk is full`), so
+/// the log says why, not only what failed.
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Drivers often repeat their message in their source: say it once.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The cause of a restart, as a metrics label.

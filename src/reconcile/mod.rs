@@ -189,7 +189,10 @@ impl TenantCtx<'_> {
             });
             return;
         };
-        if a.config_error.as_deref() != Some(error.as_str()) {
+        // A new revision with the same bad file is a new attempt too: status shows which
+        // commit was tried last, beside the one the tenant still runs.
+        let attempted_moved = revision.is_some() && a.attempted_revision != *revision;
+        if a.config_error.as_deref() != Some(error.as_str()) || attempted_moved {
             out.actions.push(Action::SetConfigError {
                 tenant: self.id.clone(),
                 error: Some(error),

@@ -85,6 +85,9 @@ pub struct AppliedTenant {
     pub config_error: Option<String>,
     /// The revision the applied spec came from.
     pub revision: Revision,
+    /// The revision of the last failed attempt while `config_error` is set (a bad file keeps
+    /// the tenant on `revision`; this says which commit was tried).
+    pub attempted_revision: Revision,
 }
 
 /// Where a tenant's worker stands, as the supervisor tracks it.

@@ -82,6 +82,7 @@ impl World {
             lifecycle,
             config_error: None,
             revision: None,
+            attempted_revision: None,
         };
         self.observed.tenants.insert(tenant, a);
         self
@@ -505,6 +506,7 @@ fn simulate(w: &mut World, p: &Plan, now: i64) {
                         lifecycle: *lifecycle,
                         config_error: prev_err,
                         revision: revision.clone(),
+                        attempted_revision: None,
                     },
                 );
             }
@@ -536,8 +538,14 @@ fn simulate(w: &mut World, p: &Plan, now: i64) {
             Action::Retire { .. } => {
                 w.observed.tenants.get_mut(&tenant).unwrap().lifecycle = Lifecycle::Retired;
             }
-            Action::SetConfigError { error, .. } => {
-                w.observed.tenants.get_mut(&tenant).unwrap().config_error = error.clone();
+            Action::SetConfigError {
+                error,
+                attempted_revision,
+                ..
+            } => {
+                let t = w.observed.tenants.get_mut(&tenant).unwrap();
+                t.config_error = error.clone();
+                t.attempted_revision = attempted_revision.clone();
             }
         }
     }
@@ -582,4 +590,42 @@ fn plan_is_deterministic_for_the_same_inputs() {
         .file(spec("b"))
         .steady(spec("c"));
     assert_eq!(w.plan_at(5), w.plan_at(5));
+}
+
+#[test]
+fn a_bad_file_at_each_new_revision_records_that_revision_as_attempted() {
+    let s = spec("salon");
+    let mut w = World::new()
+        .applied(s.clone(), Lifecycle::Active)
+        .running(&s, Some(10))
+        .bad_file("salon");
+    w.desired.revision = Some("b".to_owned());
+    let first = w.plan_at(20);
+    let attempted = |p: &Plan| {
+        p.actions.iter().find_map(|a| match a {
+            Action::SetConfigError {
+                attempted_revision, ..
+            } => Some(attempted_revision.clone()),
+            _ => None,
+        })
+    };
+    assert_eq!(attempted(&first), Some(Some("b".to_owned())));
+    simulate(&mut w, &first, 20);
+    assert_eq!(
+        attempted(&w.plan_at(21)),
+        None,
+        "same commit, same error: nothing to do"
+    );
+    // Another commit that leaves the bad file as it is: a new attempt, the old spec runs on.
+    w.desired.revision = Some("c".to_owned());
+    let third = w.plan_at(22);
+    assert_eq!(attempted(&third), Some(Some("c".to_owned())));
+    assert!(
+        third
+            .actions
+            .iter()
+            .all(|a| matches!(a, Action::SetConfigError { .. })),
+        "{}",
+        third.to_text()
+    );
 }

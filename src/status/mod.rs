@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use crate::config::daemon::StatusConfig;
 
 pub use derive::{TenantState, derive};
-pub use model::{FleetMetrics, StatusSnapshot, TenantStatus};
+pub use model::{FleetMetrics, SourceHealth, StatusSnapshot, TenantStatus};
 
 /// Failures to start the status endpoint.
 #[derive(Debug, thiserror::Error)]

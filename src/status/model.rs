@@ -39,6 +39,45 @@ pub struct StatusSnapshot {
     pub source_diagnostics: Vec<Diagnostic>,
     /// Counters and histograms of the loop.
     pub metrics: FleetMetrics,
+    /// Health of the git source (a followed repository or a checkout); `None` for a plain
+    /// directory.
+    pub source: Option<SourceHealth>,
+}
+
+/// Health of the source of desired state when it is git: which commit runs, which one was
+/// seen last, and whether following the branch works.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct SourceHealth {
+    /// `git` (a followed repository) or `checkout` (the tenant directory is a git checkout).
+    pub kind: &'static str,
+    /// The repository URL without credentials (`git` only).
+    pub url: Option<String>,
+    /// The followed branch (`git` only).
+    pub branch: Option<String>,
+    /// The commit the daemon's tenant files come from now.
+    pub revision: Option<String>,
+    /// The newest commit fetched (`git`), or HEAD (`checkout`).
+    pub fetched_revision: Option<String>,
+    /// When the last attempt succeeded.
+    #[serde(serialize_with = "ser_ts")]
+    pub last_success_at: Option<Timestamp>,
+    /// When the last attempt ended.
+    #[serde(serialize_with = "ser_ts")]
+    pub last_attempt_at: Option<Timestamp>,
+    /// Why the last attempt failed (or why the checkout is not read now); `None` when fine.
+    pub error: Option<String>,
+    /// Failed attempts in a row.
+    pub failures: u32,
+    /// When the next attempt is due after a failure.
+    #[serde(serialize_with = "ser_ts")]
+    pub next_retry_at: Option<Timestamp>,
+}
+
+fn ser_ts<S: serde::Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_some(&t.to_string()),
+        None => s.serialize_none(),
+    }
 }
 
 impl StatusSnapshot {
@@ -54,6 +93,7 @@ impl StatusSnapshot {
             tenants: Vec::new(),
             source_diagnostics: Vec::new(),
             metrics: FleetMetrics::default(),
+            source: None,
         }
     }
 

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::config::Diagnostic;
 
 use super::derive::TenantState;
-use super::model::{SessionView, StatusSnapshot, TenantStatus, WorkerView};
+use super::model::{SessionView, SourceHealth, StatusSnapshot, TenantStatus, WorkerView};
 
 /// The version of the JSON documents (`docs/status-api.md`).
 pub const API_VERSION: u32 = 1;
@@ -96,6 +96,7 @@ struct ListJson<'a> {
     store_up: bool,
     store_error: Option<&'a str>,
     revision: Option<&'a str>,
+    source: Option<&'a SourceHealth>,
     redacted: bool,
     tenants: Vec<TenantJson<'a>>,
     diagnostics: Cow<'a, [Diagnostic]>,
@@ -211,6 +212,7 @@ pub fn tenants_json(snap: &StatusSnapshot, personal: bool) -> Vec<u8> {
         store_up: snap.store_up,
         store_error: snap.store_error.as_deref(),
         revision: snap.revision.as_deref(),
+        source: snap.source.as_ref(),
         redacted: !personal,
         tenants: snap
             .tenants
@@ -329,6 +331,18 @@ pub fn overview_html(snap: &StatusSnapshot) -> String {
         snap.tenants.len(),
         escape(&now.to_string()),
     );
+    if let Some(src) = &snap.source
+        && let Some(err) = &src.error
+    {
+        let _ = write!(
+            body,
+            "<p class=\"ERROR\">{} source: {} (failures in a row: {}, newest commit seen <code>{}</code>)</p>",
+            escape(src.kind),
+            escape(&scrub(err, false)),
+            src.failures,
+            opt(src.fetched_revision.as_deref()),
+        );
+    }
     for d in &snap.source_diagnostics {
         let _ = write!(
             body,

@@ -478,6 +478,7 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, _permit: Owned
         .header_read_timeout(limits.header_read_timeout)
         .max_headers(limits.max_headers)
         .max_buf_size(limits.max_buf_size.max(8192))
+        .half_close(true)
         .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     match tokio::time::timeout(limits.max_connection_age, conn).await {

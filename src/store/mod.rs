@@ -105,6 +105,10 @@ pub enum Role {
     /// One of many workers: at most two connections, released when idle, so a fleet of
     /// workers does not exhaust PostgreSQL's connection slots.
     Worker,
+    /// A one-shot operator command (`flowhq plan`, `status`, `qr`, ...): sized like a
+    /// worker, and never creates a SQLite database that does not exist yet (a mistyped path
+    /// must not leave an empty database behind).
+    Client,
 }
 
 /// The database behind a store.
@@ -257,10 +261,22 @@ macro_rules! with_write_tx {
             }
             Pool::Sqlite(pool) => {
                 async {
-                    let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                    let out = $body;
-                    $tx.commit().await?;
-                    Ok::<_, sqlx::Error>(out)
+                    let mut conn = pool.acquire().await?;
+                    let res = async {
+                        let mut $tx =
+                            sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+                        let out = $body;
+                        $tx.commit().await?;
+                        Ok::<_, sqlx::Error>(out)
+                    }
+                    .await;
+                    if res.is_err() {
+                        // A COMMIT that fails on a full or read-only disk can leave the
+                        // connection counting a transaction SQLite already rolled back, and
+                        // every later BEGIN on it fails. Never give such a connection back.
+                        conn.close_on_drop();
+                    }
+                    res
                 }
                 .await
             }
@@ -289,10 +305,11 @@ impl Store {
                     .application_name(match role {
                         Role::Daemon => "flowhq-daemon",
                         Role::Worker => "flowhq-worker",
+                        Role::Client => "flowhq-cli",
                     });
                 let (max, idle) = match role {
                     Role::Daemon => (8, Duration::from_secs(300)),
-                    Role::Worker => (2, Duration::from_secs(30)),
+                    Role::Worker | Role::Client => (2, Duration::from_secs(30)),
                 };
                 // One direct connection first: it fails fast and with the real cause
                 // (refused, unknown host, authentication), where the pool would retry until
@@ -315,7 +332,7 @@ impl Store {
             Backend::Sqlite => {
                 let options = SqliteConnectOptions::from_str(url)
                     .map_err(invalid)?
-                    .create_if_missing(true)
+                    .create_if_missing(role != Role::Client)
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(SQLITE_BUSY_TIMEOUT)
@@ -326,6 +343,7 @@ impl Store {
                     .row_buffer_size(2048);
                 let file = options.get_filename();
                 if let Some(dir) = file.parent()
+                    && role != Role::Client
                     && !dir.as_os_str().is_empty()
                     && !url.contains(":memory:")
                 {
@@ -336,7 +354,7 @@ impl Store {
                 }
                 let max = match role {
                     Role::Daemon => 4,
-                    Role::Worker => 2,
+                    Role::Worker | Role::Client => 2,
                 };
                 let pool = SqlitePoolOptions::new()
                     .max_connections(max)
@@ -591,6 +609,8 @@ impl Store {
 
     /// Records the session state and the error that came with it. Any state but `QR_READY`
     /// clears the QR payload: a code is only worth showing while WhatsApp waits for a scan.
+    /// `LOGGED_OUT` also clears the linked number and display name: the phone unlinked this
+    /// device, so no number is linked any more (the next link records the new one).
     pub async fn session_set_state(
         &self,
         tenant: &TenantId,
@@ -604,7 +624,11 @@ impl Store {
              error = excluded.error, updated_at = excluded.updated_at, \
              qr = CASE WHEN excluded.state = 'QR_READY' THEN whatsapp_sessions.qr ELSE NULL END, \
              qr_issued_at = CASE WHEN excluded.state = 'QR_READY' \
-             THEN whatsapp_sessions.qr_issued_at ELSE NULL END";
+             THEN whatsapp_sessions.qr_issued_at ELSE NULL END, \
+             linked_number = CASE WHEN excluded.state = 'LOGGED_OUT' THEN NULL \
+             ELSE whatsapp_sessions.linked_number END, \
+             push_name = CASE WHEN excluded.state = 'LOGGED_OUT' THEN NULL \
+             ELSE whatsapp_sessions.push_name END";
         with_pool!(self, pool => sqlx::query(SQL)
             .bind(tenant.as_str())
             .bind(state.as_str())
@@ -708,6 +732,22 @@ impl Store {
         let rows: Vec<SessionRow> =
             with_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await)
                 .map_err(self.fail(op))?;
+        decode_all(rows, SessionRow::into_record, op)
+    }
+
+    /// Session rows written at or after `since` (state, QR or heartbeat), for a reader that
+    /// already holds the rest. Rows are matched by the writers' timestamps, so a caller asks
+    /// from a little before its previous read to cover writes that committed late.
+    pub async fn sessions_changed_since(&self, since: Timestamp) -> Result<Vec<SessionRecord>> {
+        const SQL: &str = "SELECT tenant_id, state, qr, qr_issued_at, last_seen_at, \
+             linked_number, push_name, error, updated_at FROM whatsapp_sessions \
+             WHERE updated_at >= $1 OR last_seen_at >= $1 ORDER BY tenant_id";
+        let op = || format!("list sessions changed since {since}");
+        let rows: Vec<SessionRow> = with_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(to_millis(since))
+            .fetch_all(pool)
+            .await)
+        .map_err(self.fail(op))?;
         decode_all(rows, SessionRow::into_record, op)
     }
 
@@ -1185,10 +1225,13 @@ fn is_unavailable(backend: Backend, err: &sqlx::Error) -> bool {
                 Backend::Postgres => {
                     code.starts_with("08") || code.starts_with("57P") || code == "53300"
                 }
-                // Primary result codes SQLITE_BUSY (5), SQLITE_LOCKED (6), SQLITE_CANTOPEN (14).
+                // Primary result codes SQLITE_BUSY (5), SQLITE_LOCKED (6), SQLITE_CANTOPEN (14),
+                // and the disk under the file failing, read-only or full: SQLITE_READONLY (8),
+                // SQLITE_IOERR (10), SQLITE_FULL (13). Those are outages of the store that end
+                // when the disk does, not refused queries.
                 Backend::Sqlite => code
                     .parse::<i32>()
-                    .is_ok_and(|code| matches!(code & 0xff, 5 | 6 | 14)),
+                    .is_ok_and(|code| matches!(code & 0xff, 5 | 6 | 8 | 10 | 13 | 14)),
             }
         }
         _ => false,

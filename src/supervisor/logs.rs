@@ -5,6 +5,9 @@
 //! size cap and a fixed number of files. Workers write with `O_APPEND` on a
 //! descriptor they inherited, so they keep writing at the new end after a
 //! truncate and survive a daemon restart (no pipe, no EPIPE).
+//! Also owns watching the log directory's free space ([`LogSpace`]), so a full disk is
+//! reported once when it fills and once when space returns. When there is no room for the
+//! rotated copy, rotation still truncates: new output matters more than old.
 //! Deliberately does not: schedule rotation (the daemon calls
 //! [`rotate_if_needed`] on a timer), compress old files, or read logs back.
 //! Known trade-off of copytruncate: bytes written between the copy and the
@@ -97,15 +100,82 @@ pub fn rotate_if_needed(path: &Path, limits: LogLimits) -> Result<bool, Error> {
                 Err(e) => return Err(err(e)),
             }
         }
-        std::fs::copy(path, numbered(path, 1)).map_err(err)?;
+        if let Err(e) = std::fs::copy(path, numbered(path, 1)) {
+            if !is_no_space(&e) {
+                return Err(err(e));
+            }
+            // No room for the copy: drop the partial copy and truncate anyway, so the worker's
+            // new output has room. The old output is lost either way.
+            let _ = std::fs::remove_file(numbered(path, 1));
+            truncate(path).map_err(err)?;
+            return Err(Error::RotateLogNoSpace {
+                path: path.to_path_buf(),
+            });
+        }
     }
-    // Truncate through a fresh descriptor: O_APPEND writers then write at offset 0.
+    truncate(path).map_err(err)?;
+    Ok(true)
+}
+
+/// Truncates through a fresh descriptor: O_APPEND writers then write at offset 0.
+fn truncate(path: &Path) -> io::Result<()> {
     OpenOptions::new()
         .write(true)
         .open(path)
         .and_then(|f| f.set_len(0))
-        .map_err(err)?;
-    Ok(true)
+}
+
+fn is_no_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// Below this many free bytes the log directory counts as full.
+pub const LOG_SPACE_LOW: u64 = 64 * 1024;
+
+/// A change in the log directory's free space since the last [`LogSpace::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogSpaceChange {
+    /// Free space fell below [`LOG_SPACE_LOW`]: worker output is being lost.
+    Filled {
+        /// Bytes still free.
+        available: u64,
+    },
+    /// Free space is back above [`LOG_SPACE_LOW`].
+    Freed {
+        /// Bytes free now.
+        available: u64,
+    },
+}
+
+/// Remembers whether the log directory was full at the last check.
+#[derive(Debug, Default)]
+pub struct LogSpace {
+    full: bool,
+}
+
+impl LogSpace {
+    /// Reads the free space of the file system holding `dir` (as an unprivileged writer sees
+    /// it) and reports a change of state, if any.
+    pub fn check(&mut self, dir: &Path) -> Result<Option<LogSpaceChange>, Error> {
+        let stat = nix::sys::statvfs::statvfs(dir).map_err(|e| Error::StatLogDir {
+            path: dir.to_path_buf(),
+            source: io::Error::from(e),
+        })?;
+        #[allow(clippy::useless_conversion)] // the field types differ between targets
+        let available =
+            u64::from(stat.blocks_available()).saturating_mul(u64::from(stat.fragment_size()));
+        let full = available < LOG_SPACE_LOW;
+        let change = match (self.full, full) {
+            (false, true) => Some(LogSpaceChange::Filled { available }),
+            (true, false) => Some(LogSpaceChange::Freed { available }),
+            _ => None,
+        };
+        self.full = full;
+        Ok(change)
+    }
 }
 
 /// `path.n`, e.g. `acme.log.2`.
@@ -168,5 +238,27 @@ mod tests {
         writer.write_all(b"after").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"after");
         assert_eq!(std::fs::read(numbered(&path, 1)).unwrap(), vec![b'x'; 100]);
+    }
+
+    #[test]
+    fn a_directory_with_room_is_reported_only_when_its_state_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut space = LogSpace::default();
+        // A temporary directory on this machine has more than 64 KiB free: no change to report.
+        assert_eq!(space.check(dir.path()).unwrap(), None);
+        space.full = true;
+        assert!(matches!(
+            space.check(dir.path()).unwrap(),
+            Some(LogSpaceChange::Freed { available }) if available >= LOG_SPACE_LOW
+        ));
+        assert_eq!(space.check(dir.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn checking_a_missing_directory_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        let err = LogSpace::default().check(&missing).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
     }
 }

@@ -27,9 +27,12 @@ use nix::unistd::Pid;
 
 pub use backoff::{Backoff, BackoffError};
 pub use lock::{TenantLock, lock_is_held, lock_path};
-pub use logs::{LogLimits, log_path, open_log, rotate_if_needed};
+pub use logs::{
+    LOG_SPACE_LOW, LogLimits, LogSpace, LogSpaceChange, log_path, open_log, rotate_if_needed,
+};
 pub use proc::{
-    ProcIdentity, ProcStat, group_pids, tree_pids, tree_pss_bytes, trees_pss_bytes, zombie_children,
+    MemoryProbe, ProcIdentity, ProcStat, TreeMemory, group_pids, tree_pids, tree_pss_bytes,
+    trees_memory, zombie_children,
 };
 pub use reap::{reap_orphans, set_child_subreaper};
 pub use spawn::{LOCK_FD, LOCK_FD_ENV, spawn};
@@ -103,6 +106,21 @@ pub enum Error {
     #[error("rotating log file {path}: {source}")]
     RotateLog {
         /// The log file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A log file reached its size limit but its directory has no room for the rotated copy;
+    /// the file was truncated without one.
+    #[error("no space to keep a rotated copy of log file {path}; truncated it without one")]
+    RotateLogNoSpace {
+        /// The log file.
+        path: PathBuf,
+    },
+    /// Reading the free space of the log directory failed.
+    #[error("checking free space of log directory {path}: {source}")]
+    StatLogDir {
+        /// The directory.
         path: PathBuf,
         /// The cause.
         source: std::io::Error,

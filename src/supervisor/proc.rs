@@ -1,5 +1,5 @@
 //! Reading the process table from `/proc`: identities for adoption, process
-//! groups and trees for stopping and orphan checks, and memory (PSS) of a tree.
+//! groups and trees for stopping and orphan checks, and memory (RSS and PSS) of a tree.
 //!
 //! Owns: parsing `/proc/PID/stat`, `/proc/PID/cmdline` and `/proc/PID/smaps_rollup`.
 //! Every function tolerates processes vanishing mid-scan (they are skipped).
@@ -54,6 +54,8 @@ pub struct ProcStat {
     pub pgid: Pid,
     /// Start time in clock ticks after boot.
     pub start_time: u64,
+    /// Resident set size in pages (field 24).
+    pub rss_pages: u64,
 }
 
 impl ProcStat {
@@ -75,6 +77,7 @@ impl ProcStat {
             ppid: Pid::from_raw(fields.get(1)?.parse().ok()?),
             pgid: Pid::from_raw(fields.get(2)?.parse().ok()?),
             start_time: fields.get(19)?.parse().ok()?,
+            rss_pages: fields.get(21)?.parse().ok()?,
         })
     }
 
@@ -165,39 +168,75 @@ pub fn tree_pss_bytes(pid: Pid) -> io::Result<u64> {
     Ok(total)
 }
 
-/// [`tree_pss_bytes`] of many roots (every worker) from one scan of `/proc`, so measuring a
-/// fleet costs one pass over the process table instead of one per worker. Roots that are gone
-/// or unreadable are left out of the map.
-pub fn trees_pss_bytes(roots: &[Pid]) -> HashMap<Pid, u64> {
+/// What to measure of one tree in [`trees_memory`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryProbe {
+    /// The tree's root (a worker).
+    pub root: Pid,
+    /// Read the PSS whatever the RSS (the last PSS figure is due for a refresh).
+    pub pss_due: bool,
+    /// Read the PSS when the tree's RSS is above this many bytes.
+    pub limit: Option<u64>,
+}
+
+/// What [`trees_memory`] found for one tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeMemory {
+    /// Sum of the tree's resident set sizes, from `/proc/PID/stat` (cheap, counts shared
+    /// pages once per process, so it is never below the PSS).
+    pub rss: u64,
+    /// Sum of the tree's PSS, when it was read (see [`MemoryProbe`]).
+    pub pss: Option<u64>,
+}
+
+/// Memory of many trees from one scan of `/proc`. The RSS comes with the scan at no extra
+/// cost; the PSS walks every page table of the tree (milliseconds for a Chromium tree), so it
+/// is read only when a probe asks for it or when the RSS is above the probe's limit. Since
+/// PSS <= RSS, a tree whose RSS is under its limit is under it in PSS too: nothing is missed.
+/// Roots that are gone are left out of the map.
+pub fn trees_memory(probes: &[MemoryProbe]) -> HashMap<Pid, TreeMemory> {
     let table = scan();
+    let page = page_size();
     let mut children: HashMap<Pid, Vec<Pid>> = HashMap::new();
+    let mut rss_pages: HashMap<Pid, u64> = HashMap::with_capacity(table.len());
     for s in &table {
         if s.pid != s.ppid {
             children.entry(s.ppid).or_default().push(s.pid);
         }
+        rss_pages.insert(s.pid, s.rss_pages);
     }
-    let present: std::collections::HashSet<Pid> = table.iter().map(|s| s.pid).collect();
-    let mut out = HashMap::with_capacity(roots.len());
-    for &root in roots {
-        if !present.contains(&root) {
-            continue;
-        }
-        let Ok(mut total) = pss_bytes(root) else {
+    let mut out = HashMap::with_capacity(probes.len());
+    for probe in probes {
+        let Some(&root_pages) = rss_pages.get(&probe.root) else {
             continue;
         };
-        let mut stack: Vec<Pid> = children.get(&root).cloned().unwrap_or_default();
+        let mut tree = vec![probe.root];
+        let mut pages = root_pages;
+        let mut stack: Vec<Pid> = children.get(&probe.root).cloned().unwrap_or_default();
         while let Some(p) = stack.pop() {
-            if p == root {
+            if p == probe.root {
                 continue;
             }
-            total += pss_bytes(p).unwrap_or(0);
+            tree.push(p);
+            pages += rss_pages.get(&p).copied().unwrap_or(0);
             if let Some(kids) = children.get(&p) {
                 stack.extend(kids.iter().copied());
             }
         }
-        out.insert(root, total);
+        let rss = pages.saturating_mul(page);
+        let pss = (probe.pss_due || probe.limit.is_some_and(|limit| rss > limit))
+            .then(|| tree.iter().map(|p| pss_bytes(*p).unwrap_or(0)).sum());
+        out.insert(probe.root, TreeMemory { rss, pss });
     }
     out
+}
+
+fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(4096)
 }
 
 /// PSS of one process in bytes (0 for zombies and kernel threads, which map nothing).
@@ -258,7 +297,15 @@ mod tests {
             .unwrap();
         let kid = Pid::from_raw(child.id() as i32);
         let gone = Pid::from_raw(i32::MAX);
-        let many = trees_pss_bytes(&[Pid::this(), kid, gone]);
+        let probes = [Pid::this(), kid, gone].map(|root| MemoryProbe {
+            root,
+            pss_due: true,
+            limit: None,
+        });
+        let many: HashMap<Pid, u64> = trees_memory(&probes)
+            .into_iter()
+            .map(|(pid, m)| (pid, m.pss.unwrap()))
+            .collect();
         let me = many[&Pid::this()];
         // The own tree includes the sleeping child; its PSS barely moves between two reads.
         assert!(me >= many[&kid] && many[&kid] > 0, "{many:?}");
@@ -273,6 +320,48 @@ mod tests {
     }
 
     #[test]
+    fn the_pss_is_read_only_when_due_or_when_the_rss_passes_the_limit() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let kid = Pid::from_raw(child.id() as i32);
+        let probe = |pss_due, limit| MemoryProbe {
+            root: Pid::this(),
+            pss_due,
+            limit,
+        };
+        let cheap = trees_memory(&[probe(false, None)])[&Pid::this()];
+        assert!(cheap.rss > 0);
+        assert_eq!(cheap.pss, None);
+        let under = trees_memory(&[probe(false, Some(u64::MAX))])[&Pid::this()];
+        assert_eq!(under.pss, None, "an RSS under the limit needs no PSS");
+        let over = trees_memory(&[probe(false, Some(1))])[&Pid::this()];
+        let pss = over.pss.unwrap();
+        assert!(pss > 0 && pss <= over.rss, "{over:?}");
+        let due = trees_memory(&[probe(true, None)])[&Pid::this()];
+        assert!(due.pss.is_some());
+        // The tree includes the child.
+        let kid_rss = trees_memory(&[MemoryProbe {
+            root: kid,
+            pss_due: false,
+            limit: None,
+        }])[&kid]
+            .rss;
+        assert!(kid_rss > 0 && kid_rss < cheap.rss);
+        assert!(
+            trees_memory(&[MemoryProbe {
+                root: Pid::from_raw(i32::MAX),
+                pss_due: true,
+                limit: None,
+            }])
+            .is_empty()
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
     fn a_tree_lists_descendants_after_the_root() {
         let table =
             [(1, 0), (10, 1), (11, 10), (12, 10), (13, 11), (20, 1)].map(|(pid, ppid)| ProcStat {
@@ -281,6 +370,7 @@ mod tests {
                 ppid: Pid::from_raw(ppid),
                 pgid: Pid::from_raw(pid),
                 start_time: 1,
+                rss_pages: 1,
             });
         let tree = tree_of(Pid::from_raw(10), &table);
         assert_eq!(tree, [10, 11, 12, 13].map(Pid::from_raw));
