@@ -6,7 +6,8 @@
 # release build costs many minutes on a small machine. It starts a throwaway PostgreSQL on
 # FLOWHQ_PG_PORT (default 55432) only to satisfy the PostgreSQL gate; the faults hit a cluster
 # of the test's own on a free port. Needs Chromium and the PostgreSQL server binaries
-# (scripts/deps.sh test installs them).
+# (scripts/deps.sh test installs them). FLOWHQ_CHAOS_SOURCE=dir|git picks where tenant files
+# come from (default: the seed's parity).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -3,8 +3,10 @@
 //! injects real faults for `FLOWHQ_CHAOS_SECS` seconds (default 60): kill -9 of stub workers, of
 //! real workers and of Chromium; kill -9 of the daemon and a restart, also with a real worker
 //! killed while no daemon runs; PostgreSQL stopped and started; valid edits (bot fields, process
-//! fields, enable/disable) and invalid edits (unknown key, broken TOML) of tenant files. The
-//! faults come one at a time, 0.3 to 2 s apart. Customers write to the three real tenants
+//! fields, enable/disable) and invalid edits (unknown key, broken TOML) of tenant files, which
+//! the daemon reads from a watched directory or, on every other seed, from a local git
+//! repository it follows (`[source.git]`), where each edit is a commit pushed to it
+//! (`FLOWHQ_CHAOS_SOURCE=dir|git` chooses). The faults come one at a time, 0.3 to 2 s apart. Customers write to the three real tenants
 //! through the fake WhatsApp Web the whole time. The seed is printed and settable with
 //! `FLOWHQ_CHAOS_SEED`; `scripts/chaos.sh [seconds] [seed]` runs it longer by hand.
 //!
@@ -34,8 +36,7 @@
 //! to its client; the fake keeps received messages only in the page. So a kill of a real
 //! tenant's worker or Chromium never lands between a message's arrival in the page and its reply
 //! (each tenant's injector and those kills share a lock). Daemon kills, database outages and
-//! file edits land anywhere. Git commits are not yet part of the fault mix (the git source is
-//! being built on another branch).
+//! file edits land anywhere.
 //!
 //! Needs PostgreSQL server binaries (gated on `FLOWHQ_TEST_PG_URL` like every PostgreSQL test;
 //! the outages hit a cluster of the test's own on a free port, never the shared one) and
@@ -218,6 +219,47 @@ impl TenantFile {
             language = self.language,
             enabled = self.enabled,
         )
+    }
+}
+
+/// Where the daemon reads tenant files from: the watched directory, or a git repository it
+/// follows (`[source.git]` on a local bare repository), where every edit is a commit.
+struct Source {
+    /// `tenants.d/` of the directory, or of the working clone that pushes.
+    dir: PathBuf,
+    /// The working clone, in git mode.
+    git: Option<PathBuf>,
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=Chaos",
+            "-c",
+            "user.email=chaos@example.invalid",
+        ])
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Source {
+    /// Writes tenant `id`'s file; in git mode commits and pushes it as `message`.
+    fn write(&self, id: &str, text: &str, message: &str) {
+        write_atomic(&self.dir.join(format!("{id}.toml")), text);
+        if let Some(work) = &self.git {
+            git(work, &["add", "-A"]);
+            git(work, &["commit", "-q", "-m", message]);
+            git(work, &["push", "-q", "origin", "main"]);
+        }
     }
 }
 
@@ -886,12 +928,49 @@ async fn the_fleet_survives_random_faults_and_loses_no_message() {
         "chaos: seed {seed}, {secs} s of faults (rerun with FLOWHQ_CHAOS_SEED={seed} FLOWHQ_CHAOS_SECS={secs})"
     );
     let mut rng = Rng(seed);
+    // Tenant files come from a watched directory or, every other seed, from a git repository
+    // the daemon follows; `FLOWHQ_CHAOS_SOURCE=dir|git` chooses.
+    let use_git = match std::env::var("FLOWHQ_CHAOS_SOURCE").as_deref() {
+        Ok("git") => true,
+        Ok("dir") => false,
+        _ => seed % 2 == 1,
+    };
+    eprintln!(
+        "chaos: tenant files from {}",
+        if use_git {
+            "a git repository (every edit is a commit)"
+        } else {
+            "a watched directory"
+        }
+    );
 
     let cluster = OwnCluster::new();
     let db_url = cluster.script("start");
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     std::fs::create_dir(root.join("tenants.d")).unwrap();
+    let source = if use_git {
+        git(&root, &["init", "-q", "--bare", "-b", "main", "origin.git"]);
+        git(&root, &["clone", "-q", "origin.git", "work"]);
+        std::fs::create_dir(root.join("work/tenants.d")).unwrap();
+        Source {
+            dir: root.join("work/tenants.d"),
+            git: Some(root.join("work")),
+        }
+    } else {
+        Source {
+            dir: root.join("tenants.d"),
+            git: None,
+        }
+    };
+    let git_source = if use_git {
+        format!(
+            "[source.git]\nurl = \"file://{}/origin.git\"\nbranch = \"main\"\npath = \"tenants.d\"\ninterval = \"1s\"\ntimeout = \"20s\"\n",
+            root.display()
+        )
+    } else {
+        String::new()
+    };
     // A per-test path to the stub worker identifies this test's workers in /proc.
     std::os::unix::fs::symlink(
         env!("CARGO_BIN_EXE_flowhq-stub-worker"),
@@ -933,7 +1012,7 @@ kill_timeout = "10s"
 heartbeat_interval = "2s"
 stale_after = "40s"
 backoff = {{ initial = "300ms", max = "3s", reset_after = "10m", jitter = 0.2 }}
-"#,
+{git_source}"#,
             root = root.display(),
             chromium = chromium.display(),
             site = site.display(),
@@ -966,7 +1045,12 @@ backoff = {{ initial = "300ms", max = "3s", reset_after = "10m", jitter = 0.2 }}
         });
     }
     for f in &files {
-        write_atomic(&root.join(format!("tenants.d/{}.toml", f.id)), &f.render());
+        write_atomic(&source.dir.join(format!("{}.toml", f.id)), &f.render());
+    }
+    if let Some(work) = &source.git {
+        git(work, &["add", "-A"]);
+        git(work, &["commit", "-q", "-m", "103 tenants"]);
+        git(work, &["push", "-q", "origin", "main"]);
     }
 
     let shared = Arc::new(Shared {
@@ -1249,7 +1333,7 @@ backoff = {{ initial = "300ms", max = "3s", reset_after = "10m", jitter = 0.2 }}
                         if f.enabled { "enabled" } else { "disabled" }
                     }
                 };
-                write_atomic(&root.join(format!("tenants.d/{}.toml", f.id)), &f.render());
+                source.write(&f.id, &f.render(), &format!("{}: {what}", f.id));
                 invalid.remove(&i);
                 Some(format!("{kind} of {}: {what}", f.id))
             }
@@ -1264,12 +1348,17 @@ backoff = {{ initial = "300ms", max = "3s", reset_after = "10m", jitter = 0.2 }}
                 } else {
                     ("broken TOML", format!("{}\n[limits\n", f.render()))
                 };
-                write_atomic(&root.join(format!("tenants.d/{}.toml", f.id)), &text);
+                source.write(&f.id, &text, &format!("{}: {what}", f.id));
                 invalid.insert(i);
                 Some(format!("{kind} of {}: {what}", f.id))
             }
         };
         if let Some(line) = done {
+            let kind = match (use_git, kind) {
+                (true, "valid edit") => "valid edit, as a git commit",
+                (true, "invalid edit") => "invalid edit, as a git commit",
+                _ => kind,
+            };
             *counts.entry(kind).or_default() += 1;
             shared.note(line);
         }
