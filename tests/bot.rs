@@ -570,6 +570,65 @@ async fn a_failed_send_is_counted_and_not_logged_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_rows_that_failed_while_the_store_was_down_are_written_once_it_is_back() {
+    use sqlx::{Connection, Executor};
+
+    let db = support::TestDb::sqlite();
+    let store = db.store().await;
+    seed(&store).await;
+    let (bot, transport, _clock) = bot_on(&store, spec(Template::Support, Language::En)).await;
+    // Another process holds the write lock past the busy timeout: the store is unavailable.
+    let mut holder = sqlx::SqliteConnection::connect(db.url()).await.unwrap();
+    holder.execute("BEGIN EXCLUSIVE").await.unwrap();
+    let c = chat(91);
+    bot.on_message(msg(&c, "DOWN1", "hi")).await;
+    bot.idle().await;
+    assert_eq!(
+        replies(&transport).len(),
+        1,
+        "answered while the store is down"
+    );
+    holder.execute("COMMIT").await.unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let log = loop {
+        let log = store.messages(&tenant(), 10).await.unwrap();
+        if log.len() >= 2 {
+            break log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the kept rows never reached the store: {log:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (sent_id, ..) = transport
+        .commands()
+        .into_iter()
+        .find_map(|cmd| match cmd {
+            MemoryCommand::Reply { id, chat, .. } => Some((id, chat)),
+            _ => None,
+        })
+        .unwrap();
+    let mut ids: Vec<(Direction, Option<String>)> = log
+        .iter()
+        .map(|m| (m.direction, m.wa_message_id.clone()))
+        .collect();
+    ids.sort_by_key(|(d, _)| *d == Direction::Out);
+    assert_eq!(
+        ids,
+        vec![
+            (Direction::In, Some(format!("false_{c}_DOWN1"))),
+            (Direction::Out, Some(sent_id)),
+        ]
+    );
+    // Written once: later retry periods add nothing.
+    tokio::time::sleep(flowhq::worker::bot::LOG_RETRY_EVERY * 3).await;
+    assert_eq!(store.messages(&tenant(), 10).await.unwrap().len(), 2);
+    assert!(counters(&bot, &store).await.get("store_failed") >= Some(&2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_accepted_messages_and_refuses_new_ones() {
     let db = support::TestDb::sqlite();
     let store = db.store().await;

@@ -8,8 +8,15 @@
 //!
 //! Test controls live in the tenant's `business_name`, so one fleet can mix behaviours and a
 //! file edit changes them: `stub:exit=N` exits with code N right after start,
-//! `stub:silent` never writes a heartbeat (the daemon must find it stale), and `stub:alloc=N`
-//! holds N MiB of touched memory (to test the memory limit).
+//! `stub:silent` never writes a heartbeat (the daemon must find it stale), `stub:alloc=N`
+//! holds N MiB of touched memory (to test the memory limit), and `stub:real-worker` runs the
+//! real worker (`flowhq worker --tenant ID`, the `flowhq` binary beside this one) as its child
+//! with the same environment and inherited tenant lock, forwarding SIGTERM and SIGHUP to it and
+//! exiting as it exits (re-raising SIGKILL). That lets one daemon, whose `worker.command` is the
+//! same for every tenant, run most tenants on the stub and a few on the real worker (the chaos
+//! test). The stub stays the group leader whose command line the daemon recorded, so a
+//! restarted daemon adopts it like any other worker; an `exec` would change the command line
+//! and make adoption refuse it.
 
 /// Like `println!`, but a full or broken log file is not fatal: a worker whose log disk is
 /// full keeps working (as the real worker's tracing output does) instead of panicking.
@@ -34,6 +41,9 @@ use std::time::Duration;
 use flowhq::config::{DaemonConfig, TenantId};
 use flowhq::store::{Role, SessionState, Store};
 use jiff::Timestamp;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::os::unix::process::ExitStatusExt;
 use tokio::signal::unix::{SignalKind, signal};
 
 fn main() -> ExitCode {
@@ -100,6 +110,10 @@ async fn run(cfg: DaemonConfig, tenant: TenantId) -> u8 {
         say!("stub worker {tenant}: exiting with {code} as asked");
         return u8::try_from(code).unwrap_or(1);
     }
+    if spec.business_name.contains("stub:real-worker") {
+        store.close().await;
+        return run_real_worker(&tenant).await;
+    }
     // Non-zero bytes, so every page is really written and counts in PSS.
     let ballast = vec![
         1u8;
@@ -143,6 +157,72 @@ async fn run(cfg: DaemonConfig, tenant: TenantId) -> u8 {
                 store.close().await;
                 return 0;
             }
+        }
+    }
+}
+
+/// Runs `flowhq worker --tenant ID` as a child (same environment, stdout, stderr and inherited
+/// lock descriptor), forwards SIGTERM and SIGHUP to it, and returns its exit code; a child killed
+/// by SIGKILL takes this process with it, so the daemon sees the same exit.
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+async fn run_real_worker(tenant: &TenantId) -> u8 {
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return 1;
+    };
+    let real = match std::env::current_exe() {
+        Ok(me) => me.with_file_name("flowhq"),
+        Err(err) => {
+            eprintln!("stub worker {tenant}: cannot find its own executable: {err}");
+            return 1;
+        }
+    };
+    let mut child = match tokio::process::Command::new(&real)
+        .args(["worker", "--tenant", tenant.as_str()])
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(err) => {
+            eprintln!(
+                "stub worker {tenant}: cannot start {}: {err}",
+                real.display()
+            );
+            return 1;
+        }
+    };
+    println!(
+        "stub worker {tenant}: running the real worker {} as pid {:?}",
+        real.display(),
+        child.id()
+    );
+    let forward = |child: &tokio::process::Child, sig: Signal| {
+        if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = kill(Pid::from_raw(pid), sig);
+        }
+    };
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                let status = match status {
+                    Ok(status) => status,
+                    Err(err) => {
+                        eprintln!("stub worker {tenant}: waiting for the real worker: {err}");
+                        return 1;
+                    }
+                };
+                println!("stub worker {tenant}: the real worker exited: {status}");
+                if let Some(code) = status.code() {
+                    return u8::try_from(code).unwrap_or(1);
+                }
+                if status.signal() == Some(Signal::SIGKILL as i32) {
+                    let _ = kill(Pid::this(), Signal::SIGKILL);
+                }
+                return status.signal().map_or(1, |s| 128u8.saturating_add(s as u8));
+            }
+            _ = term.recv() => forward(&child, Signal::SIGTERM),
+            _ = hup.recv() => forward(&child, Signal::SIGHUP),
         }
     }
 }

@@ -1054,6 +1054,16 @@ impl Daemon {
                     {
                         warn!(tenant = %tenant, pid = rec.pid, "recorded worker runs another command line; stopping it");
                         let _ = supervisor::kill_group(pid, Signal::SIGTERM);
+                    } else if supervisor::proc::group_members(pid)
+                        .iter()
+                        .any(|m| !m.is_zombie() && m.start_time >= rec.start_time)
+                    {
+                        // The worker died while no daemon watched it, and what it left in its
+                        // group (a browser) lives on, unsupervised and holding the tenant lock,
+                        // so the tenant could never start again. The group id cannot have been
+                        // reused while those members live.
+                        warn!(tenant = %tenant, pgid = rec.pid, "recorded worker is gone but its process group lives on; killing it");
+                        let _ = supervisor::kill_group(pid, Signal::SIGKILL);
                     }
                     let _ = records::remove(&self.cfg.runtime_dir, &tenant);
                     self.event(

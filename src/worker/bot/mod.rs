@@ -45,6 +45,10 @@
 //!   queue fills up.
 //! - If logging IN fails (store down), the bot answers anyway and counts `store_failed`: a
 //!   customer answered twice after a restart is better than customers not answered at all.
+//!   A log row (IN or OUT) whose write failed is kept in memory (at most [`LOG_RETRY_CAP`]
+//!   rows, oldest dropped first and counted `log_dropped`) and written again every
+//!   [`LOG_RETRY_EVERY`] until the store takes it, by a task that outlives this bot (a bot
+//!   per browser session), so a database outage loses no message while the worker runs.
 //! - Counters are batched in memory and written at most about once a second (and on shutdown
 //!   and [`Bot::flush_counters`]); a failed write keeps them for the next one. `last_seen` is
 //!   written at most once a second while replies go out.
@@ -102,6 +106,10 @@ pub const SYSTEM_KINDS: [&str; 14] = [
     "poll_update",
     "debug",
 ];
+/// Log rows whose write failed that are kept for another try.
+pub const LOG_RETRY_CAP: usize = 10_000;
+/// How often log rows whose write failed are tried again.
+pub const LOG_RETRY_EVERY: Duration = Duration::from_secs(1);
 /// The least time between two `last_seen` writes caused by replies.
 pub const LAST_SEEN_EVERY: SignedDuration = SignedDuration::from_secs(1);
 
@@ -301,6 +309,13 @@ struct Limiters {
     contacts: HashMap<String, FixedWindow>,
 }
 
+/// Log rows to write again, oldest first.
+#[derive(Debug, Default)]
+struct LogRetry {
+    rows: VecDeque<NewMessage>,
+    scheduled: bool,
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     pending: BTreeMap<&'static str, i64>,
@@ -328,6 +343,7 @@ struct Inner<T> {
     limits: Mutex<Limiters>,
     opted_out: Mutex<HashMap<String, bool>>,
     counters: Mutex<Counters>,
+    log_retry: Mutex<LogRetry>,
     last_seen: Mutex<Option<Timestamp>>,
 }
 
@@ -385,6 +401,7 @@ impl<T: Transport + 'static> Bot<T> {
                 limits: Mutex::default(),
                 opted_out: Mutex::default(),
                 counters: Mutex::default(),
+                log_retry: Mutex::default(),
                 last_seen: Mutex::default(),
             }),
         }
@@ -500,6 +517,10 @@ impl<T: Transport + 'static> Bot<T> {
             }
             drained.await;
         }
+        if !inner.retry_log().await {
+            tracing::warn!(tenant = %inner.tenant, kept = lock(&inner.log_retry).rows.len(),
+                "log rows not written yet (store unavailable); retrying while the process runs");
+        }
         inner.flush_counters().await;
         tracing::info!(tenant = %inner.tenant, "bot stopped");
     }
@@ -591,6 +612,7 @@ impl<T: Transport + 'static> Inner<T> {
                     },
                     "store_failed",
                 );
+                self.keep_for_retry(incoming);
             }
         }
 
@@ -711,6 +733,7 @@ impl<T: Transport + 'static> Inner<T> {
                 },
                 "store_failed",
             );
+            self.keep_for_retry(outgoing);
         }
         Some(sent)
     }
@@ -796,6 +819,64 @@ impl<T: Transport + 'static> Inner<T> {
                 tokio::time::sleep(COUNTER_FLUSH_DELAY).await;
                 inner.flush_counters().await;
             });
+        }
+    }
+
+    /// Keeps a log row whose write failed and makes sure a task writes it again.
+    fn keep_for_retry(self: &Arc<Self>, row: NewMessage) {
+        let mut retry = lock(&self.log_retry);
+        if retry.rows.len() >= LOG_RETRY_CAP {
+            retry.rows.pop_front();
+            tracing::warn!(tenant = %self.tenant, cap = LOG_RETRY_CAP,
+                "log rows kept for retry are at the cap; the oldest is dropped");
+            self.count("log_dropped");
+        }
+        retry.rows.push_back(row);
+        if retry.scheduled {
+            return;
+        }
+        retry.scheduled = true;
+        drop(retry);
+        let inner = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LOG_RETRY_EVERY).await;
+                if inner.retry_log().await {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Writes the kept log rows in order until one fails. True when none is left, in which case
+    /// the retry task is no longer scheduled.
+    async fn retry_log(self: &Arc<Self>) -> bool {
+        loop {
+            let next = {
+                let mut retry = lock(&self.log_retry);
+                let next = retry.rows.front().cloned();
+                if next.is_none() {
+                    retry.scheduled = false;
+                }
+                next
+            };
+            let Some(row) = next else {
+                return true;
+            };
+            match self.store.log_message(&row).await {
+                // A duplicate means an earlier try did reach the store.
+                Ok(_) => {
+                    let mut retry = lock(&self.log_retry);
+                    if retry.rows.front() == Some(&row) {
+                        retry.rows.pop_front();
+                    }
+                }
+                Err(_) => {
+                    tracing::debug!(tenant = %self.tenant, kept = lock(&self.log_retry).rows.len(),
+                        "store still unavailable; log rows kept for the next try");
+                    return false;
+                }
+            }
         }
     }
 
