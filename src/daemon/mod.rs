@@ -363,9 +363,36 @@ struct Daemon {
 /// One worker to start: the request and what recording its outcome needs.
 struct SpawnJob {
     req: SpawnRequest,
+    runtime_dir: PathBuf,
     reason: String,
     hash: SpecHash,
     sample: f64,
+}
+
+impl SpawnJob {
+    /// Starts the worker and writes its pid record at once, on the thread that started it:
+    /// a daemon killed right after must leave a record for the next one to adopt the worker
+    /// by, whatever else of the pass is still running.
+    fn start(&self) -> Result<Worker, supervisor::Error> {
+        let worker = supervisor::spawn(&self.req)?;
+        let tenant = &self.req.tenant;
+        let rec = PidRecord {
+            pid: worker.pid().as_raw(),
+            start_time: worker.start_time(),
+            argv: self
+                .req
+                .argv
+                .iter()
+                .map(|a| a.as_encoded_bytes().to_vec())
+                .collect(),
+            spec_hash: self.hash.0.clone(),
+            started_at_ms: Timestamp::now().as_millisecond(),
+        };
+        if let Err(err) = records::write(&self.runtime_dir, tenant, &rec) {
+            warn!(tenant = %tenant, error = %err, "cannot write the pid record; this worker cannot be adopted after a daemon restart");
+        }
+        Ok(worker)
+    }
 }
 
 impl Daemon {
@@ -779,7 +806,7 @@ impl Daemon {
 
     fn spawn(&mut self, tenant: &TenantId, reason: &str) {
         if let Some(job) = self.spawn_job(tenant, reason) {
-            let result = supervisor::spawn(&job.req);
+            let result = job.start();
             self.spawned(job, result);
         }
     }
@@ -806,7 +833,7 @@ impl Daemon {
         let results: Vec<(SpawnJob, Result<Worker, supervisor::Error>)> =
             futures::stream::iter(jobs.into_iter().map(|job| async move {
                 tokio::task::spawn_blocking(move || {
-                    let result = supervisor::spawn(&job.req);
+                    let result = job.start();
                     (job, result)
                 })
                 .await
@@ -833,6 +860,7 @@ impl Daemon {
         let mut argv: Vec<OsString> = self.cfg.worker.command.iter().map(OsString::from).collect();
         argv.extend([OsString::from("--tenant"), OsString::from(tenant.as_str())]);
         Some(SpawnJob {
+            runtime_dir: self.cfg.runtime_dir.clone(),
             req: SpawnRequest {
                 tenant: tenant.clone(),
                 argv,
@@ -854,6 +882,7 @@ impl Daemon {
             reason,
             hash,
             sample,
+            ..
         } = job;
         let tenant = &req.tenant;
         let now = Timestamp::now();
@@ -861,20 +890,6 @@ impl Daemon {
             Ok(worker) => {
                 let worker = Arc::new(worker);
                 let pid = worker.pid().as_raw();
-                let rec = PidRecord {
-                    pid,
-                    start_time: worker.start_time(),
-                    argv: req
-                        .argv
-                        .iter()
-                        .map(|a| a.as_encoded_bytes().to_vec())
-                        .collect(),
-                    spec_hash: hash.0.clone(),
-                    started_at_ms: now.as_millisecond(),
-                };
-                if let Err(err) = records::write(&self.cfg.runtime_dir, tenant, &rec) {
-                    warn!(tenant = %tenant, error = %err, "cannot write the pid record; this worker cannot be adopted after a daemon restart");
-                }
                 self.watch_exit(tenant.clone(), Arc::clone(&worker));
                 self.slots
                     .entry(tenant.clone())
