@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
@@ -80,8 +79,6 @@ pub enum Error {
 const TICK: Duration = Duration::from_secs(1);
 /// How often worker log files are checked for rotation.
 const ROTATE_EVERY: Duration = Duration::from_secs(10);
-/// Workers started at once by one pass (each on a blocking thread).
-const SPAWN_PARALLEL: usize = 8;
 /// Orphaned children (a worker's double-forked helpers, reparented to the daemon as child
 /// subreaper) are reaped this often; the kernel's check walks every child, 1,000 at full fleet.
 const REAP_EVERY: Duration = Duration::from_secs(5);
@@ -370,9 +367,9 @@ struct SpawnJob {
 }
 
 impl SpawnJob {
-    /// Starts the worker and writes its pid record at once, on the thread that started it:
-    /// a daemon killed right after must leave a record for the next one to adopt the worker
-    /// by, whatever else of the pass is still running.
+    /// Starts the worker and writes its pid record at once: a daemon killed right after must
+    /// leave a record for the next one to adopt the worker by, whatever else of the pass is
+    /// still to run.
     fn start(&self) -> Result<Worker, supervisor::Error> {
         let worker = supervisor::spawn(&self.req)?;
         let tenant = &self.req.tenant;
@@ -573,18 +570,9 @@ impl Daemon {
             self.execute(action).await;
         }
         self.apply_all(applies).await;
-        // Consecutive spawns start in parallel: each fork waits for its child's exec, which
-        // on a busy host is mostly waiting for the scheduler.
-        let mut spawns = Vec::new();
         for action in processes {
-            if matches!(action, Action::Spawn { .. }) {
-                spawns.push(action);
-                continue;
-            }
-            self.spawn_all(std::mem::take(&mut spawns)).await;
             self.execute(action).await;
         }
-        self.spawn_all(spawns).await;
         self.persist_slots().await;
         self.flush_events().await;
         self.metrics.observe_reconcile(started.elapsed());
@@ -807,45 +795,6 @@ impl Daemon {
     fn spawn(&mut self, tenant: &TenantId, reason: &str) {
         if let Some(job) = self.spawn_job(tenant, reason) {
             let result = job.start();
-            self.spawned(job, result);
-        }
-    }
-
-    /// Starts the workers of `actions` (all `Action::Spawn`), `SPAWN_PARALLEL` at a time on
-    /// blocking threads, then records each like [`Self::spawn`] does, in plan order.
-    async fn spawn_all(&mut self, actions: Vec<Action>) {
-        if actions.len() < 2 {
-            for action in actions {
-                self.execute(action).await;
-            }
-            return;
-        }
-        let mut jobs = Vec::with_capacity(actions.len());
-        for action in actions {
-            let reason = action.reason();
-            let tenant = action.tenant().clone();
-            info!(tenant = %tenant, action = action.kind(), reason = %reason, "action");
-            self.metrics.count_action(action.kind());
-            if let Some(job) = self.spawn_job(&tenant, &reason) {
-                jobs.push(job);
-            }
-        }
-        let results: Vec<(SpawnJob, Result<Worker, supervisor::Error>)> =
-            futures::stream::iter(jobs.into_iter().map(|job| async move {
-                tokio::task::spawn_blocking(move || {
-                    let result = job.start();
-                    (job, result)
-                })
-                .await
-            }))
-            .buffered(SPAWN_PARALLEL)
-            .filter_map(|joined| async move {
-                // A spawn that panicked has already logged; its tenant is retried next pass.
-                joined.ok()
-            })
-            .collect()
-            .await;
-        for (job, result) in results {
             self.spawned(job, result);
         }
     }
