@@ -69,8 +69,8 @@ pub fn spawn(req: &SpawnRequest) -> Result<Worker, Error> {
         .process_group(0);
     let raw_lock = lock_fd.as_raw_fd();
     // SAFETY: the closure runs in the forked child before exec, where only
-    // async-signal-safe functions may be called. It calls only `dup2` and
-    // `fcntl` through libc, allocates nothing and takes no locks. `raw_lock`
+    // async-signal-safe functions may be called. It calls only `dup2`, `fcntl`
+    // and `signal` through libc, allocates nothing and takes no locks. `raw_lock`
     // is a descriptor the parent keeps open until `spawn` returns, so it is
     // valid in the child; it is >= 3 (see `above_stdio`), so std's stdio setup
     // did not overwrite it.
@@ -83,6 +83,14 @@ pub fn spawn(req: &SpawnRequest) -> Result<Worker, Error> {
                 }
             } else if libc::dup2(raw_lock, LOCK_FD) == -1 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // Ignored signals stay ignored across exec: a daemon started under `nohup` would
+            // hand its workers an ignored SIGHUP, and a shell cannot even trap a signal that
+            // was ignored when it started. Workers start with the default dispositions.
+            for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGTERM, libc::SIGQUIT] {
+                if libc::signal(sig, libc::SIG_DFL) == libc::SIG_ERR {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });
