@@ -31,7 +31,7 @@ use crate::source::dir::DirSource;
 use crate::source::watch::{self, Change};
 use crate::status::model::tenants_from;
 use crate::status::{self, FleetMetrics, StatusSnapshot};
-use crate::store::{self, NewEvent, Role, SessionState, Store, TenantRecord, TenantStatusRow};
+use crate::store::{self, NewEvent, Role, Store, TenantRecord, TenantStatusRow};
 use crate::supervisor::{self, Backoff, ExitInfo, LogLimits, SpawnRequest, Worker};
 use crate::systemd::Notifier;
 
@@ -345,8 +345,6 @@ struct Daemon {
     started_at: Timestamp,
     /// The first pass is done (adoption included).
     ready: bool,
-    /// Some session shows a QR code.
-    qr_waiting: bool,
     /// When fresh QR codes were last requested per tenant.
     qr_requested: BTreeMap<TenantId, Timestamp>,
     /// When sessions were last read, and when the whole table and the status rows were.
@@ -355,41 +353,6 @@ struct Daemon {
     rows_stale: bool,
     /// Whether the log directory was full at the last rotation check.
     log_space: supervisor::LogSpace,
-}
-
-/// One worker to start: the request and what recording its outcome needs.
-struct SpawnJob {
-    req: SpawnRequest,
-    runtime_dir: PathBuf,
-    reason: String,
-    hash: SpecHash,
-    sample: f64,
-}
-
-impl SpawnJob {
-    /// Starts the worker and writes its pid record at once: a daemon killed right after must
-    /// leave a record for the next one to adopt the worker by, whatever else of the pass is
-    /// still to run.
-    fn start(&self) -> Result<Worker, supervisor::Error> {
-        let worker = supervisor::spawn(&self.req)?;
-        let tenant = &self.req.tenant;
-        let rec = PidRecord {
-            pid: worker.pid().as_raw(),
-            start_time: worker.start_time(),
-            argv: self
-                .req
-                .argv
-                .iter()
-                .map(|a| a.as_encoded_bytes().to_vec())
-                .collect(),
-            spec_hash: self.hash.0.clone(),
-            started_at_ms: Timestamp::now().as_millisecond(),
-        };
-        if let Err(err) = records::write(&self.runtime_dir, tenant, &rec) {
-            warn!(tenant = %tenant, error = %err, "cannot write the pid record; this worker cannot be adopted after a daemon restart");
-        }
-        Ok(worker)
-    }
 }
 
 impl Daemon {
@@ -433,7 +396,6 @@ impl Daemon {
             status_tx: None,
             started_at: Timestamp::now(),
             ready: false,
-            qr_waiting: false,
             observed_at: None,
             rows_stale: true,
             qr_requested: BTreeMap::new(),
@@ -793,52 +755,44 @@ impl Daemon {
     }
 
     fn spawn(&mut self, tenant: &TenantId, reason: &str) {
-        if let Some(job) = self.spawn_job(tenant, reason) {
-            let result = job.start();
-            self.spawned(job, result);
-        }
-    }
-
-    /// What starting `tenant`'s worker needs, or `None` when it must not start yet.
-    fn spawn_job(&self, tenant: &TenantId, reason: &str) -> Option<SpawnJob> {
         if !self.synced.contains(tenant) && !self.dry {
             // The worker would find no spec; a later pass starts it once the store has it.
             tracing::debug!(tenant = %tenant, "not starting: the spec has not reached the store yet");
-            return None;
+            return;
         }
+        let now = Timestamp::now();
         let mut argv: Vec<OsString> = self.cfg.worker.command.iter().map(OsString::from).collect();
         argv.extend([OsString::from("--tenant"), OsString::from(tenant.as_str())]);
-        Some(SpawnJob {
-            runtime_dir: self.cfg.runtime_dir.clone(),
-            req: SpawnRequest {
-                tenant: tenant.clone(),
-                argv,
-                env: self.worker_env.clone(),
-                cwd: self.cfg.state_dir.clone(),
-                log_path: supervisor::log_path(&self.cfg.log_dir, tenant),
-                lock_path: supervisor::lock_path(&self.cfg.runtime_dir, tenant),
-            },
-            reason: reason.to_owned(),
-            hash: self.target_hash(tenant),
-            sample: rand::random::<f64>(),
-        })
-    }
-
-    /// Records the outcome of starting a worker: its slot, pid record, exit watch and event.
-    fn spawned(&mut self, job: SpawnJob, result: Result<Worker, supervisor::Error>) {
-        let SpawnJob {
-            req,
-            reason,
-            hash,
-            sample,
-            ..
-        } = job;
-        let tenant = &req.tenant;
-        let now = Timestamp::now();
-        match result {
+        let req = SpawnRequest {
+            tenant: tenant.clone(),
+            argv,
+            env: self.worker_env.clone(),
+            cwd: self.cfg.state_dir.clone(),
+            log_path: supervisor::log_path(&self.cfg.log_dir, tenant),
+            lock_path: supervisor::lock_path(&self.cfg.runtime_dir, tenant),
+        };
+        let hash = self.target_hash(tenant);
+        let sample = rand::random::<f64>();
+        match supervisor::spawn(&req) {
             Ok(worker) => {
                 let worker = Arc::new(worker);
                 let pid = worker.pid().as_raw();
+                // Written before anything else: a daemon killed right after must leave a
+                // record for the next one to adopt the worker by.
+                let rec = PidRecord {
+                    pid,
+                    start_time: worker.start_time(),
+                    argv: req
+                        .argv
+                        .iter()
+                        .map(|a| a.as_encoded_bytes().to_vec())
+                        .collect(),
+                    spec_hash: hash.0.clone(),
+                    started_at_ms: now.as_millisecond(),
+                };
+                if let Err(err) = records::write(&self.cfg.runtime_dir, tenant, &rec) {
+                    warn!(tenant = %tenant, error = %err, "cannot write the pid record; this worker cannot be adopted after a daemon restart");
+                }
                 self.watch_exit(tenant.clone(), Arc::clone(&worker));
                 self.slots
                     .entry(tenant.clone())
@@ -1132,15 +1086,9 @@ impl Daemon {
                     self.rows[i].session = Some(s);
                 }
             }
-            self.qr_waiting = self.rows.iter().any(|r| {
-                r.session
-                    .as_ref()
-                    .is_some_and(|s| s.state == SessionState::QrReady)
-            });
             self.observed_at = Some((started, self.full_at(since)));
             return;
         }
-        self.qr_waiting = sessions.iter().any(|s| s.state == SessionState::QrReady);
         let Some(store) = self.store.get() else {
             return;
         };
