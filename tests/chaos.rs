@@ -121,23 +121,6 @@ impl Rng {
 
 // ---- gates -----------------------------------------------------------------------------------
 
-fn chromium() -> Option<PathBuf> {
-    let found = [
-        std::env::var_os("FLOWHQ_CHROMIUM").map(PathBuf::from),
-        Some(PathBuf::from("/usr/bin/chromium")),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|p| p.is_file());
-    if found.is_none() {
-        if support::external_required() {
-            panic!("chromium is required (FLOWHQ_REQUIRE_EXTERNAL=1) but not installed");
-        }
-        eprintln!("note: chromium not installed; skipping the chaos test");
-    }
-    found
-}
-
 // ---- the PostgreSQL cluster of the test's own --------------------------------------------
 
 /// A cluster on a free loopback port, stopped and started by the faults, removed on drop.
@@ -148,7 +131,7 @@ struct OwnCluster {
 
 impl OwnCluster {
     fn new() -> Self {
-        let port = free_port();
+        let port = support::free_port();
         Self {
             port: port.to_string(),
             dir: PathBuf::from(format!("/tmp/flowhq-pg-chaos-{port}")),
@@ -176,14 +159,6 @@ impl Drop for OwnCluster {
         self.script("stop");
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 // ---- tenant files ----------------------------------------------------------------------------
@@ -909,7 +884,9 @@ async fn the_fleet_survives_random_faults_and_loses_no_message() {
     if support::pg_admin_url().is_none() {
         return;
     }
-    let Some(chromium) = chromium() else { return };
+    let Some(chromium) = support::chromium("the chaos test") else {
+        return;
+    };
     let seed: u64 = std::env::var("FLOWHQ_CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -989,7 +966,7 @@ async fn the_fleet_survives_random_faults_and_loses_no_message() {
         "window.__fakeWaConfig = {qrIntervalMs: 20000};\n",
     )
     .unwrap();
-    let status = format!("127.0.0.1:{}", free_port());
+    let status = format!("127.0.0.1:{}", support::free_port());
     let config = root.join("flowhq.toml");
     std::fs::write(
         &config,

@@ -115,23 +115,6 @@ const CONTACTS: [&str; 4] = [
     "255711111114@c.us",
 ];
 
-fn chromium() -> Option<PathBuf> {
-    let found = [
-        std::env::var_os("FLOWHQ_CHROMIUM").map(PathBuf::from),
-        Some(PathBuf::from("/usr/bin/chromium")),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|p| p.is_file());
-    if found.is_none() {
-        if support::external_required() {
-            panic!("chromium is required (FLOWHQ_REQUIRE_EXTERNAL=1) but not installed");
-        }
-        eprintln!("note: chromium not installed; skipping the end-to-end test");
-    }
-    found
-}
-
 struct Daemon {
     child: Option<Child>,
     root: PathBuf,
@@ -342,7 +325,9 @@ fn reply_matches(body: &str, expected: &str) -> bool {
 }
 
 async fn three_tenants_answer_their_own_customers(db: TestDb) {
-    let Some(chromium) = chromium() else { return };
+    let Some(chromium) = support::chromium("the end-to-end test") else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let mut daemon = start_daemon(root, &chromium, db.url());

@@ -1,5 +1,5 @@
 //! A PostgreSQL outage is a typed, retryable error and heals by itself: the test runs its own
-//! throwaway cluster (port 55434, through `scripts/pg.sh`), stops it under a connected store,
+//! throwaway cluster (on a free loopback port, through `scripts/pg.sh`), stops it under a connected store,
 //! expects `Error::Unavailable` within the acquire timeout, starts it again and expects the same
 //! store handles to work without being rebuilt.
 
@@ -16,17 +16,18 @@ use flowhq::config::TenantId;
 use flowhq::store::{self, Direction, Inserted, NewMessage, Role, Store};
 use jiff::Timestamp;
 
-const PORT: &str = "55434";
-
 /// The outage cluster; stopped and removed on drop.
 struct Cluster {
     dir: PathBuf,
+    port: String,
 }
 
 impl Cluster {
     fn new() -> Cluster {
+        let port = support::free_port().to_string();
         Cluster {
-            dir: std::env::temp_dir().join(format!("flowhq-pg-{PORT}-outage-test")),
+            dir: std::env::temp_dir().join(format!("flowhq-pg-{port}-outage-test")),
+            port,
         }
     }
 
@@ -34,7 +35,7 @@ impl Cluster {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/pg.sh");
         let out = Command::new(script)
             .arg(action)
-            .env("FLOWHQ_PG_PORT", PORT)
+            .env("FLOWHQ_PG_PORT", &self.port)
             .env("FLOWHQ_PG_DIR", &self.dir)
             .output()
             .unwrap();

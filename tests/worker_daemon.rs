@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,23 +18,6 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn chromium() -> Option<PathBuf> {
-    let found = [
-        std::env::var_os("FLOWHQ_CHROMIUM").map(PathBuf::from),
-        Some(PathBuf::from("/usr/bin/chromium")),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|p| p.is_file());
-    if found.is_none() {
-        if std::env::var("FLOWHQ_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
-            panic!("chromium is required (FLOWHQ_REQUIRE_EXTERNAL=1) but not installed");
-        }
-        eprintln!("note: chromium not installed; skipping daemon + worker test");
-    }
-    found
-}
 
 struct Daemon {
     child: Option<Child>,
@@ -84,7 +69,9 @@ fn kill_profiles(sessions: &Path) {
 
 #[tokio::test]
 async fn the_daemon_runs_a_real_worker_per_example_tenant_and_each_qr_reaches_the_store() {
-    let Some(chromium) = chromium() else { return };
+    let Some(chromium) = support::chromium("daemon + worker test") else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));

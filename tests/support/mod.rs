@@ -250,3 +250,32 @@ pub async fn seed_tenant(store: &Store, id: &flowhq::config::TenantId) {
         .await
         .expect("seed the tenant");
 }
+
+/// Chromium for the tests that drive a real browser (`FLOWHQ_CHROMIUM`, else
+/// `/usr/bin/chromium`). `None` with a printed note naming `what` when it is not installed,
+/// unless `FLOWHQ_REQUIRE_EXTERNAL=1` (CI), where a missing Chromium fails the test.
+pub fn chromium(what: &str) -> Option<std::path::PathBuf> {
+    let found = [
+        std::env::var_os("FLOWHQ_CHROMIUM").map(std::path::PathBuf::from),
+        Some(std::path::PathBuf::from("/usr/bin/chromium")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.is_file());
+    if found.is_none() {
+        if external_required() {
+            panic!("chromium is required (FLOWHQ_REQUIRE_EXTERNAL=1) but not installed");
+        }
+        eprintln!("note: chromium not installed; skipping {what}");
+    }
+    found
+}
+
+/// A loopback port nothing listens on right now. A fixed port can be taken by an outgoing
+/// connection's ephemeral port, so servers a test starts bind one of these.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a loopback port")
+}
