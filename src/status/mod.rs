@@ -4,8 +4,10 @@
 //! (header size, count and read timeout), routing, access rules for personal data (bearer token
 //! or signed link) and the renderings. Requests only read the latest `StatusSnapshot` from a
 //! `watch` channel: they never query the database, so load on the endpoint cannot slow the
-//! store or the daemon's loop. It does not build snapshots (the daemon does, from the store and
-//! its own state) and it never writes anything but the link secret, once.
+//! store or the daemon's loop. The server runs on its own thread, with its own single-threaded
+//! runtime at a lower scheduling priority, so a flood of requests competes with the reconcile
+//! loop for neither runtime workers nor CPU. It does not build snapshots (the daemon does, from
+//! the store and its own state) and it never writes anything but the link secret, once.
 //!
 //! Also owns `derive` (the operator-facing tenant status), used by `flowhq status` as well.
 
@@ -22,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use nix::libc;
 use tokio::sync::watch;
 
 use crate::config::daemon::StatusConfig;
@@ -59,7 +62,14 @@ pub enum Error {
     /// The link secret could not be loaded or created.
     #[error(transparent)]
     LinkSecret(#[from] link::Error),
+    /// The server's thread or runtime could not be started.
+    #[error("cannot start the status endpoint's thread")]
+    Thread(#[source] std::io::Error),
 }
+
+/// How much lower than the daemon's the server thread's scheduling priority is (a nice
+/// increment): under request load the reconcile loop gets the CPU first.
+const THREAD_NICE: libc::c_int = 10;
 
 /// Limits that keep a misbehaving client from holding the endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,11 +98,13 @@ impl Default for Limits {
     }
 }
 
-/// A running endpoint. Dropping it stops the accept loop and closes every connection.
+/// A running endpoint. Dropping it stops the accept loop, closes every connection and joins
+/// the server's thread.
 #[derive(Debug)]
 pub struct ServerHandle {
     addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ServerHandle {
@@ -104,12 +116,17 @@ impl ServerHandle {
 
 impl Drop for ServerHandle {
     fn drop(&mut self) {
-        self.task.abort();
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            // The thread only waits for `stop` and then drops its runtime, which cancels the
+            // connections: this join is short and never waits on a client.
+            let _ = thread.join();
+        }
     }
 }
 
 /// Binds `cfg.listen`, reads the token file (if any) and the link secret (creating it in
-/// `state_dir` when missing), and spawns the accept loop on the current tokio runtime.
+/// `state_dir` when missing), and starts the accept loop on the server's own thread.
 pub async fn serve(
     cfg: &StatusConfig,
     state_dir: &Path,
@@ -162,20 +179,68 @@ async fn serve_full(
         None => None,
     };
     let secret = link::load_or_create_secret(state_dir)?;
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| Error::Bind {
+    let bind_error = |source| Error::Bind {
         addr: cfg.listen,
         source,
-    })?;
+    };
+    let listener = std::net::TcpListener::bind(cfg.listen).map_err(bind_error)?;
+    listener.set_nonblocking(true).map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Thread)?;
     let shared = Arc::new(server::Shared::new(
         snapshot, token, secret, limits, qr_wanted,
     ));
-    let task = tokio::spawn(server::accept_loop(listener, shared));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("flowhq-status".into())
+        .spawn(move || {
+            lower_thread_priority();
+            runtime.block_on(async move {
+                // Registering with the reactor needs this runtime, hence the conversion here.
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => listener,
+                    Err(err) => {
+                        tracing::error!(error = %err, "status endpoint cannot register its socket");
+                        return;
+                    }
+                };
+                tokio::select! {
+                    () = server::accept_loop(listener, shared) => {}
+                    _ = stopped => {}
+                }
+            });
+        })
+        .map_err(Error::Thread)?;
     tracing::info!(%addr, "status endpoint listening");
-    Ok(ServerHandle { addr, task })
+    Ok(ServerHandle {
+        addr,
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}
+
+/// Lowers the calling thread's scheduling priority by `THREAD_NICE` (Linux keeps a nice value
+/// per thread). Failing is harmless: the server then competes as an equal. `nix` has no
+/// `setpriority`, hence the one unsafe block of this module.
+#[allow(unsafe_code)]
+fn lower_thread_priority() {
+    // SAFETY: `gettid` and `setpriority` take plain integers and touch no memory of ours.
+    let ret = unsafe {
+        let tid = libc::gettid();
+        let current = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
+        libc::setpriority(
+            libc::PRIO_PROCESS,
+            tid as libc::id_t,
+            current.saturating_add(THREAD_NICE),
+        )
+    };
+    if ret == -1 {
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "status endpoint keeps the daemon's scheduling priority"
+        );
+    }
 }
