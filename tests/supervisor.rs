@@ -388,6 +388,81 @@ async fn stdout_and_stderr_are_appended_to_the_log_in_the_working_directory() {
     );
 }
 
+/// A daemon started under `nohup`, as a shell's background job, or as any Rust program (which
+/// ignores SIGPIPE) ignores signals; ignored signals survive exec. Workers start with default
+/// dispositions and nothing blocked all the same.
+#[tokio::test]
+#[allow(unsafe_code)]
+async fn workers_start_with_default_signal_dispositions_and_nothing_blocked() {
+    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, pthread_sigmask, signal};
+    let host = Host::new();
+    // SAFETY: SIG_IGN installs no handler code; these signals are never sent to the test
+    // process.
+    unsafe {
+        for sig in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGQUIT] {
+            signal(sig, SigHandler::SigIgn).unwrap();
+        }
+    }
+    let req = host.request(
+        "signals",
+        &["/bin/grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"],
+    );
+    // Spawn from a thread that blocks SIGUSR1, as a runtime thread might.
+    let worker = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let mut blocked = SigSet::empty();
+                blocked.add(Signal::SIGUSR1);
+                pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&blocked), None).unwrap();
+                supervisor::spawn(&req).unwrap()
+            })
+            .join()
+            .unwrap()
+    });
+    host.groups.borrow_mut().push(worker.pid());
+    assert_eq!(within("exit", worker.exited()).await, ExitInfo::Code(0));
+    let log = read_log(&req);
+    let mask = |name: &str| -> u64 {
+        let line = log.lines().find(|l| l.starts_with(name)).unwrap();
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    let bit = |sig: Signal| 1u64 << (sig as i32 - 1);
+    for sig in [
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGPIPE,
+        Signal::SIGTERM,
+    ] {
+        assert_eq!(
+            mask("SigIgn:") & bit(sig),
+            0,
+            "{sig} ignored in the worker: {log}"
+        );
+    }
+    assert_eq!(mask("SigBlk:"), 0, "signals blocked in the worker: {log}");
+}
+
+#[tokio::test]
+async fn a_bare_program_name_is_looked_up_on_the_workers_path() {
+    let host = Host::new();
+    let req = host.request("barename", &["env"]);
+    let worker = host.spawn(&req);
+    assert_eq!(within("exit", worker.exited()).await, ExitInfo::Code(0));
+    assert!(read_log(&req).contains("FLOWHQ_TENANT=barename"));
+
+    let mut elsewhere = host.request("nowhere", &["env"]);
+    elsewhere.env = vec![("PATH".into(), host.path().as_os_str().to_owned())];
+    let err = supervisor::spawn(&elsewhere).unwrap_err();
+    match &err {
+        Error::Spawn { source, .. } => {
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound, "{err}")
+        }
+        other => panic!("expected a spawn error, got {other:?}"),
+    }
+    assert!(!lock_is_held(&elsewhere.lock_path));
+}
+
 #[tokio::test]
 async fn a_failed_exec_reports_the_program_and_releases_the_lock() {
     let host = Host::new();

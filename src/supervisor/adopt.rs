@@ -17,6 +17,10 @@ use super::spawn::pidfd_open;
 use super::worker::Worker;
 use crate::config::tenant::TenantId;
 
+/// How often, and how far apart, adoption re-reads a process that shows an empty command line.
+const MID_EXEC_RETRIES: usize = 20;
+const MID_EXEC_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+
 impl Worker {
     /// Adopts the running process `pid` as `tenant`'s worker if it is the same
     /// process that was recorded: its start time equals `start_time` and its
@@ -47,9 +51,22 @@ impl Worker {
             }
             Err(e) => return Err(e),
         };
-        let Some(found) = ProcIdentity::read(pid) else {
+        let Some(mut found) = ProcIdentity::read(pid) else {
             return Ok(None);
         };
+        // A process in the middle of exec has no command line yet (its new memory has no
+        // arguments until the kernel sets them up): give it a moment before judging it.
+        for _ in 0..MID_EXEC_RETRIES {
+            let zombie = ProcStat::read(pid).is_none_or(|s| s.is_zombie());
+            if !found.argv.is_empty() || found.start_time != start_time || zombie {
+                break;
+            }
+            std::thread::sleep(MID_EXEC_PAUSE);
+            match ProcIdentity::read(pid) {
+                Some(again) => found = again,
+                None => return Ok(None),
+            }
+        }
         if found.start_time != start_time {
             tracing::info!(%tenant, %pid, recorded = start_time, found = found.start_time,
                 "not adopting: pid now belongs to a different process");

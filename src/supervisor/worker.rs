@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::Error;
 use super::proc::{ProcStat, group_members};
-use super::spawn::{is_readable, pidfd_send_signal, wait_readable};
+use super::spawn::{is_readable, pidfd_process_exists, pidfd_send_signal, wait_readable};
 use crate::config::tenant::TenantId;
 use crate::exit::ExitStatus;
 
@@ -210,7 +210,19 @@ impl Worker {
 
     /// Sends `sig` to the worker's process group, unless the group id can no
     /// longer be ours (its number now belongs to a different process).
+    ///
+    /// While the leader exists (asked through its pidfd, which needs no new
+    /// descriptor) the group id is certainly ours. Only once it is gone does
+    /// this read `/proc` to tell a group of survivors from a reused number: a
+    /// daemon out of descriptors cannot read `/proc`, and must still be able to
+    /// stop its workers.
     fn signal_group(&self, sig: Signal) {
+        if pidfd_process_exists(self.pidfd.as_fd()) {
+            if let Err(e) = kill_group(self.pid, sig) {
+                tracing::debug!(error = %e, "signalling worker group");
+            }
+            return;
+        }
         if let Some(stat) = ProcStat::read(self.pid) {
             if stat.start_time != self.start_time {
                 return;
