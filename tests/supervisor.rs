@@ -443,13 +443,38 @@ async fn workers_start_with_default_signal_dispositions_and_nothing_blocked() {
     assert_eq!(mask("SigBlk:"), 0, "signals blocked in the worker: {log}");
 }
 
+/// `target` as a path relative to the directory `from` (both absolute).
+fn pathdiff(target: &Path, from: &Path) -> PathBuf {
+    let mut up = PathBuf::new();
+    for _ in from.components().skip(1) {
+        up.push("..");
+    }
+    up.join(target.strip_prefix("/").unwrap())
+}
+
 #[tokio::test]
-async fn a_bare_program_name_is_looked_up_on_the_workers_path() {
+async fn bare_and_relative_program_names_are_found_like_the_shell_would() {
     let host = Host::new();
     let req = host.request("barename", &["env"]);
     let worker = host.spawn(&req);
     assert_eq!(within("exit", worker.exited()).await, ExitInfo::Code(0));
     assert!(read_log(&req).contains("FLOWHQ_TENANT=barename"));
+
+    // A relative path is the daemon's, not the worker's (whose working directory differs).
+    let bin = host.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink("/usr/bin/env", bin.join("env")).unwrap();
+    let relative = pathdiff(&bin.join("env"), &std::env::current_dir().unwrap());
+    let mut req = host.request("relative", &[relative.to_str().unwrap()]);
+    req.cwd = host.path().join("log");
+    std::fs::create_dir_all(&req.cwd).unwrap();
+    assert!(
+        !req.cwd.join(&relative).exists(),
+        "{relative:?} must not resolve from the worker"
+    );
+    let worker = host.spawn(&req);
+    assert_eq!(within("exit", worker.exited()).await, ExitInfo::Code(0));
+    assert!(read_log(&req).contains("FLOWHQ_TENANT=relative"));
 
     let mut elsewhere = host.request("nowhere", &["env"]);
     elsewhere.env = vec![("PATH".into(), host.path().as_os_str().to_owned())];

@@ -133,11 +133,17 @@ fn c_string(bytes: &[u8]) -> std::io::Result<CString> {
     })
 }
 
-/// The file `program` names: itself when it contains a `/` (relative to the worker's working
-/// directory), otherwise the first executable file of that name on the worker's `PATH` (from
-/// `env`; the daemon's own when `env` has none), as `execvp` would search.
+/// The file `program` names: itself when it contains a `/` (a relative path is taken from the
+/// daemon's working directory, not the worker's, like every other path an operator writes),
+/// otherwise the first executable file of that name on the worker's `PATH` (from `env`; the
+/// daemon's own when `env` has none), as `execvp` would search.
 fn resolve_program(program: &OsStr, env: &[(OsString, OsString)]) -> std::io::Result<CString> {
     if program.as_bytes().contains(&b'/') {
+        let path = std::path::Path::new(program);
+        if path.is_relative() {
+            let absolute = std::env::current_dir()?.join(path);
+            return c_string(absolute.as_os_str().as_bytes());
+        }
         return c_string(program.as_bytes());
     }
     if program.is_empty() {
