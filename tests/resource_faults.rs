@@ -1,11 +1,13 @@
 //! Resource faults under the real daemon with stub workers: the log directory on a full file
-//! system, the state directory (SQLite) full or read-only, and too few file descriptors. Each
-//! fault gives a clear error in the daemon's log, no crash and no restart loop, no lost tenant,
-//! and recovery once the resource returns.
+//! system, the state directory (SQLite) full, read-only at start or going read-only under the
+//! running daemon, and too few file descriptors. Each fault gives a clear error in the daemon's
+//! log, no crash and no restart loop, no lost tenant, and recovery once the resource returns.
 //!
 //! File systems are small tmpfs mounts made by the test (`mount -t tmpfs -o size=...` through
-//! `std::process::Command`, no shell) and unmounted by a guard; that needs root. Without root
-//! the tests skip with a note, unless `CI=true` or `FLOWHQ_REQUIRE_EXTERNAL=1`, where they fail.
+//! `std::process::Command`, no shell) and an ext4 image on a loop device (`mkfs.ext4`, `mount
+//! -o loop,errors=remount-ro`, the kernel's `trigger_fs_error`, `e2fsck`), unmounted by guards;
+//! that needs root. Without root the tests skip with a note, unless `CI=true` or
+//! `FLOWHQ_REQUIRE_EXTERNAL=1`, where they fail.
 //! The descriptor limit is set with `prlimit --nofile=N:N` in front of the daemon, so no test
 //! code runs between fork and exec. The database being unreachable at daemon start is covered
 //! by `tests/daemon.rs` (`the_daemon_starts_without_its_database_and_converges_when_it_comes`).
