@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use fleet::{Fleet, fd_count, ids, tail};
 use flowhq::config::TenantId;
 use flowhq::store::{Role, Store, WorkerStatus};
+use sqlx::Connection;
 
 /// A tmpfs mounted by the test; unmounted (lazily, so a busy mount cannot wedge the test) when
 /// dropped.
@@ -550,6 +551,127 @@ async fn a_state_disk_going_read_only_under_the_daemon_keeps_workers_and_recover
         after.2.len() > before.2.len(),
         "the daemon records events again"
     );
+}
+
+/// A throwaway PostgreSQL cluster whose data directory is `dir` (through `scripts/pg.sh`, on a
+/// free loopback port); stopped on drop.
+struct PgCluster {
+    dir: PathBuf,
+    port: String,
+}
+
+impl PgCluster {
+    fn pg_sh(&self, action: &str) -> String {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/pg.sh");
+        let out = Command::new(script)
+            .arg(action)
+            .env("FLOWHQ_PG_PORT", &self.port)
+            .env("FLOWHQ_PG_DIR", &self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/pg.sh {action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        self.pg_sh("stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_postgresql_keeps_workers_running_and_catches_up() {
+    // The cluster's data directory on its own small tmpfs (not under the test's temporary
+    // directory: the postgres user must reach it).
+    let port = support::free_port().to_string();
+    let dir = std::env::temp_dir().join(format!("flowhq-pg-{port}-full-disk-test"));
+    let Some(fs) = Tmpfs::mount(&dir, "128m") else {
+        return;
+    };
+    let cluster = PgCluster { dir, port };
+    let url = cluster.pg_sh("start");
+    let mut fleet = Fleet::with_url(&url);
+    fleet.tenant("salon", 1);
+    fleet.tenant("duka", 2);
+    fleet.start();
+    fleet.until("two workers", |f| f.workers().len() == 2).await;
+    fleet.until_store_running(&["salon", "duka"]).await;
+    let workers = fleet.workers();
+    let before = store_rows(&url).await;
+    let ups = fleet.log_count("store is up");
+
+    // The disk fills up; PostgreSQL keeps going on the space it has (pages with room, the
+    // current WAL segment) until it needs more. A busy database needs a new WAL segment every
+    // 16 MiB of writes; asking for the switch makes that moment now.
+    let filler = fs.fill();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let _ = sqlx::query("SELECT pg_switch_wal()")
+        .execute(&mut conn)
+        .await;
+    drop(conn);
+    fleet
+        .until("PostgreSQL is down for want of space", |_| {
+            let log = cluster.server_log();
+            log.contains("No space left on device") && log.contains("database system is shut down")
+        })
+        .await;
+    fleet
+        .until("a clear error about the store", |f| {
+            f.daemon_log().lines().any(|l| {
+                l.contains("store unavailable")
+                    && l.contains("postgresql")
+                    && l.contains("Connection refused")
+            })
+        })
+        .await;
+    // A tenant added while the database is down.
+    fleet.tenant("mpya", 3);
+    assert_no_restarts(&mut fleet, Duration::from_secs(12), "full PostgreSQL disk").await;
+    assert_eq!(fleet.workers(), workers);
+    assert!(fleet.pid_of("mpya").is_none(), "mpya waits for the store");
+    let log = fleet.daemon_log();
+    assert_eq!(fleet.log_count("store is up"), ups, "{}", tail(&log, 40));
+    assert_eq!(fleet.log_count("action deferred"), 1, "{}", tail(&log, 40));
+
+    // The operator frees space and starts PostgreSQL again (systemd would restart it).
+    std::fs::remove_file(filler).unwrap();
+    cluster.pg_sh("start");
+    fleet.until_store_running(&["salon", "duka", "mpya"]).await;
+    fleet
+        .until("mpya's worker", |f| f.pid_of("mpya").is_some())
+        .await;
+    assert_eq!(fleet.log_count("store is up"), ups + 1);
+    assert_eq!(
+        fleet.log_count("daemon: action tenant=mpya action=\"spawn\""),
+        1
+    );
+    assert_no_restarts(&mut fleet, Duration::from_secs(5), "after recovery").await;
+    for (tenant, pids) in &workers {
+        assert_eq!(
+            fleet.workers().get(tenant),
+            Some(pids),
+            "{tenant} kept its worker"
+        );
+    }
+    let after = store_rows(&url).await;
+    for id in &before.0 {
+        assert!(after.0.contains(id), "tenant {id} kept: {after:?}");
+    }
+    for id in &before.1 {
+        assert!(after.1.contains(id), "worker row {id} kept: {after:?}");
+    }
+    for id in &before.2 {
+        assert!(after.2.contains(id), "event {id} kept");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

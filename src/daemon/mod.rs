@@ -1502,10 +1502,11 @@ impl StoreLink {
                 Some(s) => s.clone(),
                 None => Store::connect(&self.url, Role::Daemon).await?,
             };
-            store.migrate().await?;
             // A write, not a read: a full disk still serves reads, and a read probe would
-            // call the store up only for the next write to find it down again.
+            // call the store up only for the next write to find it down again. Before the
+            // migrations, so a database that does not answer is reported with its cause.
             store.check_writable().await?;
+            store.migrate().await?;
             Ok::<_, store::Error>(store)
         }
         .await;

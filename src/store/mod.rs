@@ -469,10 +469,23 @@ impl Store {
     /// the store is back after an outage). SQLite writes its header's `user_version` back
     /// unchanged in a write transaction: a real page write, which a full or read-only disk
     /// refuses where a read would succeed. PostgreSQL reports its own full disk on the
-    /// statement that needs space; `SELECT 1` tells whether it answers.
+    /// statement that needs space (or stops); `SELECT 1` on a connection of its own tells
+    /// whether it answers, and when it does not, why (refused, starting up, out of slots),
+    /// where the pool would only report that it timed out.
     pub async fn check_writable(&self) -> Result<()> {
-        if self.backend() == Backend::Postgres {
-            return self.ping().await;
+        let op = || "check that the database takes writes".to_owned();
+        if let Pool::Postgres(pool) = &self.pool {
+            let options = pool.connect_options();
+            let res = async {
+                let mut conn =
+                    tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&options))
+                        .await
+                        .unwrap_or(Err(sqlx::Error::PoolTimedOut))?;
+                sqlx::query("SELECT 1").execute(&mut conn).await?;
+                conn.close().await
+            }
+            .await;
+            return res.map_err(self.fail(op));
         }
         with_write_tx!(self, tx => {
             let version: i64 = sqlx::query_scalar("PRAGMA user_version")
@@ -483,7 +496,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         })
-        .map_err(self.fail(|| "check that the database takes writes".to_owned()))
+        .map_err(self.fail(op))
     }
 
     /// Closes the pool, waiting for connections in use to come back.
