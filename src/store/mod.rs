@@ -1459,8 +1459,8 @@ mod tests {
         assert!(disk.predates_failure(old));
         std::thread::sleep(Duration::from_millis(5));
         assert!(!disk.predates_failure(Duration::from_millis(1)));
-        let readonly = sqlx::Error::Protocol("not a database error".to_owned());
-        assert!(!is_disk_failure(Backend::Sqlite, &readonly));
+        let protocol = sqlx::Error::Protocol("not a database error".to_owned());
+        assert!(!is_disk_failure(Backend::Sqlite, &protocol));
         assert!(!is_disk_failure(
             Backend::Postgres,
             &sqlx::Error::PoolTimedOut
