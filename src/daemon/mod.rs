@@ -224,6 +224,11 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
                     if d.store.just_recovered() {
                         d.load_from_store().await;
                         d.rows_stale = true;
+                        // A disk error loses the commits the kernel had not written back yet
+                        // (SQLite syncs at checkpoints), so the worker rows are written again.
+                        for slot in d.slots.values_mut() {
+                            slot.dirty = true;
+                        }
                     }
                     d.refresh_heartbeats().await;
                     run_pass = true;
@@ -321,6 +326,8 @@ struct Daemon {
     /// Tenants whose applied spec is known to be in the store. A worker reads its spec from the
     /// store, so one is only started once its spec got there.
     synced: BTreeSet<TenantId>,
+    /// Tenants whose spawn the last pass held back until their spec is in the store.
+    deferred: BTreeSet<TenantId>,
     slots: BTreeMap<TenantId, Slot>,
     heartbeats: BTreeMap<TenantId, Timestamp>,
     /// The last PSS reading of each worker's process tree (shown in status), and when it
@@ -380,6 +387,7 @@ impl Daemon {
             node,
             applied: BTreeMap::new(),
             synced: BTreeSet::new(),
+            deferred: BTreeSet::new(),
             slots: BTreeMap::new(),
             heartbeats: BTreeMap::new(),
             memory: BTreeMap::new(),
@@ -532,12 +540,22 @@ impl Daemon {
             self.execute(action).await;
         }
         self.apply_all(applies).await;
+        let was_deferred = std::mem::take(&mut self.deferred);
+        let mut deferred = 0;
         for action in processes {
+            if let Action::Spawn { tenant, .. } = &action
+                && self.defer_spawn(tenant, &action.reason(), &was_deferred)
+            {
+                deferred += 1;
+                continue;
+            }
             self.execute(action).await;
         }
         self.persist_slots().await;
         self.flush_events().await;
         self.metrics.observe_reconcile(started.elapsed());
+        // A deferred spawn comes back in every pass until it can run; it is no news.
+        let n = n - deferred;
         if n > 0 {
             info!(
                 actions = n,
@@ -545,6 +563,20 @@ impl Daemon {
                 "reconcile pass applied"
             );
         }
+    }
+
+    /// Holds back the spawn of `tenant` while its spec is not in the store (its worker would
+    /// find none); a later pass starts it. Logged when it starts waiting, not on every pass:
+    /// `was` holds the spawns deferred in the previous pass.
+    fn defer_spawn(&mut self, tenant: &TenantId, reason: &str, was: &BTreeSet<TenantId>) -> bool {
+        if self.dry || self.synced.contains(tenant) {
+            return false;
+        }
+        if !was.contains(tenant) {
+            info!(tenant = %tenant, action = "spawn", reason = %reason, "action deferred until the tenant's spec is in the store");
+        }
+        self.deferred.insert(tenant.clone());
+        true
     }
 
     /// [`Self::observed`] without copying the applied records: they are moved out of
@@ -1470,8 +1502,11 @@ impl StoreLink {
                 Some(s) => s.clone(),
                 None => Store::connect(&self.url, Role::Daemon).await?,
             };
+            // A write, not a read: a full disk still serves reads, and a read probe would
+            // call the store up only for the next write to find it down again. Before the
+            // migrations, so a database that does not answer is reported with its cause.
+            store.check_writable().await?;
             store.migrate().await?;
-            store.ping().await?;
             Ok::<_, store::Error>(store)
         }
         .await;

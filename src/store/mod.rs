@@ -11,7 +11,8 @@
 //!
 //! It does not decide anything: which rows to write, what a status means and when to prune are
 //! the daemon's and the worker's business. It does not retry: a down database is reported as
-//! `Error::Unavailable` and the pool reconnects on the next call.
+//! `Error::Unavailable` and the pool reconnects on the next call (for SQLite, after a failure
+//! of the disk under the file, by opening the path again; never by creating the file anew).
 
 pub mod model;
 
@@ -21,7 +22,9 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use sqlx::Connection;
@@ -225,6 +228,44 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
+    disk: Arc<DiskFailures>,
+}
+
+/// When a SQLite call last failed because of the disk under the database file (read-only,
+/// I/O error, full, cannot open). A pooled SQLite connection keeps the file it opened, on the
+/// file system it was opened on: after such a failure that file system may be gone for good
+/// (read-only after an error, lazily unmounted, replaced by a checked copy). So every
+/// connection opened before the last such failure is closed when it is next taken from the
+/// pool, and a new one opens the path again.
+#[derive(Debug)]
+struct DiskFailures {
+    base: Instant,
+    /// Nanoseconds since `base` of the last failure, plus one; 0 when none happened.
+    last: AtomicU64,
+}
+
+impl DiskFailures {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self) {
+        let at = nanos(self.base.elapsed()).saturating_add(1);
+        self.last.fetch_max(at, Ordering::Relaxed);
+    }
+
+    /// Whether a connection of `age` was opened before the last failure.
+    fn predates_failure(&self, age: Duration) -> bool {
+        let last = self.last.load(Ordering::Relaxed);
+        last != 0 && nanos(self.base.elapsed().saturating_sub(age)) < last
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[derive(Debug, Clone)]
@@ -298,6 +339,7 @@ impl Store {
             reason: err.to_string(),
         };
         let connect_op = || format!("connect to {}", redact(url));
+        let disk = Arc::new(DiskFailures::new());
         let pool = match backend {
             Backend::Postgres => {
                 let options = PgConnectOptions::from_str(url)
@@ -356,18 +398,29 @@ impl Store {
                     Role::Daemon => 4,
                     Role::Worker | Role::Client => 2,
                 };
+                let check = Arc::clone(&disk);
                 let pool = SqlitePoolOptions::new()
                     .max_connections(max)
                     .min_connections(0)
                     .idle_timeout(Duration::from_secs(60))
                     .acquire_timeout(ACQUIRE_TIMEOUT)
-                    .connect_with(options)
+                    .before_acquire(move |_conn, meta| {
+                        let keep = !check.predates_failure(meta.age);
+                        Box::pin(std::future::ready(Ok(keep)))
+                    })
+                    .connect_with(options.clone())
                     .await
                     .map_err(|err| classify(backend, connect_op(), err))?;
+                // The file exists now. A connection opened later never creates it: a
+                // database that vanished under a running process (its disk unmounted) must
+                // not come back empty on the disk underneath.
+                if !url.contains(":memory:") {
+                    pool.set_connect_options(options.create_if_missing(false));
+                }
                 Pool::Sqlite(pool)
             }
         };
-        Ok(Self { pool })
+        Ok(Self { pool, disk })
     }
 
     /// Applies the embedded migrations that are not applied yet. Idempotent, and safe to run
@@ -380,6 +433,9 @@ impl Store {
         };
         res.map_err(|err| match err {
             MigrateError::Execute(source) if is_unavailable(backend, &source) => {
+                if is_disk_failure(backend, &source) {
+                    self.disk.record();
+                }
                 Error::Unavailable {
                     backend,
                     op: "migrate".to_owned(),
@@ -407,6 +463,40 @@ impl Store {
     pub async fn ping(&self) -> Result<()> {
         with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))
             .map_err(self.fail(|| "ping".to_owned()))
+    }
+
+    /// Checks that the database takes a write, not only a read (the daemon's test of whether
+    /// the store is back after an outage). SQLite writes its header's `user_version` back
+    /// unchanged in a write transaction: a real page write, which a full or read-only disk
+    /// refuses where a read would succeed. PostgreSQL reports its own full disk on the
+    /// statement that needs space (or stops); `SELECT 1` on a connection of its own tells
+    /// whether it answers, and when it does not, why (refused, starting up, out of slots),
+    /// where the pool would only report that it timed out.
+    pub async fn check_writable(&self) -> Result<()> {
+        let op = || "check that the database takes writes".to_owned();
+        if let Pool::Postgres(pool) = &self.pool {
+            let options = pool.connect_options();
+            let res = async {
+                let mut conn =
+                    tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&options))
+                        .await
+                        .unwrap_or(Err(sqlx::Error::PoolTimedOut))?;
+                sqlx::query("SELECT 1").execute(&mut conn).await?;
+                conn.close().await
+            }
+            .await;
+            return res.map_err(self.fail(op));
+        }
+        with_write_tx!(self, tx => {
+            let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+                .fetch_one(&mut *tx)
+                .await?;
+            // A pragma takes no parameters; the value is the integer just read.
+            sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {version}")))
+                .execute(&mut *tx)
+                .await?;
+        })
+        .map_err(self.fail(op))
     }
 
     /// Closes the pool, waiting for connections in use to come back.
@@ -1103,7 +1193,13 @@ impl Store {
         F: FnOnce() -> String,
     {
         let backend = self.backend();
-        move |err| classify(backend, op(), err)
+        let disk = Arc::clone(&self.disk);
+        move |err| {
+            if is_disk_failure(backend, &err) {
+                disk.record();
+            }
+            classify(backend, op(), err)
+        }
     }
 }
 
@@ -1238,6 +1334,19 @@ fn is_unavailable(backend: Backend, err: &sqlx::Error) -> bool {
     }
 }
 
+/// A SQLite failure of the disk under the database file: SQLITE_READONLY (8), SQLITE_IOERR
+/// (10), SQLITE_FULL (13), SQLITE_CANTOPEN (14). PostgreSQL's connections are sockets, which
+/// its pool drops and reopens by itself.
+fn is_disk_failure(backend: Backend, err: &sqlx::Error) -> bool {
+    match (backend, err) {
+        (Backend::Sqlite, sqlx::Error::Database(db)) => db
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 8 | 10 | 13 | 14)),
+        _ => false,
+    }
+}
+
 fn decode_all<R, T>(
     rows: Vec<R>,
     decode: impl Fn(R) -> Result<T, RowError>,
@@ -1338,6 +1447,69 @@ mod tests {
             sql.contains("VALUES ($1, $2, $3, $4, $5, $6, $7, $8), ($9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT"),
             "{sql}"
         );
+    }
+
+    #[test]
+    fn connections_opened_before_a_disk_failure_are_retired_and_later_ones_kept() {
+        let disk = DiskFailures::new();
+        let old = Duration::from_secs(3600);
+        assert!(!disk.predates_failure(old), "no failure yet");
+        std::thread::sleep(Duration::from_millis(5));
+        disk.record();
+        assert!(disk.predates_failure(old));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!disk.predates_failure(Duration::from_millis(1)));
+        let protocol = sqlx::Error::Protocol("not a database error".to_owned());
+        assert!(!is_disk_failure(Backend::Sqlite, &protocol));
+        assert!(!is_disk_failure(
+            Backend::Postgres,
+            &sqlx::Error::PoolTimedOut
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_store_takes_a_write_check_without_changing_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/flowhq.db", dir.path().display());
+        let store = Store::connect(&url, Role::Daemon).await.unwrap();
+        store.migrate().await.unwrap();
+        store.check_writable().await.unwrap();
+        store.check_writable().await.unwrap();
+        let Pool::Sqlite(pool) = &store.pool else {
+            panic!("a sqlite url makes a sqlite pool");
+        };
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(version, 0);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn after_a_disk_failure_a_sqlite_store_reopens_its_file_and_never_creates_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("flowhq.db");
+        let url = format!("sqlite://{}", file.display());
+        let store = Store::connect(&url, Role::Daemon).await.unwrap();
+        store.migrate().await.unwrap();
+        assert!(store.tenants().await.unwrap().is_empty());
+        // The disk under the file goes away (unmounted): the open connections still read the
+        // old file, but after a failure the store opens the path again, finds nothing there
+        // and says so, instead of creating an empty database.
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+        }
+        assert!(
+            store.tenants().await.is_ok(),
+            "old connections see the old file"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        store.disk.record();
+        let err = store.tenants().await.unwrap_err();
+        assert!(err.is_unavailable(), "{err:?}");
+        assert!(!file.exists(), "the database was created again");
+        store.close().await;
     }
 
     #[tokio::test]
