@@ -187,6 +187,56 @@ store_test!(
     }
 );
 
+store_test!(
+    a_new_revision_is_recorded_on_unchanged_tenants_in_one_statement,
+    |store| {
+        let t0 = at("2026-11-28T10:00:00Z");
+        let batch: Vec<TenantRecord> = (0..40)
+            .map(|i| tenant_record(&format!("t{i:02}"), t0))
+            .collect();
+        store.upsert_tenants(&batch).await.unwrap();
+        let t1 = at("2026-11-28T11:00:00Z");
+        store
+            .set_config_error(
+                &id("t05"),
+                Some("t05.toml:1:1: error: bad"),
+                Some("bad0001"),
+                t1,
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.set_revision(&[], "c0ffee1", t1).await.unwrap(), 0);
+
+        let moved: Vec<TenantId> = (0..30).map(|i| id(&format!("t{i:02}"))).collect();
+        let t2 = at("2026-11-28T12:00:00Z");
+        let mut with_unknown = moved.clone();
+        with_unknown.push(id("nobody"));
+        assert_eq!(
+            store
+                .set_revision(&with_unknown, "c0ffee1", t2)
+                .await
+                .unwrap(),
+            30
+        );
+        for record in store.tenants().await.unwrap() {
+            let n: usize = record.id.as_str()[1..].parse().unwrap();
+            if n < 30 {
+                assert_eq!(record.revision, "c0ffee1", "{}", record.id);
+                assert_eq!(record.updated_at, t2);
+                assert_eq!(record.config_error, None);
+                assert_eq!(record.attempted_revision, None);
+            } else {
+                assert_eq!(record.revision, batch[n].revision, "{}", record.id);
+                assert_eq!(record.updated_at, t0);
+            }
+            // Everything else is the spec as it was written.
+            assert_eq!(record.spec, batch[n].spec);
+            assert_eq!(record.spec_hash, batch[n].spec_hash);
+            assert_eq!(record.created_at, t0);
+        }
+    }
+);
+
 store_test!(config_errors_are_recorded_and_cleared, |store| {
     seed_tenant(&store, "acme").await;
     let t1 = at("2026-11-28T12:00:00Z");

@@ -632,7 +632,9 @@ impl Daemon {
         self.last_problems = now;
     }
 
-    /// Records the specs of `applies` (only `Action::Apply`) in one store transaction.
+    /// Records the specs of `applies` (only `Action::Apply`): changed specs in one store
+    /// transaction, and unchanged specs that only move to a new revision (a commit that left
+    /// their files alone) with one statement per revision.
     async fn apply_all(&mut self, applies: Vec<Action>) {
         if applies.is_empty() {
             return;
@@ -640,9 +642,9 @@ impl Daemon {
         let now = Timestamp::now();
         let mut records = Vec::with_capacity(applies.len());
         let mut applied = Vec::with_capacity(applies.len());
+        let mut moved: BTreeMap<String, Vec<TenantId>> = BTreeMap::new();
         for action in applies {
             let reason = action.reason();
-            info!(tenant = %action.tenant(), action = action.kind(), reason = %reason, "action");
             self.metrics.count_action(action.kind());
             let Action::Apply {
                 tenant,
@@ -650,29 +652,40 @@ impl Daemon {
                 lifecycle,
                 revision,
                 file,
+                changed,
                 ..
             } = action
             else {
                 continue;
             };
             let hash = spec.hash();
-            records.push(TenantRecord {
-                id: tenant.clone(),
-                spec: (*spec).clone(),
-                spec_hash: hash.clone(),
-                revision: revision.clone().unwrap_or_default(),
-                attempted_revision: None,
-                source_file: file,
-                lifecycle: to_store_lifecycle(lifecycle),
-                config_error: None,
-                created_at: now,
-                updated_at: now,
-                retired_at: None,
-            });
-            let prev_error = self
-                .applied
-                .get(&tenant)
-                .and_then(|a| a.config_error.clone());
+            let prev = self.applied.get(&tenant);
+            let revision_only = changed.is_empty()
+                && self.synced.contains(&tenant)
+                && prev.is_some_and(|a| a.hash == hash && a.lifecycle == lifecycle);
+            let prev_error = prev.and_then(|a| a.config_error.clone());
+            match (&revision, revision_only) {
+                (Some(rev), true) => {
+                    tracing::debug!(tenant = %tenant, action = "apply", reason = %reason, "action");
+                    moved.entry(rev.clone()).or_default().push(tenant.clone());
+                }
+                _ => {
+                    info!(tenant = %tenant, action = "apply", reason = %reason, "action");
+                    records.push(TenantRecord {
+                        id: tenant.clone(),
+                        spec: (*spec).clone(),
+                        spec_hash: hash.clone(),
+                        revision: revision.clone().unwrap_or_default(),
+                        attempted_revision: None,
+                        source_file: file,
+                        lifecycle: to_store_lifecycle(lifecycle),
+                        config_error: None,
+                        created_at: now,
+                        updated_at: now,
+                        retired_at: None,
+                    });
+                }
+            }
             let a = AppliedTenant {
                 spec: *spec,
                 hash,
@@ -681,17 +694,31 @@ impl Daemon {
                 revision,
                 attempted_revision: None,
             };
-            applied.push((tenant, a, reason));
+            applied.push((tenant, a, reason, revision_only));
         }
         let written = match self.store.get() {
-            Some(store) => {
+            Some(store) if !records.is_empty() => {
                 let res = store.upsert_tenants(&records).await;
                 self.store.check(res).is_some()
             }
+            Some(_) => true,
             None => false,
         };
-        for (tenant, a, reason) in applied {
-            if written {
+        for (revision, tenants) in &moved {
+            info!(
+                tenants = tenants.len(),
+                revision = %revision,
+                "unchanged tenants recorded under the new revision"
+            );
+            if let Some(store) = self.store.get() {
+                let res = store.set_revision(tenants, revision, now).await;
+                self.store.check(res);
+            }
+        }
+        for (tenant, a, reason, revision_only) in applied {
+            // A spec that was already in the store stays there whatever happened to the
+            // revision write; a changed one is synced only once written.
+            if written || revision_only {
                 self.synced.insert(tenant.clone());
             } else {
                 self.synced.remove(&tenant);

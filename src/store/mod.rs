@@ -533,6 +533,46 @@ impl Store {
         .map_err(self.fail(|| format!("upsert {} tenants", tenants.len())))
     }
 
+    /// Re-records unchanged tenants under a new revision in one statement: `revision` becomes
+    /// `revision`, the attempted revision and the config error are cleared, as an upsert of
+    /// the same spec would. A new commit that leaves most files as they were costs one
+    /// statement, not one row write per tenant. Returns how many rows changed.
+    pub async fn set_revision(
+        &self,
+        tenants: &[TenantId],
+        revision: &str,
+        now: Timestamp,
+    ) -> Result<u64> {
+        const POSTGRES: &str = "UPDATE tenants SET revision = $1, attempted_revision = NULL,              config_error = NULL, updated_at = $2              WHERE id IN (SELECT jsonb_array_elements_text($3::jsonb))";
+        const SQLITE: &str = "UPDATE tenants SET revision = $1, attempted_revision = NULL,              config_error = NULL, updated_at = $2 WHERE id IN (SELECT value FROM json_each($3))";
+        if tenants.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<&str> = tenants.iter().map(TenantId::as_str).collect();
+        let op = || format!("record revision {revision} on {} tenants", tenants.len());
+        let ids = serde_json::to_string(&ids).map_err(|err| Error::Decode {
+            op: op(),
+            source: RowError::Json(err),
+        })?;
+        let done = match &self.pool {
+            Pool::Postgres(pool) => sqlx::query(POSTGRES)
+                .bind(revision)
+                .bind(to_millis(now))
+                .bind(&ids)
+                .execute(pool)
+                .await
+                .map(|d| d.rows_affected()),
+            Pool::Sqlite(pool) => sqlx::query(SQLITE)
+                .bind(revision)
+                .bind(to_millis(now))
+                .bind(&ids)
+                .execute(pool)
+                .await
+                .map(|d| d.rows_affected()),
+        };
+        done.map_err(self.fail(op))
+    }
+
     /// Records (or clears, with `None`) the validation error of a tenant's file and the
     /// revision that was attempted. Returns false when the tenant has no row yet (a new file
     /// that never validated): such a tenant exists only in the daemon's diagnostics.
