@@ -964,3 +964,21 @@ store_test!(batched_workers_and_events_are_written_in_order, |store| {
         (0..5).map(|i| format!("reason {i}")).collect::<Vec<_>>()
     );
 });
+
+/// Workers' commits (message log, sessions) reach the disk before they return; the daemon's
+/// rows, rebuilt from files after a loss, are synced at checkpoints.
+#[tokio::test]
+async fn worker_connections_sync_every_commit_and_the_daemons_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("flowhq.db").display());
+    let daemon = Store::connect(&url, flowhq::store::Role::Daemon)
+        .await
+        .unwrap();
+    daemon.migrate().await.unwrap();
+    let worker = Store::connect(&url, flowhq::store::Role::Worker)
+        .await
+        .unwrap();
+    // PRAGMA synchronous: 1 = NORMAL, 2 = FULL.
+    assert_eq!(daemon.sqlite_synchronous().await.unwrap(), Some(1));
+    assert_eq!(worker.sqlite_synchronous().await.unwrap(), Some(2));
+}

@@ -376,7 +376,15 @@ impl Store {
                     .map_err(invalid)?
                     .create_if_missing(role != Role::Client)
                     .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
+                    // A worker's commits are customers' messages and the replies sent to them:
+                    // on disk when the commit returns, also across a power cut or a disk that
+                    // fails (FULL syncs the WAL at every commit). The daemon's own rows are
+                    // rebuilt from the tenant files and the process table after such a loss,
+                    // so it keeps NORMAL (the WAL is synced at checkpoints).
+                    .synchronous(match role {
+                        Role::Worker => SqliteSynchronous::Full,
+                        Role::Daemon | Role::Client => SqliteSynchronous::Normal,
+                    })
                     .busy_timeout(SQLITE_BUSY_TIMEOUT)
                     .foreign_keys(true)
                     // SQLite runs on a thread of its own that hands rows over through a
@@ -463,6 +471,19 @@ impl Store {
     pub async fn ping(&self) -> Result<()> {
         with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))
             .map_err(self.fail(|| "ping".to_owned()))
+    }
+
+    /// The `synchronous` level of this store's SQLite connections (1 = NORMAL, 2 = FULL), or
+    /// `None` on PostgreSQL: how durable a commit is when it returns, for diagnostics.
+    pub async fn sqlite_synchronous(&self) -> Result<Option<i64>> {
+        match &self.pool {
+            Pool::Postgres(_) => Ok(None),
+            Pool::Sqlite(pool) => sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(pool)
+                .await
+                .map(Some)
+                .map_err(self.fail(|| "read the synchronous level".to_owned())),
+        }
     }
 
     /// Checks that the database takes a write, not only a read (the daemon's test of whether
