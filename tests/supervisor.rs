@@ -464,9 +464,14 @@ async fn bare_and_relative_program_names_are_found_like_the_shell_would() {
     let bin = host.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
     std::os::unix::fs::symlink("/usr/bin/env", bin.join("env")).unwrap();
-    let relative = pathdiff(&bin.join("env"), &std::env::current_dir().unwrap());
+    let here = std::env::current_dir().unwrap();
+    let relative = pathdiff(&bin.join("env"), &here);
     let mut req = host.request("relative", &[relative.to_str().unwrap()]);
-    req.cwd = host.path().join("log");
+    // Deeper than this test's directory, so the path's `..`s cannot climb to `/` from there.
+    req.cwd = host.path().to_path_buf();
+    for _ in 0..here.components().count() {
+        req.cwd.push("d");
+    }
     std::fs::create_dir_all(&req.cwd).unwrap();
     assert!(
         !req.cwd.join(&relative).exists(),
