@@ -553,41 +553,6 @@ async fn a_state_disk_going_read_only_under_the_daemon_keeps_workers_and_recover
     );
 }
 
-/// A throwaway PostgreSQL cluster whose data directory is `dir` (through `scripts/pg.sh`, on a
-/// free loopback port); stopped on drop.
-struct PgCluster {
-    dir: PathBuf,
-    port: String,
-}
-
-impl PgCluster {
-    fn pg_sh(&self, action: &str) -> String {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/pg.sh");
-        let out = Command::new(script)
-            .arg(action)
-            .env("FLOWHQ_PG_PORT", &self.port)
-            .env("FLOWHQ_PG_DIR", &self.dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "scripts/pg.sh {action}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    }
-
-    fn server_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for PgCluster {
-    fn drop(&mut self) {
-        self.pg_sh("stop");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_under_postgresql_keeps_workers_running_and_catches_up() {
     // The cluster's data directory on its own small tmpfs (not under the test's temporary
@@ -597,7 +562,8 @@ async fn a_full_disk_under_postgresql_keeps_workers_running_and_catches_up() {
     let Some(fs) = Tmpfs::mount(&dir, "128m") else {
         return;
     };
-    let cluster = PgCluster { dir, port };
+    // Declared after the tmpfs, so dropped (stopped) before it is unmounted.
+    let cluster = support::PgCluster { dir, port };
     let url = cluster.pg_sh("start");
     let mut fleet = Fleet::with_url(&url);
     fleet.tenant("salon", 1);

@@ -8,58 +8,35 @@
 #[macro_use]
 mod support;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flowhq::config::TenantId;
 use flowhq::store::{self, Direction, Inserted, NewMessage, Role, Store};
 use jiff::Timestamp;
 
-/// The outage cluster; stopped and removed on drop.
-struct Cluster {
-    dir: PathBuf,
-    port: String,
-}
+/// The outage cluster; stopped on drop (by `PgCluster`), then its directory removed.
+struct Cluster(support::PgCluster);
 
 impl Cluster {
     fn new() -> Cluster {
-        let port = support::free_port().to_string();
-        Cluster {
-            dir: std::env::temp_dir().join(format!("flowhq-pg-{port}-outage-test")),
-            port,
-        }
-    }
-
-    fn pg_sh(&self, action: &str) -> String {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/pg.sh");
-        let out = Command::new(script)
-            .arg(action)
-            .env("FLOWHQ_PG_PORT", &self.port)
-            .env("FLOWHQ_PG_DIR", &self.dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "scripts/pg.sh {action} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        Cluster(support::PgCluster::on_free_port(|port| {
+            std::env::temp_dir().join(format!("flowhq-pg-{port}-outage-test"))
+        }))
     }
 
     fn start(&self) -> String {
-        self.pg_sh("start")
+        self.0.pg_sh("start")
     }
 
     fn stop(&self) {
-        self.pg_sh("stop");
+        self.0.pg_sh("stop");
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        self.stop();
-        std::fs::remove_dir_all(&self.dir).ok();
+        self.0.pg_sh("stop");
+        std::fs::remove_dir_all(&self.0.dir).ok();
     }
 }
 

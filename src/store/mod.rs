@@ -575,23 +575,18 @@ impl Store {
             op: op(),
             source: RowError::Json(err),
         })?;
-        let done = match &self.pool {
-            Pool::Postgres(pool) => sqlx::query(POSTGRES)
-                .bind(revision)
-                .bind(to_millis(now))
-                .bind(&ids)
-                .execute(pool)
-                .await
-                .map(|d| d.rows_affected()),
-            Pool::Sqlite(pool) => sqlx::query(SQLITE)
-                .bind(revision)
-                .bind(to_millis(now))
-                .bind(&ids)
-                .execute(pool)
-                .await
-                .map(|d| d.rows_affected()),
+        let sql = match &self.pool {
+            Pool::Postgres(_) => POSTGRES,
+            Pool::Sqlite(_) => SQLITE,
         };
-        done.map_err(self.fail(op))
+        with_pool!(self, pool => sqlx::query(sql)
+            .bind(revision)
+            .bind(to_millis(now))
+            .bind(&ids)
+            .execute(pool)
+            .await
+            .map(|d| d.rows_affected()))
+        .map_err(self.fail(op))
     }
 
     /// Records (or clears, with `None`) the validation error of a tenant's file and the

@@ -279,3 +279,58 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("bind a loopback port")
 }
+
+/// A throwaway PostgreSQL cluster of a test's own (through `scripts/pg.sh`), for tests that
+/// stop, fill or restart the server, which the shared cluster of `FLOWHQ_TEST_PG_URL` must not
+/// suffer. Its data directory is `dir` (not under a per-test temporary directory: the postgres
+/// user must reach it). Stopped on drop; the directory is left to its owner.
+pub struct PgCluster {
+    pub dir: std::path::PathBuf,
+    pub port: String,
+}
+
+impl PgCluster {
+    /// A cluster on a free loopback port whose data directory will be `dir_for(port)`.
+    pub fn on_free_port(dir_for: impl FnOnce(&str) -> std::path::PathBuf) -> Self {
+        let port = free_port().to_string();
+        Self {
+            dir: dir_for(&port),
+            port,
+        }
+    }
+
+    /// Runs `scripts/pg.sh ACTION` for this cluster and returns its output (for `start`, the
+    /// admin URL); panics with pg.sh's error output when it fails.
+    pub fn pg_sh(&self, action: &str) -> String {
+        let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/pg.sh");
+        let out = std::process::Command::new(script)
+            .arg(action)
+            .env("FLOWHQ_PG_PORT", &self.port)
+            .env("FLOWHQ_PG_DIR", &self.dir)
+            .output()
+            .expect("run scripts/pg.sh");
+        assert!(
+            out.status.success(),
+            "scripts/pg.sh {action} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// The server's log so far (empty when there is none yet).
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/pg.sh"),
+        )
+        .arg("stop")
+        .env("FLOWHQ_PG_PORT", &self.port)
+        .env("FLOWHQ_PG_DIR", &self.dir)
+        .output();
+    }
+}
