@@ -723,59 +723,14 @@ async fn plan_prints_the_actions_and_exits_2_then_0_once_converged() {
     assert!(fleet.pid_of("salon").is_some());
 }
 
-/// A PostgreSQL cluster of this test's own, so the test can stop and start it.
-struct OwnCluster {
-    port: String,
-    dir: PathBuf,
-}
-
-impl OwnCluster {
-    /// A cluster on a free loopback port, in a directory of its own under /tmp (the postgres
-    /// user must be able to reach it).
-    fn new(name: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = PathBuf::from(format!("/tmp/flowhq-pg-{name}-{port}"));
-        Self {
-            port: port.to_string(),
-            dir,
-        }
-    }
-
-    fn script(&self, verb: &str) -> String {
-        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg.sh"))
-            .arg(verb)
-            .env("FLOWHQ_PG_PORT", &self.port)
-            .env("FLOWHQ_PG_DIR", &self.dir)
-            .output()
-            .expect("run scripts/pg.sh");
-        assert!(
-            out.status.success(),
-            "pg.sh {verb}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-}
-
-impl Drop for OwnCluster {
-    fn drop(&mut self) {
-        self.script("stop");
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_supervises_through_a_database_outage_and_catches_up() {
     // Needs the PostgreSQL server binaries; gated like every PostgreSQL test.
     if support::pg_admin_url().is_none() {
         return;
     }
-    let cluster = OwnCluster::new("outage");
-    let url = cluster.script("start");
+    let cluster = support::PgCluster::on_free_port("outage");
+    let url = cluster.pg_sh("start");
     let mut fleet = Fleet::with_db(Db::Url(url));
     fleet.tenant("salon", 1, "Salon");
     fleet.tenant("duka", 2, "Duka");
@@ -783,7 +738,7 @@ async fn the_daemon_supervises_through_a_database_outage_and_catches_up() {
     fleet.until("two workers", |f| f.workers().len() == 2).await;
     let before = fleet.workers();
 
-    cluster.script("stop");
+    cluster.pg_sh("stop");
     fleet
         .until("the outage is noticed", |f| {
             f.daemon_log().contains("store unavailable")
@@ -800,7 +755,7 @@ async fn the_daemon_supervises_through_a_database_outage_and_catches_up() {
         );
     }
 
-    cluster.script("start");
+    cluster.pg_sh("start");
     fleet
         .until("the new tenant runs once the store is back", |f| {
             f.pid_of("mpya").is_some()
@@ -832,9 +787,9 @@ async fn the_daemon_starts_without_its_database_and_converges_when_it_comes() {
     if support::pg_admin_url().is_none() {
         return;
     }
-    let cluster = OwnCluster::new("late");
-    let url = cluster.script("start");
-    cluster.script("stop");
+    let cluster = support::PgCluster::on_free_port("late");
+    let url = cluster.pg_sh("start");
+    cluster.pg_sh("stop");
     let mut fleet = Fleet::with_db(Db::Url(url));
     fleet.tenant("salon", 1, "Salon");
     fleet.start();
@@ -847,7 +802,7 @@ async fn the_daemon_starts_without_its_database_and_converges_when_it_comes() {
         fleet.daemon.as_mut().unwrap().try_wait().unwrap().is_none(),
         "the daemon keeps running"
     );
-    cluster.script("start");
+    cluster.pg_sh("start");
     fleet
         .until_store("salon converges", async |s| {
             worker_status(s, "salon").await == Some(WorkerStatus::Running)

@@ -563,7 +563,11 @@ async fn a_full_disk_under_postgresql_keeps_workers_running_and_catches_up() {
         return;
     };
     // Declared after the tmpfs, so dropped (stopped) before it is unmounted.
-    let cluster = support::PgCluster { dir, port };
+    let cluster = support::PgCluster {
+        dir,
+        port,
+        remove_dir: false,
+    };
     let url = cluster.pg_sh("start");
     let mut fleet = Fleet::with_url(&url);
     fleet.tenant("salon", 1);

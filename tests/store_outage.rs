@@ -14,32 +14,6 @@ use flowhq::config::TenantId;
 use flowhq::store::{self, Direction, Inserted, NewMessage, Role, Store};
 use jiff::Timestamp;
 
-/// The outage cluster; stopped on drop (by `PgCluster`), then its directory removed.
-struct Cluster(support::PgCluster);
-
-impl Cluster {
-    fn new() -> Cluster {
-        Cluster(support::PgCluster::on_free_port(|port| {
-            std::env::temp_dir().join(format!("flowhq-pg-{port}-outage-test"))
-        }))
-    }
-
-    fn start(&self) -> String {
-        self.0.pg_sh("start")
-    }
-
-    fn stop(&self) {
-        self.0.pg_sh("stop");
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.0.pg_sh("stop");
-        std::fs::remove_dir_all(&self.0.dir).ok();
-    }
-}
-
 fn tenant() -> TenantId {
     TenantId::parse("acme").unwrap()
 }
@@ -63,8 +37,8 @@ async fn a_stopped_postgres_is_unavailable_and_the_store_recovers_when_it_return
     if support::pg_admin_url().is_none() {
         return;
     }
-    let cluster = Cluster::new();
-    let url = cluster.start();
+    let cluster = support::PgCluster::on_free_port("outage-test");
+    let url = cluster.pg_sh("start");
     let daemon = Store::connect(&url, Role::Daemon).await.unwrap();
     daemon.migrate().await.unwrap();
     support::seed_tenant(&daemon, &tenant()).await;
@@ -74,7 +48,7 @@ async fn a_stopped_postgres_is_unavailable_and_the_store_recovers_when_it_return
         Inserted::New(_)
     ));
 
-    cluster.stop();
+    cluster.pg_sh("stop");
 
     // Generous bound: the acquire timeout is 3 s; this only catches a hang.
     let bound = store::ACQUIRE_TIMEOUT + Duration::from_secs(10);
@@ -99,7 +73,7 @@ async fn a_stopped_postgres_is_unavailable_and_the_store_recovers_when_it_return
     let err = daemon.migrate().await.unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
 
-    cluster.start();
+    cluster.pg_sh("start");
 
     // The same handles work again: the pools replace their dead connections.
     daemon.ping().await.unwrap();

@@ -283,19 +283,22 @@ pub fn free_port() -> u16 {
 /// A throwaway PostgreSQL cluster of a test's own (through `scripts/pg.sh`), for tests that
 /// stop, fill or restart the server, which the shared cluster of `FLOWHQ_TEST_PG_URL` must not
 /// suffer. Its data directory is `dir` (not under a per-test temporary directory: the postgres
-/// user must reach it). Stopped on drop; the directory is left to its owner.
+/// user must reach it). Stopped on drop, and its directory removed when the cluster made it up.
 pub struct PgCluster {
     pub dir: std::path::PathBuf,
     pub port: String,
+    /// Remove `dir` on drop (false when the directory is someone else's, e.g. a mount point).
+    pub remove_dir: bool,
 }
 
 impl PgCluster {
-    /// A cluster on a free loopback port whose data directory will be `dir_for(port)`.
-    pub fn on_free_port(dir_for: impl FnOnce(&str) -> std::path::PathBuf) -> Self {
+    /// A cluster on a free loopback port in `/tmp/flowhq-pg-NAME-PORT`, removed on drop.
+    pub fn on_free_port(name: &str) -> Self {
         let port = free_port().to_string();
         Self {
-            dir: dir_for(&port),
+            dir: std::env::temp_dir().join(format!("flowhq-pg-{name}-{port}")),
             port,
+            remove_dir: true,
         }
     }
 
@@ -332,5 +335,8 @@ impl Drop for PgCluster {
         .env("FLOWHQ_PG_PORT", &self.port)
         .env("FLOWHQ_PG_DIR", &self.dir)
         .output();
+        if self.remove_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
