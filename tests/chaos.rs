@@ -121,46 +121,6 @@ impl Rng {
 
 // ---- gates -----------------------------------------------------------------------------------
 
-// ---- the PostgreSQL cluster of the test's own --------------------------------------------
-
-/// A cluster on a free loopback port, stopped and started by the faults, removed on drop.
-struct OwnCluster {
-    port: String,
-    dir: PathBuf,
-}
-
-impl OwnCluster {
-    fn new() -> Self {
-        let port = support::free_port();
-        Self {
-            port: port.to_string(),
-            dir: PathBuf::from(format!("/tmp/flowhq-pg-chaos-{port}")),
-        }
-    }
-
-    fn script(&self, verb: &str) -> String {
-        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg.sh"))
-            .arg(verb)
-            .env("FLOWHQ_PG_PORT", &self.port)
-            .env("FLOWHQ_PG_DIR", &self.dir)
-            .output()
-            .expect("run scripts/pg.sh");
-        assert!(
-            out.status.success(),
-            "pg.sh {verb}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-}
-
-impl Drop for OwnCluster {
-    fn drop(&mut self) {
-        self.script("stop");
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 // ---- tenant files ----------------------------------------------------------------------------
 
 /// One tenant's file as the schedule last wrote it.
@@ -921,8 +881,8 @@ async fn the_fleet_survives_random_faults_and_loses_no_message() {
         }
     );
 
-    let cluster = OwnCluster::new();
-    let db_url = cluster.script("start");
+    let cluster = support::PgCluster::on_free_port("chaos");
+    let db_url = cluster.pg_sh("start");
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     std::fs::create_dir(root.join("tenants.d")).unwrap();
@@ -1286,11 +1246,11 @@ backoff = {{ initial = "300ms", max = "3s", reset_after = "10m", jitter = 0.2 }}
                 ))
             }
             "postgresql outage" => {
-                cluster.script("stop");
+                cluster.pg_sh("stop");
                 let down = rng.millis(1000, 8000);
                 shared.note(format!("postgresql stopped for {down:?}"));
                 tokio::time::sleep(down).await;
-                cluster.script("start");
+                cluster.pg_sh("start");
                 Some("postgresql started".to_owned())
             }
             "valid edit" => {

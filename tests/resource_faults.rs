@@ -17,6 +17,7 @@
 mod fleet;
 mod support;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -442,7 +443,53 @@ async fn a_daemon_started_on_a_read_only_state_disk_waits_clearly_and_catches_up
 }
 
 /// Every row id the store holds, by table: tenants, worker rows and events.
-async fn store_rows(url: &str) -> (Vec<String>, Vec<String>, Vec<i64>) {
+/// After a store outage ends: the waiting tenant `mpya` is stored and started, the store was
+/// called up once more than `ups`, `mpya` was spawned once, nothing restarted for `hold`, every
+/// worker of `workers` kept its pid, and every row of `before` is still there. Returns the rows.
+async fn assert_caught_up(
+    fleet: &mut Fleet,
+    url: &str,
+    ups: usize,
+    workers: &BTreeMap<String, Vec<i32>>,
+    before: &StoreRows,
+    hold: Duration,
+) -> StoreRows {
+    fleet.until_store_running(&["salon", "duka", "mpya"]).await;
+    fleet
+        .until("mpya's worker", |f| f.pid_of("mpya").is_some())
+        .await;
+    assert_eq!(fleet.log_count("store is up"), ups + 1);
+    assert_eq!(
+        fleet.log_count("daemon: action tenant=mpya action=\"spawn\""),
+        1
+    );
+    // Nothing restarted, before, during or after the outage.
+    assert_no_restarts(fleet, hold, "after recovery").await;
+    for (tenant, pids) in workers {
+        assert_eq!(
+            fleet.workers().get(tenant),
+            Some(pids),
+            "{tenant} kept its worker"
+        );
+    }
+    // Every row written before the fault is still there.
+    let after = store_rows(url).await;
+    for id in &before.0 {
+        assert!(after.0.contains(id), "tenant {id} kept: {after:?}");
+    }
+    for id in &before.1 {
+        assert!(after.1.contains(id), "worker row {id} kept: {after:?}");
+    }
+    for id in &before.2 {
+        assert!(after.2.contains(id), "event {id} kept");
+    }
+    after
+}
+
+/// Tenant ids, worker row ids and event ids in the store.
+type StoreRows = (Vec<String>, Vec<String>, Vec<i64>);
+
+async fn store_rows(url: &str) -> StoreRows {
     let store = Store::connect(url, Role::Client).await.unwrap();
     let tenants = store.tenants().await.unwrap();
     let workers = store.workers().await.unwrap();
@@ -517,36 +564,17 @@ async fn a_state_disk_going_read_only_under_the_daemon_keeps_workers_and_recover
 
     fs.recover();
     assert!(!fs.options().contains("emergency_ro"), "{}", fs.options());
-    fleet.until_store_running(&["salon", "duka", "mpya"]).await;
-    fleet
-        .until("mpya's worker", |f| f.pid_of("mpya").is_some())
-        .await;
-    assert_eq!(fleet.log_count("store is up"), ups + 1);
-    assert_eq!(
-        fleet.log_count("daemon: action tenant=mpya action=\"spawn\""),
-        1
-    );
-    // Nothing restarted, before, during or after the outage.
-    assert_no_restarts(&mut fleet, Duration::from_secs(10), "after recovery").await;
-    for (tenant, pids) in &workers {
-        assert_eq!(
-            fleet.workers().get(tenant),
-            Some(pids),
-            "{tenant} kept its worker"
-        );
-    }
-    // Every row written before the fault is still there.
-    let after = store_rows(fleet.db_url()).await;
-    for id in &before.0 {
-        assert!(after.0.contains(id), "tenant {id} kept: {after:?}");
-    }
+    let url = fleet.db_url().to_owned();
+    let after = assert_caught_up(
+        &mut fleet,
+        &url,
+        ups,
+        &workers,
+        &before,
+        Duration::from_secs(10),
+    )
+    .await;
     assert!(after.0.contains(&"mpya".to_owned()));
-    for id in &before.1 {
-        assert!(after.1.contains(id), "worker row {id} kept: {after:?}");
-    }
-    for id in &before.2 {
-        assert!(after.2.contains(id), "event {id} kept");
-    }
     assert!(
         after.2.len() > before.2.len(),
         "the daemon records events again"
@@ -615,33 +643,15 @@ async fn a_full_disk_under_postgresql_keeps_workers_running_and_catches_up() {
     // The operator frees space and starts PostgreSQL again (systemd would restart it).
     std::fs::remove_file(filler).unwrap();
     cluster.pg_sh("start");
-    fleet.until_store_running(&["salon", "duka", "mpya"]).await;
-    fleet
-        .until("mpya's worker", |f| f.pid_of("mpya").is_some())
-        .await;
-    assert_eq!(fleet.log_count("store is up"), ups + 1);
-    assert_eq!(
-        fleet.log_count("daemon: action tenant=mpya action=\"spawn\""),
-        1
-    );
-    assert_no_restarts(&mut fleet, Duration::from_secs(5), "after recovery").await;
-    for (tenant, pids) in &workers {
-        assert_eq!(
-            fleet.workers().get(tenant),
-            Some(pids),
-            "{tenant} kept its worker"
-        );
-    }
-    let after = store_rows(&url).await;
-    for id in &before.0 {
-        assert!(after.0.contains(id), "tenant {id} kept: {after:?}");
-    }
-    for id in &before.1 {
-        assert!(after.1.contains(id), "worker row {id} kept: {after:?}");
-    }
-    for id in &before.2 {
-        assert!(after.2.contains(id), "event {id} kept");
-    }
+    assert_caught_up(
+        &mut fleet,
+        &url,
+        ups,
+        &workers,
+        &before,
+        Duration::from_secs(5),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
