@@ -3,7 +3,8 @@
 //!
 //! Prints a Markdown table for `docs/benchmarks.md`. PostgreSQL runs when `FLOWHQ_TEST_PG_URL`
 //! names an admin URL (a database of its own is created and dropped); SQLite uses a file in a
-//! temporary directory with the production settings (WAL, synchronous=NORMAL). It measures; it
+//! temporary directory with the production settings: messages are written through a worker's
+//! store (WAL, synchronous=FULL), the snapshot is read through the daemon's. It measures; it
 //! asserts nothing. Run it with `scripts/bench-store.sh`.
 
 #![allow(
@@ -16,11 +17,13 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use flowhq::config::{Language, Phone, Template, TenantId, TenantSpec};
+use flowhq::config::TenantId;
 use flowhq::store::{
-    Direction, Lifecycle, NewMessage, SessionState, Store, TenantRecord, WorkerRecord, WorkerStatus,
+    Direction, Lifecycle, NewMessage, Role, SessionState, Store, TenantRecord, WorkerRecord,
+    WorkerStatus,
 };
 use jiff::Timestamp;
 use support::TestDb;
@@ -51,10 +54,13 @@ async fn bench_backend(name: &str, db: &TestDb) {
         seed_tenant(&store, n, now).await;
     }
 
+    // Messages are written by the tenant's worker, with a worker's connections (on SQLite,
+    // synchronous=FULL: every commit is synced).
+    let worker = Store::connect(db.url(), Role::Worker).await.unwrap();
     let tenant = tenant_id(0);
     let started = Instant::now();
     for n in 0..SINGLE_INSERTS {
-        store
+        worker
             .log_message(&message(&tenant, &format!("single-{n}"), now))
             .await
             .unwrap();
@@ -79,7 +85,7 @@ async fn bench_backend(name: &str, db: &TestDb) {
         .collect();
     let started = Instant::now();
     for batch in &batches {
-        store.log_messages(batch).await.unwrap();
+        worker.log_messages(batch).await.unwrap();
     }
     let batched = started.elapsed();
     row(
@@ -90,7 +96,7 @@ async fn bench_backend(name: &str, db: &TestDb) {
 
     let started = Instant::now();
     for n in 0..SINGLE_INSERTS {
-        store
+        worker
             .log_message(&message(&tenant, &format!("single-{n}"), now))
             .await
             .unwrap();
@@ -126,6 +132,7 @@ async fn bench_backend(name: &str, db: &TestDb) {
             ms(runs[SNAPSHOT_RUNS - 1])
         ),
     );
+    worker.close().await;
     store.close().await;
 }
 
@@ -158,21 +165,14 @@ fn message(tenant: &TenantId, wa_id: &str, now: Timestamp) -> NewMessage {
     }
 }
 
+/// Records tenant `n` with the spec of the example tenant with hours and reply overrides (a
+/// realistic size of spec), a connected session and a running worker.
 async fn seed_tenant(store: &Store, n: usize, now: Timestamp) {
     let id = tenant_id(n);
-    let spec = TenantSpec {
-        id: id.clone(),
-        business_name: format!("Business {n}"),
-        phone: Phone::parse("+255712345678").unwrap(),
-        template: Template::Booking,
-        language: Language::Sw,
-        enabled: true,
-        timezone: "Africa/Dar_es_Salaam".to_owned(),
-        hours: None,
-        limits: Default::default(),
-        replies: Default::default(),
-        restart: None,
-    };
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("tenants.d/mama-asha-salon.toml");
+    let mut spec = flowhq::config::load::load_file(&example).expect("the example tenant loads");
+    spec.id = id.clone();
+    spec.business_name = format!("Business {n}");
     let spec_hash = spec.hash();
     store
         .upsert_tenant(&TenantRecord {

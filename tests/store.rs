@@ -105,6 +105,72 @@ store_test!(migrating_twice_is_harmless, |store| {
     assert!(store.snapshot().await.unwrap().is_empty());
 });
 
+/// A database created before the `business_name` column (migrations 1 and 2 only, with a
+/// tenant row written then) gets the column filled from each spec when it is migrated, so
+/// the status shows the same names after an upgrade.
+async fn an_upgrade_fills_business_names_from_the_specs(db: support::TestDb) {
+    const OLD_ROW: &str = "INSERT INTO tenants (id, spec, spec_hash, revision, source_file, \
+         lifecycle, created_at, updated_at) VALUES ('old', $1, 'h', 'r1', \
+         'tenants.d/old.toml', 'active', 1, 1)";
+    let spec = serde_json::to_string(&spec("old", "Duka la Zamani")).unwrap();
+    if db.url().starts_with("sqlite:") {
+        use std::str::FromStr;
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(db.url())
+            .unwrap()
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        sqlx::migrate!("./migrations/sqlite")
+            .run_to(2, &pool)
+            .await
+            .unwrap();
+        sqlx::query(OLD_ROW)
+            .bind(&spec)
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+        sqlx::migrate!("./migrations/postgres")
+            .run_to(2, &pool)
+            .await
+            .unwrap();
+        sqlx::query(OLD_ROW)
+            .bind(sqlx::types::Json(
+                serde_json::from_str::<serde_json::Value>(&spec).unwrap(),
+            ))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+    let store = db.store().await;
+    let rows = store.snapshot().await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].tenant.business_name, "Duka la Zamani");
+    // And a later write keeps the column with the spec.
+    let mut record = tenant_record("old", at("2026-11-28T10:00:00Z"));
+    record.spec.business_name = "Duka Jipya".to_owned();
+    record.spec_hash = record.spec.hash();
+    store.upsert_tenant(&record).await.unwrap();
+    assert_eq!(
+        store.snapshot().await.unwrap()[0].tenant.business_name,
+        "Duka Jipya"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_fills_business_names_from_the_specs_on_sqlite() {
+    an_upgrade_fills_business_names_from_the_specs(support::TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_fills_business_names_from_the_specs_on_postgres() {
+    if let Some(db) = support::TestDb::postgres().await {
+        an_upgrade_fills_business_names_from_the_specs(db).await;
+    }
+}
+
 store_test!(backend_name_follows_the_url, |store, db| {
     let expected = if db.url().starts_with("sqlite:") {
         "sqlite"

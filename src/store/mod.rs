@@ -57,17 +57,17 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Inserts a tenant row or replaces every column but `created_at`.
+/// `business_name` is a copy of the spec's, kept beside it for the status snapshot.
 const UPSERT_TENANT: &str = "INSERT INTO tenants (id, spec, spec_hash, revision, \
-     attempted_revision, source_file, lifecycle, config_error, created_at, updated_at, retired_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+     attempted_revision, source_file, lifecycle, config_error, created_at, updated_at, retired_at, \
+     business_name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
      ON CONFLICT (id) DO UPDATE SET spec = excluded.spec, spec_hash = excluded.spec_hash, \
+     business_name = excluded.business_name, \
      revision = excluded.revision, attempted_revision = excluded.attempted_revision, \
      source_file = excluded.source_file, lifecycle = excluded.lifecycle, \
      config_error = excluded.config_error, updated_at = excluded.updated_at, \
      retired_at = excluded.retired_at";
 
-/// Binds a tenant record to [`UPSERT_TENANT`]; a macro because the query type differs per
-/// backend.
 const UPSERT_WORKER: &str = "INSERT INTO worker_processes (tenant_id, node, pid, start_time, \
      status, restarts, last_exit_code, last_exit_signal, last_error, next_restart_at, started_at, \
      healthy_since, spec_hash, updated_at) \
@@ -83,6 +83,8 @@ const UPSERT_WORKER: &str = "INSERT INTO worker_processes (tenant_id, node, pid,
 const INSERT_EVENT: &str = "INSERT INTO events (tenant_id, at, kind, reason, revision, detail) \
      VALUES ($1, $2, $3, $4, $5, $6)";
 
+/// Binds a tenant record to [`UPSERT_TENANT`]; a macro because the query type differs per
+/// backend.
 macro_rules! bind_tenant {
     ($tenant:expr) => {
         sqlx::query(UPSERT_TENANT)
@@ -97,6 +99,7 @@ macro_rules! bind_tenant {
             .bind(to_millis($tenant.created_at))
             .bind(to_millis($tenant.updated_at))
             .bind($tenant.retired_at.map(to_millis))
+            .bind($tenant.spec.business_name.as_str())
     };
 }
 
@@ -564,8 +567,11 @@ impl Store {
         revision: &str,
         now: Timestamp,
     ) -> Result<u64> {
-        const POSTGRES: &str = "UPDATE tenants SET revision = $1, attempted_revision = NULL,              config_error = NULL, updated_at = $2              WHERE id IN (SELECT jsonb_array_elements_text($3::jsonb))";
-        const SQLITE: &str = "UPDATE tenants SET revision = $1, attempted_revision = NULL,              config_error = NULL, updated_at = $2 WHERE id IN (SELECT value FROM json_each($3))";
+        const POSTGRES: &str = "UPDATE tenants SET revision = $1, attempted_revision = NULL, \
+             config_error = NULL, updated_at = $2 \
+             WHERE id IN (SELECT jsonb_array_elements_text($3::jsonb))";
+        const SQLITE: &str = "UPDATE tenants SET revision = $1, attempted_revision = NULL, \
+             config_error = NULL, updated_at = $2 WHERE id IN (SELECT value FROM json_each($3))";
         if tenants.is_empty() {
             return Ok(0);
         }
@@ -1298,7 +1304,7 @@ fn multi_row_insert(rows: usize) -> String {
 /// as a JSON array of them, which serde reads into the struct by position.
 macro_rules! snapshot_values {
     () => {
-        "t.id, t.spec ->> 'business_name', t.spec_hash, t.revision, t.attempted_revision, \
+        "t.id, t.business_name, t.spec_hash, t.revision, t.attempted_revision, \
          t.source_file, t.lifecycle, t.config_error, t.created_at, t.updated_at, t.retired_at, \
          s.state, s.qr_issued_at, s.last_seen_at, s.linked_number, s.push_name, s.error, \
          s.updated_at, w.node, w.pid, w.start_time, w.status, w.restarts, w.last_exit_code, \
@@ -1316,7 +1322,7 @@ macro_rules! snapshot_join {
 
 /// The snapshot as rows; the column names are `model::SnapshotRow`'s fields.
 const SNAPSHOT_POSTGRES: &str = concat!(
-    "SELECT t.id, t.spec ->> 'business_name' AS business_name, t.spec_hash, t.revision, \
+    "SELECT t.id, t.business_name, t.spec_hash, t.revision, \
      t.attempted_revision, t.source_file, t.lifecycle, t.config_error, t.created_at, \
      t.updated_at, t.retired_at, s.state AS s_state, s.qr_issued_at AS s_qr_issued_at, \
      s.last_seen_at AS s_last_seen_at, s.linked_number AS s_linked_number, \

@@ -576,7 +576,7 @@ impl EventRow {
 #[derive(Debug, Deserialize, sqlx::FromRow)]
 pub(crate) struct SnapshotRow {
     id: String,
-    business_name: Option<String>,
+    business_name: String,
     spec_hash: String,
     revision: String,
     attempted_revision: Option<String>,
@@ -649,7 +649,7 @@ impl SnapshotRow {
         Ok(TenantStatusRow {
             tenant: TenantSummary {
                 id,
-                business_name: self.business_name.unwrap_or_default(),
+                business_name: self.business_name,
                 spec_hash: SpecHash(self.spec_hash),
                 revision: self.revision,
                 attempted_revision: self.attempted_revision,
