@@ -55,6 +55,16 @@ fn tenant(i: usize, now: Timestamp) -> anyhow::Result<TenantStatus> {
             push_name: connected.then(|| format!("Owner {i}")),
             error: None,
         }),
+        // A bot that has been answering for a while has counted a few things.
+        counters: if connected {
+            [
+                ("dropped_group".to_owned(), i64::try_from(i % 40)?),
+                ("duplicate".to_owned(), 3),
+            ]
+            .into()
+        } else {
+            Default::default()
+        },
     };
     t.rederive(now, Duration::from_secs(120));
     Ok(t)

@@ -53,7 +53,8 @@ enum Command {
     /// Exit 0 when there is nothing to do, 2 when there is.
     Plan(PlanArgs),
     // ----- operator views of the state store (work while the daemon is down) -----
-    /// Show every tenant's status, or one tenant in detail; reads the state store directly.
+    /// Show every tenant's status, or one tenant in detail with its worker, WhatsApp session
+    /// and the bot's counters; reads the state store directly.
     Status(StatusArgs),
     /// Show a tenant's WhatsApp QR code in the terminal, redrawn as it rotates, until linked.
     Qr(QrArgs),
@@ -461,6 +462,7 @@ struct LinkUrlArgs {
 /// The operator commands that read the state store (and `link-url`, which reads the link
 /// secret). They print personal data: whoever runs them has the store's credentials anyway.
 mod ops {
+    use std::collections::BTreeMap;
     use std::io::Write;
     use std::time::Duration;
 
@@ -511,14 +513,18 @@ mod ops {
             None => None,
         };
         flowhq::telemetry::init_quiet();
-        let rows = runtime()?.block_on(async {
+        let (rows, counters) = runtime()?.block_on(async {
             let store = open_store(&cfg).await?;
             let rows = store
                 .snapshot()
                 .await
                 .context("cannot read tenant status")?;
+            let counters = store
+                .counters()
+                .await
+                .context("cannot read the bots' counters")?;
             store.close().await;
-            anyhow::Ok(rows)
+            anyhow::Ok((rows, counters))
         })?;
         // The desired side comes from the tenant files as they are now.
         let desired = load_dir(&cfg.tenants_dir);
@@ -537,7 +543,7 @@ mod ops {
             })
             .collect();
         let now = Timestamp::now();
-        let tenants: Vec<TenantStatus> = tenants_from(
+        let mut tenants: Vec<TenantStatus> = tenants_from(
             &rows,
             &desired.specs,
             failed.iter().map(|(id, d)| (id, d.as_slice())),
@@ -547,6 +553,18 @@ mod ops {
         .into_iter()
         .filter(|t| wanted.as_ref().is_none_or(|w| *w == t.id))
         .collect();
+        let mut counters: BTreeMap<TenantId, BTreeMap<String, i64>> =
+            counters
+                .into_iter()
+                .fold(BTreeMap::new(), |mut all, (tenant, name, value)| {
+                    all.entry(tenant).or_default().insert(name, value);
+                    all
+                });
+        for t in &mut tenants {
+            if let Some(c) = counters.remove(&t.id) {
+                t.counters = c;
+            }
+        }
         let mut out = std::io::stdout().lock();
         if let Some(id) = &wanted
             && tenants.is_empty()

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use flowhq::config::TenantId;
 use flowhq::store::{Role, Store, WorkerStatus};
+use jiff::Timestamp;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -892,6 +893,40 @@ async fn the_status_endpoint_shows_the_fleet_from_the_loop() {
         403,
         "no QR without credentials"
     );
+
+    // The bot's counters, written by the worker as its bot counts (here by the test in the
+    // worker's place), reach the tenant's JSON and the metrics on an observe tick.
+    let store = fleet.store().await;
+    let salon = TenantId::parse("salon").unwrap();
+    for (name, delta) in [
+        ("duplicate", 2),
+        ("rate_limited_tenant", 5),
+        ("duplicate", 1),
+    ] {
+        store
+            .add_counter(&salon, name, delta, Timestamp::now())
+            .await
+            .unwrap();
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, body) = http_get(&addr, "/v1/tenants/salon");
+        let (_, metrics) = http_get(&addr, "/metrics");
+        if body.contains(r#""counters":{"duplicate":3,"rate_limited_tenant":5}"#)
+            && metrics
+                .contains("flowhq_bot_messages_total{tenant=\"salon\",reason=\"duplicate\"} 3\n")
+            && metrics.contains(
+                "flowhq_bot_messages_total{tenant=\"salon\",reason=\"rate_limited_tenant\"} 5\n",
+            )
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the counters never reached the status endpoint: {body}\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,6 +94,12 @@ async fn the_tenant_list_is_json_with_personal_data_redacted_without_a_token() {
     assert_eq!(acme["whatsapp"]["qr_available"], true);
     assert_eq!(acme["whatsapp"]["qr_age_seconds"], 0);
     assert_eq!(acme["in_sync"], true);
+    assert_eq!(
+        acme["counters"],
+        serde_json::json!({"duplicate": 2, "queue_full": 7}),
+        "the bot's counters are not personal data"
+    );
+    assert_eq!(tenants[1]["counters"], serde_json::json!({}));
     assert!(
         !r.body.contains(QR_PAYLOAD),
         "the QR payload never appears in JSON"
@@ -263,6 +269,9 @@ async fn metrics_are_prometheus_text_with_fleet_and_process_figures() {
         "flowhq_tenants{status=\"NEW\"} 1",
         "flowhq_config_errors 1",
         "flowhq_worker_restarts{tenant=\"acme\"} 1",
+        "flowhq_bot_messages_total{tenant=\"acme\",reason=\"duplicate\"} 2",
+        "flowhq_bot_messages_total{tenant=\"acme\",reason=\"queue_full\"} 7",
+        "# TYPE flowhq_bot_messages_total counter",
         "# TYPE flowhq_reconcile_duration_seconds histogram",
     ] {
         assert!(

@@ -94,6 +94,10 @@ async fn setup() -> (Env, Store) {
         .await
         .unwrap();
     store.session_heartbeat(&id("acme"), now).await.unwrap();
+    store
+        .add_counter(&id("acme"), "rate_limited_contact", 4, now)
+        .await
+        .unwrap();
     for (i, body) in ["hello", "menu\nplease", "\x1b[31mred"].iter().enumerate() {
         store
             .log_message(&NewMessage {
@@ -157,6 +161,10 @@ async fn status_prints_the_fleet_table_the_detail_and_json() {
     assert!(out.contains("phone:              +255711111111\n"), "{out}");
     assert!(out.contains("in sync:            yes\n"), "{out}");
     assert!(out.contains("  last exit:        code 1\n"), "{out}");
+    assert!(
+        out.ends_with("bot counters:\n  rate_limited_contact: 4\n"),
+        "{out}"
+    );
 
     let doc: serde_json::Value =
         serde_json::from_str(&stdout(&flowhq(&env, &["status", "acme", "--json"]))).unwrap();
@@ -166,6 +174,7 @@ async fn status_prints_the_fleet_table_the_detail_and_json() {
     assert_eq!(doc["phone"], "+255711111111");
     assert_eq!(doc["worker"]["restarts"], 2);
     assert_eq!(doc["in_sync"], true);
+    assert_eq!(doc["counters"]["rate_limited_contact"], 4);
 
     let o = flowhq(&env, &["status", "nobody"]);
     assert_eq!(o.status.code(), Some(1));

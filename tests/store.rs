@@ -737,34 +737,21 @@ store_test!(contacts_opt_out_and_back_in, |store| {
 store_test!(counters_add_up_per_tenant_and_name, |store| {
     seed_tenant(&store, "acme").await;
     seed_tenant(&store, "beta").await;
-    assert_eq!(
-        store
-            .add_counter(&id("acme"), "rate_limited", 1)
-            .await
-            .unwrap(),
-        1
-    );
-    assert_eq!(
-        store
-            .add_counter(&id("acme"), "rate_limited", 4)
-            .await
-            .unwrap(),
-        5
-    );
-    assert_eq!(
-        store
-            .add_counter(&id("acme"), "deduplicated", 2)
-            .await
-            .unwrap(),
-        2
-    );
-    assert_eq!(
-        store
-            .add_counter(&id("beta"), "rate_limited", 7)
-            .await
-            .unwrap(),
-        7
-    );
+    let t0 = at("2026-11-28T10:00:00Z");
+    let t1 = at("2026-11-28T10:00:30Z");
+    let add = |tenant: &'static str, name: &'static str, delta: i64, now: Timestamp| {
+        let store = &store;
+        async move {
+            store
+                .add_counter(&id(tenant), name, delta, now)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(add("acme", "rate_limited", 1, t0).await, 1);
+    assert_eq!(add("acme", "deduplicated", 2, t0).await, 2);
+    assert_eq!(add("beta", "rate_limited", 7, t0).await, 7);
+    assert_eq!(add("acme", "rate_limited", 4, t1).await, 5);
     assert_eq!(
         store.counters().await.unwrap(),
         [
@@ -772,6 +759,22 @@ store_test!(counters_add_up_per_tenant_and_name, |store| {
             (id("acme"), "rate_limited".to_owned(), 5),
             (id("beta"), "rate_limited".to_owned(), 7),
         ]
+    );
+    // Only the counter written at t1 is new to a reader that read everything at t0.
+    assert_eq!(
+        store
+            .counters_changed_since(at("2026-11-28T10:00:10Z"))
+            .await
+            .unwrap(),
+        [(id("acme"), "rate_limited".to_owned(), 5)]
+    );
+    assert_eq!(store.counters_changed_since(t0).await.unwrap().len(), 3);
+    assert!(
+        store
+            .counters_changed_since(at("2026-11-28T10:01:00Z"))
+            .await
+            .unwrap()
+            .is_empty()
     );
 });
 

@@ -153,7 +153,10 @@ impl Child {
                     let again = store.log_message(&message(n)).await.unwrap();
                     assert_eq!(again, Inserted::Duplicate);
                 }
-                store.add_counter(&tenant(), "written", 1).await.unwrap();
+                store
+                    .add_counter(&tenant(), "written", 1, Timestamp::now())
+                    .await
+                    .unwrap();
             }
             let batch: Vec<NewMessage> = (ROWS..ROWS + BATCH).map(message).collect();
             let answers = store.log_messages(&batch).await.unwrap();

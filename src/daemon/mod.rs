@@ -347,6 +347,8 @@ struct Daemon {
     dry: bool,
     /// The store's view of every tenant, refreshed on the observe tick (never per request).
     rows: Vec<TenantStatusRow>,
+    /// The bots' counters per tenant, read with the sessions (changed ones between full reads).
+    counters: BTreeMap<TenantId, BTreeMap<String, i64>>,
     metrics: FleetMetrics,
     status_tx: Option<tokio::sync::watch::Sender<Arc<StatusSnapshot>>>,
     started_at: Timestamp,
@@ -400,6 +402,7 @@ impl Daemon {
             last_problems: BTreeSet::new(),
             dry: false,
             rows: Vec::new(),
+            counters: BTreeMap::new(),
             metrics: FleetMetrics::default(),
             status_tx: None,
             started_at: Timestamp::now(),
@@ -1102,11 +1105,12 @@ impl Daemon {
         }
     }
 
-    /// Reads sessions (heartbeats, QR payloads) and the status rows, whatever the load on the
-    /// status endpoint. Workers write only their session rows, and the daemon knows when it
-    /// wrote tenant rows, so an observe tick reads only the sessions changed since the last
-    /// one; the whole table and the status rows are read again after the daemon wrote tenant
-    /// rows, after the store came back, and every `FULL_OBSERVE_EVERY` as a safety net.
+    /// Reads sessions (heartbeats, QR payloads), the bots' counters and the status rows,
+    /// whatever the load on the status endpoint. Workers write only their session rows and
+    /// counters, and the daemon knows when it wrote tenant rows, so an observe tick reads only
+    /// the sessions and counters changed since the last one; everything is read again after
+    /// the daemon wrote tenant rows, after the store came back, and every
+    /// `FULL_OBSERVE_EVERY` as a safety net.
     async fn refresh_heartbeats(&mut self) {
         let Some(store) = self.store.get() else {
             return;
@@ -1137,6 +1141,24 @@ impl Daemon {
         if self.status_tx.is_none() {
             self.observed_at = Some((started, self.full_at(since)));
             return;
+        }
+        // The bots' counters are shown only by the status endpoint.
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        let counters = match since {
+            Some(since) => store.counters_changed_since(since).await,
+            None => store.counters().await,
+        };
+        let Some(counters) = self.store.check(counters) else {
+            self.metrics.count_store_error();
+            return;
+        };
+        if since.is_none() {
+            self.counters.clear();
+        }
+        for (tenant, name, value) in counters {
+            self.counters.entry(tenant).or_default().insert(name, value);
         }
         if since.is_some() {
             // Rows are sorted by tenant id (`Store::snapshot`).
@@ -1201,6 +1223,9 @@ impl Daemon {
         for t in &mut tenants {
             if let Some(w) = &mut t.worker {
                 w.memory_bytes = self.memory.get(&t.id).map(|(pss, _)| *pss);
+            }
+            if let Some(counters) = self.counters.get(&t.id) {
+                t.counters.clone_from(counters);
             }
         }
         let source_diagnostics = self

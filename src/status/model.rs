@@ -139,6 +139,9 @@ pub struct TenantStatus {
     pub worker: Option<WorkerView>,
     /// The WhatsApp session, once a worker reported one.
     pub session: Option<SessionView>,
+    /// The bot's counters (`tenant_counters`): messages dropped, deduplicated, rate-limited,
+    /// refused on a full queue, and failed sends or writes, by name. Empty until one counts.
+    pub counters: BTreeMap<String, i64>,
 }
 
 /// A tenant's worker process.
@@ -243,6 +246,7 @@ impl TenantStatus {
             status_reason: None,
             worker: None,
             session: None,
+            counters: BTreeMap::new(),
         }
     }
 
@@ -267,6 +271,7 @@ impl TenantStatus {
             status_reason: None,
             worker: row.worker.as_ref().map(WorkerView::from_record),
             session: row.session.as_ref().map(SessionView::from_record),
+            counters: BTreeMap::new(),
         };
         status.rederive(now, stale_after);
         status

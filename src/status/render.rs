@@ -7,6 +7,7 @@
 //! what (the server passes `personal`), and does not touch sockets.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use jiff::Timestamp;
@@ -85,6 +86,7 @@ struct TenantJson<'a> {
     config_error: Option<Cow<'a, str>>,
     worker: Option<WorkerJson<'a>>,
     whatsapp: Option<WhatsappJson<'a>>,
+    counters: &'a BTreeMap<String, i64>,
 }
 
 #[derive(Serialize)]
@@ -154,6 +156,7 @@ fn tenant_json(t: &TenantStatus, personal: bool, at: Timestamp) -> TenantJson<'_
         config_error: t.config_error.as_deref().map(|e| scrub(e, personal)),
         worker: t.worker.as_ref().map(|w| worker_json(w, personal)),
         whatsapp: t.session.as_ref().map(|s| whatsapp_json(s, personal, at)),
+        counters: &t.counters,
     }
 }
 
@@ -561,6 +564,21 @@ flowhq_reconcile_duration_seconds_sum {}\nflowhq_reconcile_duration_seconds_coun
         "# HELP flowhq_config_errors Tenant files and config files with errors.\n\
 # TYPE flowhq_config_errors gauge\nflowhq_config_errors {config_errors}"
     );
+    o.push_str(
+        "# HELP flowhq_bot_messages_total Messages each tenant's bot dropped, deduplicated, \
+rate-limited or refused, and failed sends and log writes, by reason (its counters).\n\
+# TYPE flowhq_bot_messages_total counter\n",
+    );
+    for t in &snap.tenants {
+        for (reason, n) in &t.counters {
+            let _ = writeln!(
+                o,
+                "flowhq_bot_messages_total{{tenant=\"{}\",reason=\"{}\"}} {n}",
+                label(t.id.as_str()),
+                label(reason)
+            );
+        }
+    }
     o.push_str(
         "# HELP flowhq_heartbeat_age_seconds Time since each worker's last heartbeat.\n\
 # TYPE flowhq_heartbeat_age_seconds gauge\n",

@@ -207,6 +207,14 @@ pub fn detail(t: &TenantStatus, now: Timestamp) -> String {
             let _ = writeln!(o, "whatsapp:           -");
         }
     }
+    if t.counters.is_empty() {
+        let _ = writeln!(o, "bot counters:       -");
+    } else {
+        let _ = writeln!(o, "bot counters:");
+        for (name, value) in &t.counters {
+            let _ = writeln!(o, "  {}: {value}", sanitize(name));
+        }
+    }
     o
 }
 
@@ -260,7 +268,22 @@ mod tests {
             status_reason: None,
             worker: None,
             session: None,
+            counters: Default::default(),
         }
+    }
+
+    #[test]
+    fn the_detail_ends_with_the_bots_counters() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let mut t = tenant("a", None);
+        assert!(detail(&t, now).ends_with("bot counters:       -\n"));
+        t.counters.insert("rate_limited_tenant".into(), 12);
+        t.counters.insert("duplicate".into(), 3);
+        let out = detail(&t, now);
+        assert!(
+            out.ends_with("bot counters:\n  duplicate: 3\n  rate_limited_tenant: 12\n"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub fn tenant(id: &str, name: &str) -> TenantStatus {
         status_reason: None,
         worker: None,
         session: None,
+        counters: Default::default(),
     }
 }
 
@@ -75,6 +76,7 @@ pub fn snapshot() -> StatusSnapshot {
         push_name: None,
         error: None,
     });
+    acme.counters = [("duplicate".to_owned(), 2), ("queue_full".to_owned(), 7)].into();
     let mut bistro = tenant("bistro", "Bistro");
     bistro.phone = Some("+255722222222".to_owned());
     bistro.worker = Some(WorkerView {

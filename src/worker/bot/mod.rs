@@ -886,8 +886,9 @@ impl<T: Transport + 'static> Inner<T> {
             counters.flush_scheduled = false;
             std::mem::take(&mut counters.pending)
         };
+        let now = self.clock.now();
         for (name, delta) in pending {
-            if let Err(source) = self.store.add_counter(&self.tenant, name, delta).await {
+            if let Err(source) = self.store.add_counter(&self.tenant, name, delta, now).await {
                 let err = Error::Counter {
                     tenant: self.tenant.clone(),
                     name,
