@@ -445,6 +445,100 @@ fleet_test!(add_edit_disable_enable_delete, |fleet| {
     );
 });
 
+fleet_test!(
+    rows_past_their_retention_are_pruned_soon_after_start,
+    |fleet| {
+        use flowhq::store::{Direction, Lifecycle, NewEvent, NewMessage, TenantRecord};
+        fleet.extra_config = "[retention]\nmessages = \"1day\"\nevents = \"2days\"\n".to_owned();
+        fleet.tenant("salon", 1, "Salon");
+        // History written before this daemon starts: the tenant, and messages and events three
+        // days, a day and a half, and a moment old.
+        let store = fleet.store().await;
+        store.migrate().await.unwrap();
+        let spec = flowhq::config::load::load_file(&fleet.dir().join("salon.toml")).unwrap();
+        let now = Timestamp::now();
+        let salon = TenantId::parse("salon").unwrap();
+        store
+            .upsert_tenant(&TenantRecord {
+                id: salon.clone(),
+                spec_hash: spec.hash(),
+                spec,
+                revision: String::new(),
+                attempted_revision: None,
+                source_file: "salon.toml".to_owned(),
+                lifecycle: Lifecycle::Active,
+                config_error: None,
+                created_at: now,
+                updated_at: now,
+                retired_at: None,
+            })
+            .await
+            .unwrap();
+        let hours = jiff::SignedDuration::from_hours;
+        for (n, age) in [hours(72), hours(36), hours(0)].into_iter().enumerate() {
+            let at = now - age;
+            store
+                .log_message(&NewMessage {
+                    tenant: salon.clone(),
+                    direction: Direction::In,
+                    chat: "255700000009@c.us".to_owned(),
+                    from: "255700000009@c.us".to_owned(),
+                    to: "255700000001@c.us".to_owned(),
+                    body: format!("message {n}"),
+                    wa_message_id: Some(format!("m{n}")),
+                    created_at: at,
+                })
+                .await
+                .unwrap();
+            store
+                .record_event(&NewEvent {
+                    tenant: Some(salon.clone()),
+                    at,
+                    kind: "seeded".to_owned(),
+                    reason: format!("event {n}"),
+                    revision: None,
+                    detail: None,
+                })
+                .await
+                .unwrap();
+        }
+        fleet.start();
+        fleet
+            .until("the old rows are pruned", |f| {
+                f.daemon_log().contains("pruned rows past their retention")
+            })
+            .await;
+        let log = fleet.daemon_log();
+        assert!(log.contains("messages=2 events=1"), "{log}");
+        let bodies: Vec<String> = store
+            .messages(&salon, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.body)
+            .collect();
+        assert_eq!(
+            bodies,
+            ["message 2"],
+            "only the message younger than a day is kept"
+        );
+        let mut seeded: Vec<String> = store
+            .events(Some(&salon), 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "seeded")
+            .map(|e| e.reason)
+            .collect();
+        seeded.sort();
+        assert_eq!(
+            seeded,
+            ["event 1", "event 2"],
+            "events are kept for two days"
+        );
+    }
+);
+
 fleet_test!(a_bad_edit_keeps_the_worker_on_its_last_good_spec, |fleet| {
     fleet.tenant("salon", 1, "Salon");
     fleet.start();

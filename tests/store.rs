@@ -945,7 +945,7 @@ store_test!(pruning_deletes_exactly_the_old_rows_in_batches, |store| {
             .unwrap();
     }
 
-    let counts = store.prune(cutoff, 2).await.unwrap();
+    let counts = store.prune(cutoff, cutoff, 2).await.unwrap();
     assert_eq!(counts.messages, 7);
     assert_eq!(counts.events, 3);
     let left = store.messages(&id("acme"), 100).await.unwrap();
@@ -953,8 +953,36 @@ store_test!(pruning_deletes_exactly_the_old_rows_in_batches, |store| {
     assert!(left.iter().all(|m| m.created_at >= cutoff));
     assert_eq!(store.events(None, 100).await.unwrap().len(), 1);
 
-    let again = store.prune(cutoff, 0).await.unwrap();
+    let again = store.prune(cutoff, cutoff, 0).await.unwrap();
     assert_eq!((again.messages, again.events), (0, 0));
+});
+
+store_test!(messages_and_events_have_their_own_retention, |store| {
+    seed_tenant(&store, "acme").await;
+    let t = at("2026-11-01T00:00:00Z");
+    store
+        .log_message(&message("acme", Direction::In, Some("m"), t))
+        .await
+        .unwrap();
+    store
+        .record_event(&NewEvent {
+            tenant: Some(id("acme")),
+            at: t,
+            kind: "restarted".to_owned(),
+            reason: "test".to_owned(),
+            revision: None,
+            detail: None,
+        })
+        .await
+        .unwrap();
+    let hour = SignedDuration::from_hours(1);
+    let counts = store.prune(t + hour, t - hour, 100).await.unwrap();
+    assert_eq!((counts.messages, counts.events), (1, 0));
+    assert!(store.messages(&id("acme"), 10).await.unwrap().is_empty());
+    assert_eq!(store.events(None, 10).await.unwrap().len(), 1);
+    let counts = store.prune(t - hour, t + hour, 100).await.unwrap();
+    assert_eq!((counts.messages, counts.events), (0, 1));
+    assert!(store.events(None, 10).await.unwrap().is_empty());
 });
 
 #[tokio::test]

@@ -91,6 +91,11 @@ const SESSION_WRITE_SLACK: jiff::SignedDuration = jiff::SignedDuration::from_sec
 /// Every worker's PSS is read again at least this often (status shows it); trees above
 /// their memory limit by RSS are read every measuring cycle.
 const PSS_REFRESH: Duration = Duration::from_secs(300);
+/// Message log rows and events past `[retention]` are deleted this often (and once soon after
+/// start).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Rows per delete statement when pruning: each one is a short transaction.
+const PRUNE_BATCH: u32 = 1000;
 /// How long shutdown may spend writing the final worker rows and events.
 const SHUTDOWN_WRITES: Duration = Duration::from_secs(10);
 /// Events kept in memory while the store is down.
@@ -196,6 +201,7 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
     let mut next_rotate = Instant::now() + ROTATE_EVERY;
     let mut next_measure = Instant::now();
     let mut next_reap = Instant::now();
+    let mut next_prune = Instant::now();
     loop {
         let mut run_pass = false;
         tokio::select! {
@@ -212,6 +218,10 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
                 if now >= next_reap {
                     next_reap = now + REAP_EVERY;
                     d.reap_orphans();
+                }
+                // Tried every tick while the store is down.
+                if now >= next_prune && d.start_prune() {
+                    next_prune = now + PRUNE_EVERY;
                 }
                 d.poll_checkout();
                 if now >= next_rescan {
@@ -347,6 +357,8 @@ struct Daemon {
     dry: bool,
     /// The store's view of every tenant, refreshed on the observe tick (never per request).
     rows: Vec<TenantStatusRow>,
+    /// The retention task, while it runs.
+    pruning: Option<tokio::task::JoinHandle<()>>,
     /// The bots' counters per tenant, read with the sessions (changed ones between full reads).
     counters: BTreeMap<TenantId, BTreeMap<String, i64>>,
     metrics: FleetMetrics,
@@ -403,6 +415,7 @@ impl Daemon {
             dry: false,
             rows: Vec::new(),
             counters: BTreeMap::new(),
+            pruning: None,
             metrics: FleetMetrics::default(),
             status_tx: None,
             started_at: Timestamp::now(),
@@ -879,6 +892,47 @@ impl Daemon {
                 self.event(Some(tenant.clone()), "spawn_failed", msg);
             }
         }
+    }
+
+    /// Deletes message log rows and events older than `[retention]` on a task of its own: the
+    /// first run after a long time can delete many rows, in short batches, and the loop goes on
+    /// meanwhile. One run at a time. Returns false when the store is down (nothing started).
+    fn start_prune(&mut self) -> bool {
+        if self.pruning.as_ref().is_some_and(|t| !t.is_finished()) {
+            return true;
+        }
+        let Some(store) = self.store.get() else {
+            return false;
+        };
+        let now = Timestamp::now();
+        let before = |age: Duration| {
+            jiff::SignedDuration::try_from(age)
+                .ok()
+                .and_then(|age| now.checked_sub(age).ok())
+                .unwrap_or(Timestamp::MIN)
+        };
+        let messages_before = before(self.cfg.retention.messages);
+        let events_before = before(self.cfg.retention.events);
+        self.pruning = Some(tokio::spawn(async move {
+            match store
+                .prune(messages_before, events_before, PRUNE_BATCH)
+                .await
+            {
+                Ok(n) if n.messages + n.events > 0 => info!(
+                    messages = n.messages,
+                    events = n.events,
+                    %messages_before,
+                    %events_before,
+                    "pruned rows past their retention"
+                ),
+                Ok(_) => {}
+                Err(err) => warn!(
+                    error = %err,
+                    "pruning rows past their retention failed; tried again in an hour"
+                ),
+            }
+        }));
+        true
     }
 
     fn watch_exit(&self, tenant: TenantId, worker: Arc<Worker>) {
