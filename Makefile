@@ -31,5 +31,11 @@ deb:
 	cargo build --release --locked
 	packaging/build-deb.sh target/release/flowhq target/debian
 
+# The quick benchmarks, a few minutes each: loading tenant files, the state store, the status
+# endpoint beside nginx. The long ones (the daemon beside PM2 and supervisord, GitOps, the bot
+# through Chromium, the endpoint under load) are scripts/bench-*.sh of their own;
+# docs/benchmarks.md names the command behind every figure.
 bench:
-	scripts/bench.sh
+	scripts/bench-config.sh
+	scripts/bench-store.sh
+	scripts/bench-status.sh

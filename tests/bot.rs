@@ -299,6 +299,31 @@ store_test!(
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_without_limits_in_its_file_answers_ten_a_minute() {
+    let db = support::TestDb::sqlite();
+    let store = db.store().await;
+    seed(&store).await;
+    let mut s = spec(Template::Booking, Language::En);
+    s.limits = Limits::default();
+    let (bot, transport, clock) = bot_on(&store, s).await;
+    for n in 0..12 {
+        bot.on_message(msg(&chat(200 + n), &format!("L{n}"), "hello"))
+            .await;
+        bot.idle().await;
+        clock.advance(SignedDuration::from_secs(1));
+    }
+    let sent: Vec<String> = replies(&transport).into_iter().map(|r| r.2).collect();
+    assert_eq!(sent.len(), 11, "{sent:?}");
+    assert!(
+        sent[..10]
+            .iter()
+            .all(|t| t.starts_with("Welcome to Mama Asha. Reply with")),
+        "{sent:?}"
+    );
+    assert_eq!(sent[10], "Please slow down...");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_contact_limit_silences_one_contact_and_not_the_others() {
     let db = support::TestDb::sqlite();
     let store = db.store().await;

@@ -414,17 +414,52 @@ store_test!(a_worker_for_an_unknown_tenant_is_a_query_error, |store| {
 });
 
 store_test!(the_database_enforces_enum_values, |store, db| {
+    let now = at("2026-11-28T10:00:00Z");
     seed_tenant(&store, "acme").await;
+    store
+        .session_set_state(&id("acme"), SessionState::Connected, None, now)
+        .await
+        .unwrap();
+    store
+        .upsert_worker(&worker_record("acme", now))
+        .await
+        .unwrap();
+    store
+        .log_message(&message("acme", Direction::In, Some("m1"), now))
+        .await
+        .unwrap();
     // Writing around the typed API must still fail: the CHECK constraints hold the enums.
-    let sql = "UPDATE tenants SET lifecycle = 'deleted' WHERE id = 'acme'";
-    let refused = if db.url().starts_with("sqlite:") {
-        let pool = sqlx::SqlitePool::connect(db.url()).await.unwrap();
-        sqlx::query(sql).execute(&pool).await.is_err()
-    } else {
-        let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
-        sqlx::query(sql).execute(&pool).await.is_err()
-    };
-    assert!(refused, "an unknown lifecycle was accepted");
+    for (sql, what) in [
+        ("UPDATE tenants SET lifecycle = 'deleted'", "lifecycle"),
+        (
+            "UPDATE whatsapp_sessions SET state = 'ONLINE'",
+            "session state",
+        ),
+        (
+            "UPDATE worker_processes SET status = 'ZOMBIE'",
+            "worker status",
+        ),
+        ("UPDATE message_log SET direction = 'SIDEWAYS'", "direction"),
+        (
+            "UPDATE worker_processes SET restarts = -1",
+            "negative restarts",
+        ),
+    ] {
+        let (refused, changed) = if db.url().starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(db.url()).await.unwrap();
+            match sqlx::query(sql).execute(&pool).await {
+                Ok(done) => (false, done.rows_affected()),
+                Err(_) => (true, 0),
+            }
+        } else {
+            let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+            match sqlx::query(sql).execute(&pool).await {
+                Ok(done) => (false, done.rows_affected()),
+                Err(_) => (true, 0),
+            }
+        };
+        assert!(refused, "an unknown {what} was accepted ({changed} rows)");
+    }
 });
 
 store_test!(session_states_qr_codes_and_heartbeats, |store| {
@@ -984,6 +1019,77 @@ store_test!(messages_and_events_have_their_own_retention, |store| {
     assert_eq!((counts.messages, counts.events), (0, 1));
     assert!(store.events(None, 10).await.unwrap().is_empty());
 });
+
+/// A host with hundreds of workers must not exhaust PostgreSQL's `max_connections`: a worker's
+/// pool opens at most two connections however many calls it makes at once, and closes them
+/// once they have been idle for 30 s (the pool's reaper runs every 30 s, so within a minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_postgres_pool_holds_two_connections_at_most_and_lets_them_go_when_idle() {
+    let Some(db) = support::TestDb::postgres().await else {
+        return;
+    };
+    db.store().await.close().await;
+    let worker = Store::connect(db.url(), flowhq::store::Role::Worker)
+        .await
+        .unwrap();
+    seed_tenant(&worker, "acme").await;
+    let watcher = sqlx::PgPool::connect(db.url()).await.unwrap();
+    let count = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'flowhq-worker'",
+        )
+        .fetch_one(&watcher)
+        .await
+        .unwrap()
+    };
+    // Ten callers at once, for a second, while the connections are counted.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let callers: Vec<_> = (0..10)
+        .map(|n| {
+            let worker = worker.clone();
+            tokio::spawn(async move {
+                let mut i = 0;
+                while std::time::Instant::now() < until {
+                    worker
+                        .log_message(&message(
+                            "acme",
+                            Direction::In,
+                            Some(&format!("c{n}-{i}")),
+                            at("2026-11-28T10:00:00Z"),
+                        ))
+                        .await
+                        .unwrap();
+                    worker.snapshot().await.unwrap();
+                    i += 1;
+                }
+                i
+            })
+        })
+        .collect();
+    let mut most = 0;
+    while std::time::Instant::now() < until {
+        most = most.max(count().await);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let mut calls = 0;
+    for caller in callers {
+        calls += caller.await.unwrap();
+    }
+    assert!(calls >= 10, "the callers made {calls} calls");
+    assert!(
+        (1..=2).contains(&most),
+        "a worker's pool held {most} connections"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while count().await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a worker's idle connections were never closed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
 
 #[tokio::test]
 async fn a_sqlite_database_and_its_directory_are_created_on_connect() {

@@ -722,8 +722,13 @@ async fn sighup_reloads_the_spec_the_bot_answers_with_it_and_a_conflict_is_taken
     rig.start();
     rig.link("255700000004").await;
 
+    // The template and the business name change (bot fields: a reload, not a restart).
+    let browser_before = rig.browser_pid();
+    assert!(browser_before.is_some(), "no browser before the reload");
+    let linked_before = rig.session().await.unwrap().linked_number;
     let mut changed = record(Timestamp::now());
     changed.spec.business_name = "Mama Asha Beauty".to_owned();
+    changed.spec.template = Template::Support;
     changed.spec_hash = changed.spec.hash();
     rig.store.upsert_tenant(&changed).await.unwrap();
     kill(rig.pid(), Signal::SIGHUP).unwrap();
@@ -735,8 +740,8 @@ async fn sighup_reloads_the_spec_the_bot_answers_with_it_and_a_conflict_is_taken
     }
 
     // A customer's message is answered by the bot with the reloaded spec, quoted, through the
-    // same browser; both directions are in the message log, and the body never reaches the log.
-    let browser_before = rig.browser_pid();
+    // same browser and the same WhatsApp session; both directions are in the message log, and
+    // the body never reaches the log.
     rig.control(
         "receive",
         json!({"chat": "255711111111@c.us", "body": "siri-ya-mteja 4471"}),
@@ -765,12 +770,10 @@ async fn sighup_reloads_the_spec_the_bot_answers_with_it_and_a_conflict_is_taken
     };
     assert_eq!(incoming.body, "siri-ya-mteja 4471");
     assert_eq!(incoming.chat, "255711111111@c.us");
-    assert!(
-        outgoing.body.starts_with(
-            "Karibu Mama Asha Beauty. Andika: 1) Booking 2) Huduma 3) Bei 4) Mawasiliano"
-        ),
-        "the reloaded business name is in the reply: {}",
-        outgoing.body
+    assert_eq!(
+        outgoing.body,
+        "Karibu Mama Asha Beauty. Andika: 1) Shida 2) Maswali 3) Mawasiliano 4) Saa za kazi",
+        "the reply is the reloaded template's menu with the reloaded business name"
     );
     assert_eq!(outgoing.to, "255711111111@c.us");
     assert!(
@@ -781,6 +784,21 @@ async fn sighup_reloads_the_spec_the_bot_answers_with_it_and_a_conflict_is_taken
         rig.browser_pid(),
         browser_before,
         "the reload kept the browser"
+    );
+    let session = rig.session().await.unwrap();
+    assert_eq!(session.state, SessionState::Connected);
+    assert_eq!(
+        session.linked_number, linked_before,
+        "the reload kept the WhatsApp session"
+    );
+    let log = rig.log();
+    assert_eq!(
+        (
+            log.matches("browser started").count(),
+            log.matches("whatsapp connected").count()
+        ),
+        (1, 1),
+        "one browser and one connection before and after the reload; log:\n{log}"
     );
     assert!(
         !rig.log().contains("siri-ya-mteja"),
