@@ -1,21 +1,22 @@
 //! End-to-end tests of `flowhq daemon` with the stub worker: real processes, real inotify, a real
 //! SQLite file or PostgreSQL database, real signals. Each test runs on both backends.
 //!
-//! The harness (`Fleet`) owns a temporary tenant directory, state directory and config file, the
-//! daemon process, and finds its workers in the process table by the per-test path of the stub
-//! worker binary. Dropping it kills everything it started.
+//! The harness is the shared `Fleet` of `tests/fleet/`: it owns a temporary tenant directory,
+//! state directory and config file, the daemon process, and finds its workers in the process
+//! table by the per-test path of the stub worker binary. Dropping it kills everything it
+//! started.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
 
 #[macro_use]
 mod support;
+mod fleet;
 
-use std::collections::BTreeMap;
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use fleet::{Fleet, WAIT, ids, write_atomic};
 use flowhq::config::TenantId;
 use flowhq::store::{Role, Store, WorkerStatus};
 use jiff::Timestamp;
@@ -24,258 +25,18 @@ use nix::unistd::Pid;
 
 use support::TestDb;
 
-const WAIT: Duration = Duration::from_secs(60);
-
-struct Fleet {
-    tmp: tempfile::TempDir,
-    db: Db,
-    stub: PathBuf,
-    daemon: Option<Child>,
-    extra_config: String,
+/// A fleet on `db` whose stub workers count as stale 4 s after their last heartbeat.
+fn fleet_on(db: TestDb) -> Fleet {
+    let mut fleet = Fleet::with_db(db);
+    fleet.stale_after = "4s";
+    fleet
 }
 
-/// The database of a fleet: a throwaway one, or a URL the test manages itself.
-enum Db {
-    Test(TestDb),
-    Url(String),
-}
-
-impl Db {
-    fn url(&self) -> &str {
-        match self {
-            Db::Test(db) => db.url(),
-            Db::Url(url) => url,
-        }
-    }
-}
-
-impl Fleet {
-    fn new(db: TestDb) -> Self {
-        Self::with_db(Db::Test(db))
-    }
-
-    fn with_db(db: Db) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::create_dir(tmp.path().join("tenants.d")).unwrap();
-        // A per-test path to the stub worker identifies this test's workers in /proc.
-        let stub = tmp.path().join("stub-worker");
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_flowhq-stub-worker"), &stub).unwrap();
-        Self {
-            tmp,
-            db,
-            stub,
-            daemon: None,
-            extra_config: String::new(),
-        }
-    }
-
-    fn dir(&self) -> PathBuf {
-        self.tmp.path().join("tenants.d")
-    }
-
-    fn state(&self) -> PathBuf {
-        self.tmp.path().join("state")
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.tmp.path().join("flowhq.toml")
-    }
-
-    fn write_config(&self) {
-        let text = format!(
-            r#"tenants_dir = "{dir}"
-state_dir = "{state}"
-database_url = "{db}"
-debounce = "100ms"
-debounce_max = "1s"
-rescan_interval = "60s"
-{extra}
-[status]
-listen = "127.0.0.1:0"
-
-[worker]
-command = ["{stub}"]
-kill_timeout = "3s"
-heartbeat_interval = "500ms"
-stale_after = "4s"
-backoff = {{ initial = "300ms", max = "2s", reset_after = "10m", jitter = 0.1 }}
-"#,
-            dir = self.dir().display(),
-            state = self.state().display(),
-            db = self.db.url(),
-            stub = self.stub.display(),
-            extra = self.extra_config,
-        );
-        std::fs::write(self.config_path(), text).unwrap();
-    }
-
-    fn tenant(&self, id: &str, phone_suffix: u32, business: &str) {
-        let text = format!(
-            "business_name = \"{business}\"\nphone = \"+2557{phone_suffix:08}\"\ntemplate = \"booking\"\n\
-             language = \"sw\"\ntimezone = \"Africa/Dar_es_Salaam\"\n"
-        );
-        write_atomic(&self.dir().join(format!("{id}.toml")), &text);
-    }
-
-    fn start(&mut self) {
-        self.start_with(&[]);
-    }
-
-    fn start_with(&mut self, env: &[(&str, &str)]) {
-        self.write_config();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.tmp.path().join("daemon.log"))
-            .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowhq"));
-        cmd.arg("daemon")
-            .arg("--config")
-            .arg(self.config_path())
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("DATABASE_URL")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        self.daemon = Some(cmd.spawn().expect("start flowhq daemon"));
-    }
-
-    fn daemon_log(&self) -> String {
-        std::fs::read_to_string(self.tmp.path().join("daemon.log")).unwrap_or_default()
-    }
-
-    fn signal_daemon(&mut self, sig: Signal) {
-        let child = self.daemon.as_ref().expect("daemon running");
-        kill(Pid::from_raw(child.id() as i32), sig).unwrap();
-    }
-
-    /// Waits for the daemon to exit and returns its exit code.
-    fn wait_daemon(&mut self) -> Option<i32> {
-        let mut child = self.daemon.take().expect("daemon running");
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not exit\n{}",
-                self.daemon_log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    async fn store(&self) -> Store {
-        Store::connect(self.db.url(), Role::Worker).await.unwrap()
-    }
-
-    /// Live stub workers of this test, by tenant, from the process table.
-    fn workers(&self) -> BTreeMap<String, Vec<i32>> {
-        let mut out: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-        let stub = self.stub.as_os_str().as_encoded_bytes().to_vec();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                continue;
-            };
-            let argv: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            if argv.first() == Some(&stub.as_slice()) && argv.len() >= 3 && !is_zombie(pid) {
-                let tenant = String::from_utf8_lossy(argv[2]).into_owned();
-                out.entry(tenant).or_default().push(pid);
-            }
-        }
-        out
-    }
-
-    fn pid_of(&self, tenant: &str) -> Option<i32> {
-        self.workers()
-            .get(tenant)
-            .and_then(|p| (p.len() == 1).then(|| p[0]))
-    }
-
-    /// Waits until `check` holds, or fails with the daemon's log.
-    async fn until<F: FnMut(&Self) -> bool>(&self, what: &str, mut check: F) {
-        let deadline = Instant::now() + WAIT;
-        while !check(self) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for: {what}\n--- daemon log ---\n{}",
-                self.daemon_log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn until_store<F>(&self, what: &str, mut check: F)
-    where
-        F: AsyncFnMut(&Store) -> bool,
-    {
-        let store = self.store().await;
-        let deadline = Instant::now() + WAIT;
-        while !check(&store).await {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for: {what}\n--- daemon log ---\n{}",
-                self.daemon_log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn converged(&self, ids: &[String]) -> bool {
-        let w = self.workers();
-        w.len() == ids.len() && ids.iter().all(|id| w.get(id).is_some_and(|p| p.len() == 1))
-    }
-
-    fn worker_log(&self, tenant: &str) -> String {
-        std::fs::read_to_string(self.state().join("log").join(format!("{tenant}.log")))
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.daemon.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for pids in self.workers().values() {
-            for pid in pids {
-                let _ = nix::sys::signal::killpg(Pid::from_raw(*pid), Signal::SIGKILL);
-            }
-        }
-    }
-}
-
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true)
-}
-
-fn write_atomic(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp-write");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-fn ids(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("t{i:03}")).collect()
+/// The same, on a database URL the test manages itself.
+fn fleet_at(url: &str) -> Fleet {
+    let mut fleet = Fleet::with_url(url);
+    fleet.stale_after = "4s";
+    fleet
 }
 
 async fn worker_status(store: &Store, tenant: &str) -> Option<WorkerStatus> {
@@ -303,7 +64,7 @@ macro_rules! fleet_test {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
                 #[allow(unused_mut)]
-                let mut $fleet = Fleet::new(TestDb::sqlite());
+                let mut $fleet = fleet_on(TestDb::sqlite());
                 $body
             }
 
@@ -313,7 +74,7 @@ macro_rules! fleet_test {
                     return;
                 };
                 #[allow(unused_mut)]
-                let mut $fleet = Fleet::new(db);
+                let mut $fleet = fleet_on(db);
                 $body
             }
         }
@@ -325,7 +86,7 @@ fleet_test!(
     |fleet| {
         let all = ids(50);
         for (i, id) in all.iter().enumerate() {
-            fleet.tenant(id, i as u32, &format!("Biashara {i}"));
+            fleet.tenant_named(id, i as u32, &format!("Biashara {i}"));
         }
         fleet.start();
         fleet
@@ -362,23 +123,23 @@ fleet_test!(
 );
 
 fleet_test!(add_edit_disable_enable_delete, |fleet| {
-    fleet.tenant("salon", 1, "Salon");
-    fleet.tenant("duka", 2, "Duka");
-    fleet.tenant("kliniki", 3, "Kliniki");
+    fleet.tenant_named("salon", 1, "Salon");
+    fleet.tenant_named("duka", 2, "Duka");
+    fleet.tenant_named("kliniki", 3, "Kliniki");
     fleet.start();
     fleet
         .until("three workers", |f| f.workers().len() == 3)
         .await;
 
     // Add.
-    fleet.tenant("mpya", 4, "Mpya");
+    fleet.tenant_named("mpya", 4, "Mpya");
     fleet
         .until("the new tenant's worker", |f| f.pid_of("mpya").is_some())
         .await;
 
     // Edit a bot field: reload, same process.
     let salon = fleet.pid_of("salon").unwrap();
-    fleet.tenant("salon", 1, "Salon Mpya");
+    fleet.tenant_named("salon", 1, "Salon Mpya");
     fleet
         .until("salon reloaded", |f| {
             f.worker_log("salon").contains("reloaded spec")
@@ -392,7 +153,7 @@ fleet_test!(add_edit_disable_enable_delete, |fleet| {
 
     // Edit a process field: restart, new process.
     let duka = fleet.pid_of("duka").unwrap();
-    fleet.tenant("duka", 22, "Duka");
+    fleet.tenant_named("duka", 22, "Duka");
     fleet
         .until("duka restarted", |f| {
             f.pid_of("duka").is_some_and(|p| p != duka)
@@ -450,7 +211,7 @@ fleet_test!(
     |fleet| {
         use flowhq::store::{Direction, Lifecycle, NewEvent, NewMessage, TenantRecord};
         fleet.extra_config = "[retention]\nmessages = \"1day\"\nevents = \"2days\"\n".to_owned();
-        fleet.tenant("salon", 1, "Salon");
+        fleet.tenant_named("salon", 1, "Salon");
         // History written before this daemon starts: the tenant, and messages and events three
         // days, a day and a half, and a moment old.
         let store = fleet.store().await;
@@ -540,7 +301,7 @@ fleet_test!(
 );
 
 fleet_test!(a_bad_edit_keeps_the_worker_on_its_last_good_spec, |fleet| {
-    fleet.tenant("salon", 1, "Salon");
+    fleet.tenant_named("salon", 1, "Salon");
     fleet.start();
     fleet
         .until("salon running", |f| f.pid_of("salon").is_some())
@@ -564,7 +325,7 @@ fleet_test!(a_bad_edit_keeps_the_worker_on_its_last_good_spec, |fleet| {
         .await;
     assert_eq!(fleet.pid_of("salon"), Some(pid), "the worker keeps running");
     // Fixing the file clears the error without a restart.
-    fleet.tenant("salon", 1, "Salon");
+    fleet.tenant_named("salon", 1, "Salon");
     fleet
         .until_store("the config error is cleared", async |s| {
             s.tenant(&TenantId::parse("salon").unwrap())
@@ -579,7 +340,7 @@ fleet_test!(a_bad_edit_keeps_the_worker_on_its_last_good_spec, |fleet| {
 });
 
 fleet_test!(a_killed_worker_is_restarted_with_backoff, |fleet| {
-    fleet.tenant("salon", 1, "Salon");
+    fleet.tenant_named("salon", 1, "Salon");
     fleet.start();
     fleet
         .until("salon running", |f| f.pid_of("salon").is_some())
@@ -613,7 +374,7 @@ fleet_test!(a_killed_worker_is_restarted_with_backoff, |fleet| {
 fleet_test!(a_new_daemon_adopts_every_worker_after_kill_9, |fleet| {
     let all = ids(10);
     for (i, id) in all.iter().enumerate() {
-        fleet.tenant(id, i as u32, "Biashara");
+        fleet.tenant_named(id, i as u32, "Biashara");
     }
     fleet.start();
     fleet.until("10 workers", |f| f.converged(&all)).await;
@@ -640,7 +401,7 @@ fleet_test!(a_new_daemon_adopts_every_worker_after_kill_9, |fleet| {
 });
 
 fleet_test!(a_stale_worker_is_restarted, |fleet| {
-    fleet.tenant("kimya", 1, "Kimya stub:silent");
+    fleet.tenant_named("kimya", 1, "Kimya stub:silent");
     fleet.start();
     fleet
         .until("kimya running", |f| f.pid_of("kimya").is_some())
@@ -663,7 +424,7 @@ fleet_test!(a_stale_worker_is_restarted, |fleet| {
 fleet_test!(a_mass_delete_is_refused, |fleet| {
     let all = ids(4);
     for (i, id) in all.iter().enumerate() {
-        fleet.tenant(id, i as u32, "Biashara");
+        fleet.tenant_named(id, i as u32, "Biashara");
     }
     fleet.start();
     fleet.until("4 workers", |f| f.converged(&all)).await;
@@ -684,7 +445,7 @@ fleet_test!(a_mass_delete_is_refused, |fleet| {
 fleet_test!(
     a_config_error_exit_is_held_until_the_spec_changes,
     |fleet| {
-        fleet.tenant("mbaya", 1, "Mbaya stub:exit=78");
+        fleet.tenant_named("mbaya", 1, "Mbaya stub:exit=78");
         fleet.start();
         fleet
             .until_store("held", async |s| {
@@ -703,7 +464,7 @@ fleet_test!(
         let n = starts().await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(starts().await, n, "a held worker is not restarted");
-        fleet.tenant("mbaya", 1, "Mbaya");
+        fleet.tenant_named("mbaya", 1, "Mbaya");
         fleet
             .until("runs once fixed", |f| f.pid_of("mbaya").is_some())
             .await;
@@ -712,8 +473,8 @@ fleet_test!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_talks_to_systemd_through_notify_socket() {
-    let mut fleet = Fleet::new(TestDb::sqlite());
-    fleet.tenant("salon", 1, "Salon");
+    let mut fleet = fleet_on(TestDb::sqlite());
+    fleet.tenant_named("salon", 1, "Salon");
     let sock_path = fleet.tmp.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
@@ -750,9 +511,9 @@ async fn daemon_talks_to_systemd_through_notify_socket() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_workers_shutdown_leaves_them_for_the_next_daemon() {
-    let mut fleet = Fleet::new(TestDb::sqlite());
+    let mut fleet = fleet_on(TestDb::sqlite());
     fleet.extra_config = "shutdown = \"keep-workers\"\n".to_owned();
-    fleet.tenant("salon", 1, "Salon");
+    fleet.tenant_named("salon", 1, "Salon");
     fleet.start();
     fleet
         .until("salon running", |f| f.pid_of("salon").is_some())
@@ -770,8 +531,8 @@ async fn keep_workers_shutdown_leaves_them_for_the_next_daemon() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_prints_the_actions_and_exits_2_then_0_once_converged() {
-    let mut fleet = Fleet::new(TestDb::sqlite());
-    fleet.tenant("salon", 1, "Salon");
+    let mut fleet = fleet_on(TestDb::sqlite());
+    fleet.tenant_named("salon", 1, "Salon");
     fleet.write_config();
     let plan = |fleet: &Fleet| {
         Command::new(env!("CARGO_BIN_EXE_flowhq"))
@@ -826,9 +587,9 @@ async fn the_daemon_supervises_through_a_database_outage_and_catches_up() {
     }
     let cluster = support::PgCluster::on_free_port("outage");
     let url = cluster.pg_sh("start");
-    let mut fleet = Fleet::with_db(Db::Url(url));
-    fleet.tenant("salon", 1, "Salon");
-    fleet.tenant("duka", 2, "Duka");
+    let mut fleet = fleet_at(&url);
+    fleet.tenant_named("salon", 1, "Salon");
+    fleet.tenant_named("duka", 2, "Duka");
     fleet.start();
     fleet.until("two workers", |f| f.workers().len() == 2).await;
     let before = fleet.workers();
@@ -840,7 +601,7 @@ async fn the_daemon_supervises_through_a_database_outage_and_catches_up() {
         })
         .await;
     // A file added during the outage is seen; running workers are left alone.
-    fleet.tenant("mpya", 3, "Mpya");
+    fleet.tenant_named("mpya", 3, "Mpya");
     tokio::time::sleep(Duration::from_secs(2)).await;
     for (tenant, pids) in &before {
         assert_eq!(
@@ -885,18 +646,15 @@ async fn the_daemon_starts_without_its_database_and_converges_when_it_comes() {
     let cluster = support::PgCluster::on_free_port("late");
     let url = cluster.pg_sh("start");
     cluster.pg_sh("stop");
-    let mut fleet = Fleet::with_db(Db::Url(url));
-    fleet.tenant("salon", 1, "Salon");
+    let mut fleet = fleet_at(&url);
+    fleet.tenant_named("salon", 1, "Salon");
     fleet.start();
     fleet
         .until("the daemon reports the store down", |f| {
             f.daemon_log().contains("store unavailable")
         })
         .await;
-    assert!(
-        fleet.daemon.as_mut().unwrap().try_wait().unwrap().is_none(),
-        "the daemon keeps running"
-    );
+    assert!(fleet.daemon_running(), "the daemon keeps running");
     cluster.pg_sh("start");
     fleet
         .until_store("salon converges", async |s| {
@@ -932,28 +690,15 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
     (code, body)
 }
 
-fn status_addr(log: &str) -> Option<String> {
-    let line = log
-        .lines()
-        .find(|l| l.contains("status endpoint listening") && l.contains("listen="))?;
-    let at = line.find("listen=")? + "listen=".len();
-    Some(line[at..].split_whitespace().next()?.to_owned())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_endpoint_shows_the_fleet_from_the_loop() {
-    let mut fleet = Fleet::new(TestDb::sqlite());
-    fleet.tenant("salon", 1, "Salon <b>Mama</b>");
+    let mut fleet = fleet_on(TestDb::sqlite());
+    fleet.tenant_named("salon", 1, "Salon <b>Mama</b>");
     fleet.start();
     fleet
         .until("salon running", |f| f.pid_of("salon").is_some())
         .await;
-    fleet
-        .until("status address logged", |f| {
-            status_addr(&f.daemon_log()).is_some()
-        })
-        .await;
-    let addr = status_addr(&fleet.daemon_log()).unwrap();
+    let addr = fleet.wait_status_addr().await;
     let pid = fleet.pid_of("salon").unwrap();
     let deadline = Instant::now() + WAIT;
     loop {
@@ -1025,8 +770,8 @@ async fn the_status_endpoint_shows_the_fleet_from_the_loop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_stays_above_its_memory_limit_is_restarted() {
-    let mut fleet = Fleet::new(TestDb::sqlite());
-    fleet.tenant("nzito", 1, "Nzito stub:alloc=96");
+    let mut fleet = fleet_on(TestDb::sqlite());
+    fleet.tenant_named("nzito", 1, "Nzito stub:alloc=96");
     fleet.start_with(&[("FLOWHQ_WORKER_MEMORY_MAX", "64MiB")]);
     fleet
         .until("nzito running", |f| f.pid_of("nzito").is_some())
@@ -1048,21 +793,16 @@ async fn a_worker_that_stays_above_its_memory_limit_is_restarted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opening_the_qr_link_after_a_qr_timeout_asks_the_worker_for_fresh_codes() {
-    let mut fleet = Fleet::new(TestDb::sqlite());
-    fleet.tenant("salon", 1, "Salon");
+    let mut fleet = fleet_on(TestDb::sqlite());
+    fleet.tenant_named("salon", 1, "Salon");
     fleet.start();
     fleet
         .until("salon running", |f| f.pid_of("salon").is_some())
         .await;
-    fleet
-        .until("status address logged", |f| {
-            status_addr(&f.daemon_log()).is_some()
-        })
-        .await;
-    let addr = status_addr(&fleet.daemon_log()).unwrap();
+    let addr = fleet.wait_status_addr().await;
     let id = TenantId::parse("salon").unwrap();
     // The worker gave up waiting for a scan.
-    let store = Store::connect(fleet.db.url(), Role::Worker).await.unwrap();
+    let store = Store::connect(fleet.db_url(), Role::Worker).await.unwrap();
     store
         .session_set_state(
             &id,

@@ -6,7 +6,7 @@
 //! keys, another log or state directory, and a command prefix such as `prlimit`), the daemon
 //! process and the notification listener. Dropping a `Fleet` kills the daemon and every worker
 //! it started. It does not create file systems or databases (the tests and `support` do).
-//! `tests/daemon.rs` keeps its own, older copy of the basic parts.
+//! Used by the daemon's behaviour tests (`tests/daemon.rs`) and the fault tests.
 
 #![allow(
     dead_code,
@@ -173,9 +173,15 @@ backoff = {{ initial = "300ms", max = "2s", reset_after = "10m", jitter = 0.1 }}
 
     /// Writes a valid tenant file atomically.
     pub fn tenant(&self, id: &str, n: u32) {
+        self.tenant_named(id, n, &format!("Biashara {n}"));
+    }
+
+    /// Writes a valid tenant file with this business name atomically (the stub worker reads
+    /// its modes, such as `stub:exit=78`, from the business name).
+    pub fn tenant_named(&self, id: &str, n: u32, business: &str) {
         write_atomic(
             &self.dir().join(format!("{id}.toml")),
-            &Self::tenant_text(n, &format!("Biashara {n}")),
+            &Self::tenant_text(n, business),
         );
     }
 
@@ -246,7 +252,11 @@ backoff = {{ initial = "300ms", max = "2s", reset_after = "10m", jitter = 0.1 }}
             if let Some(status) = child.try_wait().unwrap() {
                 return status.code();
             }
-            assert!(Instant::now() < deadline, "daemon did not exit");
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not exit\n--- daemon log (tail) ---\n{}",
+                tail(&self.daemon_log(), 60)
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -311,6 +321,28 @@ backoff = {{ initial = "300ms", max = "2s", reset_after = "10m", jitter = 0.1 }}
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Waits until `check` holds for the store, or fails with the daemon's log.
+    pub async fn until_store<F>(&self, what: &str, mut check: F)
+    where
+        F: AsyncFnMut(&Store) -> bool,
+    {
+        let store = self.store().await;
+        let deadline = Instant::now() + WAIT;
+        while !check(&store).await {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for: {what}\n--- daemon log (tail) ---\n{}",
+                tail(&self.daemon_log(), 60)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A worker's log file.
+    pub fn worker_log(&self, tenant: &str) -> String {
+        std::fs::read_to_string(self.logs().join(format!("{tenant}.log"))).unwrap_or_default()
     }
 
     /// `host:port` of the status endpoint, from the daemon's log.
