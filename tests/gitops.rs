@@ -2,51 +2,57 @@
 //! `file://` (or reading a tenant directory that is a git checkout), with stub workers, on a
 //! SQLite file and on PostgreSQL.
 //!
-//! The harness (`GitFleet`) owns a temporary bare repository (`origin.git`), a working clone
-//! to commit and push from (`work`), the daemon's state directory and config, the daemon
-//! process, and finds its workers in the process table by the per-test path of the stub worker
-//! binary. Dropping it kills everything it started.
+//! The harness (`GitFleet`) is the shared `Fleet` of `tests/fleet/` (daemon, state directory,
+//! config, stub workers found in the process table) plus a temporary bare repository
+//! (`origin.git`) and a working clone to commit and push from (`work`). Dropping it kills
+//! everything it started.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
 
 #[macro_use]
 mod support;
+mod fleet;
 
-use std::collections::BTreeMap;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use fleet::{Fleet, WAIT};
 use flowhq::config::TenantId;
-use flowhq::store::{Role, Store, TenantRecord};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use flowhq::store::{Store, TenantRecord};
 
 use support::TestDb;
 
-const WAIT: Duration = Duration::from_secs(60);
-
+/// A fleet whose tenant files come from git.
 struct GitFleet {
-    tmp: tempfile::TempDir,
-    db: TestDb,
-    stub: PathBuf,
-    daemon: Option<Child>,
+    fleet: Fleet,
     /// `[source.git] interval`.
     interval: &'static str,
     /// Follow the repository (`[source.git]`); otherwise read `work/tenants.d` as a checkout.
     follow: bool,
 }
 
+impl Deref for GitFleet {
+    type Target = Fleet;
+
+    fn deref(&self) -> &Fleet {
+        &self.fleet
+    }
+}
+
+impl DerefMut for GitFleet {
+    fn deref_mut(&mut self) -> &mut Fleet {
+        &mut self.fleet
+    }
+}
+
 impl GitFleet {
     fn new(db: TestDb) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let stub = tmp.path().join("stub-worker");
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_flowhq-stub-worker"), &stub).unwrap();
+        let mut fleet = Fleet::with_db(db);
+        fleet.stale_after = "30s";
         let fleet = Self {
-            tmp,
-            db,
-            stub,
-            daemon: None,
+            fleet,
             interval: "1s",
             follow: true,
         };
@@ -75,59 +81,14 @@ impl GitFleet {
     }
 
     fn state(&self) -> PathBuf {
-        self.tmp.path().join("state")
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.tmp.path().join("flowhq.toml")
-    }
-
-    fn write_config(&self) {
-        let source = if self.follow {
-            format!(
-                "[source.git]\nurl = \"{}\"\nbranch = \"main\"\npath = \"tenants.d\"\ninterval = \"{}\"\ntimeout = \"20s\"\n",
-                self.url(),
-                self.interval
-            )
-        } else {
-            String::new()
-        };
-        let text = format!(
-            r#"tenants_dir = "{dir}"
-state_dir = "{state}"
-database_url = "{db}"
-debounce = "100ms"
-debounce_max = "1s"
-rescan_interval = "60s"
-
-[status]
-listen = "127.0.0.1:0"
-
-[worker]
-command = ["{stub}"]
-kill_timeout = "3s"
-heartbeat_interval = "500ms"
-stale_after = "30s"
-backoff = {{ initial = "300ms", max = "2s", reset_after = "10m", jitter = 0.1 }}
-
-{source}"#,
-            dir = self.work().join("tenants.d").display(),
-            state = self.state().display(),
-            db = self.db.url(),
-            stub = self.stub.display(),
-        );
-        std::fs::write(self.config_path(), text).unwrap();
+        self.state_dir.clone()
     }
 
     /// Writes a tenant file into the working clone (not committed yet).
     fn tenant(&self, id: &str, phone_suffix: u32, business: &str) {
-        let text = format!(
-            "business_name = \"{business}\"\nphone = \"+2557{phone_suffix:08}\"\ntemplate = \"booking\"\n\
-             language = \"sw\"\ntimezone = \"Africa/Dar_es_Salaam\"\n"
-        );
         std::fs::write(
             self.work().join("tenants.d").join(format!("{id}.toml")),
-            text,
+            Fleet::tenant_text(phone_suffix, business),
         )
         .unwrap();
     }
@@ -165,111 +126,24 @@ backoff = {{ initial = "300ms", max = "2s", reset_after = "10m", jitter = 0.1 }}
         c
     }
 
+    /// The daemon reads `work/tenants.d` as a checkout, or follows the repository into its
+    /// state directory with `[source.git]`.
     fn start(&mut self) {
-        self.write_config();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.tmp.path().join("daemon.log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_flowhq"))
-            .arg("daemon")
-            .arg("--config")
-            .arg(self.config_path())
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("DATABASE_URL")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start flowhq daemon");
-        self.daemon = Some(child);
-    }
-
-    fn daemon_log(&self) -> String {
-        std::fs::read_to_string(self.tmp.path().join("daemon.log")).unwrap_or_default()
+        self.fleet.tenants_dir = self.work().join("tenants.d");
+        self.fleet.sections = if self.follow {
+            format!(
+                "[source.git]\nurl = \"{}\"\nbranch = \"main\"\npath = \"tenants.d\"\ninterval = \"{}\"\ntimeout = \"20s\"\n",
+                self.url(),
+                self.interval
+            )
+        } else {
+            String::new()
+        };
+        self.fleet.start();
     }
 
     fn hup(&self) {
-        let child = self.daemon.as_ref().expect("daemon running");
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGHUP).unwrap();
-    }
-
-    async fn store(&self) -> Store {
-        Store::connect(self.db.url(), Role::Worker).await.unwrap()
-    }
-
-    /// Live stub workers of this test, by tenant, from the process table.
-    fn workers(&self) -> BTreeMap<String, Vec<i32>> {
-        let mut out: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-        let stub = self.stub.as_os_str().as_encoded_bytes().to_vec();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                continue;
-            };
-            let argv: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            if argv.first() == Some(&stub.as_slice()) && argv.len() >= 3 && !is_zombie(pid) {
-                let tenant = String::from_utf8_lossy(argv[2]).into_owned();
-                out.entry(tenant).or_default().push(pid);
-            }
-        }
-        out
-    }
-
-    fn pid_of(&self, tenant: &str) -> Option<i32> {
-        self.workers()
-            .get(tenant)
-            .and_then(|p| (p.len() == 1).then(|| p[0]))
-    }
-
-    fn running(&self, ids: &[&str]) -> bool {
-        let w = self.workers();
-        w.len() == ids.len()
-            && ids
-                .iter()
-                .all(|id| w.get(*id).is_some_and(|p| p.len() == 1))
-    }
-
-    fn worker_log(&self, tenant: &str) -> String {
-        std::fs::read_to_string(self.state().join("log").join(format!("{tenant}.log")))
-            .unwrap_or_default()
-    }
-
-    /// Waits until `check` holds, or fails with the daemon's log.
-    async fn until<F: FnMut(&Self) -> bool>(&self, what: &str, mut check: F) {
-        let deadline = Instant::now() + WAIT;
-        while !check(self) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for: {what}\n--- daemon log ---\n{}",
-                self.daemon_log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn until_store<F>(&self, what: &str, mut check: F)
-    where
-        F: AsyncFnMut(&Store) -> bool,
-    {
-        let store = self.store().await;
-        let deadline = Instant::now() + WAIT;
-        while !check(&store).await {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for: {what}\n--- daemon log ---\n{}",
-                self.daemon_log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.signal_daemon(nix::sys::signal::Signal::SIGHUP);
     }
 
     /// The tenant's row once the store has one.
@@ -293,8 +167,9 @@ backoff = {{ initial = "300ms", max = "2s", reset_after = "10m", jitter = 0.1 }}
 
     /// `/v1/tenants` of the running daemon, parsed.
     fn status(&self) -> serde_json::Value {
-        let log = self.daemon_log();
-        let addr = status_addr(&log).expect("status address in the daemon log");
+        let addr = self
+            .status_addr()
+            .expect("status address in the daemon log");
         let body = http_get(&addr, "/v1/tenants");
         serde_json::from_str(&body).unwrap()
     }
@@ -312,20 +187,6 @@ backoff = {{ initial = "300ms", max = "2s", reset_after = "10m", jitter = 0.1 }}
                 self.daemon_log()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for GitFleet {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.daemon.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for pids in self.workers().values() {
-            for pid in pids {
-                let _ = nix::sys::signal::killpg(Pid::from_raw(*pid), Signal::SIGKILL);
-            }
         }
     }
 }
@@ -355,16 +216,6 @@ fn head(dir: &Path) -> String {
     git(dir, &["rev-parse", "HEAD"])
 }
 
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true)
-}
-
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -379,14 +230,6 @@ fn http_get(addr: &str, path: &str) -> String {
     raw.split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default()
-}
-
-fn status_addr(log: &str) -> Option<String> {
-    let line = log
-        .lines()
-        .find(|l| l.contains("status endpoint listening") && l.contains("listen="))?;
-    let at = line.find("listen=")? + "listen=".len();
-    Some(line[at..].split_whitespace().next()?.to_owned())
 }
 
 async fn events(store: &Store, tenant: Option<&str>) -> Vec<flowhq::store::EventRecord> {

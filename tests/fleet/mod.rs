@@ -54,6 +54,10 @@ pub struct Fleet {
     pub stale_after: &'static str,
     /// Extra keys of the `[worker]` section, one per line.
     pub worker_extra: String,
+    /// Sections after `[worker]`, such as `[source.git]`.
+    pub sections: String,
+    /// The tenant directory (default `<tmp>/tenants.d`).
+    pub tenants_dir: PathBuf,
 }
 
 impl Fleet {
@@ -88,6 +92,7 @@ impl Fleet {
         )
         .unwrap();
         let state_dir = tmp.path().join("state");
+        let tenants_dir = tmp.path().join("tenants.d");
         Self {
             tmp,
             db,
@@ -101,6 +106,8 @@ impl Fleet {
             heartbeat: "500ms",
             stale_after: "8s",
             worker_extra: String::new(),
+            sections: String::new(),
+            tenants_dir,
         }
     }
 
@@ -109,7 +116,7 @@ impl Fleet {
     }
 
     pub fn dir(&self) -> PathBuf {
-        self.tmp.path().join("tenants.d")
+        self.tenants_dir.clone()
     }
 
     /// Where worker logs go.
@@ -150,7 +157,8 @@ kill_timeout = "3s"
 heartbeat_interval = "{heartbeat}"
 stale_after = "{stale_after}"
 backoff = {{ initial = "300ms", max = "2s", reset_after = "10m", jitter = 0.1 }}
-{worker_extra}"#,
+{worker_extra}
+{sections}"#,
             dir = self.dir().display(),
             state = self.state_dir.display(),
             db = self.db_url,
@@ -159,6 +167,7 @@ backoff = {{ initial = "300ms", max = "2s", reset_after = "10m", jitter = 0.1 }}
             heartbeat = self.heartbeat,
             stale_after = self.stale_after,
             worker_extra = self.worker_extra,
+            sections = self.sections,
         );
         std::fs::write(self.config_path(), text).unwrap();
     }
@@ -297,8 +306,17 @@ backoff = {{ initial = "300ms", max = "2s", reset_after = "10m", jitter = 0.1 }}
 
     /// Exactly one worker for each of `ids` and none else.
     pub fn converged(&self, ids: &[String]) -> bool {
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.running(&ids)
+    }
+
+    /// Exactly one worker for each of `ids` and none else.
+    pub fn running(&self, ids: &[&str]) -> bool {
         let w = self.workers();
-        w.len() == ids.len() && ids.iter().all(|id| w.get(id).is_some_and(|p| p.len() == 1))
+        w.len() == ids.len()
+            && ids
+                .iter()
+                .all(|id| w.get(*id).is_some_and(|p| p.len() == 1))
     }
 
     /// Waits until `check` holds, or fails with the daemon's log.
