@@ -209,32 +209,16 @@ fleet_test!(add_edit_disable_enable_delete, |fleet| {
 fleet_test!(
     rows_past_their_retention_are_pruned_soon_after_start,
     |fleet| {
-        use flowhq::store::{Direction, Lifecycle, NewEvent, NewMessage, TenantRecord};
+        use flowhq::store::{Direction, NewEvent, NewMessage};
         fleet.extra_config = "[retention]\nmessages = \"1day\"\nevents = \"2days\"\n".to_owned();
         fleet.tenant_named("salon", 1, "Salon");
         // History written before this daemon starts: the tenant, and messages and events three
         // days, a day and a half, and a moment old.
         let store = fleet.store().await;
         store.migrate().await.unwrap();
-        let spec = flowhq::config::load::load_file(&fleet.dir().join("salon.toml")).unwrap();
         let now = Timestamp::now();
         let salon = TenantId::parse("salon").unwrap();
-        store
-            .upsert_tenant(&TenantRecord {
-                id: salon.clone(),
-                spec_hash: spec.hash(),
-                spec,
-                revision: String::new(),
-                attempted_revision: None,
-                source_file: "salon.toml".to_owned(),
-                lifecycle: Lifecycle::Active,
-                config_error: None,
-                created_at: now,
-                updated_at: now,
-                retired_at: None,
-            })
-            .await
-            .unwrap();
+        support::seed_tenant(&store, &salon).await;
         let hours = jiff::SignedDuration::from_hours;
         for (n, age) in [hours(72), hours(36), hours(0)].into_iter().enumerate() {
             let at = now - age;
