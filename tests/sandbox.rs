@@ -136,12 +136,26 @@ fn chromium_keeps_its_sandbox_as_an_unprivileged_user_with_no_new_privs() {
         .expect("start chromium through setpriv");
     let mut browser = Browser(child);
 
-    // The page's renderer appears once the browser is up.
+    // The page's renderer appears once the browser is up, and enters its sandbox a moment
+    // after it is forked: wait for a renderer that has. A renderer that never does fails the
+    // checks below.
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut settled: Option<Instant> = None;
     let processes = loop {
         let found = chromium_processes(browser.0.id());
-        if found.iter().any(|(_, kind)| kind == "renderer") {
-            break found;
+        let renderers: Vec<u32> = found
+            .iter()
+            .filter(|(_, kind)| kind == "renderer")
+            .map(|(pid, _)| *pid)
+            .collect();
+        if !renderers.is_empty() {
+            let sandboxed = renderers
+                .iter()
+                .all(|pid| status_field(*pid, "Seccomp").as_deref() == Some("2"));
+            let since = *settled.get_or_insert_with(Instant::now);
+            if sandboxed || since.elapsed() > Duration::from_secs(10) {
+                break found;
+            }
         }
         if let Some(status) = browser.0.try_wait().unwrap() {
             let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
