@@ -93,15 +93,16 @@ struct MigrateArgs {
     /// [default: `database_url` of the daemon config].
     #[arg(long, env = "DATABASE_URL", value_name = "URL")]
     database_url: Option<String>,
-    /// The daemon config file to take `database_url` from.
+    /// The daemon config file to take `database_url` from [default: /etc/flowhq/flowhq.toml
+    /// when it exists, else built-in defaults].
     #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
     config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 struct PlanArgs {
-    /// The daemon config file, /etc/flowhq/flowhq.toml with the Debian package [default:
-    /// built-in defaults, which use ./tenants.d and ./.flowhq].
+    /// The daemon config file [default: /etc/flowhq/flowhq.toml when it exists (the Debian
+    /// package's), else built-in defaults, which use ./tenants.d and ./.flowhq].
     #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
     config: Option<PathBuf>,
     /// Plan this directory of tenant files instead of the configured one (a pull request's
@@ -158,6 +159,22 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
 
 /// Loads the daemon config, printing its diagnostics; `None` means exit 78. The path is made
 /// absolute, because workers inherit it and run in another directory.
+/// The Debian package's daemon config.
+const SYSTEM_CONFIG: &str = "/etc/flowhq/flowhq.toml";
+
+/// The config file of a command run by an operator (`status`, `qr`, `logs`, `link-url`, `plan`,
+/// `migrate`): `--config` or `FLOWHQ_CONFIG` when given, else the package's
+/// `/etc/flowhq/flowhq.toml` when it exists, so that on a packaged host they read the host's
+/// store without being told; else none (built-in defaults). `flowhq daemon` never falls back:
+/// without a file it runs on the built-in defaults in its working directory, and the unit
+/// names its file.
+fn operator_config(path: Option<&std::path::Path>) -> Option<PathBuf> {
+    path.map(std::path::Path::to_path_buf).or_else(|| {
+        let system = std::path::Path::new(SYSTEM_CONFIG);
+        system.is_file().then(|| system.to_path_buf())
+    })
+}
+
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Option<DaemonConfig>> {
     let absolute = path
         .map(std::path::absolute)
@@ -207,7 +224,7 @@ fn daemon(args: DaemonArgs) -> anyhow::Result<ExitStatus> {
 fn migrate(args: &MigrateArgs) -> anyhow::Result<ExitStatus> {
     let url = match &args.database_url {
         Some(url) => url.clone(),
-        None => match load_config(args.config.as_deref())? {
+        None => match load_config(operator_config(args.config.as_deref()).as_deref())? {
             Some(cfg) => cfg.database_url,
             None => return Ok(ExitStatus::Config),
         },
@@ -270,7 +287,7 @@ fn worker(args: WorkerArgs) -> anyhow::Result<ExitStatus> {
 }
 
 fn plan(args: PlanArgs) -> anyhow::Result<ExitStatus> {
-    let Some(cfg) = load_config(args.config.as_deref())? else {
+    let Some(cfg) = load_config(operator_config(args.config.as_deref()).as_deref())? else {
         return Ok(ExitStatus::Config);
     };
     flowhq::telemetry::init_quiet();
@@ -405,8 +422,8 @@ fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
 struct StatusArgs {
     /// Show this tenant in detail instead of the whole fleet.
     tenant: Option<String>,
-    /// The daemon config file, /etc/flowhq/flowhq.toml with the Debian package [default:
-    /// built-in defaults, which use ./tenants.d and ./.flowhq].
+    /// The daemon config file [default: /etc/flowhq/flowhq.toml when it exists (the Debian
+    /// package's), else built-in defaults, which use ./tenants.d and ./.flowhq].
     #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
     config: Option<PathBuf>,
     /// Print JSON (the schema of `/v1/tenants/{id}`, with personal data) instead of a table.
@@ -418,8 +435,8 @@ struct StatusArgs {
 struct QrArgs {
     /// The tenant whose phone is to be linked.
     tenant: String,
-    /// The daemon config file, /etc/flowhq/flowhq.toml with the Debian package [default:
-    /// built-in defaults, which use ./tenants.d and ./.flowhq].
+    /// The daemon config file [default: /etc/flowhq/flowhq.toml when it exists (the Debian
+    /// package's), else built-in defaults, which use ./tenants.d and ./.flowhq].
     #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
     config: Option<PathBuf>,
     /// Draw the current state once and exit instead of following it until linked.
@@ -431,8 +448,8 @@ struct QrArgs {
 struct LogsArgs {
     /// The tenant whose messages to print.
     tenant: String,
-    /// The daemon config file, /etc/flowhq/flowhq.toml with the Debian package [default:
-    /// built-in defaults, which use ./tenants.d and ./.flowhq].
+    /// The daemon config file [default: /etc/flowhq/flowhq.toml when it exists (the Debian
+    /// package's), else built-in defaults, which use ./tenants.d and ./.flowhq].
     #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
     config: Option<PathBuf>,
     /// How many of the latest messages to print first.
@@ -447,8 +464,8 @@ struct LogsArgs {
 struct LinkUrlArgs {
     /// The tenant the link is for.
     tenant: String,
-    /// The daemon config file, /etc/flowhq/flowhq.toml with the Debian package [default:
-    /// built-in defaults, which use ./tenants.d and ./.flowhq].
+    /// The daemon config file [default: /etc/flowhq/flowhq.toml when it exists (the Debian
+    /// package's), else built-in defaults, which use ./tenants.d and ./.flowhq].
     #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
     config: Option<PathBuf>,
     /// How long the link works (at most 7 days).
@@ -477,7 +494,7 @@ mod ops {
     use flowhq::store::model::SessionState;
     use flowhq::store::{Role, Store};
 
-    use super::{LinkUrlArgs, LogsArgs, QrArgs, StatusArgs, load_config, runtime};
+    use super::{LinkUrlArgs, LogsArgs, QrArgs, StatusArgs, load_config, operator_config, runtime};
 
     /// The longest `link-url --ttl`: a link is a credential, it should not live for weeks.
     const MAX_LINK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -502,7 +519,7 @@ mod ops {
 
     /// `flowhq status [TENANT] [--json]`.
     pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitStatus> {
-        let Some(cfg) = load_config(args.config.as_deref())? else {
+        let Some(cfg) = load_config(operator_config(args.config.as_deref()).as_deref())? else {
             return Ok(ExitStatus::Config);
         };
         let wanted = match &args.tenant {
@@ -597,7 +614,7 @@ mod ops {
     /// `flowhq qr TENANT`: polls the session row every second and redraws when the payload
     /// changes; exits 0 once the phone is linked.
     pub(super) fn qr(args: &QrArgs) -> anyhow::Result<ExitStatus> {
-        let Some(cfg) = load_config(args.config.as_deref())? else {
+        let Some(cfg) = load_config(operator_config(args.config.as_deref()).as_deref())? else {
             return Ok(ExitStatus::Config);
         };
         let Some(id) = tenant_id(&args.tenant) else {
@@ -694,7 +711,7 @@ mod ops {
 
     /// `flowhq logs TENANT [-n N] [--follow]`.
     pub(super) fn logs(args: &LogsArgs) -> anyhow::Result<ExitStatus> {
-        let Some(cfg) = load_config(args.config.as_deref())? else {
+        let Some(cfg) = load_config(operator_config(args.config.as_deref()).as_deref())? else {
             return Ok(ExitStatus::Config);
         };
         let Some(id) = tenant_id(&args.tenant) else {
@@ -732,7 +749,7 @@ mod ops {
 
     /// `flowhq link-url TENANT [--ttl 30m] [--base URL]`.
     pub(super) fn link_url(args: &LinkUrlArgs) -> anyhow::Result<ExitStatus> {
-        let Some(cfg) = load_config(args.config.as_deref())? else {
+        let Some(cfg) = load_config(operator_config(args.config.as_deref()).as_deref())? else {
             return Ok(ExitStatus::Config);
         };
         let Some(id) = tenant_id(&args.tenant) else {
@@ -812,8 +829,10 @@ the tenant's file changes.
 .TP
 .B FLOWHQ_CONFIG
 The daemon configuration file, for the commands whose \fB\-\-config\fR option names it.
-Without either, the built\-in defaults apply (tenant files in \fI./tenants.d\fR, state in
-\fI./.flowhq\fR); on a host with the Debian package, use \fI/etc/flowhq/flowhq.toml\fR.
+Without either, \fBstatus\fR, \fBqr\fR, \fBlogs\fR, \fBlink\-url\fR, \fBplan\fR and
+\fBmigrate\fR read \fI/etc/flowhq/flowhq.toml\fR when it exists (the Debian package's);
+otherwise, and always for \fBdaemon\fR and \fBcheck\fR, the built\-in defaults apply (tenant
+files in \fI./tenants.d\fR, state in \fI./.flowhq\fR).
 .TP
 \fBFLOWHQ_\fIKEY\fR, \fBFLOWHQ_\fISECTION\fB_\fIKEY\fR
 Override one key of the configuration file, for example \fBFLOWHQ_STATUS_LISTEN\fR; see
@@ -854,13 +873,12 @@ The Nginx site in front of the status endpoint (installed, not enabled).
 .I /usr/share/doc/flowhq/examples/tenants.d/
 Example tenant files.
 .SH EXAMPLES
-Operator commands on a packaged host run as the \fBflowhq\fR user with the packaged
-configuration:
+Operator commands on a packaged host run as the \fBflowhq\fR user and read the packaged
+configuration by themselves:
 .PP
 .RS 4
 .EX
 flowhq check \-\-config /etc/flowhq/flowhq.toml
-export FLOWHQ_CONFIG=/etc/flowhq/flowhq.toml
 runuser \-u flowhq \-\- flowhq status
 runuser \-u flowhq \-\- flowhq qr mama\-asha\-salon
 runuser \-u flowhq \-\- flowhq link\-url mama\-asha\-salon \-\-base https://status.example.com

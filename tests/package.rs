@@ -540,6 +540,23 @@ fn the_package_installs_runs_the_daemon_as_flowhq_upgrades_and_purges() {
     let worker_log = std::fs::metadata(format!("/var/log/flowhq/{TENANT}.log")).unwrap();
     assert_eq!(worker_log.uid(), user.uid.as_raw());
 
+    // An operator command finds the packaged configuration by itself: `flowhq status` as
+    // flowhq, from /, with neither --config nor FLOWHQ_CONFIG, reads the host's store.
+    let status = run(Command::new("/usr/bin/flowhq")
+        .args(["status", TENANT])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("HOME", "/var/lib/flowhq")
+        .current_dir("/")
+        .uid(user.uid.as_raw())
+        .gid(user.gid.as_raw()));
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains(&format!("tenant:             {TENANT}\n"))
+            && status.contains(&format!("file:               {TENANT_FILE}\n")),
+        "flowhq status without --config:\n{status}"
+    );
+
     // ----- upgrade: a changed conffile and the state stay -----
     let changed = std::fs::read_to_string("/etc/flowhq/flowhq.toml").unwrap()
         + "\n# changed by the administrator\n";
