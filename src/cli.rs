@@ -175,6 +175,11 @@ fn operator_config(path: Option<&std::path::Path>) -> Option<PathBuf> {
     })
 }
 
+/// [`load_config`] of [`operator_config`]`(path)`.
+fn load_operator_config(path: Option<&std::path::Path>) -> anyhow::Result<Option<DaemonConfig>> {
+    load_config(operator_config(path).as_deref())
+}
+
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Option<DaemonConfig>> {
     let absolute = path
         .map(std::path::absolute)
@@ -224,7 +229,7 @@ fn daemon(args: DaemonArgs) -> anyhow::Result<ExitStatus> {
 fn migrate(args: &MigrateArgs) -> anyhow::Result<ExitStatus> {
     let url = match &args.database_url {
         Some(url) => url.clone(),
-        None => match load_config(operator_config(args.config.as_deref()).as_deref())? {
+        None => match load_operator_config(args.config.as_deref())? {
             Some(cfg) => cfg.database_url,
             None => return Ok(ExitStatus::Config),
         },
@@ -287,7 +292,7 @@ fn worker(args: WorkerArgs) -> anyhow::Result<ExitStatus> {
 }
 
 fn plan(args: PlanArgs) -> anyhow::Result<ExitStatus> {
-    let Some(cfg) = load_config(operator_config(args.config.as_deref()).as_deref())? else {
+    let Some(cfg) = load_operator_config(args.config.as_deref())? else {
         return Ok(ExitStatus::Config);
     };
     flowhq::telemetry::init_quiet();
@@ -494,7 +499,7 @@ mod ops {
     use flowhq::store::model::SessionState;
     use flowhq::store::{Role, Store};
 
-    use super::{LinkUrlArgs, LogsArgs, QrArgs, StatusArgs, load_config, operator_config, runtime};
+    use super::{LinkUrlArgs, LogsArgs, QrArgs, StatusArgs, load_operator_config, runtime};
 
     /// The longest `link-url --ttl`: a link is a credential, it should not live for weeks.
     const MAX_LINK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -519,7 +524,7 @@ mod ops {
 
     /// `flowhq status [TENANT] [--json]`.
     pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitStatus> {
-        let Some(cfg) = load_config(operator_config(args.config.as_deref()).as_deref())? else {
+        let Some(cfg) = load_operator_config(args.config.as_deref())? else {
             return Ok(ExitStatus::Config);
         };
         let wanted = match &args.tenant {
@@ -614,7 +619,7 @@ mod ops {
     /// `flowhq qr TENANT`: polls the session row every second and redraws when the payload
     /// changes; exits 0 once the phone is linked.
     pub(super) fn qr(args: &QrArgs) -> anyhow::Result<ExitStatus> {
-        let Some(cfg) = load_config(operator_config(args.config.as_deref()).as_deref())? else {
+        let Some(cfg) = load_operator_config(args.config.as_deref())? else {
             return Ok(ExitStatus::Config);
         };
         let Some(id) = tenant_id(&args.tenant) else {
@@ -711,7 +716,7 @@ mod ops {
 
     /// `flowhq logs TENANT [-n N] [--follow]`.
     pub(super) fn logs(args: &LogsArgs) -> anyhow::Result<ExitStatus> {
-        let Some(cfg) = load_config(operator_config(args.config.as_deref()).as_deref())? else {
+        let Some(cfg) = load_operator_config(args.config.as_deref())? else {
             return Ok(ExitStatus::Config);
         };
         let Some(id) = tenant_id(&args.tenant) else {
@@ -749,7 +754,7 @@ mod ops {
 
     /// `flowhq link-url TENANT [--ttl 30m] [--base URL]`.
     pub(super) fn link_url(args: &LinkUrlArgs) -> anyhow::Result<ExitStatus> {
-        let Some(cfg) = load_config(operator_config(args.config.as_deref()).as_deref())? else {
+        let Some(cfg) = load_operator_config(args.config.as_deref())? else {
             return Ok(ExitStatus::Config);
         };
         let Some(id) = tenant_id(&args.tenant) else {

@@ -19,6 +19,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use flowhq::supervisor::proc::group_pids;
 use flowhq::worker::browser::{base_args, lean_args};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{Pid, User, chown};
@@ -36,41 +37,19 @@ impl Drop for Browser {
 /// The processes of process group `pgid` (the browser started one of its own), with their
 /// `--type=` (empty for the browser itself).
 fn chromium_processes(pgid: u32) -> Vec<(u32, String)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the command name in parentheses: state, ppid, pgrp, ...
-        let Some(group) = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
-            .and_then(|g| g.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if group != pgid {
-            continue;
-        }
-        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        // Chromium's children rewrite their command line as one space-separated string.
-        let kind = raw
-            .split(|b| *b == 0 || *b == b' ')
-            .find_map(|a| a.strip_prefix(b"--type="))
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .unwrap_or_default();
-        out.push((pid, kind));
-    }
-    out
+    group_pids(Pid::from_raw(pgid as i32))
+        .into_iter()
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            // Chromium's children rewrite their command line as one space-separated string.
+            let kind = raw
+                .split(|b| *b == 0 || *b == b' ')
+                .find_map(|a| a.strip_prefix(b"--type="))
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default();
+            Some((pid.as_raw() as u32, kind))
+        })
+        .collect()
 }
 
 fn status_field(pid: u32, field: &str) -> Option<String> {
