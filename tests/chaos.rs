@@ -181,18 +181,21 @@ fn git(dir: &Path, args: &[&str]) {
         .expect("run git");
     assert!(
         out.status.success(),
-        "git {args:?}: {}",
+        "git {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
 }
 
 impl Source {
-    /// Writes tenant `id`'s file; in git mode commits and pushes it as `message`.
+    /// Writes tenant `id`'s file; in git mode commits and pushes it as `message`. The same fault
+    /// can be drawn twice in a row and leave the file as it was, so the commit may be empty (the
+    /// daemon then sees a new revision with the same tree, as after a merge that changes nothing).
     fn write(&self, id: &str, text: &str, message: &str) {
         write_atomic(&self.dir.join(format!("{id}.toml")), text);
         if let Some(work) = &self.git {
             git(work, &["add", "-A"]);
-            git(work, &["commit", "-q", "-m", message]);
+            git(work, &["commit", "-q", "--allow-empty", "-m", message]);
             git(work, &["push", "-q", "origin", "main"]);
         }
     }
@@ -885,6 +888,13 @@ async fn the_fleet_survives_random_faults_and_loses_no_message() {
     let db_url = cluster.pg_sh("start");
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
+    // FLOWHQ_CHAOS_KEEP=1 leaves the run's directory (logs, state, repository) for a look.
+    let _tmp = if std::env::var_os("FLOWHQ_CHAOS_KEEP").is_some() {
+        println!("chaos: keeping {}", tmp.keep().display());
+        None
+    } else {
+        Some(tmp)
+    };
     std::fs::create_dir(root.join("tenants.d")).unwrap();
     let source = if use_git {
         git(&root, &["init", "-q", "--bare", "-b", "main", "origin.git"]);

@@ -319,6 +319,71 @@ git_test!(a_commit_adding_a_tenant_converges_on_sighup, |fleet| {
 });
 
 git_test!(
+    an_empty_commit_moves_the_revision_and_touches_no_worker,
+    |fleet| {
+        fleet.interval = "1h";
+        fleet.tenant("salon", 1, "Salon");
+        fleet.tenant("duka", 2, "Duka");
+        let c1 = fleet.publish("two tenants");
+        fleet.start();
+        fleet
+            .until("two workers", |f| f.running(&["salon", "duka"]))
+            .await;
+        fleet.until_revision(&["salon", "duka"], &c1).await;
+        let pids = (fleet.pid_of("salon"), fleet.pid_of("duka"));
+        fleet
+            .until_store("both workers' start recorded", async |s| {
+                let mut both = true;
+                for t in ["salon", "duka"] {
+                    both &= events(s, Some(t)).await.iter().any(|e| e.kind == "started");
+                }
+                both
+            })
+            .await;
+        let store = fleet.store().await;
+        let before = (
+            events(&store, Some("salon")).await.len(),
+            events(&store, Some("duka")).await.len(),
+        );
+
+        // A commit with the same tree (an empty commit, a merge that changes nothing).
+        git(
+            &fleet.work(),
+            &["commit", "-q", "--allow-empty", "-m", "nothing"],
+        );
+        let c2 = head(&fleet.work());
+        fleet.push();
+        fleet.hup();
+        fleet.until_revision(&["salon", "duka"], &c2).await;
+        fleet
+            .until_status("status names the empty commit", |s| {
+                s["revision"] == c2.as_str() && s["source"]["error"].is_null()
+            })
+            .await;
+        assert_eq!((fleet.pid_of("salon"), fleet.pid_of("duka")), pids);
+        for t in ["salon", "duka"] {
+            assert!(
+                !fleet.worker_log(t).contains("reloaded spec"),
+                "{t} reloaded"
+            );
+        }
+        // The commit's one `source` event says it all; no tenant has an event of its own for it.
+        let after = (
+            events(&store, Some("salon")).await.len(),
+            events(&store, Some("duka")).await.len(),
+        );
+        assert_eq!(after, before);
+        let fleetwide = events(&store, None).await;
+        assert!(
+            fleetwide
+                .iter()
+                .any(|e| e.kind == "source" && e.revision.as_deref() == Some(c2.as_str())),
+            "{fleetwide:?}"
+        );
+    }
+);
+
+git_test!(
     edits_reload_or_restart_by_field_and_a_revert_converges_back,
     |fleet| {
         fleet.tenant("salon", 1, "Salon");
