@@ -68,7 +68,9 @@ impl Abused {
         );
         assert!(
             gap < WATCHDOG,
-            "{what}: no WATCHDOG=1 for {gap:?} (limit {WATCHDOG:?})"
+            "{what}: no WATCHDOG=1 for {gap:?} (limit {WATCHDOG:?}); slow loop iterations name \
+             their slowest step below\n{}",
+            fleet::tail(&self.fleet.daemon_log(), 40)
         );
         let (status, _) = get(&self.addr, "/healthz");
         assert_eq!(status, Some(200), "{what}: /healthz afterwards");

@@ -75,8 +75,13 @@ pub enum Error {
     Git(#[source] crate::source::git::Error),
 }
 
-/// How often the loop wakes up on its own to check deadlines (backoff, shutdown of stops).
+/// How often the loop wakes up on its own to check deadlines (backoff, shutdown of stops);
+/// more often under a short watchdog (`Notifier::tick_interval`), never more than `MIN_TICK`.
 const TICK: Duration = Duration::from_secs(1);
+const MIN_TICK: Duration = Duration::from_millis(50);
+/// A loop iteration longer than this (or than the tick, if shorter) is logged with its slowest
+/// step: it delays every signal, event and watchdog ping behind it.
+const SLOW_ITERATION: Duration = Duration::from_secs(1);
 /// How often worker log files are checked for rotation.
 const ROTATE_EVERY: Duration = Duration::from_secs(10);
 /// Orphaned children (a worker's double-forked helpers, reparented to the daemon as child
@@ -194,8 +199,15 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
         "daemon ready"
     );
 
-    let mut tick = tokio::time::interval(TICK);
+    // With a watchdog, wake at least four times per interval, so one late iteration does not
+    // starve it (systemd kills the daemon after a whole interval without a ping).
+    let every = d
+        .notifier
+        .tick_interval()
+        .map_or(TICK, |t| t.clamp(MIN_TICK, TICK));
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let slow = every.min(SLOW_ITERATION);
     let mut next_rescan = Instant::now() + d.cfg.rescan_interval;
     let mut next_observe = Instant::now() + d.observe_interval();
     let mut next_rotate = Instant::now() + ROTATE_EVERY;
@@ -203,34 +215,44 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
     let mut next_reap = Instant::now();
     let mut next_prune = Instant::now();
     loop {
+        let woke = tokio::select! {
+            ev = rx.recv() => ev.map_or(Wake::Closed, Wake::Event),
+            _ = tick.tick() => Wake::Tick,
+        };
+        let mut steps = Steps::start();
         let mut run_pass = false;
-        tokio::select! {
-            ev = rx.recv() => {
-                let Some(ev) = ev else { break };
-                match ev {
-                    Event::Shutdown => break,
-                    Event::QrWanted(tenant) => d.request_qr(&tenant).await,
-                    ev => run_pass = d.handle(ev),
-                }
+        match woke {
+            Wake::Closed | Wake::Event(Event::Shutdown) => break,
+            Wake::Event(Event::QrWanted(tenant)) => {
+                d.request_qr(&tenant).await;
+                steps.lap("qr request");
             }
-            _ = tick.tick() => {
+            Wake::Event(ev) => {
+                run_pass = d.handle(ev);
+                steps.lap("event");
+            }
+            Wake::Tick => {
                 let now = Instant::now();
                 if now >= next_reap {
                     next_reap = now + REAP_EVERY;
                     d.reap_orphans();
+                    steps.lap("reap orphans");
                 }
                 // Tried every tick while the store is down.
                 if now >= next_prune && d.start_prune() {
                     next_prune = now + PRUNE_EVERY;
                 }
                 d.poll_checkout();
+                steps.lap("poll checkout");
                 if now >= next_rescan {
                     next_rescan = now + d.cfg.rescan_interval;
                     run_pass |= d.read_files(None);
+                    steps.lap("rescan");
                 }
                 if now >= next_observe {
                     next_observe = now + d.observe_interval();
                     d.store.try_connect_if_due().await;
+                    steps.lap("store connect");
                     if d.store.just_recovered() {
                         d.load_from_store().await;
                         d.rows_stale = true;
@@ -239,13 +261,16 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
                         for slot in d.slots.values_mut() {
                             slot.dirty = true;
                         }
+                        steps.lap("reload from store");
                     }
                     d.refresh_heartbeats().await;
+                    steps.lap("observe");
                     run_pass = true;
                 }
                 if now >= next_rotate {
                     next_rotate = now + ROTATE_EVERY;
                     d.rotate_logs();
+                    steps.lap("rotate logs");
                 }
                 if now >= next_measure {
                     // As often as workers report heartbeats, within 1 s to 30 s.
@@ -256,23 +281,88 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
                         .clamp(Duration::from_secs(1), Duration::from_secs(30));
                     next_measure = now + cycle;
                     d.measure_memory(cycle);
+                    steps.lap("measure memory");
                 }
                 run_pass |= d.deadline_due();
             }
         }
         if d.follow.due() {
             run_pass |= d.read_checkout().await;
+            steps.lap("read checkout");
         }
         if run_pass {
             d.pass().await;
+            steps.lap("reconcile");
             d.publish();
+            steps.lap("publish");
         }
         d.notifier.status(&d.summary());
         d.notifier.loop_done();
+        steps.report(slow);
     }
     d.shutdown().await;
     drop(server);
     Ok(())
+}
+
+/// What woke the loop.
+enum Wake {
+    Event(Event),
+    /// Every sender is gone.
+    Closed,
+    Tick,
+}
+
+/// The time one loop iteration spends in each step, to name the slowest when it is late.
+struct Steps {
+    start: Instant,
+    last: Instant,
+    slowest: (&'static str, Duration),
+}
+
+impl Steps {
+    fn start() -> Self {
+        Self::start_at(Instant::now())
+    }
+
+    fn start_at(now: Instant) -> Self {
+        Steps {
+            start: now,
+            last: now,
+            slowest: ("", Duration::ZERO),
+        }
+    }
+
+    /// Ends the step `name` (the time since the previous lap).
+    fn lap(&mut self, name: &'static str) {
+        self.lap_at(name, Instant::now());
+    }
+
+    fn lap_at(&mut self, name: &'static str, now: Instant) {
+        let took = now - self.last;
+        if took > self.slowest.1 {
+            self.slowest = (name, took);
+        }
+        self.last = now;
+    }
+
+    /// The iteration's time up to `now` and its slowest step, when it took longer than `limit`.
+    fn late(&self, limit: Duration, now: Instant) -> Option<(Duration, &'static str, Duration)> {
+        let took = now - self.start;
+        (took > limit).then_some((took, self.slowest.0, self.slowest.1))
+    }
+
+    /// Warns when the whole iteration took longer than `limit`.
+    fn report(&self, limit: Duration) {
+        if let Some((took, step, step_took)) = self.late(limit, Instant::now()) {
+            warn!(
+                took_ms = took.as_millis() as u64,
+                slowest_step = step,
+                slowest_ms = step_took.as_millis() as u64,
+                "slow loop iteration"
+            );
+        }
+    }
 }
 
 /// Computes the plan the daemon would execute now, against the live store and process table,
@@ -1796,4 +1886,24 @@ fn install_signals(tx: &mpsc::Sender<Event>) -> std::io::Result<()> {
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_late_iteration_names_its_slowest_step() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut steps = Steps::start_at(t0);
+        steps.lap_at("observe", t0 + ms(200));
+        steps.lap_at("reconcile", t0 + ms(1100));
+        steps.lap_at("publish", t0 + ms(1200));
+        assert_eq!(
+            steps.late(Duration::from_secs(1), t0 + ms(1200)),
+            Some((ms(1200), "reconcile", ms(900)))
+        );
+        assert_eq!(steps.late(Duration::from_secs(2), t0 + ms(1200)), None);
+    }
 }
