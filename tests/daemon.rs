@@ -16,7 +16,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fleet::{Fleet, WAIT, ids, write_atomic};
+use fleet::{Fleet, WAIT, ids, tail, write_atomic};
 use flowhq::config::TenantId;
 use flowhq::store::{Role, Store, WorkerStatus};
 use jiff::Timestamp;
@@ -383,6 +383,48 @@ fleet_test!(a_new_daemon_adopts_every_worker_after_kill_9, |fleet| {
         })
         .await;
 });
+
+fleet_test!(
+    a_worker_reloaded_in_place_is_kept_by_the_next_daemon,
+    |fleet| {
+        fleet.tenant_named("salon", 1, "Salon");
+        fleet.tenant_named("duka", 2, "Duka");
+        fleet.start();
+        fleet
+            .until("two workers", |f| f.running(&["salon", "duka"]))
+            .await;
+        let before = fleet.workers();
+        // A bot field: the worker reloads in place (SIGHUP) and keeps its pid.
+        fleet.tenant_named("salon", 1, "Salon Mpya");
+        fleet
+            .until("salon reloaded", |f| {
+                f.worker_log("salon").contains("reloaded spec")
+            })
+            .await;
+        assert_eq!(fleet.workers(), before);
+        fleet.signal_daemon(Signal::SIGKILL);
+        fleet.wait_daemon();
+        fleet.start();
+        fleet
+            .until("both adopted", |f| {
+                f.daemon_log().matches("adopted worker").count() == 2
+            })
+            .await;
+        // Give the new daemon a few passes: it knows salon runs the new spec already.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            fleet.workers(),
+            before,
+            "a reloaded worker was restarted after the daemon restart\n{}",
+            tail(&fleet.daemon_log(), 30)
+        );
+        assert!(
+            !fleet.daemon_log().contains("no longer applied"),
+            "{}",
+            tail(&fleet.daemon_log(), 30)
+        );
+    }
+);
 
 fleet_test!(a_stale_worker_is_restarted, |fleet| {
     fleet.tenant_named("kimya", 1, "Kimya stub:silent");

@@ -1047,6 +1047,14 @@ impl Daemon {
         };
         match worker.signal(Signal::SIGHUP) {
             Ok(()) => {
+                // After the signal, not before: a daemon killed in between then restarts a
+                // worker that did reload (needless), never trusts one that did not (wrong).
+                let pid = worker.pid().as_raw();
+                if let Err(err) =
+                    records::set_spec_hash(&self.cfg.runtime_dir, tenant, pid, &hash.0)
+                {
+                    warn!(tenant = %tenant, error = %err, "cannot record the reloaded spec in the pid record; a daemon restart would restart this worker");
+                }
                 *spec_hash = hash.clone();
                 slot.spec_hash = Some(hash);
                 slot.dirty = true;

@@ -50,6 +50,29 @@ pub(crate) fn write(runtime_dir: &Path, tenant: &TenantId, rec: &PidRecord) -> s
     std::fs::rename(&tmp, &final_path)
 }
 
+/// Records that the worker `pid` of `tenant` now runs `spec_hash` (after a reload), so a
+/// daemon that adopts it later does not restart it for a spec it already runs. A record of
+/// another process is left alone; `Ok(false)` says there was none to update.
+pub(crate) fn set_spec_hash(
+    runtime_dir: &Path,
+    tenant: &TenantId,
+    pid: i32,
+    spec_hash: &str,
+) -> std::io::Result<bool> {
+    let bytes = match std::fs::read(path(runtime_dir, tenant)) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let mut rec: PidRecord = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+    if rec.pid != pid {
+        return Ok(false);
+    }
+    rec.spec_hash = spec_hash.to_owned();
+    write(runtime_dir, tenant, &rec)?;
+    Ok(true)
+}
+
 /// Removes the record of `tenant`, if there is one.
 pub(crate) fn remove(runtime_dir: &Path, tenant: &TenantId) -> std::io::Result<()> {
     match std::fs::remove_file(path(runtime_dir, tenant)) {
@@ -109,5 +132,28 @@ mod tests {
         remove(tmp.path(), &id).unwrap();
         remove(tmp.path(), &id).unwrap();
         assert!(read_all(tmp.path()).is_empty());
+    }
+
+    #[test]
+    fn a_reload_moves_the_recorded_spec_of_that_process_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let id = TenantId::parse("salon").unwrap();
+        let rec = PidRecord {
+            pid: 42,
+            start_time: 7,
+            argv: vec![b"/bin/x".to_vec()],
+            spec_hash: "old".into(),
+            started_at_ms: 1,
+        };
+        assert!(!set_spec_hash(tmp.path(), &id, 42, "new").unwrap());
+        write(tmp.path(), &id, &rec).unwrap();
+        assert!(!set_spec_hash(tmp.path(), &id, 43, "new").unwrap());
+        assert_eq!(read_all(tmp.path())[0].1.spec_hash, "old");
+        assert!(set_spec_hash(tmp.path(), &id, 42, "new").unwrap());
+        let after = PidRecord {
+            spec_hash: "new".into(),
+            ..rec
+        };
+        assert_eq!(read_all(tmp.path()), vec![(id, after)]);
     }
 }
