@@ -626,9 +626,16 @@ async fn the_daemon_supervises_through_a_database_outage_and_catches_up() {
             f.daemon_log().contains("store unavailable")
         })
         .await;
-    // A file added during the outage is seen; running workers are left alone.
+    // A file added during the outage is seen; running workers are left alone. A bot-field
+    // edit waits for the store: the worker re-reads its spec from there on SIGHUP.
     fleet.tenant_named("mpya", 3, "Mpya");
+    fleet.tenant_named("salon", 1, "Salon Mpya");
     tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !fleet.worker_log("salon").contains("reload"),
+        "salon was signalled while the store was down\n{}",
+        fleet.worker_log("salon")
+    );
     for (tenant, pids) in &before {
         assert_eq!(
             fleet.workers().get(tenant),
@@ -654,6 +661,17 @@ async fn the_daemon_supervises_through_a_database_outage_and_catches_up() {
                     .unwrap()
                     .is_some_and(|w| w.status == WorkerStatus::Running)
         })
+        .await;
+    let salon = TenantId::parse("salon").unwrap();
+    let store = fleet.store().await;
+    let row = store.tenant(&salon).await.unwrap().unwrap();
+    assert_eq!(row.spec.business_name, "Salon Mpya");
+    let reloaded = format!("reloaded spec {}", row.spec_hash.0);
+    fleet
+        .until(
+            "salon reloads the edited spec once it is in the store",
+            |f| f.worker_log("salon").contains(&reloaded),
+        )
         .await;
     for (tenant, pids) in &before {
         assert_eq!(

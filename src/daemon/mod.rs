@@ -428,6 +428,9 @@ struct Daemon {
     synced: BTreeSet<TenantId>,
     /// Tenants whose spawn the last pass held back until their spec is in the store.
     deferred: BTreeSet<TenantId>,
+    /// Reloads decided while the tenant's new spec was not in the store yet: the worker's pid
+    /// and the reason. The worker re-reads its spec from there on SIGHUP, so the signal waits.
+    pending_reloads: BTreeMap<TenantId, (i32, String)>,
     slots: BTreeMap<TenantId, Slot>,
     heartbeats: BTreeMap<TenantId, Timestamp>,
     /// The last PSS reading of each worker's process tree (shown in status), and when it
@@ -492,6 +495,7 @@ impl Daemon {
             applied: BTreeMap::new(),
             synced: BTreeSet::new(),
             deferred: BTreeSet::new(),
+            pending_reloads: BTreeMap::new(),
             slots: BTreeMap::new(),
             heartbeats: BTreeMap::new(),
             memory: BTreeMap::new(),
@@ -657,6 +661,7 @@ impl Daemon {
             }
             self.execute(action).await;
         }
+        self.send_pending_reloads();
         self.persist_slots().await;
         self.flush_events().await;
         self.metrics.observe_reconcile(started.elapsed());
@@ -1034,6 +1039,9 @@ impl Daemon {
         });
     }
 
+    /// Moves the worker of `tenant` to the applied spec in place. The daemon counts it as
+    /// running the new spec from here on; the SIGHUP goes out once that spec is in the store
+    /// (at once, usually), since the worker re-reads it from there.
     fn reload(&mut self, tenant: &TenantId, reason: &str) {
         let hash = self.target_hash(tenant);
         let Some(slot) = self.slots.get_mut(tenant) else {
@@ -1045,20 +1053,60 @@ impl Daemon {
         else {
             return;
         };
+        let pid = worker.pid().as_raw();
+        *spec_hash = hash.clone();
+        slot.spec_hash = Some(hash);
+        slot.dirty = true;
+        if self.synced.contains(tenant) || self.dry {
+            self.pending_reloads.remove(tenant);
+            self.signal_reload(tenant, reason.to_owned());
+        } else {
+            info!(tenant = %tenant, "reload waits until the tenant's spec is in the store");
+            self.pending_reloads
+                .insert(tenant.clone(), (pid, reason.to_owned()));
+        }
+    }
+
+    /// Sends the reloads that waited for their spec to reach the store, once it has.
+    fn send_pending_reloads(&mut self) {
+        if self.pending_reloads.is_empty() {
+            return;
+        }
+        let ready: Vec<TenantId> = self
+            .pending_reloads
+            .keys()
+            .filter(|t| self.synced.contains(*t))
+            .cloned()
+            .collect();
+        for tenant in ready {
+            if let Some((_, reason)) = self.pending_reloads.remove(&tenant) {
+                self.signal_reload(&tenant, reason);
+            }
+        }
+    }
+
+    /// SIGHUP to the running worker of `tenant`, then its pid record moves to the slot's spec.
+    fn signal_reload(&mut self, tenant: &TenantId, reason: String) {
+        let Some(slot) = self.slots.get(tenant) else {
+            return;
+        };
+        let Phase::Running {
+            worker, spec_hash, ..
+        } = &slot.phase
+        else {
+            return;
+        };
         match worker.signal(Signal::SIGHUP) {
             Ok(()) => {
                 // After the signal, not before: a daemon killed in between then restarts a
                 // worker that did reload (needless), never trusts one that did not (wrong).
                 let pid = worker.pid().as_raw();
                 if let Err(err) =
-                    records::set_spec_hash(&self.cfg.runtime_dir, tenant, pid, &hash.0)
+                    records::set_spec_hash(&self.cfg.runtime_dir, tenant, pid, &spec_hash.0)
                 {
                     warn!(tenant = %tenant, error = %err, "cannot record the reloaded spec in the pid record; a daemon restart would restart this worker");
                 }
-                *spec_hash = hash.clone();
-                slot.spec_hash = Some(hash);
-                slot.dirty = true;
-                self.event(Some(tenant.clone()), "reloaded", reason.to_owned());
+                self.event(Some(tenant.clone()), "reloaded", reason);
             }
             Err(err) => warn!(tenant = %tenant, error = %err, "cannot signal worker for reload"),
         }
@@ -1092,6 +1140,14 @@ impl Daemon {
     }
 
     fn on_exited(&mut self, tenant: &TenantId, pid: i32, exit: ExitInfo) -> bool {
+        // The next worker reads the spec when it starts; nothing is left to reload.
+        if self
+            .pending_reloads
+            .get(tenant)
+            .is_some_and(|(p, _)| *p == pid)
+        {
+            self.pending_reloads.remove(tenant);
+        }
         let now = Timestamp::now();
         let Some(slot) = self.slots.get_mut(tenant) else {
             return false;
