@@ -95,6 +95,11 @@ struct Rig {
 
 impl Rig {
     async fn new(chromium: PathBuf, with_tenant: bool) -> Rig {
+        Rig::with_store(chromium, with_tenant, None).await
+    }
+
+    /// A rig on the database at `url`, or on a SQLite file of its own.
+    async fn with_store(chromium: PathBuf, with_tenant: bool, url: Option<String>) -> Rig {
         let root = tempfile::tempdir().unwrap();
         let site = root.path().join("site");
         std::fs::create_dir(&site).unwrap();
@@ -106,7 +111,8 @@ impl Rig {
             "window.__fakeWaConfig = {controlPollMs: 100, qrIntervalMs: 400};\n",
         )
         .unwrap();
-        let url = format!("sqlite://{}", root.path().join("flowhq.db").display());
+        let url =
+            url.unwrap_or_else(|| format!("sqlite://{}", root.path().join("flowhq.db").display()));
         let store = Store::connect(&url, Role::Daemon).await.unwrap();
         store.migrate().await.unwrap();
         if with_tenant {
@@ -712,6 +718,56 @@ async fn a_whatsapp_web_without_a_module_exits_1_naming_it() {
     assert_eq!(s.state, SessionState::Error);
     assert!(s.error.unwrap().starts_with("whatsapp web changed"));
     rig.assert_no_chromium();
+}
+
+#[tokio::test]
+async fn a_reload_the_store_could_not_answer_is_retried_until_it_can() {
+    let Some(chromium) = chromium() else { return };
+    // A PostgreSQL cluster of the test's own, stopped and started under the worker.
+    if support::pg_admin_url().is_none() {
+        return;
+    }
+    let cluster = support::PgCluster::on_free_port("reload");
+    let url = cluster.pg_sh("start");
+    let mut rig = Rig::with_store(chromium, true, Some(url)).await;
+    rig.start();
+    rig.link("255700000005").await;
+    let browser_before = rig.browser_pid();
+    assert!(browser_before.is_some(), "no browser before the reload");
+
+    // The daemon wrote the new spec and signalled; the store went away before the worker read.
+    let mut changed = record(Timestamp::now());
+    changed.spec.business_name = "Mama Asha Beauty".to_owned();
+    changed.spec_hash = changed.spec.hash();
+    rig.store.upsert_tenant(&changed).await.unwrap();
+    cluster.pg_sh("stop");
+    kill(rig.pid(), Signal::SIGHUP).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while !rig.log().contains("reload failed") {
+        assert!(
+            Instant::now() < deadline,
+            "no failed reload; log:\n{}",
+            rig.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.pg_sh("start");
+    let hash = changed.spec_hash.to_string();
+    let deadline = Instant::now() + WAIT;
+    while !(rig.log().contains("reloaded the spec") && rig.log().contains(&hash)) {
+        assert!(
+            Instant::now() < deadline,
+            "the reload was not retried; log:\n{}",
+            rig.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        rig.browser_pid(),
+        browser_before,
+        "the reload kept the browser"
+    );
+    assert_eq!(rig.stop(), 0);
 }
 
 #[tokio::test]

@@ -23,6 +23,10 @@
 //! trip, so a hung browser goes stale and the daemon restarts the worker. While no browser is
 //! meant to run (idle after a QR timeout, waiting out a reconnect delay) the process itself is
 //! healthy and doing what it should, so it keeps heartbeating.
+//!
+//! Reload: SIGHUP re-reads the applied spec from the store. The daemon counts the worker as
+//! running that spec once it has signalled, so a read that fails (the store is down for a
+//! moment) is retried every `RELOAD_RETRY` until it succeeds or the next SIGHUP.
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -278,6 +282,7 @@ pub async fn run<S: MessageSink>(
         term,
         hup,
         beat: Instant::now(),
+        reload_retry: None,
     };
     let status = worker.main().await;
     worker.store.close().await;
@@ -336,6 +341,9 @@ fn prepare_sessions_dir(profile: &Path) -> Result<(), Error> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)
 }
 
+/// How long a reload whose store read failed waits before it tries again.
+const RELOAD_RETRY: Duration = Duration::from_secs(2);
+
 /// How one browser session ended.
 enum Ended {
     /// SIGTERM: exit 0.
@@ -363,6 +371,8 @@ struct Worker<S> {
     hup: Signal,
     /// When the next heartbeat is due.
     beat: Instant,
+    /// When to retry a reload whose read of the store failed.
+    reload_retry: Option<Instant>,
 }
 
 impl<S: MessageSink> Worker<S> {
@@ -477,6 +487,9 @@ impl<S: MessageSink> Worker<S> {
                     return (Ended::Stop, was_ready);
                 }
                 _ = self.hup.recv() => self.reload().await,
+                _ = sleep_until(self.reload_retry.unwrap_or(far)), if self.reload_retry.is_some() => {
+                    self.reload().await;
+                }
                 _ = sleep_until(self.beat) => {
                     self.beat = Instant::now() + self.cfg.worker.heartbeat_interval;
                     if browser.ping(ping_timeout).await {
@@ -599,6 +612,9 @@ impl<S: MessageSink> Worker<S> {
             tokio::select! {
                 _ = self.term.recv() => return true,
                 _ = self.hup.recv() => self.reload().await,
+                _ = sleep_until(self.reload_retry.unwrap_or(far)), if self.reload_retry.is_some() => {
+                    self.reload().await;
+                }
                 _ = sleep_until(self.beat) => {
                     self.beat = Instant::now() + self.cfg.worker.heartbeat_interval;
                     self.heartbeat().await;
@@ -616,6 +632,7 @@ impl<S: MessageSink> Worker<S> {
     }
 
     async fn reload(&mut self) {
+        self.reload_retry = None;
         match self.store.tenant(&self.tenant).await {
             Ok(Some(r)) => {
                 tracing::info!(tenant = %self.tenant, spec = %r.spec_hash, "reloaded the spec");
@@ -626,7 +643,9 @@ impl<S: MessageSink> Worker<S> {
                 tracing::warn!(tenant = %self.tenant, "reload found no applied spec; keeping the old one")
             }
             Err(err) => {
-                tracing::warn!(tenant = %self.tenant, "reload failed, keeping the old spec: {err}")
+                tracing::warn!(tenant = %self.tenant,
+                    "reload failed, keeping the old spec for now; retrying in {RELOAD_RETRY:?}: {err}");
+                self.reload_retry = Some(Instant::now() + RELOAD_RETRY);
             }
         }
     }
