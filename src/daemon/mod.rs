@@ -76,7 +76,7 @@ pub enum Error {
 }
 
 /// How often the loop wakes up on its own to check deadlines (backoff, shutdown of stops);
-/// more often under a short watchdog (`Notifier::tick_interval`), never more than `MIN_TICK`.
+/// more often under a short watchdog (`Notifier::tick_interval`), but at most every `MIN_TICK`.
 const TICK: Duration = Duration::from_secs(1);
 const MIN_TICK: Duration = Duration::from_millis(50);
 /// A loop iteration longer than this (or than the tick, if shorter) is logged with its slowest
