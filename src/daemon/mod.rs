@@ -1072,16 +1072,13 @@ impl Daemon {
         if self.pending_reloads.is_empty() {
             return;
         }
-        let ready: Vec<TenantId> = self
-            .pending_reloads
-            .keys()
-            .filter(|t| self.synced.contains(*t))
-            .cloned()
-            .collect();
-        for tenant in ready {
-            if let Some((_, reason)) = self.pending_reloads.remove(&tenant) {
-                self.signal_reload(&tenant, reason);
-            }
+        let (ready, waiting): (BTreeMap<_, _>, BTreeMap<_, _>) =
+            std::mem::take(&mut self.pending_reloads)
+                .into_iter()
+                .partition(|(t, _)| self.synced.contains(t));
+        self.pending_reloads = waiting;
+        for (tenant, (_, reason)) in ready {
+            self.signal_reload(&tenant, reason);
         }
     }
 

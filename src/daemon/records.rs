@@ -116,17 +116,22 @@ pub(crate) fn read_all(runtime_dir: &Path) -> Vec<(TenantId, PidRecord)> {
 mod tests {
     use super::*;
 
+    /// The record of worker pid 42 running `spec_hash`.
+    fn record(spec_hash: &str) -> PidRecord {
+        PidRecord {
+            pid: 42,
+            start_time: 7,
+            argv: vec![b"/bin/x".to_vec()],
+            spec_hash: spec_hash.into(),
+            started_at_ms: 1,
+        }
+    }
+
     #[test]
     fn records_round_trip_and_removal_is_idempotent() {
         let tmp = tempfile::tempdir().unwrap();
         let id = TenantId::parse("salon").unwrap();
-        let rec = PidRecord {
-            pid: 42,
-            start_time: 7,
-            argv: vec![b"/bin/x".to_vec()],
-            spec_hash: "h".into(),
-            started_at_ms: 1,
-        };
+        let rec = record("h");
         write(tmp.path(), &id, &rec).unwrap();
         assert_eq!(read_all(tmp.path()), vec![(id.clone(), rec)]);
         remove(tmp.path(), &id).unwrap();
@@ -138,13 +143,7 @@ mod tests {
     fn a_reload_moves_the_recorded_spec_of_that_process_only() {
         let tmp = tempfile::tempdir().unwrap();
         let id = TenantId::parse("salon").unwrap();
-        let rec = PidRecord {
-            pid: 42,
-            start_time: 7,
-            argv: vec![b"/bin/x".to_vec()],
-            spec_hash: "old".into(),
-            started_at_ms: 1,
-        };
+        let rec = record("old");
         assert!(!set_spec_hash(tmp.path(), &id, 42, "new").unwrap());
         write(tmp.path(), &id, &rec).unwrap();
         assert!(!set_spec_hash(tmp.path(), &id, 43, "new").unwrap());
