@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod error;
 pub mod exit;
 pub mod reconcile;
 pub mod source;

@@ -201,7 +201,7 @@ pub fn load_dir(dir: &Path) -> LoadedDir {
         Err(err) => {
             out.complete = false;
             out.diagnostics
-                .push(Diagnostic::file(dir, Severity::Error, error_chain(&err)));
+                .push(Diagnostic::file(dir, Severity::Error, crate::error::chain(&err).lowercase_causes().to_string()));
             return out;
         }
     };
@@ -339,7 +339,7 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, Diagnostic> {
                 path: path.to_owned(),
                 source,
             };
-            Err(Diagnostic::file(path, Severity::Error, error_chain(&err)))
+            Err(Diagnostic::file(path, Severity::Error, crate::error::chain(&err).lowercase_causes().to_string()))
         }
     }
 }
@@ -350,18 +350,6 @@ fn too_large(path: &Path, size: u64) -> Diagnostic {
         Severity::Error,
         format!("file is {size} bytes; tenant files are limited to {MAX_FILE_BYTES} bytes"),
     )
-}
-
-/// `error: cause: cause`, for messages that must stand alone in a diagnostic.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut msg = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string().to_lowercase());
-        source = s.source();
-    }
-    msg
 }
 
 /// Walks the whole file, recording every finding; returns a spec when every field parsed.

@@ -1806,7 +1806,7 @@ impl StoreLink {
     }
 
     fn mark_down(&mut self, err: &store::Error) {
-        let why = with_causes(err);
+        let why = crate::error::chain(err).to_string();
         if self.down.as_deref() != Some(why.as_str()) {
             warn!(error = %why, retry_in = ?self.retry_delay, "store unavailable; supervising from the files");
         }
@@ -1824,28 +1824,11 @@ impl StoreLink {
                 None
             }
             Err(err) => {
-                warn!(error = %with_causes(&err), "store operation failed");
+                warn!(error = %crate::error::chain(&err), "store operation failed");
                 None
             }
         }
     }
-}
-
-/// An error and its chain of causes (`upsert 2 workers: ...: database or disk is full`), so
-/// the log says why, not only what failed.
-fn with_causes(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // Drivers often repeat their message in their source: say it once.
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The cause of a restart, as a metrics label.

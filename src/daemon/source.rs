@@ -295,7 +295,7 @@ impl Daemon {
                 let ok = swapped.is_ok();
                 let _ = ack.send(ok);
                 if let Err(err) = swapped {
-                    let msg = anyhow_free(&err);
+                    let msg = crate::error::chain(&err).to_string();
                     warn!(error = %msg, "cannot switch to the fetched commit; keeping the current one");
                     self.git_failed(msg, 1, None);
                     return false;
@@ -380,18 +380,6 @@ impl Daemon {
             );
         }
     }
-}
-
-/// `err` with its sources, joined by ": ".
-fn anyhow_free(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// A commit id as people quote it.

@@ -966,7 +966,7 @@ pub fn follow(mut remote: Remote, interval: Duration, tx: mpsc::Sender<Report>) 
                     remote.settle(false);
                     let retry_in = retry_delay(failures, rand::random::<f64>());
                     let report = Report::Failed {
-                        error: format!("{:#}", DisplayChain(&err)),
+                        error: crate::error::chain(&err).to_string(),
                         failures,
                         retry_in,
                     };
@@ -983,21 +983,6 @@ pub fn follow(mut remote: Remote, interval: Duration, tx: mpsc::Sender<Report>) 
         }
     });
     trigger
-}
-
-/// An error with its sources, joined by ": ".
-struct DisplayChain<'a>(&'a Error);
-
-impl std::fmt::Display for DisplayChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = std::error::Error::source(self.0);
-        while let Some(s) = source {
-            write!(f, ": {s}")?;
-            source = s.source();
-        }
-        Ok(())
-    }
 }
 
 /// A tenant directory that is itself inside a git checkout, updated by someone else's

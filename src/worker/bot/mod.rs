@@ -241,14 +241,7 @@ pub fn chat_tag(chat: &str) -> String {
 /// number or chat id, whichever chat it names) cut to its last four, so causes that quote a
 /// chat id do not leak phone numbers into logs.
 fn describe(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    scrub_numbers(&text)
+    scrub_numbers(&crate::error::chain(err).to_string())
 }
 
 fn scrub_numbers(text: &str) -> String {
