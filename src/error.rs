@@ -9,7 +9,10 @@ use std::fmt;
 /// A cause whose text the line already ends with is said once: drivers often repeat their
 /// message in their source.
 pub fn chain(err: &dyn Error) -> Chain<'_> {
-    Chain { err, lowercase: false }
+    Chain {
+        err,
+        lowercase: false,
+    }
 }
 
 /// An error with its causes; see [`chain`].
@@ -23,7 +26,10 @@ impl Chain<'_> {
     /// Writes the causes in lower case (after the first, which stays as the error says it), as
     /// a sentence of a diagnostic reads.
     pub fn lowercase_causes(self) -> Self {
-        Self { lowercase: true, ..self }
+        Self {
+            lowercase: true,
+            ..self
+        }
     }
 }
 
@@ -59,19 +65,34 @@ mod tests {
     }
 
     fn e(msg: &'static str, source: Option<E>) -> E {
-        E { msg, source: source.map(Box::new) }
+        E {
+            msg,
+            source: source.map(Box::new),
+        }
     }
 
     #[test]
     fn causes_follow_the_error_joined_by_colons() {
-        let err = e("upsert 2 workers", Some(e("write", Some(e("Disk Full", None)))));
-        assert_eq!(chain(&err).to_string(), "upsert 2 workers: write: Disk Full");
-        assert_eq!(chain(&err).lowercase_causes().to_string(), "upsert 2 workers: write: disk full");
+        let err = e(
+            "upsert 2 workers",
+            Some(e("write", Some(e("Disk Full", None)))),
+        );
+        assert_eq!(
+            chain(&err).to_string(),
+            "upsert 2 workers: write: Disk Full"
+        );
+        assert_eq!(
+            chain(&err).lowercase_causes().to_string(),
+            "upsert 2 workers: write: disk full"
+        );
     }
 
     #[test]
     fn a_cause_the_line_already_ends_with_is_said_once() {
-        let err = e("query: database is locked", Some(e("database is locked", None)));
+        let err = e(
+            "query: database is locked",
+            Some(e("database is locked", None)),
+        );
         assert_eq!(chain(&err).to_string(), "query: database is locked");
     }
 }

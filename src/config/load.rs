@@ -200,8 +200,11 @@ pub fn load_dir(dir: &Path) -> LoadedDir {
         Ok(paths) => paths,
         Err(err) => {
             out.complete = false;
-            out.diagnostics
-                .push(Diagnostic::file(dir, Severity::Error, crate::error::chain(&err).lowercase_causes().to_string()));
+            out.diagnostics.push(Diagnostic::file(
+                dir,
+                Severity::Error,
+                crate::error::chain(&err).lowercase_causes().to_string(),
+            ));
             return out;
         }
     };
@@ -339,7 +342,11 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, Diagnostic> {
                 path: path.to_owned(),
                 source,
             };
-            Err(Diagnostic::file(path, Severity::Error, crate::error::chain(&err).lowercase_causes().to_string()))
+            Err(Diagnostic::file(
+                path,
+                Severity::Error,
+                crate::error::chain(&err).lowercase_causes().to_string(),
+            ))
         }
     }
 }
