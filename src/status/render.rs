@@ -493,8 +493,11 @@ fn metrics_daemon(o: &mut String, snap: &StatusSnapshot, now: Timestamp) {
     let m = &snap.metrics;
     let _ = writeln!(
         o,
-        "# HELP flowhq_build_info Build of the running daemon.\n# TYPE flowhq_build_info gauge\n\
-flowhq_build_info{{version=\"{}\"}} 1",
+        concat!(
+            "# HELP flowhq_build_info Build of the running daemon.\n",
+            "# TYPE flowhq_build_info gauge\n",
+            "flowhq_build_info{{version=\"{}\"}} 1",
+        ),
         env!("CARGO_PKG_VERSION")
     );
     let _ = writeln!(
