@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -29,6 +30,7 @@ use super::{load_operator_config, runtime};
 /// The longest `link-url --ttl`: a link is a credential, it should not live for weeks.
 const MAX_LINK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// The tenant id `text`, or `None` after saying on stderr why it is not one.
 fn tenant_id(text: &str) -> Option<TenantId> {
     match TenantId::parse(text) {
         Ok(id) => Some(id),
@@ -37,6 +39,21 @@ fn tenant_id(text: &str) -> Option<TenantId> {
             None
         }
     }
+}
+
+/// The config and the tenant of `qr`, `logs` and `link-url`, or how to exit when the config
+/// does not validate (78) or the tenant id is malformed (64); both are reported on stderr.
+fn config_and_tenant(
+    config: Option<&Path>,
+    tenant: &str,
+) -> anyhow::Result<Result<(DaemonConfig, TenantId), ExitStatus>> {
+    let Some(cfg) = load_operator_config(config)? else {
+        return Ok(Err(ExitStatus::Config));
+    };
+    let Some(id) = tenant_id(tenant) else {
+        return Ok(Err(ExitStatus::Usage));
+    };
+    Ok(Ok((cfg, id)))
 }
 
 /// `flowhq plan`: what the daemon would do now, as text, Markdown or JSON.
@@ -170,6 +187,7 @@ fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
     if n == 1 { one } else { many }
 }
 
+/// The state store, opened as a client.
 async fn open_store(cfg: &DaemonConfig) -> anyhow::Result<Store> {
     // Worker-sized pool: two connections at most, released when idle; never creates the
     // database.
@@ -311,11 +329,9 @@ fn print_status(
 /// `flowhq qr TENANT`: polls the session row every second and redraws when the payload
 /// changes; exits 0 once the phone is linked.
 pub(super) fn qr(args: &QrArgs) -> anyhow::Result<ExitStatus> {
-    let Some(cfg) = load_operator_config(args.config.as_deref())? else {
-        return Ok(ExitStatus::Config);
-    };
-    let Some(id) = tenant_id(&args.tenant) else {
-        return Ok(ExitStatus::Usage);
+    let (cfg, id) = match config_and_tenant(args.config.as_deref(), &args.tenant)? {
+        Ok(both) => both,
+        Err(status) => return Ok(status),
     };
     flowhq::telemetry::init_quiet();
     runtime()?.block_on(async {
@@ -445,11 +461,9 @@ impl QrScreen {
 
 /// `flowhq logs TENANT [-n N] [--follow]`.
 pub(super) fn logs(args: &LogsArgs) -> anyhow::Result<ExitStatus> {
-    let Some(cfg) = load_operator_config(args.config.as_deref())? else {
-        return Ok(ExitStatus::Config);
-    };
-    let Some(id) = tenant_id(&args.tenant) else {
-        return Ok(ExitStatus::Usage);
+    let (cfg, id) = match config_and_tenant(args.config.as_deref(), &args.tenant)? {
+        Ok(both) => both,
+        Err(status) => return Ok(status),
     };
     flowhq::telemetry::init_quiet();
     runtime()?.block_on(async {
@@ -483,11 +497,9 @@ pub(super) fn logs(args: &LogsArgs) -> anyhow::Result<ExitStatus> {
 
 /// `flowhq link-url TENANT [--ttl 30m] [--base URL]`.
 pub(super) fn link_url(args: &LinkUrlArgs) -> anyhow::Result<ExitStatus> {
-    let Some(cfg) = load_operator_config(args.config.as_deref())? else {
-        return Ok(ExitStatus::Config);
-    };
-    let Some(id) = tenant_id(&args.tenant) else {
-        return Ok(ExitStatus::Usage);
+    let (cfg, id) = match config_and_tenant(args.config.as_deref(), &args.tenant)? {
+        Ok(both) => both,
+        Err(status) => return Ok(status),
     };
     if args.ttl.is_zero() || args.ttl > MAX_LINK_TTL {
         writeln!(
