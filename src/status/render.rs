@@ -16,7 +16,9 @@ use serde::Serialize;
 use crate::config::Diagnostic;
 
 use super::derive::TenantState;
-use super::model::{SessionView, SourceHealth, StatusSnapshot, TenantStatus, WorkerView};
+use super::model::{
+    FleetMetrics, SessionView, SourceHealth, StatusSnapshot, TenantStatus, WorkerView,
+};
 
 /// The version of the JSON documents (`docs/status-api.md`).
 pub const API_VERSION: u32 = 1;
@@ -477,11 +479,25 @@ fn open_fds() -> Option<usize> {
 /// `/metrics`: Prometheus text format 0.0.4. Heartbeat ages are as of `now` (scrape time).
 pub fn metrics(snap: &StatusSnapshot, now: Timestamp) -> String {
     let mut o = String::with_capacity(4096 + snap.tenants.len() * 160);
+    metrics_daemon(&mut o, snap, now);
+    metrics_reconcile(&mut o, &snap.metrics);
+    metrics_fleet(&mut o, snap);
+    metrics_bots(&mut o, snap, now);
+    metrics_workers(&mut o, snap);
+    metrics_process(&mut o, snap);
+    o
+}
+
+/// The daemon's build, readiness, store health and snapshot age.
+fn metrics_daemon(o: &mut String, snap: &StatusSnapshot, now: Timestamp) {
     let m = &snap.metrics;
     let _ = writeln!(
         o,
-        "# HELP flowhq_build_info Build of the running daemon.\n# TYPE flowhq_build_info gauge\n\
-flowhq_build_info{{version=\"{}\"}} 1",
+        concat!(
+            "# HELP flowhq_build_info Build of the running daemon.\n",
+            "# TYPE flowhq_build_info gauge\n",
+            "flowhq_build_info{{version=\"{}\"}} 1",
+        ),
         env!("CARGO_PKG_VERSION")
     );
     let _ = writeln!(
@@ -498,6 +514,10 @@ flowhq_ready {}\n# HELP flowhq_store_up Whether the state store answered the las
         m.store_errors,
         now.duration_since(snap.generated_at).as_secs_f64().max(0.0),
     );
+}
+
+/// The reconcile passes' durations, the actions applied and the restarts, by kind.
+fn metrics_reconcile(o: &mut String, m: &FleetMetrics) {
     let h = &m.reconcile_seconds;
     o.push_str(
         "# HELP flowhq_reconcile_duration_seconds Duration of reconcile passes.\n\
@@ -533,6 +553,10 @@ flowhq_reconcile_duration_seconds_sum {}\nflowhq_reconcile_duration_seconds_coun
             label(reason)
         );
     }
+}
+
+/// Workers by supervision state, tenants by derived status, and files with errors.
+fn metrics_fleet(o: &mut String, snap: &StatusSnapshot) {
     o.push_str(
         "# HELP flowhq_workers Workers by supervision state.\n# TYPE flowhq_workers gauge\n",
     );
@@ -564,6 +588,10 @@ flowhq_reconcile_duration_seconds_sum {}\nflowhq_reconcile_duration_seconds_coun
         "# HELP flowhq_config_errors Tenant files and config files with errors.\n\
 # TYPE flowhq_config_errors gauge\nflowhq_config_errors {config_errors}"
     );
+}
+
+/// Per tenant: the bot's counters and the age of the worker's last heartbeat.
+fn metrics_bots(o: &mut String, snap: &StatusSnapshot, now: Timestamp) {
     o.push_str(
         "# HELP flowhq_bot_messages_total Messages each tenant's bot dropped, deduplicated, \
 rate-limited or refused, and failed sends and log writes, by reason (its counters).\n\
@@ -593,6 +621,10 @@ rate-limited or refused, and failed sends and log writes, by reason (its counter
             );
         }
     }
+}
+
+/// Per tenant: the worker's memory and restarts.
+fn metrics_workers(o: &mut String, snap: &StatusSnapshot) {
     o.push_str(
         "# HELP flowhq_worker_memory_bytes Proportional memory (PSS) of each worker's process tree, browser included.\n\
 # TYPE flowhq_worker_memory_bytes gauge\n",
@@ -620,6 +652,10 @@ rate-limited or refused, and failed sends and log writes, by reason (its counter
             );
         }
     }
+}
+
+/// The daemon process itself: memory, file descriptors, start time.
+fn metrics_process(o: &mut String, snap: &StatusSnapshot) {
     if let Some(rss) = rss_bytes() {
         let _ = writeln!(
             o,
@@ -640,7 +676,6 @@ rate-limited or refused, and failed sends and log writes, by reason (its counter
 # TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {}",
         snap.started_at.as_second()
     );
-    o
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 
 use crate::store::model::MessageRecord;
 
-use super::model::TenantStatus;
+use super::model::{SessionView, TenantStatus, WorkerView};
 
 /// `12s ago`, `3m 4s ago`, or `-`.
 pub fn ago(t: Option<Timestamp>, now: Timestamp) -> String {
@@ -114,15 +114,32 @@ pub fn table(tenants: &[TenantStatus], now: Timestamp) -> String {
 /// Everything about one tenant, one `key: value` per line.
 pub fn detail(t: &TenantStatus, now: Timestamp) -> String {
     let mut o = String::new();
-    let opt = |v: Option<&str>| v.map(sanitize).unwrap_or_else(|| "-".to_owned());
-    let ts = |v: Option<Timestamp>| match v {
+    detail_tenant(&mut o, t);
+    detail_worker(&mut o, t.worker.as_ref(), now);
+    detail_session(&mut o, t.session.as_ref(), now);
+    detail_counters(&mut o, t);
+    o
+}
+
+/// An optional text for `detail`, sanitized, or `-`.
+fn opt(v: Option<&str>) -> String {
+    v.map(sanitize).unwrap_or_else(|| "-".to_owned())
+}
+
+/// A time for `detail`, to the second and with its age, or `-`.
+fn ts(v: Option<Timestamp>, now: Timestamp) -> String {
+    match v {
         Some(t) => format!(
             "{} ({})",
             t.round(jiff::Unit::Second).unwrap_or(t),
             ago(Some(t), now)
         ),
         None => "-".to_owned(),
-    };
+    }
+}
+
+/// The tenant's own lines: identity, status, desired state, revisions, file.
+fn detail_tenant(o: &mut String, t: &TenantStatus) {
     let _ = writeln!(o, "tenant:             {}", t.id);
     let _ = writeln!(o, "business:           {}", sanitize(&t.business_name));
     let _ = writeln!(o, "phone:              {}", opt(t.phone.as_deref()));
@@ -168,7 +185,11 @@ pub fn detail(t: &TenantStatus, now: Timestamp) -> String {
     );
     let _ = writeln!(o, "file:               {}", opt(t.source_file.as_deref()));
     let _ = writeln!(o, "config error:       {}", opt(t.config_error.as_deref()));
-    match &t.worker {
+}
+
+/// The worker's lines.
+fn detail_worker(o: &mut String, w: Option<&WorkerView>, now: Timestamp) {
+    match w {
         Some(w) => {
             let _ = writeln!(o, "worker:             {}", w.state);
             let _ = writeln!(
@@ -179,17 +200,21 @@ pub fn detail(t: &TenantStatus, now: Timestamp) -> String {
             let _ = writeln!(o, "  restarts:         {}", w.restarts);
             let _ = writeln!(o, "  last exit:        {}", opt(w.last_exit().as_deref()));
             let _ = writeln!(o, "  last error:       {}", opt(w.last_error.as_deref()));
-            let _ = writeln!(o, "  next retry:       {}", ts(w.next_retry_at));
-            let _ = writeln!(o, "  started:          {}", ts(w.started_at));
+            let _ = writeln!(o, "  next retry:       {}", ts(w.next_retry_at, now));
+            let _ = writeln!(o, "  started:          {}", ts(w.started_at, now));
         }
         None => {
             let _ = writeln!(o, "worker:             -");
         }
     }
-    match &t.session {
+}
+
+/// The WhatsApp session's lines.
+fn detail_session(o: &mut String, s: Option<&SessionView>, now: Timestamp) {
+    match s {
         Some(s) => {
             let _ = writeln!(o, "whatsapp:           {}", s.state);
-            let _ = writeln!(o, "  last seen:        {}", ts(s.last_seen_at));
+            let _ = writeln!(o, "  last seen:        {}", ts(s.last_seen_at, now));
             let _ = writeln!(
                 o,
                 "  qr:               {}",
@@ -207,6 +232,10 @@ pub fn detail(t: &TenantStatus, now: Timestamp) -> String {
             let _ = writeln!(o, "whatsapp:           -");
         }
     }
+}
+
+/// The bot's counters, one per line.
+fn detail_counters(o: &mut String, t: &TenantStatus) {
     if t.counters.is_empty() {
         let _ = writeln!(o, "bot counters:       -");
     } else {
@@ -215,7 +244,6 @@ pub fn detail(t: &TenantStatus, now: Timestamp) -> String {
             let _ = writeln!(o, "  {}: {value}", sanitize(name));
         }
     }
-    o
 }
 
 /// The QR payload in half-block characters (two modules per character row), with a quiet zone.
