@@ -200,8 +200,11 @@ pub fn load_dir(dir: &Path) -> LoadedDir {
         Ok(paths) => paths,
         Err(err) => {
             out.complete = false;
-            out.diagnostics
-                .push(Diagnostic::file(dir, Severity::Error, crate::error::chain(&err).lowercase_causes().to_string()));
+            out.diagnostics.push(Diagnostic::file(
+                dir,
+                Severity::Error,
+                crate::error::chain(&err).lowercase_causes().to_string(),
+            ));
             return out;
         }
     };
@@ -339,7 +342,11 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, Diagnostic> {
                 path: path.to_owned(),
                 source,
             };
-            Err(Diagnostic::file(path, Severity::Error, crate::error::chain(&err).lowercase_causes().to_string()))
+            Err(Diagnostic::file(
+                path,
+                Severity::Error,
+                crate::error::chain(&err).lowercase_causes().to_string(),
+            ))
         }
     }
 }
@@ -357,20 +364,7 @@ fn validate(ctx: &mut FileCtx<'_>) -> Option<TenantSpec> {
     let (root, syntax) = DeTable::parse_recoverable(ctx.src);
     ctx.syntax_errors(&syntax);
     let root = root.get_ref();
-    let stem = ctx
-        .path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let id = match TenantId::parse(&stem) {
-        Ok(id) => Some(id),
-        Err(err) => {
-            ctx.file_error(format!(
-                "bad file name: {err}; the file name without `.toml` is the tenant id"
-            ));
-            None
-        }
-    };
+    let id = id_from_file_name(ctx);
     if root.is_empty() && syntax.is_empty() {
         ctx.file_error(format!(
             "tenant file is empty; required fields are {}",
@@ -435,6 +429,24 @@ fn validate(ctx: &mut FileCtx<'_>) -> Option<TenantSpec> {
         replies: replies?,
         restart: restart?,
     })
+}
+
+/// The tenant id the file's name gives (the name without `.toml`), or a finding about it.
+fn id_from_file_name(ctx: &mut FileCtx<'_>) -> Option<TenantId> {
+    let stem = ctx
+        .path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match TenantId::parse(&stem) {
+        Ok(id) => Some(id),
+        Err(err) => {
+            ctx.file_error(format!(
+                "bad file name: {err}; the file name without `.toml` is the tenant id"
+            ));
+            None
+        }
+    }
 }
 
 fn business_name(ctx: &mut FileCtx<'_>, v: &Spanned<DeValue<'_>>) -> Option<String> {
