@@ -48,7 +48,7 @@ impl Key {
 
     /// The default, read with the key's own parser.
     #[allow(clippy::expect_used)]
-    pub(super) fn default<T, E: std::fmt::Debug>(
+    pub(super) fn default_value<T, E: std::fmt::Debug>(
         &self,
         parse: impl FnOnce(&str) -> Result<T, E>,
     ) -> T {
@@ -87,7 +87,7 @@ pub(super) const KEYS: &[Key] = &[
         d.c.tenants_dir = r.path(k);
     }),
     key(TOP, "state_dir", "./.flowhq", |r, k, d| {
-        d.c.state_dir = r.path(k)
+        d.c.state_dir = r.path(k);
     }),
     key(TOP, "log_dir", "<state_dir>/log", |r, k, d| {
         d.c.log_dir = r.path_or(k, d.c.state_dir.join("log"));
@@ -100,10 +100,9 @@ pub(super) const KEYS: &[Key] = &[
         "database_url",
         "sqlite://<state_dir>/flowhq.db",
         |r, k, d| {
-            d.c.database_url = r.parsed(k, check_database_url).map_or_else(
-                || format!("sqlite://{}", d.c.state_dir.join("flowhq.db").display()),
-                |(u, _)| u,
-            );
+            d.c.database_url = r
+                .parsed(k, check_database_url)
+                .map_or_else(|| sqlite_in(&d.c.state_dir), |(u, _)| u);
         },
     ),
     key(TOP, "shutdown", "stop-workers", |r, k, d| {
@@ -113,7 +112,7 @@ pub(super) const KEYS: &[Key] = &[
         d.c.rescan_interval = r.positive(k);
     }),
     key(TOP, "debounce", "200ms", |r, k, d| {
-        d.c.debounce = r.duration(k).0
+        d.c.debounce = r.duration(k).0;
     }),
     key(TOP, "debounce_max", "2s", |r, k, d| {
         let (debounce_max, origin) = r.duration(k);
@@ -178,9 +177,9 @@ pub(super) const KEYS: &[Key] = &[
                     &origin,
                     "`worker.log_max_bytes` must be at least 4096".to_owned(),
                 );
-                k.default(parse_bytes)
+                k.default_value(parse_bytes)
             }
-            found => found.map_or_else(|| k.default(parse_bytes), |(n, _)| n),
+            found => found.map_or_else(|| k.default_value(parse_bytes), |(n, _)| n),
         };
     }),
     key(WORKER, "log_files", "5", |r, k, d| {
@@ -221,13 +220,13 @@ pub(super) const KEYS: &[Key] = &[
     }),
     key(GIT, "path", "tenants.d", |r, k, d| d.git.path = r.path(k)),
     key(GIT, "interval", "30s", |r, k, d| {
-        d.git.interval = r.positive(k)
+        d.git.interval = r.positive(k);
     }),
     key(GIT, "credentials_file", "", |r, k, d| {
         d.git.credentials_file = r.opt_path(k);
     }),
     key(GIT, "timeout", "60s", |r, k, d| {
-        d.git.timeout = r.positive(k)
+        d.git.timeout = r.positive(k);
     }),
     key(PRUNE, "max_share", "0.5", |r, k, d| {
         let (max_share, origin) = r.number(k);
@@ -400,6 +399,11 @@ fn default_command() -> Vec<String> {
     let exe =
         std::env::current_exe().map_or_else(|_| "flowhq".to_owned(), |p| p.display().to_string());
     vec![exe, "worker".to_owned()]
+}
+
+/// The default database: `flowhq.db` in `state_dir`.
+fn sqlite_in(state_dir: &Path) -> String {
+    format!("sqlite://{}", state_dir.join("flowhq.db").display())
 }
 
 fn parse_shutdown(s: &str) -> Result<ShutdownMode, String> {

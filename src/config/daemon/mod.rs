@@ -288,10 +288,8 @@ fn read_config(path: &Path) -> Result<String, Diagnostic> {
             path: path.to_owned(),
             source,
         };
-        let cause = std::error::Error::source(&err).map_or(String::new(), |s| {
-            format!(": {}", s.to_string().to_lowercase())
-        });
-        Diagnostic::file(path, Severity::Error, format!("{err}{cause}"))
+        let msg = crate::error::chain(&err).lowercase_causes().to_string();
+        Diagnostic::file(path, Severity::Error, msg)
     })?;
     if bytes.len() as u64 > MAX_CONFIG_BYTES {
         return Err(Diagnostic::file(

@@ -136,7 +136,7 @@ impl Reader<'_, '_> {
     pub(super) fn value<T>(&mut self, k: &Key, parse: impl Fn(&str) -> Result<T, String>) -> T {
         match self.parsed(k, &parse) {
             Some((v, _)) => v,
-            None => k.default(parse),
+            None => k.default_value(parse),
         }
     }
 
@@ -159,7 +159,7 @@ impl Reader<'_, '_> {
     /// A duration, or the key's default (whose origin points nowhere).
     pub(super) fn duration(&mut self, k: &Key) -> (Duration, Origin) {
         self.parsed(k, parse_duration)
-            .unwrap_or_else(|| (k.default(parse_duration), Origin::File(0)))
+            .unwrap_or_else(|| (k.default_value(parse_duration), Origin::File(0)))
     }
 
     /// A duration that must not be zero.
@@ -168,7 +168,7 @@ impl Reader<'_, '_> {
         if d.is_zero() {
             let name = k.path();
             self.report(&origin, format!("`{name}` must be longer than zero"));
-            return k.default(parse_duration);
+            return k.default_value(parse_duration);
         }
         d
     }
@@ -177,7 +177,7 @@ impl Reader<'_, '_> {
     pub(super) fn number(&mut self, k: &Key) -> (f64, Origin) {
         let name = k.path();
         let parsed = match self.find(k) {
-            None => return (k.default(str::parse::<f64>), Origin::File(0)),
+            None => return (k.default_value(str::parse::<f64>), Origin::File(0)),
             Some(Found::Env(var, v)) => match v.trim().parse::<f64>() {
                 Ok(n) if n.is_finite() => Ok((n, Origin::Env(var))),
                 _ => Err((Origin::Env(var), format!("`{name}`: `{v}` is not a number"))),
@@ -209,7 +209,7 @@ impl Reader<'_, '_> {
             Ok(n) => n,
             Err((origin, msg)) => {
                 self.report(&origin, msg);
-                (k.default(str::parse::<f64>), Origin::File(0))
+                (k.default_value(str::parse::<f64>), Origin::File(0))
             }
         }
     }
@@ -217,7 +217,7 @@ impl Reader<'_, '_> {
     /// A boolean (`true`/`false`; in the environment also `1`/`0`, `yes`/`no`, empty).
     pub(super) fn boolean(&mut self, k: &Key) -> bool {
         let name = k.path();
-        let default = k.default(str::parse::<bool>);
+        let default = k.default_value(str::parse::<bool>);
         match self.find(k) {
             None => default,
             Some(Found::Env(var, v)) => match v.trim() {
@@ -265,7 +265,7 @@ impl Reader<'_, '_> {
     /// An integer within `range` (both ends included), or the key's default.
     pub(super) fn integer(&mut self, k: &Key, range: (u32, u32)) -> u32 {
         let name = k.path();
-        let default = k.default(str::parse::<u32>);
+        let default = k.default_value(str::parse::<u32>);
         let (n, origin) = match self.find(k) {
             None => return default,
             Some(Found::Env(var, v)) => (v.trim().parse::<i64>().ok(), Origin::Env(var)),
