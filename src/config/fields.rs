@@ -4,7 +4,7 @@
 //! Owns the small grammars that live inside one TOML string (`"08:00-12:00, 14:00-18:00"`,
 //! `"Karibu {business}"`). Each parser is pure and reports problems as byte offsets into the
 //! string, so the loader can point at the exact character. It does not know about files or
-//! diagnostics; `load.rs` turns these findings into `Diagnostic`s.
+//! diagnostics; `validate.rs` turns these findings into `Diagnostic`s.
 
 use crate::config::tenant::{Minute, OpenRange, Phone};
 use crate::config::walk::suggest;

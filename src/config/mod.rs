@@ -10,6 +10,7 @@ pub mod diagnostic;
 mod fields;
 pub mod load;
 pub mod tenant;
+mod validate;
 mod walk;
 
 pub use daemon::DaemonConfig;

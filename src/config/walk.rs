@@ -2,8 +2,8 @@
 //!
 //! Owns the per-file diagnostic sink (`FileCtx`), unknown-key checks with "did you mean"
 //! suggestions, type-mismatch messages and the mapping from a string value to the byte offset of
-//! its contents. It deliberately knows no field of any file format; `load.rs` (tenant files) and
-//! `daemon.rs` (the daemon config) decide what each key means. serde's derive is not used for
+//! its contents. It deliberately knows no field of any file format; `validate.rs` (tenant files)
+//! and `daemon/keys.rs` (the daemon config) decide what each key means. serde's derive is not used for
 //! these files because it stops at the first error and would hide the next ones.
 
 use std::collections::BTreeSet;

@@ -1,0 +1,81 @@
+//! The `events` table: the append-only audit trail of the daemon and the workers, one
+//! tenant's or the whole fleet's.
+//!
+//! It does not define the events (`daemon::event` does) nor prune them (`prune.rs`).
+
+use sqlx::types::Json;
+
+use super::model::{EventRow, to_millis};
+use super::{EventRecord, NewEvent, Pool, Result, Store, decode_all, with_pool, with_write_tx};
+use crate::config::TenantId;
+
+const INSERT_EVENT: &str = "INSERT INTO events (tenant_id, at, kind, reason, revision, detail) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+
+impl Store {
+    /// Appends an event and returns its id.
+    pub async fn record_event(&self, event: &NewEvent) -> Result<i64> {
+        const SQL: &str = "INSERT INTO events (tenant_id, at, kind, reason, revision, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
+        with_pool!(self, pool => sqlx::query_scalar(SQL)
+            .bind(event.tenant.as_ref().map(TenantId::as_str))
+            .bind(to_millis(event.at))
+            .bind(event.kind.as_str())
+            .bind(event.reason.as_str())
+            .bind(event.revision.as_deref())
+            .bind(event.detail.as_ref().map(Json))
+            .fetch_one(pool)
+            .await)
+        .map_err(self.fail(|| match &event.tenant {
+            Some(tenant) => format!("record `{}` event for tenant `{tenant}`", event.kind),
+            None => format!("record `{}` event", event.kind),
+        }))
+    }
+
+    /// Records several events in one transaction, in order.
+    pub async fn record_events(&self, events: &[NewEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        with_write_tx!(self, tx => {
+            for event in events {
+                sqlx::query(INSERT_EVENT)
+                    .bind(event.tenant.as_ref().map(TenantId::as_str))
+                    .bind(to_millis(event.at))
+                    .bind(event.kind.as_str())
+                    .bind(event.reason.as_str())
+                    .bind(event.revision.as_deref())
+                    .bind(event.detail.as_ref().map(Json))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        })
+        .map_err(self.fail(|| format!("record {} events", events.len())))
+    }
+
+    /// The latest `limit` events, newest first: one tenant's, or with `None` the whole fleet's
+    /// (tenant events and fleet-wide ones).
+    pub async fn events(&self, tenant: Option<&TenantId>, limit: u32) -> Result<Vec<EventRecord>> {
+        const ALL: &str = "SELECT id, tenant_id, at, kind, reason, revision, detail FROM events \
+             ORDER BY at DESC, id DESC LIMIT $1";
+        const ONE: &str = "SELECT id, tenant_id, at, kind, reason, revision, detail FROM events \
+             WHERE tenant_id = $2 ORDER BY at DESC, id DESC LIMIT $1";
+        let op = || match tenant {
+            Some(tenant) => format!("read events of tenant `{tenant}`"),
+            None => "read events".to_owned(),
+        };
+        let rows: Vec<EventRow> = match tenant {
+            None => with_pool!(self, pool => sqlx::query_as(ALL)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await),
+            Some(tenant) => with_pool!(self, pool => sqlx::query_as(ONE)
+                .bind(i64::from(limit))
+                .bind(tenant.as_str())
+                .fetch_all(pool)
+                .await),
+        }
+        .map_err(self.fail(op))?;
+        decode_all(rows, EventRow::into_record, op)
+    }
+}

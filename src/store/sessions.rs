@@ -1,0 +1,171 @@
+//! The `whatsapp_sessions` table: one row per tenant's WhatsApp session, written by its
+//! worker (state, QR code, heartbeat, linked number) and read by the daemon and the operator
+//! commands.
+//!
+//! It does not interpret a state: what a stale heartbeat means is the daemon's business.
+
+use jiff::Timestamp;
+
+use super::model::{SessionRow, from_millis, to_millis};
+use super::{Pool, Result, SessionRecord, SessionState, Store, decode_all, decode_opt, with_pool};
+use crate::config::TenantId;
+
+impl Store {
+    /// Records the session state and the error that came with it. Any state but `QR_READY`
+    /// clears the QR payload: a code is only worth showing while WhatsApp waits for a scan.
+    /// `LOGGED_OUT` also clears the linked number and display name: the phone unlinked this
+    /// device, so no number is linked any more (the next link records the new one).
+    pub async fn session_set_state(
+        &self,
+        tenant: &TenantId,
+        state: SessionState,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()> {
+        const SQL: &str = "INSERT INTO whatsapp_sessions (tenant_id, state, error, updated_at) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id) DO UPDATE SET state = excluded.state, \
+             error = excluded.error, updated_at = excluded.updated_at, \
+             qr = CASE WHEN excluded.state = 'QR_READY' THEN whatsapp_sessions.qr ELSE NULL END, \
+             qr_issued_at = CASE WHEN excluded.state = 'QR_READY' \
+             THEN whatsapp_sessions.qr_issued_at ELSE NULL END, \
+             linked_number = CASE WHEN excluded.state = 'LOGGED_OUT' THEN NULL \
+             ELSE whatsapp_sessions.linked_number END, \
+             push_name = CASE WHEN excluded.state = 'LOGGED_OUT' THEN NULL \
+             ELSE whatsapp_sessions.push_name END";
+        with_pool!(self, pool => sqlx::query(SQL)
+            .bind(tenant.as_str())
+            .bind(state.as_str())
+            .bind(error)
+            .bind(to_millis(now))
+            .execute(pool)
+            .await
+            .map(drop))
+        .map_err(self.fail(|| format!("set session state of tenant `{tenant}` to {state}")))
+    }
+
+    /// Stores a new QR payload: the state becomes `QR_READY` and the error is cleared.
+    pub async fn session_set_qr(
+        &self,
+        tenant: &TenantId,
+        payload: &str,
+        issued_at: Timestamp,
+    ) -> Result<()> {
+        const SQL: &str = "INSERT INTO whatsapp_sessions \
+             (tenant_id, state, qr, qr_issued_at, updated_at) VALUES ($1, 'QR_READY', $2, $3, $3) \
+             ON CONFLICT (tenant_id) DO UPDATE SET state = 'QR_READY', qr = excluded.qr, \
+             qr_issued_at = excluded.qr_issued_at, error = NULL, updated_at = excluded.updated_at";
+        with_pool!(self, pool => sqlx::query(SQL)
+            .bind(tenant.as_str())
+            .bind(payload)
+            .bind(to_millis(issued_at))
+            .execute(pool)
+            .await
+            .map(drop))
+        .map_err(self.fail(|| format!("store QR code of tenant `{tenant}`")))
+    }
+
+    /// Records a heartbeat. Does not touch `updated_at`, which stays the time of the last state
+    /// change; creates the row in `STARTING` if the worker has reported nothing yet.
+    pub async fn session_heartbeat(&self, tenant: &TenantId, at: Timestamp) -> Result<()> {
+        const SQL: &str = "INSERT INTO whatsapp_sessions (tenant_id, state, last_seen_at, \
+             updated_at) VALUES ($1, 'STARTING', $2, $2) \
+             ON CONFLICT (tenant_id) DO UPDATE SET last_seen_at = excluded.last_seen_at";
+        with_pool!(self, pool => sqlx::query(SQL)
+            .bind(tenant.as_str())
+            .bind(to_millis(at))
+            .execute(pool)
+            .await
+            .map(drop))
+        .map_err(self.fail(|| format!("record heartbeat of tenant `{tenant}`")))
+    }
+
+    /// Records the linked phone number and WhatsApp display name.
+    pub async fn session_set_linked(
+        &self,
+        tenant: &TenantId,
+        number: &str,
+        push_name: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()> {
+        const SQL: &str = "INSERT INTO whatsapp_sessions (tenant_id, state, linked_number, \
+             push_name, updated_at) VALUES ($1, 'AUTHENTICATED', $2, $3, $4) \
+             ON CONFLICT (tenant_id) DO UPDATE SET linked_number = excluded.linked_number, \
+             push_name = excluded.push_name, updated_at = excluded.updated_at";
+        with_pool!(self, pool => sqlx::query(SQL)
+            .bind(tenant.as_str())
+            .bind(number)
+            .bind(push_name)
+            .bind(to_millis(now))
+            .execute(pool)
+            .await
+            .map(drop))
+        .map_err(self.fail(|| format!("record linked number of tenant `{tenant}`")))
+    }
+
+    /// Asks the tenant's worker for a fresh QR flow (after it gave up waiting for a scan):
+    /// records `at` as the request time, which the idle worker polls. Returns false when the
+    /// tenant has no session row (no worker ever reported).
+    pub async fn session_request_qr(&self, tenant: &TenantId, at: Timestamp) -> Result<bool> {
+        const SQL: &str = "UPDATE whatsapp_sessions SET qr_requested_at = $2 WHERE tenant_id = $1";
+        with_pool!(self, pool => sqlx::query(SQL)
+            .bind(tenant.as_str())
+            .bind(to_millis(at))
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected() > 0))
+        .map_err(self.fail(|| format!("request a fresh QR code for tenant `{tenant}`")))
+    }
+
+    /// When a fresh QR flow was last requested for the tenant, if ever.
+    pub async fn session_qr_requested_at(&self, tenant: &TenantId) -> Result<Option<Timestamp>> {
+        const SQL: &str = "SELECT qr_requested_at FROM whatsapp_sessions WHERE tenant_id = $1";
+        let ms: Option<Option<i64>> = with_pool!(self, pool => sqlx::query_scalar(SQL)
+            .bind(tenant.as_str())
+            .fetch_optional(pool)
+            .await)
+        .map_err(self.fail(|| format!("read the QR request of tenant `{tenant}`")))?;
+        Ok(ms.flatten().and_then(from_millis))
+    }
+
+    /// Every session row, ordered by tenant.
+    pub async fn sessions(&self) -> Result<Vec<SessionRecord>> {
+        const SQL: &str = "SELECT tenant_id, state, qr, qr_issued_at, last_seen_at, \
+             linked_number, push_name, error, updated_at FROM whatsapp_sessions ORDER BY tenant_id";
+        let op = || "list sessions".to_owned();
+        let rows: Vec<SessionRow> =
+            with_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await)
+                .map_err(self.fail(op))?;
+        decode_all(rows, SessionRow::into_record, op)
+    }
+
+    /// Session rows written at or after `since` (state, QR or heartbeat), for a reader that
+    /// already holds the rest. Rows are matched by the writers' timestamps, so a caller asks
+    /// from a little before its previous read to cover writes that committed late.
+    pub async fn sessions_changed_since(&self, since: Timestamp) -> Result<Vec<SessionRecord>> {
+        const SQL: &str = "SELECT tenant_id, state, qr, qr_issued_at, last_seen_at, \
+             linked_number, push_name, error, updated_at FROM whatsapp_sessions \
+             WHERE updated_at >= $1 OR last_seen_at >= $1 ORDER BY tenant_id";
+        let op = || format!("list sessions changed since {since}");
+        let rows: Vec<SessionRow> = with_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(to_millis(since))
+            .fetch_all(pool)
+            .await)
+        .map_err(self.fail(op))?;
+        decode_all(rows, SessionRow::into_record, op)
+    }
+
+    /// One tenant's session row.
+    pub async fn session(&self, tenant: &TenantId) -> Result<Option<SessionRecord>> {
+        const SQL: &str = "SELECT tenant_id, state, qr, qr_issued_at, last_seen_at, \
+             linked_number, push_name, error, updated_at FROM whatsapp_sessions \
+             WHERE tenant_id = $1";
+        let op = || format!("read session of tenant `{tenant}`");
+        let row: Option<SessionRow> = with_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(tenant.as_str())
+            .fetch_optional(pool)
+            .await)
+        .map_err(self.fail(op))?;
+        decode_opt(row, SessionRow::into_record, op)
+    }
+}
