@@ -1,13 +1,16 @@
 //! Starting and ending the Chromium process: the command-line flags, the profile directory
 //! (0700, stale `Singleton*` locks), the DevTools address on stderr, the exit watcher, and
-//! finding and killing every process of a profile (through `supervisor::proc`).
+//! finding and killing every process of a profile (the process table is read through
+//! `supervisor::proc`).
 //!
 //! Deliberately does not speak DevTools (`cdp.rs`) or know the page (`page.rs`).
 
 use std::collections::VecDeque;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
+use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -16,6 +19,7 @@ use tokio::task::JoinHandle;
 use super::cdp::connect_and_load;
 use super::pin::PinnedSite;
 use super::{BrowserOptions, Error, WaWebBrowser};
+use crate::supervisor::proc;
 use crate::worker::transport::Events;
 
 /// The flags every browser gets: headless, server-friendly, no background networking, no
@@ -103,7 +107,7 @@ impl WaWebBrowser {
             Ok(ws) => ws,
             Err(e) => {
                 let _ = child.kill().await;
-                kill_leftovers(&user_data_arg, pid);
+                kill_leftovers(&user_data_arg, pid).await;
                 return Err(e);
             }
         };
@@ -129,7 +133,7 @@ impl WaWebBrowser {
                     sigkill(pid);
                     wait_exit(exited, Duration::from_secs(5)).await;
                 }
-                kill_leftovers(&user_data_arg, pid);
+                kill_leftovers(&user_data_arg, pid).await;
                 for t in tasks {
                     t.abort();
                 }
@@ -309,23 +313,57 @@ pub(super) async fn wait_exit(mut exited: watch::Receiver<Option<String>>, wait:
         .is_ok_and(|r| r.is_ok())
 }
 
+/// How many sweeps [`kill_leftovers`] makes at most, and the pause after each: helpers that
+/// were still starting when the browser died show up a moment later.
+const KILL_ROUNDS: usize = 20;
+const KILL_PAUSE: Duration = Duration::from_millis(50);
+
 /// SIGKILLs every process that belongs to this browser: the browser's descendants and any
 /// process carrying this profile's `--user-data-dir=` argument (helpers orphaned when the
-/// browser died first). Returns how many were signalled.
-pub(super) fn kill_leftovers(user_data_arg: &str, browser_pid: u32) -> usize {
+/// browser died first). Sweeps until none is left (at most [`KILL_ROUNDS`] times,
+/// [`KILL_PAUSE`] apart). Returns how many were signalled.
+pub(super) async fn kill_leftovers(user_data_arg: &str, browser_pid: u32) -> usize {
     let mut killed = 0;
-    for _round in 0..20 {
-        let pids = profile_processes(user_data_arg, browser_pid);
-        if pids.is_empty() {
+    for _round in 0..KILL_ROUNDS {
+        let n = kill_round(user_data_arg, browser_pid);
+        if n == 0 {
             break;
         }
-        for pid in &pids {
-            sigkill(*pid);
-        }
-        killed += pids.len();
-        std::thread::sleep(Duration::from_millis(50));
+        killed += n;
+        tokio::time::sleep(KILL_PAUSE).await;
     }
     killed
+}
+
+/// [`kill_leftovers`] for `Drop`, which cannot await: the first sweep runs now, the later
+/// ones on a thread of their own, so the caller (and the runtime under it) never sleeps.
+pub(super) fn kill_leftovers_detached(user_data_arg: &str, browser_pid: u32) {
+    if kill_round(user_data_arg, browser_pid) == 0 {
+        return;
+    }
+    let arg = user_data_arg.to_owned();
+    let sweeps = std::thread::Builder::new()
+        .name("flowhq-sweep".to_owned())
+        .spawn(move || {
+            for _round in 1..KILL_ROUNDS {
+                std::thread::sleep(KILL_PAUSE);
+                if kill_round(&arg, browser_pid) == 0 {
+                    break;
+                }
+            }
+        });
+    if let Err(err) = sweeps {
+        tracing::warn!(pid = browser_pid, "cannot start the leftover sweep: {err}");
+    }
+}
+
+/// One sweep: SIGKILLs every live process of this browser; returns how many.
+fn kill_round(user_data_arg: &str, browser_pid: u32) -> usize {
+    let pids = profile_processes(user_data_arg, browser_pid);
+    for pid in &pids {
+        sigkill(*pid);
+    }
+    pids.len()
 }
 
 /// Live (non-zombie) processes of this profile: those carrying `user_data_arg` (or any
@@ -336,42 +374,26 @@ pub fn profile_processes(user_data_arg: &str, root: u32) -> Vec<u32> {
         .strip_prefix("--user-data-dir=")
         .map(|p| format!("{}/", p.trim_end_matches('/')))
         .unwrap_or_default();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut table: Vec<(u32, u32, bool)> = Vec::new();
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // state and ppid follow the parenthesised command name.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next().unwrap_or("");
-        let ppid = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        if state == "Z" || state == "X" {
-            continue;
-        }
-        let mine = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|c| {
-                c.split(|b| *b == 0).any(|a| {
-                    a == user_data_arg.as_bytes()
-                        || (!inside.is_empty()
-                            && a.windows(inside.len()).any(|w| w == inside.as_bytes()))
-                })
+    let carries_profile = |pid: Pid| {
+        proc::argv(pid).is_some_and(|argv| {
+            argv.iter().any(|a| {
+                let a = a.as_bytes();
+                a == user_data_arg.as_bytes()
+                    || (!inside.is_empty()
+                        && a.windows(inside.len()).any(|w| w == inside.as_bytes()))
             })
-            .unwrap_or(false);
-        table.push((pid, ppid, mine));
-    }
+        })
+    };
+    // (pid, ppid, carries the profile) of every live process.
+    let table: Vec<(u32, u32, bool)> = proc::scan()
+        .into_iter()
+        .filter(|s| s.state != 'Z' && s.state != 'X')
+        .filter_map(|s| {
+            let pid = u32::try_from(s.pid.as_raw()).ok()?;
+            let ppid = u32::try_from(s.ppid.as_raw()).unwrap_or(0);
+            Some((pid, ppid, carries_profile(s.pid)))
+        })
+        .collect();
     let mut out: Vec<u32> = table.iter().filter(|t| t.2).map(|t| t.0).collect();
     let mut frontier = if root > 1 { vec![root] } else { Vec::new() };
     while let Some(p) = frontier.pop() {

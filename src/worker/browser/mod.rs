@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 
 use super::transport::{self, SentMessage, Transport};
 use cdp::{evaluate, with_timeout};
-use launch::{kill_leftovers, sigkill, wait_exit};
+use launch::{kill_leftovers, kill_leftovers_detached, sigkill, wait_exit};
 
 pub use launch::{base_args, lean_args, profile_processes};
 
@@ -289,8 +289,7 @@ impl WaWebBrowser {
                 wait_exit(self.exited.clone(), Duration::from_secs(5)).await;
             }
         }
-        let (arg, pid) = (self.user_data_arg.clone(), self.pid);
-        let _ = tokio::task::spawn_blocking(move || kill_leftovers(&arg, pid)).await;
+        kill_leftovers(&self.user_data_arg, self.pid).await;
         for t in self.tasks.drain(..) {
             t.abort();
         }
@@ -331,7 +330,7 @@ impl Drop for WaWebBrowser {
         if !self.closed {
             // Not closed through `close()`: no graceful flush is possible any more, but
             // nothing may outlive us.
-            kill_leftovers(&self.user_data_arg, self.pid);
+            kill_leftovers_detached(&self.user_data_arg, self.pid);
             for t in self.tasks.drain(..) {
                 t.abort();
             }
