@@ -397,6 +397,14 @@ impl Transport for WaWebBrowser {
     async fn close(self) {
         WaWebBrowser::close(self).await;
     }
+
+    async fn ping(&self, timeout: Duration) -> bool {
+        WaWebBrowser::ping(self, timeout).await
+    }
+
+    fn pid(&self) -> u32 {
+        self.pid
+    }
 }
 
 #[derive(Deserialize)]
