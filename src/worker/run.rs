@@ -27,7 +27,7 @@
 //!
 //! Reload: SIGHUP re-reads the applied spec from the store. The daemon counts the worker as
 //! running that spec once it has signalled, so a read that fails (the store is down for a
-//! moment) is retried every [`RELOAD_RETRY`] until it succeeds or the next SIGHUP.
+//! moment) is retried every `RELOAD_RETRY` until it succeeds or the next SIGHUP.
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;

@@ -1,8 +1,8 @@
 //! The bot plugged into the worker: a `MessageSink` that hands WhatsApp messages to `bot::Bot`.
 //!
-//! Owns only the adapter between the session lifecycle (`run.rs`, which attaches and detaches
-//! the sink around every browser launch) and the bot pipeline (`bot/`). It decides nothing about
-//! replies and nothing about the browser.
+//! Owns only the adapter between the session lifecycle (`session_loop.rs`, which attaches and
+//! detaches the sink around every launch) and the bot pipeline (`bot/`), for any transport. It
+//! decides nothing about replies and nothing about the browser.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,13 +1,14 @@
-//! The small transport contract between the bot pipeline and WhatsApp.
+//! The small transport contract between the worker (its loop and the bot pipeline) and
+//! WhatsApp.
 //!
 //! Owns the events a transport delivers (QR, authenticated, ready, messages, acks, state
 //! changes, disconnects, logout, fatal faults), the commands the worker may issue (send a
-//! text as a quoted reply, log out, take over a conflicting session, close), the
-//! classification of WhatsApp Web connection states and message ids, and an in-memory
-//! transport for tests of everything above this layer.
+//! text as a quoted reply, log out, take over a conflicting session, close, ping for the
+//! heartbeat), the classification of WhatsApp Web connection states and message ids, and an
+//! in-memory transport for tests of everything above this layer.
 //!
 //! Deliberately does not know about Chromium, CDP or the page script: that lives in
-//! `browser.rs`, the only implementation that talks to WhatsApp Web. Filtering (groups,
+//! `browser/`, the only implementation that talks to WhatsApp Web. Filtering (groups,
 //! status, channels, own messages, history), dedup and rate limits are the pipeline's job;
 //! a transport reports every message with the flags needed to decide.
 
