@@ -3,7 +3,7 @@
 //! takeover, reload and its retry, SIGTERM. What only Chromium can show stays in
 //! `tests/worker.rs` and `tests/wa_web.rs`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::*;
-use crate::config::{Language, Limits, Phone, Template};
+use crate::config::load::parse_tenant;
 use crate::store::{Lifecycle, Role, SessionRecord, TenantRecord};
 use crate::worker::transport::{
     DisconnectReason, IncomingMessage, MemoryCommand, MemoryTransport, TransportEvent, WaState,
@@ -95,19 +95,12 @@ fn tenant() -> TenantId {
 }
 
 fn record(business_name: &str) -> TenantRecord {
-    let spec = TenantSpec {
-        id: tenant(),
-        business_name: business_name.to_owned(),
-        phone: Phone::parse("+255712345678").unwrap(),
-        template: Template::Booking,
-        language: Language::Sw,
-        enabled: true,
-        timezone: "Africa/Dar_es_Salaam".to_owned(),
-        hours: None,
-        limits: Limits::default(),
-        replies: BTreeMap::new(),
-        restart: None,
-    };
+    let file = format!(
+        "business_name = \"{business_name}\"\nphone = \"+255712345678\"\ntemplate = \"booking\"\n\
+         language = \"sw\"\ntimezone = \"Africa/Dar_es_Salaam\"\n"
+    );
+    let parsed = parse_tenant(Path::new("tenants.d/acme.toml"), file.as_bytes());
+    let spec = parsed.spec.expect("a valid tenant file");
     let now = Timestamp::now();
     TenantRecord {
         id: tenant(),
