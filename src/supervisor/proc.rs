@@ -388,4 +388,11 @@ mod tests {
         assert_eq!(tree, [10, 11, 12, 13].map(Pid::from_raw));
         assert!(tree_of(Pid::from_raw(99), &table).is_empty());
     }
+
+    #[test]
+    fn argv_is_the_command_line_of_a_live_process() {
+        let expected: Vec<OsString> = std::env::args_os().collect();
+        assert_eq!(argv(Pid::this()), Some(expected));
+        assert_eq!(argv(Pid::from_raw(i32::MAX)), None);
+    }
 }

@@ -440,6 +440,32 @@ mod tests {
         assert_eq!(found, vec![child.id()]);
     }
 
+    /// A shell that waits on stdin, carrying `arg` in its command line.
+    fn child_carrying(arg: &str) -> std::process::Child {
+        std::process::Command::new("sh")
+            .args(["-c", "read line", "flowhq-test", arg])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn leftovers_are_killed_without_blocking_and_on_drop_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let arg = format!("--user-data-dir={}", dir.path().display());
+        let mut child = child_carrying(&arg);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(kill_leftovers(&arg, 0).await, 1);
+        assert!(profile_processes(&arg, 0).is_empty());
+        assert!(child.wait().unwrap().code().is_none(), "killed by a signal");
+
+        let mut child = child_carrying(&arg);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        kill_leftovers_detached(&arg, 0);
+        assert!(child.wait().unwrap().code().is_none(), "killed by a signal");
+        assert!(profile_processes(&arg, 0).is_empty());
+    }
+
     #[test]
     fn sandbox_is_disabled_only_for_root() {
         let p = Path::new("/tmp/p");
