@@ -146,6 +146,18 @@ pub fn zombie_children(parent: Pid) -> Vec<Pid> {
         .collect()
 }
 
+/// The command line of `pid` (`/proc/PID/cmdline`), one entry per argument; `None` if there
+/// is no such process. Empty for zombies and kernel threads.
+pub fn argv(pid: Pid) -> Option<Vec<OsString>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|b| *b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| OsString::from_vec(s.to_vec()))
+            .collect(),
+    )
+}
+
 /// Proportional set size, in bytes, of `pid` and all its descendants (a
 /// worker and its Chromium), summed from `/proc/PID/smaps_rollup`.
 ///
@@ -375,5 +387,12 @@ mod tests {
         let tree = tree_of(Pid::from_raw(10), &table);
         assert_eq!(tree, [10, 11, 12, 13].map(Pid::from_raw));
         assert!(tree_of(Pid::from_raw(99), &table).is_empty());
+    }
+
+    #[test]
+    fn argv_is_the_command_line_of_a_live_process() {
+        let expected: Vec<OsString> = std::env::args_os().collect();
+        assert_eq!(argv(Pid::this()), Some(expected));
+        assert_eq!(argv(Pid::from_raw(i32::MAX)), None);
     }
 }

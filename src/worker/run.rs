@@ -1,15 +1,16 @@
 //! `flowhq worker --tenant ID`: the worker process around the WhatsApp Web driver.
 //!
-//! Owns the process lifecycle of one tenant's WhatsApp session: reading the applied spec from
-//! the store, checking the per-tenant lock, the Chromium profile under
-//! `state_dir/sessions/<tenant>/` (0700), launching and relaunching the browser, writing the
-//! session row (state, QR, linked number, heartbeat) and session events, the QR timeout and the
-//! fresh-QR request, reconnects with backoff, wiping the profile after a logout, signals, and
-//! the exit code. Incoming messages go to a [`MessageSink`]; the bot pipeline plugs in there.
+//! Owns the process around one tenant's WhatsApp session: reading the applied spec from the
+//! store, checking the per-tenant lock, the Chromium profile under
+//! `state_dir/sessions/<tenant>/` (0700), the worker's own schedule (`FLOWHQ_WORKER_*`),
+//! turning SIGTERM and SIGHUP into the loop's signals, plugging the browser in as the
+//! loop's launcher, and the exit code. The loop itself (store writes, heartbeat, QR timeout,
+//! reconnects, profile wipe, reload) is `session_loop.rs`, on the `Transport` trait.
+//! Incoming messages go to a [`MessageSink`]; the bot pipeline plugs in there (`sink.rs`).
 //!
 //! Deliberately does not: decide anything about messages (the sink does), know CDP (the
-//! driver in `browser.rs` does), interpret events (`session.rs` decides, this file acts), or
-//! derive the tenant status (the status module reads the rows written here).
+//! driver in `browser/` does), interpret events (`session.rs` decides, `session_loop.rs`
+//! acts), or derive the tenant status (the status module reads the rows written here).
 //!
 //! Exit codes: 0 after SIGTERM (browser closed gracefully, profile flushed); 78 when the
 //! configuration is wrong (no applied spec for the tenant, Chromium missing or not
@@ -34,31 +35,32 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::Timestamp;
-use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::time::{Instant, MissedTickBehavior, sleep_until};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::Instant;
 
-use super::browser::{self, BrowserOptions, WaWebBrowser, profile_processes};
-use super::session::{LaunchFailure, ReconnectPolicy, Session, Step, classify_launch};
+use super::browser::{self, BrowserOptions, WaWebBrowser};
+use super::session::ReconnectPolicy;
+use super::session_loop::{Launcher, Schedule, SignalSource, Signals, Worker};
 use super::transport::{Events, IncomingMessage, Transport};
 use crate::config::{DaemonConfig, TenantId, TenantSpec};
 use crate::exit::ExitStatus;
-use crate::store::{NewEvent, Role, SessionState, Store};
+use crate::store::{Role, Store};
 use crate::supervisor::{LOCK_FD_ENV, TenantLock, lock_path};
 
-/// Where incoming messages go. The bot pipeline implements it (an adapter around
-/// `Bot::new(tenant, spec, store, transport)`); until then [`DiscardSink`] logs and drops.
+/// Where incoming messages go: `sink::BotSink` hands them to the bot pipeline. Generic over
+/// the transport the worker runs on (`WaWebBrowser` in production, the in-memory transport
+/// in tests).
 ///
 /// `on_message` is awaited inside the worker's event loop, so it should enqueue and return
 /// rather than wait for replies to be sent.
-pub trait MessageSink: Send {
-    /// A browser is up (linked or not): the sink may keep `transport` to reply through it.
+pub trait MessageSink<T: Transport>: Send {
+    /// A transport is up (linked or not): the sink may keep `transport` to reply through it.
     fn attach(
         &mut self,
         tenant: &TenantId,
         spec: &TenantSpec,
         store: &Store,
-        transport: Arc<WaWebBrowser>,
+        transport: Arc<T>,
     ) -> impl Future<Output = ()> + Send;
 
     /// The session became ready (synced) or stopped being ready.
@@ -70,27 +72,9 @@ pub trait MessageSink: Send {
     /// A new applied spec (SIGHUP).
     fn reload(&mut self, spec: TenantSpec);
 
-    /// The browser is about to close: finish up and drop every clone of the transport, so
-    /// the worker can close Chromium gracefully.
+    /// The transport is about to close: finish up and drop every clone of it, so the worker
+    /// can close Chromium gracefully.
     fn detach(&mut self) -> impl Future<Output = ()> + Send;
-}
-
-/// A sink that drops every message, logging only its id and kind (never the body).
-#[derive(Debug, Default)]
-pub struct DiscardSink;
-
-impl MessageSink for DiscardSink {
-    async fn attach(&mut self, _: &TenantId, _: &TenantSpec, _: &Store, _: Arc<WaWebBrowser>) {}
-
-    fn set_ready(&mut self, _ready: bool) {}
-
-    async fn on_message(&mut self, message: IncomingMessage) {
-        tracing::debug!(id = %message.id, kind = %message.kind, "message not handled (no bot)");
-    }
-
-    fn reload(&mut self, _spec: TenantSpec) {}
-
-    async fn detach(&mut self) {}
 }
 
 /// What can go wrong before the worker loop runs.
@@ -222,7 +206,7 @@ pub fn profile_dir(state_dir: &Path, tenant: &TenantId) -> PathBuf {
 }
 
 /// Runs the worker for `tenant` until SIGTERM or a fatal failure; returns the exit status.
-pub async fn run<S: MessageSink>(
+pub async fn run<S: MessageSink<WaWebBrowser>>(
     cfg: DaemonConfig,
     tenant: TenantId,
     opts: RunOptions,
@@ -262,31 +246,39 @@ pub async fn run<S: MessageSink>(
         store.close().await;
         return ExitStatus::Config;
     }
-    let (Ok(term), Ok(hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
+    let Ok(signals) = unix_signals() else {
         tracing::error!(%tenant, "cannot install signal handlers");
         return ExitStatus::Failure;
     };
     tracing::info!(%tenant, spec = %record.spec_hash, profile = %profile.display(), "worker starting");
     let mut worker = Worker {
-        browser_opts: browser_options(&cfg, &opts, &profile),
-        cfg,
+        launcher: ChromiumLauncher {
+            options: browser_options(&cfg, &opts, &profile),
+        },
+        schedule: schedule(&cfg, &opts),
         tenant,
         spec: record.spec,
         store,
         sink,
-        opts,
         profile,
-        term,
-        hup,
+        signals,
         beat: Instant::now(),
         reload_retry: None,
     };
     let status = worker.main().await;
     worker.store.close().await;
     status
+}
+
+fn schedule(cfg: &DaemonConfig, opts: &RunOptions) -> Schedule {
+    Schedule {
+        heartbeat_interval: cfg.worker.heartbeat_interval,
+        qr_timeout: cfg.worker.qr_timeout,
+        reconnect: opts.reconnect,
+        takeover_after: opts.takeover_after,
+        qr_poll: opts.qr_poll,
+        reload_retry: RELOAD_RETRY,
+    }
 }
 
 fn browser_options(cfg: &DaemonConfig, opts: &RunOptions, profile: &Path) -> BrowserOptions {
@@ -344,385 +336,26 @@ fn prepare_sessions_dir(profile: &Path) -> Result<(), Error> {
 /// How long a reload whose store read failed waits before it tries again.
 const RELOAD_RETRY: Duration = Duration::from_secs(2);
 
-/// How one browser session ended.
-enum Ended {
-    /// SIGTERM: exit 0.
-    Stop,
-    /// Relaunch after a backoff.
-    Reconnect,
-    /// Wipe the profile and start a fresh QR flow now.
-    Unlinked,
-    /// Nobody scanned: idle until a fresh QR flow is requested.
-    QrTimeout,
-    /// Give up with this status.
-    Exit(ExitStatus),
+/// Launches Chromium with WhatsApp Web on the tenant's profile.
+#[derive(Debug)]
+struct ChromiumLauncher {
+    options: BrowserOptions,
 }
 
-struct Worker<S> {
-    cfg: DaemonConfig,
-    tenant: TenantId,
-    spec: TenantSpec,
-    store: Store,
-    sink: S,
-    opts: RunOptions,
-    profile: PathBuf,
-    browser_opts: BrowserOptions,
-    term: Signal,
-    hup: Signal,
-    /// When the next heartbeat is due.
-    beat: Instant,
-    /// When to retry a reload whose read of the store failed.
-    reload_retry: Option<Instant>,
-}
+impl Launcher for ChromiumLauncher {
+    type Transport = WaWebBrowser;
 
-impl<S: MessageSink> Worker<S> {
-    async fn main(&mut self) -> ExitStatus {
-        // Failed attempts in a row (launch failures and disconnects), reset by `ready`.
-        let mut failures: u32 = 0;
-        loop {
-            if failures > 0 {
-                if failures > self.opts.reconnect.attempts {
-                    let reason = format!(
-                        "gave up reconnecting after {} attempts",
-                        self.opts.reconnect.attempts
-                    );
-                    tracing::error!(tenant = %self.tenant, "{reason}");
-                    self.set_state(SessionState::Error, Some(&reason)).await;
-                    self.event("reconnect_failed", &reason).await;
-                    return ExitStatus::Failure;
-                }
-                let delay = self.opts.reconnect.delay(failures, rand::random::<f64>());
-                let reason = format!(
-                    "reconnecting in {} (attempt {failures} of {})",
-                    humantime::format_duration(Duration::from_millis(delay.as_millis() as u64)),
-                    self.opts.reconnect.attempts
-                );
-                tracing::info!(tenant = %self.tenant, "{reason}");
-                self.event("reconnect", &reason).await;
-                if self.wait_without_browser(Some(delay)).await {
-                    return ExitStatus::Ok;
-                }
-            }
-            self.set_state(SessionState::Starting, None).await;
-            let launched = tokio::select! {
-                r = WaWebBrowser::launch(self.browser_opts.clone()) => Some(r),
-                _ = self.term.recv() => None,
-            };
-            let (browser, events) = match launched {
-                None => {
-                    // The launch future is dropped: Chromium dies with its handle; sweep helpers.
-                    kill_profile_processes(&self.profile);
-                    return ExitStatus::Ok;
-                }
-                Some(Ok(b)) => b,
-                Some(Err(err)) => match classify_launch(&err) {
-                    LaunchFailure::Config(m) => {
-                        tracing::error!(tenant = %self.tenant, "cannot start the browser: {m}");
-                        self.set_state(SessionState::Error, Some(&m)).await;
-                        return ExitStatus::Config;
-                    }
-                    LaunchFailure::WaWebChanged(m) => return self.wa_web_changed(&m).await,
-                    LaunchFailure::Retry(m) => {
-                        tracing::warn!(tenant = %self.tenant, "browser launch failed: {m}");
-                        self.set_state(SessionState::Error, Some(&m)).await;
-                        failures += 1;
-                        continue;
-                    }
-                },
-            };
-            tracing::info!(tenant = %self.tenant, browser_pid = browser.pid(), "browser started");
-            let browser = Arc::new(browser);
-            self.sink
-                .attach(&self.tenant, &self.spec, &self.store, Arc::clone(&browser))
-                .await;
-            let (ended, was_ready) = self.session(&browser, events).await;
-            self.sink.set_ready(false);
-            self.sink.detach().await;
-            close(browser).await;
-            if was_ready {
-                failures = 0;
-            }
-            match ended {
-                Ended::Stop => return ExitStatus::Ok,
-                Ended::Exit(status) => return status,
-                Ended::Reconnect => failures += 1,
-                Ended::Unlinked => {
-                    if let Err(err) = wipe_profile(&self.profile) {
-                        tracing::error!(tenant = %self.tenant, "cannot wipe the profile: {err}");
-                        self.set_state(SessionState::Error, Some(&err.to_string()))
-                            .await;
-                        return ExitStatus::Failure;
-                    }
-                    self.event(
-                        "session",
-                        "profile wiped after the session ended; starting a fresh QR flow",
-                    )
-                    .await;
-                    failures = 0;
-                }
-                Ended::QrTimeout => {
-                    failures = 0;
-                    if self.wait_without_browser(None).await {
-                        return ExitStatus::Ok;
-                    }
-                    self.event("session", "fresh QR flow requested").await;
-                }
-            }
-        }
-    }
-
-    /// Runs one browser session until it ends; also reports whether it reached ready.
-    async fn session(&mut self, browser: &WaWebBrowser, mut events: Events) -> (Ended, bool) {
-        let mut session = Session::new();
-        let mut was_ready = false;
-        let mut qr_deadline: Option<Instant> = None;
-        let mut takeover_at: Option<Instant> = None;
-        let ping_timeout = (self.cfg.worker.heartbeat_interval / 2)
-            .clamp(Duration::from_millis(200), Duration::from_secs(10));
-        loop {
-            let far = Instant::now() + Duration::from_secs(86_400);
-            tokio::select! {
-                _ = self.term.recv() => {
-                    tracing::info!(tenant = %self.tenant, "stopping: closing the browser");
-                    return (Ended::Stop, was_ready);
-                }
-                _ = self.hup.recv() => self.reload().await,
-                _ = sleep_until(self.reload_retry.unwrap_or(far)), if self.reload_retry.is_some() => {
-                    self.reload().await;
-                }
-                _ = sleep_until(self.beat) => {
-                    self.beat = Instant::now() + self.cfg.worker.heartbeat_interval;
-                    if browser.ping(ping_timeout).await {
-                        self.heartbeat().await;
-                    } else {
-                        tracing::warn!(tenant = %self.tenant, browser_pid = browser.pid(),
-                            "browser did not answer within {ping_timeout:?}; no heartbeat");
-                    }
-                }
-                _ = sleep_until(qr_deadline.unwrap_or(far)), if qr_deadline.is_some() => {
-                    let reason = format!(
-                        "no QR scan within {}; waiting for a fresh QR request (flowhq qr {})",
-                        humantime::format_duration(self.cfg.worker.qr_timeout),
-                        self.tenant
-                    );
-                    tracing::info!(tenant = %self.tenant, "{reason}");
-                    self.set_state(SessionState::QrTimeout, Some(&reason)).await;
-                    self.event("session", &reason).await;
-                    return (Ended::QrTimeout, was_ready);
-                }
-                _ = sleep_until(takeover_at.unwrap_or(far)), if takeover_at.is_some() => {
-                    takeover_at = None;
-                    self.event("session", "taking the session back from the other WhatsApp Web").await;
-                    if let Err(err) = browser.takeover().await {
-                        tracing::warn!(tenant = %self.tenant, "takeover failed: {err}");
-                    }
-                }
-                ev = events.recv() => {
-                    let Some(ev) = ev else {
-                        return (self.reconnect_for(SessionState::Disconnected, "the browser's event stream ended").await, was_ready);
-                    };
-                    match session.step(ev) {
-                        Step::Ignore => {}
-                        Step::Qr(payload) => {
-                            if qr_deadline.is_none() {
-                                qr_deadline = Some(Instant::now() + self.cfg.worker.qr_timeout);
-                            }
-                            if let Err(err) = self.store.session_set_qr(&self.tenant, &payload, Timestamp::now()).await {
-                                tracing::warn!(tenant = %self.tenant, "cannot store the QR code: {err}");
-                            }
-                        }
-                        Step::Authenticated => {
-                            qr_deadline = None;
-                            self.set_state(SessionState::Authenticated, None).await;
-                        }
-                        Step::Ready { number, push_name } => {
-                            qr_deadline = None;
-                            was_ready = true;
-                            let now = Timestamp::now();
-                            if let Err(err) = self.store.session_set_linked(&self.tenant, &number, push_name.as_deref(), now).await {
-                                tracing::warn!(tenant = %self.tenant, "cannot record the linked number: {err}");
-                            }
-                            self.set_state(SessionState::Connected, None).await;
-                            tracing::info!(tenant = %self.tenant, browser_pid = browser.pid(), "whatsapp connected");
-                            self.sink.set_ready(true);
-                        }
-                        Step::Message(m) => self.sink.on_message(*m).await,
-                        Step::Conflict => {
-                            self.sink.set_ready(false);
-                            let reason = format!(
-                                "whatsapp web opened elsewhere; taking the session back in {}",
-                                humantime::format_duration(self.opts.takeover_after)
-                            );
-                            self.set_state(SessionState::Conflict, Some(&reason)).await;
-                            self.event("session", &format!("conflict: {reason}")).await;
-                            takeover_at = Some(Instant::now() + self.opts.takeover_after);
-                        }
-                        Step::Resumed => {
-                            takeover_at = None;
-                            self.set_state(SessionState::Connected, None).await;
-                            self.event("session", "connected again after the conflict").await;
-                            self.sink.set_ready(true);
-                        }
-                        Step::Reconnect { state, reason } => {
-                            return (self.reconnect_for(state, &reason).await, was_ready);
-                        }
-                        Step::Unlinked { state, reason } => {
-                            self.sink.set_ready(false);
-                            tracing::warn!(tenant = %self.tenant, "{reason}");
-                            self.set_state(state, Some(&reason)).await;
-                            self.event("session", &reason).await;
-                            return (Ended::Unlinked, was_ready);
-                        }
-                        Step::WaWebChanged(m) => {
-                            return (Ended::Exit(self.wa_web_changed(&m).await), was_ready);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    async fn reconnect_for(&mut self, state: SessionState, reason: &str) -> Ended {
-        self.sink.set_ready(false);
-        tracing::warn!(tenant = %self.tenant, "session lost: {reason}");
-        self.set_state(state, Some(reason)).await;
-        self.event("session", &format!("disconnected: {reason}"))
-            .await;
-        Ended::Reconnect
-    }
-
-    async fn wa_web_changed(&mut self, what: &str) -> ExitStatus {
-        let line = format!("whatsapp web changed: {what}");
-        tracing::error!(tenant = %self.tenant, "{line}");
-        self.set_state(SessionState::Error, Some(&line)).await;
-        self.event("wa_web_changed", &line).await;
-        ExitStatus::Failure
-    }
-
-    /// Waits without a browser: `Some(delay)` for a reconnect delay, `None` until a fresh QR
-    /// flow is requested in the store. Heartbeats and handles signals meanwhile; returns true
-    /// on SIGTERM.
-    async fn wait_without_browser(&mut self, delay: Option<Duration>) -> bool {
-        let since = Timestamp::now();
-        let until = delay.map(|d| Instant::now() + d);
-        let mut poll = tokio::time::interval(self.opts.qr_poll);
-        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
-            let far = Instant::now() + Duration::from_secs(86_400);
-            tokio::select! {
-                _ = self.term.recv() => return true,
-                _ = self.hup.recv() => self.reload().await,
-                _ = sleep_until(self.reload_retry.unwrap_or(far)), if self.reload_retry.is_some() => {
-                    self.reload().await;
-                }
-                _ = sleep_until(self.beat) => {
-                    self.beat = Instant::now() + self.cfg.worker.heartbeat_interval;
-                    self.heartbeat().await;
-                }
-                _ = sleep_until(until.unwrap_or(far)), if until.is_some() => return false,
-                _ = poll.tick(), if until.is_none() => {
-                    match self.store.session_qr_requested_at(&self.tenant).await {
-                        Ok(Some(at)) if at > since => return false,
-                        Ok(_) => {}
-                        Err(err) => tracing::warn!(tenant = %self.tenant, "cannot read the QR request: {err}"),
-                    }
-                }
-            }
-        }
-    }
-
-    async fn reload(&mut self) {
-        self.reload_retry = None;
-        match self.store.tenant(&self.tenant).await {
-            Ok(Some(r)) => {
-                tracing::info!(tenant = %self.tenant, spec = %r.spec_hash, "reloaded the spec");
-                self.spec = r.spec.clone();
-                self.sink.reload(r.spec);
-            }
-            Ok(None) => {
-                tracing::warn!(tenant = %self.tenant, "reload found no applied spec; keeping the old one")
-            }
-            Err(err) => {
-                tracing::warn!(tenant = %self.tenant,
-                    "reload failed, keeping the old spec for now; retrying in {RELOAD_RETRY:?}: {err}");
-                self.reload_retry = Some(Instant::now() + RELOAD_RETRY);
-            }
-        }
-    }
-
-    async fn heartbeat(&self) {
-        if let Err(err) = self
-            .store
-            .session_heartbeat(&self.tenant, Timestamp::now())
-            .await
-        {
-            tracing::warn!(tenant = %self.tenant, "heartbeat failed: {err}");
-        }
-    }
-
-    async fn set_state(&self, state: SessionState, error: Option<&str>) {
-        if let Err(err) = self
-            .store
-            .session_set_state(&self.tenant, state, error, Timestamp::now())
-            .await
-        {
-            tracing::warn!(tenant = %self.tenant, "cannot record session state {state}: {err}");
-        }
-    }
-
-    async fn event(&self, kind: &str, reason: &str) {
-        let ev = NewEvent {
-            tenant: Some(self.tenant.clone()),
-            at: Timestamp::now(),
-            kind: kind.to_owned(),
-            reason: reason.to_owned(),
-            revision: None,
-            detail: None,
-        };
-        if let Err(err) = self.store.record_event(&ev).await {
-            tracing::warn!(tenant = %self.tenant, "cannot record event {kind}: {err}");
-        }
+    async fn launch(&self) -> Result<(WaWebBrowser, Events), browser::Error> {
+        WaWebBrowser::launch(self.options.clone()).await
     }
 }
 
-/// Closes the browser gracefully (profile flushed), or, when a sink still holds a clone of
-/// it, lets the last clone's drop kill it.
-async fn close(browser: Arc<WaWebBrowser>) {
-    match Arc::try_unwrap(browser) {
-        Ok(b) => b.close().await,
-        Err(shared) => {
-            tracing::warn!(
-                browser_pid = shared.pid(),
-                "the message sink kept the browser; it is killed without a profile flush"
-            );
-        }
-    }
-}
-
-/// Kills every process still carrying the profile (after an interrupted launch).
-fn kill_profile_processes(profile: &Path) {
-    let arg = format!("--user-data-dir={}", profile.display());
-    for pid in profile_processes(&arg, 0) {
-        if let Ok(pid) = i32::try_from(pid) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-}
-
-/// Removes a logged-out profile, once no process uses it any more.
-fn wipe_profile(profile: &Path) -> Result<(), browser::Error> {
-    kill_profile_processes(profile);
-    match std::fs::remove_dir_all(profile) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(browser::Error::ProfileDir {
-            path: profile.to_path_buf(),
-            source,
-        }),
-    }
+/// SIGTERM and SIGHUP for the loop.
+fn unix_signals() -> std::io::Result<Signals> {
+    Ok(Signals {
+        term: SignalSource::Unix(signal(SignalKind::terminate())?),
+        hup: SignalSource::Unix(signal(SignalKind::hangup())?),
+    })
 }
 
 #[cfg(test)]

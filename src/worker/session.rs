@@ -2,8 +2,9 @@
 //! tenant's session row and for the worker loop, how a failed launch is classified (exit 78,
 //! "WhatsApp Web changed", or retry), and the reconnect schedule.
 //!
-//! Deliberately does no I/O: the loop in `run.rs` performs the store writes, launches and
-//! closes the browser and sleeps; this file only decides, so every rule is unit-tested here.
+//! Deliberately does no I/O: the loop in `session_loop.rs` performs the store writes, launches
+//! and closes the browser and sleeps; this file only decides, so every rule is unit-tested
+//! here.
 
 use std::time::Duration;
 

@@ -1,8 +1,8 @@
 //! The bot plugged into the worker: a `MessageSink` that hands WhatsApp messages to `bot::Bot`.
 //!
-//! Owns only the adapter between the session lifecycle (`run.rs`, which attaches and detaches
-//! the sink around every browser launch) and the bot pipeline (`bot/`). It decides nothing about
-//! replies and nothing about the browser.
+//! Owns only the adapter between the session lifecycle (`session_loop.rs`, which attaches and
+//! detaches the sink around every launch) and the bot pipeline (`bot/`), for any transport. It
+//! decides nothing about replies and nothing about the browser.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,26 +13,36 @@ use crate::store::Store;
 use super::bot::Bot;
 use super::browser::WaWebBrowser;
 use super::run::MessageSink;
-use super::transport::IncomingMessage;
+use super::transport::{IncomingMessage, Transport};
 
 /// How long a detach waits for queued replies before the browser closes anyway.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// Answers customers through the tenant's bot.
-#[derive(Debug, Default)]
-pub struct BotSink {
-    bot: Option<Bot<WaWebBrowser>>,
+/// Answers customers through the tenant's bot, over the worker's transport (the browser in
+/// production).
+#[derive(Debug)]
+pub struct BotSink<T: Transport + 'static = WaWebBrowser> {
+    bot: Option<Bot<T>>,
     /// A spec that arrived by SIGHUP while no browser was up; used at the next attach.
     pending_spec: Option<TenantSpec>,
 }
 
-impl MessageSink for BotSink {
+impl<T: Transport + 'static> Default for BotSink<T> {
+    fn default() -> BotSink<T> {
+        BotSink {
+            bot: None,
+            pending_spec: None,
+        }
+    }
+}
+
+impl<T: Transport + 'static> MessageSink<T> for BotSink<T> {
     async fn attach(
         &mut self,
         tenant: &TenantId,
         spec: &TenantSpec,
         store: &Store,
-        transport: Arc<WaWebBrowser>,
+        transport: Arc<T>,
     ) {
         let spec = self.pending_spec.take().unwrap_or_else(|| spec.clone());
         self.bot = Some(Bot::new(tenant.clone(), spec, store.clone(), transport));

@@ -1,17 +1,19 @@
-//! The small transport contract between the bot pipeline and WhatsApp.
+//! The small transport contract between the worker (its loop and the bot pipeline) and
+//! WhatsApp.
 //!
 //! Owns the events a transport delivers (QR, authenticated, ready, messages, acks, state
 //! changes, disconnects, logout, fatal faults), the commands the worker may issue (send a
-//! text as a quoted reply, log out, take over a conflicting session, close), the
-//! classification of WhatsApp Web connection states and message ids, and an in-memory
-//! transport for tests of everything above this layer.
+//! text as a quoted reply, log out, take over a conflicting session, close, ping for the
+//! heartbeat), the classification of WhatsApp Web connection states and message ids, and an
+//! in-memory transport for tests of everything above this layer.
 //!
 //! Deliberately does not know about Chromium, CDP or the page script: that lives in
-//! `browser.rs`, the only implementation that talks to WhatsApp Web. Filtering (groups,
+//! `browser/`, the only implementation that talks to WhatsApp Web. Filtering (groups,
 //! status, channels, own messages, history), dedup and rate limits are the pipeline's job;
 //! a transport reports every message with the flags needed to decide.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -363,6 +365,19 @@ pub trait Transport: Send + Sync {
     fn close(self) -> impl Future<Output = ()> + Send
     where
         Self: Sized;
+
+    /// A round trip through the driver, for the worker's heartbeat: false when it does not
+    /// answer within `timeout` (a hung browser). A transport without a driver that can hang
+    /// always answers.
+    fn ping(&self, timeout: Duration) -> impl Future<Output = bool> + Send {
+        let _ = timeout;
+        std::future::ready(true)
+    }
+
+    /// The driver's process id, for logs (`browser_pid`); 0 when there is no such process.
+    fn pid(&self) -> u32 {
+        0
+    }
 }
 
 /// A command recorded by [`MemoryTransport`].
@@ -386,12 +401,15 @@ pub enum MemoryCommand {
 }
 
 /// An in-memory transport for tests of the layers above: the test pushes events through
-/// [`MemoryTransport::push`] and reads back what the worker asked for.
+/// [`MemoryTransport::push`] and reads back what the worker asked for. Clones share
+/// everything.
 #[derive(Debug, Clone)]
 pub struct MemoryTransport {
     tx: mpsc::UnboundedSender<TransportEvent>,
     commands: Arc<Mutex<Vec<MemoryCommand>>>,
     fail_sends: Arc<Mutex<Option<String>>>,
+    hung: Arc<AtomicBool>,
+    closed: Arc<AtomicBool>,
 }
 
 impl MemoryTransport {
@@ -402,6 +420,8 @@ impl MemoryTransport {
             tx,
             commands: Arc::default(),
             fail_sends: Arc::default(),
+            hung: Arc::default(),
+            closed: Arc::default(),
         };
         (t, rx)
     }
@@ -421,6 +441,17 @@ impl MemoryTransport {
         if let Ok(mut f) = self.fail_sends.lock() {
             *f = reason.map(str::to_owned);
         }
+    }
+
+    /// Makes later pings go unanswered (`true`) or answered again (`false`), like a hung
+    /// browser.
+    pub fn hang(&self, hung: bool) {
+        self.hung.store(hung, Ordering::SeqCst);
+    }
+
+    /// Whether `close()` was called on any clone.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     fn record(&self, c: MemoryCommand) -> usize {
@@ -477,7 +508,17 @@ impl Transport for MemoryTransport {
         Ok(())
     }
 
-    async fn close(self) {}
+    async fn close(self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    async fn ping(&self, timeout: Duration) -> bool {
+        if self.hung.load(Ordering::SeqCst) {
+            tokio::time::sleep(timeout).await;
+            return false;
+        }
+        true
+    }
 }
 
 #[cfg(test)]

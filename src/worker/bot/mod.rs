@@ -7,8 +7,10 @@
 //! a message twice), one FIFO per chat (chats run in parallel, one chat in order, 50 pending at
 //! most), logging IN, opt-out/opt-in, the reply limits (per tenant and per contact), the reply
 //! text (`reply.rs`, `hours.rs`), the quoted send, logging OUT, `last_seen`, and counters of
-//! everything it did not answer. It does not own the browser, the session state, the heartbeat
-//! or signals: that is the worker process, which calls this API.
+//! everything it did not answer (the writes beside the replies, opt-out state, `last_seen`,
+//! counters and the log retry, are in `bookkeeping.rs`; the [`Clock`] is in `clock.rs`). It
+//! does not own the browser, the session state, the heartbeat or signals: that is the worker
+//! process, which calls this API.
 //!
 //! # API for the worker
 //!
@@ -54,6 +56,8 @@
 //!   written at most once a second while replies go out.
 //! - Logs name the chat only by the last four digits of its id; bodies are never logged.
 
+mod bookkeeping;
+mod clock;
 pub mod hours;
 mod limits;
 pub mod reply;
@@ -113,49 +117,7 @@ pub const LOG_RETRY_EVERY: Duration = Duration::from_secs(1);
 /// The least time between two `last_seen` writes caused by replies.
 pub const LAST_SEEN_EVERY: SignedDuration = SignedDuration::from_secs(1);
 
-/// Where the bot gets "now" from: the system clock in production, a hand-driven one in tests.
-pub trait Clock: Send + Sync + 'static {
-    /// The current instant.
-    fn now(&self) -> Timestamp;
-}
-
-/// The system clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        Timestamp::now()
-    }
-}
-
-/// A clock that moves only when told to (tests, benchmarks).
-#[derive(Debug, Clone)]
-pub struct ManualClock(Arc<Mutex<Timestamp>>);
-
-impl ManualClock {
-    /// A clock standing at `at`.
-    pub fn new(at: Timestamp) -> Self {
-        Self(Arc::new(Mutex::new(at)))
-    }
-
-    /// Moves the clock to `at`.
-    pub fn set(&self, at: Timestamp) {
-        *lock(&self.0) = at;
-    }
-
-    /// Moves the clock forward by `by`.
-    pub fn advance(&self, by: SignedDuration) {
-        let mut now = lock(&self.0);
-        *now = now.saturating_add(by).unwrap_or(*now);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Timestamp {
-        *lock(&self.0)
-    }
-}
+pub use clock::{Clock, ManualClock, SystemClock};
 
 /// Why a step of handling a message failed. Logged (with the chat reduced to its last four
 /// digits) and counted; never returned to the worker, which keeps running.
@@ -729,169 +691,6 @@ impl<T: Transport + 'static> Inner<T> {
             self.keep_for_retry(outgoing);
         }
         Some(sent)
-    }
-
-    async fn is_opted_out(self: &Arc<Self>, chat: &str) -> bool {
-        if let Some(known) = lock(&self.opted_out).get(chat) {
-            return *known;
-        }
-        match self.store.is_opted_out(&self.tenant, chat).await {
-            Ok(value) => {
-                lock(&self.opted_out).insert(chat.to_owned(), value);
-                value
-            }
-            Err(source) => {
-                // Not cached: the next message asks the store again.
-                self.report(
-                    &Error::OptOut {
-                        op: "read",
-                        tenant: self.tenant.clone(),
-                        chat: chat_tag(chat),
-                        source,
-                    },
-                    "store_failed",
-                );
-                false
-            }
-        }
-    }
-
-    async fn set_opted_out(self: &Arc<Self>, chat: &str, value: bool) {
-        lock(&self.opted_out).insert(chat.to_owned(), value);
-        let now = self.clock.now();
-        if let Err(source) = self
-            .store
-            .set_opted_out(&self.tenant, chat, value, now)
-            .await
-        {
-            self.report(
-                &Error::OptOut {
-                    op: "store",
-                    tenant: self.tenant.clone(),
-                    chat: chat_tag(chat),
-                    source,
-                },
-                "store_failed",
-            );
-        }
-    }
-
-    async fn touch_last_seen(self: &Arc<Self>) {
-        let now = self.clock.now();
-        {
-            let mut last = lock(&self.last_seen);
-            if last.is_some_and(|at| now.duration_since(at) < LAST_SEEN_EVERY) {
-                return;
-            }
-            *last = Some(now);
-        }
-        if let Err(source) = self.store.session_heartbeat(&self.tenant, now).await {
-            let err = Error::LastSeen {
-                tenant: self.tenant.clone(),
-                source,
-            };
-            tracing::warn!(tenant = %self.tenant, error = %describe(&err), "last seen not recorded");
-            self.count("store_failed");
-        }
-    }
-
-    fn report(self: &Arc<Self>, err: &Error, counter: &'static str) {
-        tracing::warn!(tenant = %self.tenant, error = %describe(err), "message handling step failed");
-        self.count(counter);
-    }
-
-    /// Adds one to a counter in memory and makes sure a flush is scheduled.
-    fn count(self: &Arc<Self>, name: &'static str) {
-        let mut counters = lock(&self.counters);
-        *counters.pending.entry(name).or_default() += 1;
-        if !counters.flush_scheduled {
-            counters.flush_scheduled = true;
-            drop(counters);
-            let inner = Arc::clone(self);
-            tokio::spawn(async move {
-                tokio::time::sleep(COUNTER_FLUSH_DELAY).await;
-                inner.flush_counters().await;
-            });
-        }
-    }
-
-    /// Keeps a log row whose write failed and makes sure a task writes it again.
-    fn keep_for_retry(self: &Arc<Self>, row: NewMessage) {
-        let mut retry = lock(&self.log_retry);
-        if retry.rows.len() >= LOG_RETRY_CAP {
-            retry.rows.pop_front();
-            tracing::warn!(tenant = %self.tenant, cap = LOG_RETRY_CAP,
-                "log rows kept for retry are at the cap; the oldest is dropped");
-            self.count("log_dropped");
-        }
-        retry.rows.push_back(row);
-        if retry.scheduled {
-            return;
-        }
-        retry.scheduled = true;
-        drop(retry);
-        let inner = Arc::clone(self);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(LOG_RETRY_EVERY).await;
-                if inner.retry_log().await {
-                    return;
-                }
-            }
-        });
-    }
-
-    /// Writes the kept log rows in order until one fails. True when none is left, in which case
-    /// the retry task is no longer scheduled.
-    async fn retry_log(self: &Arc<Self>) -> bool {
-        loop {
-            let next = {
-                let mut retry = lock(&self.log_retry);
-                let next = retry.rows.front().cloned();
-                if next.is_none() {
-                    retry.scheduled = false;
-                }
-                next
-            };
-            let Some(row) = next else {
-                return true;
-            };
-            match self.store.log_message(&row).await {
-                // A duplicate means an earlier try did reach the store.
-                Ok(_) => {
-                    let mut retry = lock(&self.log_retry);
-                    if retry.rows.front() == Some(&row) {
-                        retry.rows.pop_front();
-                    }
-                }
-                Err(_) => {
-                    tracing::debug!(tenant = %self.tenant, kept = lock(&self.log_retry).rows.len(),
-                        "store still unavailable; log rows kept for the next try");
-                    return false;
-                }
-            }
-        }
-    }
-
-    async fn flush_counters(self: &Arc<Self>) {
-        let pending = {
-            let mut counters = lock(&self.counters);
-            counters.flush_scheduled = false;
-            std::mem::take(&mut counters.pending)
-        };
-        let now = self.clock.now();
-        for (name, delta) in pending {
-            if let Err(source) = self.store.add_counter(&self.tenant, name, delta, now).await {
-                let err = Error::Counter {
-                    tenant: self.tenant.clone(),
-                    name,
-                    source,
-                };
-                tracing::warn!(tenant = %self.tenant, error = %describe(&err),
-                    "counter kept for the next flush");
-                *lock(&self.counters).pending.entry(name).or_default() += delta;
-            }
-        }
     }
 }
 

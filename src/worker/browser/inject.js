@@ -1,5 +1,5 @@
-// Page side of the Flow HQ WhatsApp Web driver (src/worker/browser.rs evaluates this file in
-// the page once `window.Debug.VERSION` exists, again after every navigation).
+// Page side of the Flow HQ WhatsApp Web driver (src/worker/browser/page.rs evaluates this file
+// in the page once `window.Debug.VERSION` exists, again after every navigation).
 //
 // Owns: looking up WhatsApp Web's internal modules through `window.require`, reporting what
 // happens (QR payloads, state, authenticated/ready, messages, acks, logout) to Rust through the
