@@ -26,7 +26,7 @@ use tracing::{info, warn};
 
 use crate::config::daemon::{DaemonConfig, ShutdownMode};
 use crate::config::{SpecHash, TenantId};
-use crate::reconcile::{self, Action, AppliedTenant, Lifecycle, Observed, Plan, Policy};
+use crate::reconcile::{self, Action, AppliedTenant, Lifecycle, Observed, Plan, Policy, Reason};
 use crate::source::dir::DirSource;
 use crate::source::watch::{self, Change};
 use crate::status::model::tenants_from;
@@ -430,7 +430,7 @@ struct Daemon {
     deferred: BTreeSet<TenantId>,
     /// Reloads decided while the tenant's new spec was not in the store yet: the worker's pid
     /// and the reason. The worker re-reads its spec from there on SIGHUP, so the signal waits.
-    pending_reloads: BTreeMap<TenantId, (i32, String)>,
+    pending_reloads: BTreeMap<TenantId, (i32, Reason)>,
     slots: BTreeMap<TenantId, Slot>,
     heartbeats: BTreeMap<TenantId, Timestamp>,
     /// The last PSS reading of each worker's process tree (shown in status), and when it
@@ -679,7 +679,12 @@ impl Daemon {
     /// Holds back the spawn of `tenant` while its spec is not in the store (its worker would
     /// find none); a later pass starts it. Logged when it starts waiting, not on every pass:
     /// `was` holds the spawns deferred in the previous pass.
-    fn defer_spawn(&mut self, tenant: &TenantId, reason: &str, was: &BTreeSet<TenantId>) -> bool {
+    fn defer_spawn(
+        &mut self,
+        tenant: &TenantId,
+        reason: &Reason,
+        was: &BTreeSet<TenantId>,
+    ) -> bool {
         if self.dry || self.synced.contains(tenant) {
             return false;
         }
@@ -837,8 +842,8 @@ impl Daemon {
             self.applied.insert(tenant.clone(), a);
             // A new commit that leaves a spec as it was re-records the revision on every row;
             // the one `source` event of the commit says so, not one event per tenant.
-            if reason != "revision changed" {
-                self.event(Some(tenant), "applied", reason);
+            if reason != Reason::RevisionChanged {
+                self.event(Some(tenant), "applied", reason.to_string());
             }
         }
     }
@@ -853,9 +858,6 @@ impl Daemon {
         let tenant = action.tenant().clone();
         info!(tenant = %tenant, action = kind, reason = %reason, "action");
         self.metrics.count_action(kind);
-        if kind == "restart" {
-            self.metrics.count_restart(restart_cause(&reason));
-        }
         match action {
             // Returned above: applies go through `apply_all`.
             Action::Apply { .. } => {}
@@ -879,7 +881,7 @@ impl Daemon {
                     a.config_error = error;
                     a.attempted_revision = attempted_revision;
                 }
-                self.event(Some(tenant), "config_error", reason);
+                self.event(Some(tenant), "config_error", reason.to_string());
             }
             Action::Retire { tenant, .. } => {
                 if let Some(store) = self.store.get() {
@@ -889,25 +891,32 @@ impl Daemon {
                 if let Some(a) = self.applied.get_mut(&tenant) {
                     a.lifecycle = Lifecycle::Retired;
                 }
-                self.event(Some(tenant), "retired", reason);
+                self.event(Some(tenant), "retired", reason.to_string());
             }
             Action::Spawn { tenant, .. } => self.spawn(&tenant, &reason),
             Action::Reload { tenant, .. } => self.reload(&tenant, &reason),
             Action::Restart { tenant, .. } => {
-                let then = match restart_cause(&reason) {
-                    "stale" | "memory" => AfterStop::Backoff,
-                    _ => AfterStop::Start,
+                self.metrics.count_restart(match &reason {
+                    Reason::Stale { .. } => "stale",
+                    Reason::Memory { .. } => "memory",
+                    Reason::BotFieldsChanged { .. } | Reason::ProcessFieldsChanged { .. } => "spec",
+                    _ => "other",
+                });
+                let then = if reason.is_health() {
+                    AfterStop::Backoff
+                } else {
+                    AfterStop::Start
                 };
                 if then == AfterStop::Backoff
                     && let Some(slot) = self.slots.get_mut(&tenant)
                 {
-                    slot.last_error = Some(reason.clone());
+                    slot.last_error = Some(reason.to_string());
                 }
-                self.event(Some(tenant.clone()), "restarting", reason);
+                self.event(Some(tenant.clone()), "restarting", reason.to_string());
                 self.begin_stop(&tenant, then);
             }
             Action::Stop { tenant, .. } => {
-                self.event(Some(tenant.clone()), "stopping", reason);
+                self.event(Some(tenant.clone()), "stopping", reason.to_string());
                 self.begin_stop(&tenant, AfterStop::Idle);
             }
         }
@@ -924,7 +933,7 @@ impl Daemon {
             .unwrap_or_else(|| SpecHash(String::new()))
     }
 
-    fn spawn(&mut self, tenant: &TenantId, reason: &str) {
+    fn spawn(&mut self, tenant: &TenantId, reason: &Reason) {
         if !self.synced.contains(tenant) && !self.dry {
             // The worker would find no spec; a later pass starts it once the store has it.
             tracing::debug!(tenant = %tenant, "not starting: the spec has not reached the store yet");
@@ -1042,7 +1051,7 @@ impl Daemon {
     /// Moves the worker of `tenant` to the applied spec in place. The daemon counts it as
     /// running the new spec from here on; the SIGHUP goes out once that spec is in the store
     /// (at once, usually), since the worker re-reads it from there.
-    fn reload(&mut self, tenant: &TenantId, reason: &str) {
+    fn reload(&mut self, tenant: &TenantId, reason: &Reason) {
         let hash = self.target_hash(tenant);
         let Some(slot) = self.slots.get_mut(tenant) else {
             return;
@@ -1059,11 +1068,11 @@ impl Daemon {
         slot.dirty = true;
         if self.synced.contains(tenant) || self.dry {
             self.pending_reloads.remove(tenant);
-            self.signal_reload(tenant, reason.to_owned());
+            self.signal_reload(tenant, reason.clone());
         } else {
             info!(tenant = %tenant, "reload waits until the tenant's spec is in the store");
             self.pending_reloads
-                .insert(tenant.clone(), (pid, reason.to_owned()));
+                .insert(tenant.clone(), (pid, reason.clone()));
         }
     }
 
@@ -1083,7 +1092,7 @@ impl Daemon {
     }
 
     /// SIGHUP to the running worker of `tenant`, then its pid record moves to the slot's spec.
-    fn signal_reload(&mut self, tenant: &TenantId, reason: String) {
+    fn signal_reload(&mut self, tenant: &TenantId, reason: Reason) {
         let Some(slot) = self.slots.get(tenant) else {
             return;
         };
@@ -1103,7 +1112,7 @@ impl Daemon {
                 {
                     warn!(tenant = %tenant, error = %err, "cannot record the reloaded spec in the pid record; a daemon restart would restart this worker");
                 }
-                self.event(Some(tenant.clone()), "reloaded", reason);
+                self.event(Some(tenant.clone()), "reloaded", reason.to_string());
             }
             Err(err) => warn!(tenant = %tenant, error = %err, "cannot signal worker for reload"),
         }
@@ -1828,19 +1837,6 @@ impl StoreLink {
                 None
             }
         }
-    }
-}
-
-/// The cause of a restart, as a metrics label.
-fn restart_cause(reason: &str) -> &'static str {
-    if reason.starts_with("stale") {
-        "stale"
-    } else if reason.starts_with("memory") {
-        "memory"
-    } else if reason.contains("fields changed") {
-        "spec"
-    } else {
-        "other"
     }
 }
 

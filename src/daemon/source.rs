@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::daemon::DaemonConfig;
-use crate::reconcile::{Action, Plan};
+use crate::reconcile::{Action, Plan, Reason};
 use crate::source::git::{self, Checkout, Remote, Report, Trigger};
 use crate::status::SourceHealth;
 
@@ -397,7 +397,12 @@ pub(super) async fn preview_revision(dir: &Path) -> Option<String> {
 /// unchanged spec under the candidate's revision.
 pub(super) fn without_revision_only_applies(plan: &mut Plan) {
     plan.actions.retain(|a| {
-        !matches!(a, Action::Apply { changed, reason, .. }
-            if changed.is_empty() && reason == "revision changed")
+        !matches!(
+            a,
+            Action::Apply {
+                reason: Reason::RevisionChanged,
+                ..
+            }
+        )
     });
 }
