@@ -794,7 +794,7 @@ impl Daemon {
                         revision: revision.clone().unwrap_or_default(),
                         attempted_revision: None,
                         source_file: file,
-                        lifecycle: to_store_lifecycle(lifecycle),
+                        lifecycle,
                         config_error: None,
                         created_at: now,
                         updated_at: now,
@@ -1288,7 +1288,7 @@ impl Daemon {
                 let a = AppliedTenant {
                     hash: r.spec_hash,
                     spec: r.spec,
-                    lifecycle: from_store_lifecycle(r.lifecycle),
+                    lifecycle: r.lifecycle,
                     config_error: r.config_error,
                     revision: Some(r.revision).filter(|s| !s.is_empty()),
                     attempted_revision: r.attempted_revision,
@@ -1837,22 +1837,6 @@ impl StoreLink {
                 None
             }
         }
-    }
-}
-
-fn to_store_lifecycle(l: Lifecycle) -> store::Lifecycle {
-    match l {
-        Lifecycle::Active => store::Lifecycle::Active,
-        Lifecycle::Paused => store::Lifecycle::Paused,
-        Lifecycle::Retired => store::Lifecycle::Retired,
-    }
-}
-
-fn from_store_lifecycle(l: store::Lifecycle) -> Lifecycle {
-    match l {
-        store::Lifecycle::Active => Lifecycle::Active,
-        store::Lifecycle::Paused => Lifecycle::Paused,
-        store::Lifecycle::Retired => Lifecycle::Retired,
     }
 }
 

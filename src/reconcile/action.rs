@@ -24,7 +24,6 @@ pub enum Action {
         #[serde(skip)]
         spec: Box<TenantSpec>,
         /// Lifecycle to record with it.
-        #[serde(serialize_with = "ser_lifecycle")]
         lifecycle: Lifecycle,
         /// Revision the spec comes from.
         revision: Revision,
@@ -83,10 +82,6 @@ pub enum Action {
         /// The revision that was attempted.
         attempted_revision: Revision,
     },
-}
-
-fn ser_lifecycle<S: serde::Serializer>(l: &Lifecycle, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(l.as_str())
 }
 
 impl Action {
