@@ -2,13 +2,16 @@
 //! transitions the event loop makes on spawns, exits and stops.
 //!
 //! Owns `Slot` and `Phase`, their translation into the planner's `ObservedWorker` and into the
-//! store's `WorkerRecord`. Transitions are plain methods with the clock passed in, so they are
-//! testable without processes. It starts and stops nothing itself.
+//! store's `WorkerRecord`. A slot's fields are private: every change of phase, restart count or
+//! last error is one of the methods below, with the clock (and the backoff's random sample)
+//! passed in, so they are testable without processes. It starts and stops nothing itself.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
+
+use nix::unistd::Pid;
 
 use crate::config::{SpecHash, TenantId};
 use crate::reconcile::{ObservedWorker, WorkerPhase};
@@ -63,15 +66,15 @@ pub(crate) enum Phase {
 /// One tenant's supervision record.
 #[derive(Debug, Clone)]
 pub(crate) struct Slot {
-    pub(crate) phase: Phase,
-    pub(crate) restarts: u32,
-    pub(crate) last_exit: Option<ExitInfo>,
-    pub(crate) last_error: Option<String>,
+    phase: Phase,
+    restarts: u32,
+    last_exit: Option<ExitInfo>,
+    last_error: Option<String>,
     /// The spec hash of the last process, kept after it exits (for the store and status).
-    pub(crate) spec_hash: Option<SpecHash>,
-    pub(crate) started_at: Option<Timestamp>,
+    spec_hash: Option<SpecHash>,
+    started_at: Option<Timestamp>,
     /// Changed since it was last written to the store.
-    pub(crate) dirty: bool,
+    dirty: bool,
 }
 
 impl Default for Slot {
@@ -89,12 +92,149 @@ impl Default for Slot {
 }
 
 impl Slot {
+    /// Where the worker stands.
+    pub(crate) fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
     /// The live process, if any (running or being stopped is not included).
     pub(crate) fn worker(&self) -> Option<&Arc<Worker>> {
         match &self.phase {
             Phase::Running { worker, .. } => Some(worker),
             _ => None,
         }
+    }
+
+    /// The process the daemon still answers for: running, or being stopped.
+    pub(crate) fn live_pid(&self) -> Option<Pid> {
+        match &self.phase {
+            Phase::Running { worker, .. } => Some(worker.pid()),
+            Phase::Stopping { pid, .. } => Some(Pid::from_raw(*pid)),
+            _ => None,
+        }
+    }
+
+    /// Backing off, and the restart is due at `now`.
+    pub(crate) fn backoff_due(&self, now: Timestamp) -> bool {
+        matches!(self.phase, Phase::Backoff { next_at } if next_at <= now)
+    }
+
+    /// Changed since it was last written to the store.
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Must be written to the store again (it may have lost the last writes).
+    pub(crate) fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    /// The store has this slot as it is now.
+    pub(crate) fn mark_written(&mut self) {
+        self.dirty = false;
+    }
+
+    /// An adopted worker takes the durable restart history of its record.
+    pub(crate) fn take_history(&mut self, rec: &WorkerRecord) {
+        self.restarts = rec.restarts;
+        if self.last_exit.is_none() {
+            self.last_exit = Slot::from_record(rec).last_exit;
+        }
+    }
+
+    /// The running worker moves to `spec_hash` in place (a reload). Returns its pid, or `None`
+    /// (and changes nothing) when no worker runs.
+    pub(crate) fn reloaded(&mut self, spec_hash: SpecHash) -> Option<i32> {
+        let Phase::Running {
+            worker,
+            spec_hash: running,
+            ..
+        } = &mut self.phase
+        else {
+            return None;
+        };
+        running.clone_from(&spec_hash);
+        let pid = worker.pid().as_raw();
+        self.spec_hash = Some(spec_hash);
+        self.dirty = true;
+        Some(pid)
+    }
+
+    /// A stop is requested; `why` is recorded as the last error (a health restart). Returns the
+    /// running process, which the caller stops; a scheduled or held start is simply dropped.
+    pub(crate) fn begin_stop(
+        &mut self,
+        then: AfterStop,
+        why: Option<String>,
+    ) -> Option<Arc<Worker>> {
+        if let Some(why) = why {
+            self.last_error = Some(why);
+        }
+        match &self.phase {
+            Phase::Running { worker, .. } => {
+                let worker = Arc::clone(worker);
+                self.phase = Phase::Stopping {
+                    pid: worker.pid().as_raw(),
+                    then,
+                };
+                self.dirty = true;
+                Some(worker)
+            }
+            Phase::Backoff { .. } | Phase::Held { .. } => {
+                self.phase = Phase::Idle;
+                self.dirty = true;
+                None
+            }
+            Phase::Idle | Phase::Stopping { .. } => None,
+        }
+    }
+
+    /// The requested stop of `pid` has finished. Returns a one-line description for the events
+    /// table, or `None` when the report is not about the process being stopped.
+    pub(crate) fn stop_finished(
+        &mut self,
+        pid: i32,
+        exit: ExitInfo,
+        backoff: &Backoff,
+        sample: f64,
+        now: Timestamp,
+    ) -> Option<String> {
+        let Phase::Stopping {
+            pid: stopping,
+            then,
+        } = self.phase
+        else {
+            return None;
+        };
+        if stopping != pid {
+            return None;
+        }
+        self.stopped(exit);
+        Some(match then {
+            AfterStop::Idle => format!("worker stopped ({exit})"),
+            AfterStop::Start => format!("worker stopped for restart ({exit})"),
+            AfterStop::Backoff => {
+                let why = self
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "health restart".to_owned());
+                let delay = self.restart_later(why, backoff, sample, now);
+                format!(
+                    "worker stopped for restart ({exit}); restart {} in {}",
+                    self.restarts,
+                    humantime::format_duration(Duration::from_millis(
+                        u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
+                    ))
+                )
+            }
+        })
+    }
+
+    /// The process ended on a stop (also the daemon's own, at shutdown): nothing is scheduled.
+    pub(crate) fn stopped(&mut self, exit: ExitInfo) {
+        self.last_exit = Some(exit);
+        self.phase = Phase::Idle;
+        self.dirty = true;
     }
 
     /// A process was started (or adopted) for `spec_hash`.
@@ -154,7 +294,7 @@ impl Slot {
     }
 
     /// A health restart's stop finished: schedule the start through the backoff.
-    pub(crate) fn restart_later(
+    fn restart_later(
         &mut self,
         why: String,
         backoff: &Backoff,
