@@ -35,6 +35,12 @@ impl Journal {
         self.pending.push_back(event);
     }
 
+    /// The events not written yet, oldest first.
+    #[cfg(test)]
+    pub(super) fn pending(&self) -> impl Iterator<Item = &NewEvent> {
+        self.pending.iter()
+    }
+
     /// The problems of `plan` not reported by the previous pass; remembers them all.
     fn new_problems<'p>(&mut self, plan: &'p Plan) -> Vec<&'p crate::reconcile::Problem> {
         let now: BTreeSet<String> = plan.problems.iter().map(ToString::to_string).collect();
