@@ -8,6 +8,7 @@
 pub mod daemon;
 pub mod diagnostic;
 mod fields;
+pub mod lifecycle;
 pub mod load;
 pub mod tenant;
 mod validate;
@@ -15,6 +16,7 @@ mod walk;
 
 pub use daemon::DaemonConfig;
 pub use diagnostic::{Diagnostic, Severity};
+pub use lifecycle::Lifecycle;
 pub use tenant::{
     ChangeKind, FieldClass, Language, Limits, OpenRange, Phone, ReplyKey, SpecHash, Template,
     TenantId, TenantSpec, Weekday, WeeklyHours,

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::daemon::DaemonConfig;
-use crate::reconcile::{Action, Plan};
+use crate::reconcile::{Action, Plan, Reason};
 use crate::source::git::{self, Checkout, Remote, Report, Trigger};
 use crate::status::SourceHealth;
 
@@ -397,7 +397,179 @@ pub(super) async fn preview_revision(dir: &Path) -> Option<String> {
 /// unchanged spec under the candidate's revision.
 pub(super) fn without_revision_only_applies(plan: &mut Plan) {
     plan.actions.retain(|a| {
-        !matches!(a, Action::Apply { changed, reason, .. }
-            if changed.is_empty() && reason == "revision changed")
+        !matches!(
+            a,
+            Action::Apply {
+                reason: Reason::RevisionChanged,
+                ..
+            }
+        )
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::daemon::{Daemon, Options};
+
+    /// A daemon on the defaults, reading `tenants_dir`, with its state under `state_dir`.
+    fn daemon(tenants_dir: &Path, state_dir: &Path) -> Daemon {
+        let mut cfg = DaemonConfig::load(None, &|_| None).unwrap();
+        cfg.tenants_dir = tenants_dir.to_owned();
+        cfg.state_dir = state_dir.to_owned();
+        let backoff = super::super::backoff_for(&cfg).unwrap();
+        let (tx, _rx) = mpsc::channel(16);
+        Daemon::new(cfg, Options::default(), backoff, tx)
+    }
+
+    /// A directory that looks like a git checkout to `Checkout` (HEAD on a loose branch ref),
+    /// with an empty `tenants/` inside.
+    fn fake_checkout(root: &Path) -> PathBuf {
+        let git = root.join(".git");
+        std::fs::create_dir_all(git.join("refs/heads")).unwrap();
+        std::fs::write(git.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+        std::fs::write(git.join("refs/heads/main"), "1111111111111111\n").unwrap();
+        let tenants = root.join("tenants");
+        std::fs::create_dir_all(&tenants).unwrap();
+        tenants
+    }
+
+    fn events(d: &Daemon) -> Vec<(String, String)> {
+        d.journal
+            .pending()
+            .map(|e| (e.kind.clone(), e.reason.clone()))
+            .collect()
+    }
+
+    fn git_follow() -> Follow {
+        Follow::Git {
+            trigger: None,
+            health: SourceHealth {
+                kind: "git",
+                branch: Some("main".to_owned()),
+                ..SourceHealth::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_plain_directory_is_read_at_once_and_never_holds_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = daemon(dir.path(), dir.path());
+        assert!(matches!(d.follow, Follow::Dir));
+        assert!(!d.follow.holding() && !d.follow.due());
+        assert_eq!(d.follow.health(), None);
+        // A full rescan always asks for a pass; a changed path only when something changed.
+        assert!(d.read_files(None));
+        let gone = BTreeSet::from([dir.path().join("nobody.toml")]);
+        assert!(!d.read_files(Some(&gone)));
+    }
+
+    #[test]
+    fn a_checkout_holds_passes_until_read_and_defers_file_reads() {
+        let root = tempfile::tempdir().unwrap();
+        let tenants = fake_checkout(root.path());
+        let mut d = daemon(&tenants, root.path());
+        assert!(matches!(d.follow, Follow::Checkout { .. }));
+        // Nothing was read cleanly yet: no pass may run, and a read is due.
+        assert!(d.follow.holding());
+        assert!(d.follow.due());
+        assert_eq!(d.follow.health().map(|h| h.kind), Some("checkout"));
+        // A file change only schedules a read of the whole checkout.
+        assert!(!d.read_files(None));
+        assert!(d.follow.due());
+    }
+
+    #[test]
+    fn a_moved_head_schedules_a_read_of_the_checkout() {
+        let root = tempfile::tempdir().unwrap();
+        let tenants = fake_checkout(root.path());
+        let mut d = daemon(&tenants, root.path());
+        if let Follow::Checkout { due, .. } = &mut d.follow {
+            *due = None;
+        }
+        d.poll_checkout();
+        assert!(!d.follow.due(), "HEAD did not move");
+        std::fs::write(root.path().join(".git/refs/heads/main"), "2222\n").unwrap();
+        d.poll_checkout();
+        assert!(d.follow.due());
+    }
+
+    #[tokio::test]
+    async fn a_busy_checkout_is_not_read_and_is_tried_again_shortly() {
+        let root = tempfile::tempdir().unwrap();
+        let tenants = fake_checkout(root.path());
+        std::fs::write(root.path().join(".git/index.lock"), "").unwrap();
+        let mut d = daemon(&tenants, root.path());
+        assert!(!d.read_checkout().await);
+        let Follow::Checkout {
+            due,
+            hold,
+            busy_since,
+            health,
+            ..
+        } = &d.follow
+        else {
+            panic!("not a checkout");
+        };
+        assert!(*hold);
+        assert!(busy_since.is_some());
+        assert!(due.is_some_and(|at| at > Instant::now()));
+        assert_eq!(health.failures, 1);
+        assert_eq!(
+            health.error.as_deref(),
+            Some("not reading the checkout: an index update is in progress")
+        );
+        // Still busy: counted again, but the same error is not news.
+        assert!(!d.read_checkout().await);
+        let Follow::Checkout { health, .. } = &d.follow else {
+            panic!("not a checkout");
+        };
+        assert_eq!(health.failures, 2);
+    }
+
+    #[test]
+    fn a_failed_fetch_is_one_event_until_the_error_changes_and_recovery_is_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = daemon(dir.path(), dir.path());
+        d.follow = git_follow();
+        let failed = |n| Report::Failed {
+            error: "cannot reach origin".to_owned(),
+            failures: n,
+            retry_in: Duration::from_secs(30),
+        };
+        assert!(!d.on_git(failed(1)));
+        assert!(!d.on_git(failed(2)));
+        let Follow::Git { health, .. } = &d.follow else {
+            panic!("not git");
+        };
+        assert_eq!(health.failures, 2);
+        assert_eq!(health.error.as_deref(), Some("cannot reach origin"));
+        assert!(health.next_retry_at.is_some());
+        assert!(!d.on_git(Report::UpToDate {
+            commit: "abc".to_owned()
+        }));
+        let Follow::Git { health, .. } = &d.follow else {
+            panic!("not git");
+        };
+        assert_eq!((health.error.as_deref(), health.failures), (None, 0));
+        assert_eq!(health.fetched_revision.as_deref(), Some("abc"));
+        // Up to date again: no news.
+        assert!(!d.on_git(Report::UpToDate {
+            commit: "abc".to_owned()
+        }));
+        assert_eq!(
+            events(&d),
+            [
+                (
+                    "source_error".to_owned(),
+                    "cannot reach origin; the current commit keeps running; retrying in 30s"
+                        .to_owned()
+                ),
+                ("source".to_owned(), "fetch works again".to_owned()),
+            ]
+        );
+    }
 }

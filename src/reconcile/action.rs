@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::config::{ChangeKind, TenantId, TenantSpec};
 
 use super::model::{DesiredTenant, Lifecycle, Revision};
+use super::reason::Reason;
 
 /// One step towards the desired state. Every action names its tenant and why it is needed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -23,7 +24,6 @@ pub enum Action {
         #[serde(skip)]
         spec: Box<TenantSpec>,
         /// Lifecycle to record with it.
-        #[serde(serialize_with = "ser_lifecycle")]
         lifecycle: Lifecycle,
         /// Revision the spec comes from.
         revision: Revision,
@@ -32,14 +32,14 @@ pub enum Action {
         /// Changed fields (empty for a new tenant).
         changed: Vec<&'static str>,
         /// Why.
-        reason: String,
+        reason: Reason,
     },
     /// Start a worker.
     Spawn {
         /// The tenant.
         tenant: TenantId,
         /// Why.
-        reason: String,
+        reason: Reason,
     },
     /// Send SIGHUP so the worker re-reads its spec (bot fields only changed).
     Reload {
@@ -48,7 +48,7 @@ pub enum Action {
         /// Changed fields.
         changed: Vec<&'static str>,
         /// Why.
-        reason: String,
+        reason: Reason,
     },
     /// Stop the worker and start a new one.
     Restart {
@@ -57,21 +57,21 @@ pub enum Action {
         /// Changed fields, if a spec change is the cause.
         changed: Vec<&'static str>,
         /// Why.
-        reason: String,
+        reason: Reason,
     },
     /// Stop the worker (paused tenant, or no longer wanted).
     Stop {
         /// The tenant.
         tenant: TenantId,
         /// Why.
-        reason: String,
+        reason: Reason,
     },
     /// Mark the tenant retired: its file is gone. Data and session are kept.
     Retire {
         /// The tenant.
         tenant: TenantId,
         /// Why.
-        reason: String,
+        reason: Reason,
     },
     /// Record (or clear, with `None`) the tenant's configuration error; the applied spec stays.
     SetConfigError {
@@ -82,10 +82,6 @@ pub enum Action {
         /// The revision that was attempted.
         attempted_revision: Revision,
     },
-}
-
-fn ser_lifecycle<S: serde::Serializer>(l: &Lifecycle, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(l.as_str())
 }
 
 impl Action {
@@ -115,8 +111,8 @@ impl Action {
         }
     }
 
-    /// The reason, in one line.
-    pub fn reason(&self) -> String {
+    /// Why this action is needed (its `Display` is the one-line reason).
+    pub fn reason(&self) -> Reason {
         match self {
             Action::Apply { reason, .. }
             | Action::Spawn { reason, .. }
@@ -124,13 +120,10 @@ impl Action {
             | Action::Restart { reason, .. }
             | Action::Stop { reason, .. }
             | Action::Retire { reason, .. } => reason.clone(),
-            Action::SetConfigError { error: Some(e), .. } => {
-                format!(
-                    "file does not validate: {}",
-                    e.lines().next().unwrap_or_default()
-                )
-            }
-            Action::SetConfigError { error: None, .. } => "file validates again".to_owned(),
+            Action::SetConfigError { error: Some(e), .. } => Reason::FileInvalid {
+                first: e.lines().next().unwrap_or_default().to_owned(),
+            },
+            Action::SetConfigError { error: None, .. } => Reason::FileValidatesAgain,
         }
     }
 
@@ -139,7 +132,7 @@ impl Action {
         lifecycle: Lifecycle,
         revision: &Revision,
         changed: Vec<&'static str>,
-        reason: String,
+        reason: Reason,
     ) -> Self {
         Action::Apply {
             tenant: desired.spec.id.clone(),
@@ -157,17 +150,20 @@ impl Action {
         kind: ChangeKind,
         changed: Vec<&'static str>,
     ) -> Option<Self> {
-        let fields = changed.join(", ");
         match kind {
             ChangeKind::None => None,
             ChangeKind::Reload => Some(Action::Reload {
                 tenant: tenant.clone(),
-                reason: format!("bot fields changed: {fields}"),
+                reason: Reason::BotFieldsChanged {
+                    fields: changed.clone(),
+                },
                 changed,
             }),
             ChangeKind::Restart => Some(Action::Restart {
                 tenant: tenant.clone(),
-                reason: format!("process fields changed: {fields}"),
+                reason: Reason::ProcessFieldsChanged {
+                    fields: changed.clone(),
+                },
                 changed,
             }),
         }
@@ -247,7 +243,7 @@ impl Plan {
                     "| {} | `{}` | {} |",
                     a.kind(),
                     a.tenant(),
-                    md_escape(&a.reason())
+                    md_escape(&a.reason().to_string())
                 );
             }
         }

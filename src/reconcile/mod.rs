@@ -8,9 +8,9 @@
 
 pub mod action;
 pub mod model;
+pub mod reason;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use jiff::Timestamp;
 
@@ -21,6 +21,7 @@ pub use model::{
     AppliedTenant, Desired, DesiredTenant, Lifecycle, Observed, ObservedWorker, Policy, Revision,
     WorkerPhase,
 };
+pub use reason::Reason;
 
 /// Plans the actions that move `observed` towards `desired` at time `now`.
 pub fn plan(desired: &Desired, observed: &Observed, policy: &Policy, now: Timestamp) -> Plan {
@@ -138,9 +139,9 @@ impl TenantCtx<'_> {
                     lifecycle,
                     revision,
                     Vec::new(),
-                    "new tenant file".to_owned(),
+                    Reason::NewTenantFile,
                 ));
-                reason_new = Some("new tenant");
+                reason_new = Some(Reason::NewTenant);
             }
             Some(a) => {
                 if a.config_error.is_some() {
@@ -158,14 +159,16 @@ impl TenantCtx<'_> {
                         lifecycle,
                         revision,
                         changed,
-                        "tenant file is back".to_owned(),
+                        Reason::FileIsBack,
                     ));
-                    reason_new = Some("tenant file is back");
+                    reason_new = Some(Reason::FileIsBack);
                 } else if a.hash != d.hash || a.lifecycle != lifecycle || a.revision != *revision {
                     let reason = if changed.is_empty() {
-                        "revision changed".to_owned()
+                        Reason::RevisionChanged
                     } else {
-                        format!("changed: {}", changed.join(", "))
+                        Reason::Changed {
+                            fields: changed.clone(),
+                        }
                     };
                     out.actions
                         .push(Action::apply(d, lifecycle, revision, changed, reason));
@@ -204,7 +207,7 @@ impl TenantCtx<'_> {
             message: "file does not validate; keeping the last applied spec".to_owned(),
         });
         if a.lifecycle == Lifecycle::Retired {
-            self.plan_unwanted("tenant is retired", out);
+            self.plan_unwanted(Reason::Retired, out);
             return;
         }
         let target = Target {
@@ -230,52 +233,52 @@ impl TenantCtx<'_> {
                 }
                 out.actions.push(Action::Retire {
                     tenant: self.id.clone(),
-                    reason: "tenant file removed".to_owned(),
+                    reason: Reason::FileRemoved,
                 });
-                self.plan_unwanted("tenant file removed", out);
+                self.plan_unwanted(Reason::FileRemoved, out);
             }
-            Some(_) => self.plan_unwanted("tenant is retired", out),
-            None => self.plan_unwanted("no tenant file and no tenant record", out),
+            Some(_) => self.plan_unwanted(Reason::Retired, out),
+            None => self.plan_unwanted(Reason::NoFileNoRecord, out),
         }
     }
 
     /// Stops whatever the worker is doing, if anything.
-    fn plan_unwanted(&self, why: &str, out: &mut Plan) {
+    fn plan_unwanted(&self, why: Reason, out: &mut Plan) {
         let busy = self
             .worker
             .is_some_and(|w| !matches!(w.phase, WorkerPhase::Idle | WorkerPhase::Stopping));
         if busy {
             out.actions.push(Action::Stop {
                 tenant: self.id.clone(),
-                reason: why.to_owned(),
+                reason: why,
             });
         }
     }
 
     /// Worker decisions for a tenant that should run `target` (or be paused).
-    fn plan_worker(&self, target: &Target<'_>, reason_new: Option<&str>, out: &mut Plan) {
+    fn plan_worker(&self, target: &Target<'_>, reason_new: Option<Reason>, out: &mut Plan) {
         if !target.active {
-            self.plan_unwanted("enabled = false", out);
+            self.plan_unwanted(Reason::Disabled, out);
             return;
         }
         let Some(worker) = self.worker else {
             out.actions.push(Action::Spawn {
                 tenant: self.id.clone(),
-                reason: reason_new.unwrap_or("worker not running").to_owned(),
+                reason: reason_new.unwrap_or(Reason::WorkerNotRunning),
             });
             return;
         };
         match &worker.phase {
             WorkerPhase::Idle => out.actions.push(Action::Spawn {
                 tenant: self.id.clone(),
-                reason: reason_new.unwrap_or("worker not running").to_owned(),
+                reason: reason_new.unwrap_or(Reason::WorkerNotRunning),
             }),
             WorkerPhase::Stopping => {}
             WorkerPhase::Backoff { next_at } => {
                 if *next_at <= self.now {
                     out.actions.push(Action::Spawn {
                         tenant: self.id.clone(),
-                        reason: "restart after exit: backoff elapsed".to_owned(),
+                        reason: Reason::BackoffElapsed,
                     });
                 }
             }
@@ -290,7 +293,7 @@ impl TenantCtx<'_> {
                 } else {
                     out.actions.push(Action::Spawn {
                         tenant: self.id.clone(),
-                        reason: "spec changed since the configuration-error exit".to_owned(),
+                        reason: Reason::SpecChangedSinceHeld,
                     });
                 }
             }
@@ -336,56 +339,38 @@ impl TenantCtx<'_> {
                 Action::for_change(self.id, kind, changed.clone()).unwrap_or(Action::Reload {
                     tenant: self.id.clone(),
                     changed,
-                    reason: "spec changed without a worker-visible field".to_owned(),
+                    reason: Reason::NoWorkerVisibleChange,
                 })
             }
             None => Action::Restart {
                 tenant: self.id.clone(),
                 changed: Vec::new(),
-                reason: format!(
-                    "worker runs spec {} which is no longer applied",
-                    short(running)
-                ),
+                reason: Reason::SpecNoLongerApplied {
+                    running: running.clone(),
+                },
             },
         };
         out.actions.push(action);
     }
 
-    fn stale_reason(&self, worker: &ObservedWorker, started_at: Timestamp) -> Option<String> {
+    fn stale_reason(&self, worker: &ObservedWorker, started_at: Timestamp) -> Option<Reason> {
         let last = worker
             .last_heartbeat
             .map_or(started_at, |h| h.max(started_at));
         let quiet = self.now.duration_since(last);
         let limit = jiff::SignedDuration::try_from(self.policy.stale_after).ok()?;
-        (quiet > limit).then(|| {
-            format!(
-                "stale: no heartbeat for {} (stale_after {})",
-                human(quiet.unsigned_abs()),
-                human(self.policy.stale_after)
-            )
+        (quiet > limit).then(|| Reason::Stale {
+            quiet: quiet.unsigned_abs(),
+            limit: self.policy.stale_after,
         })
     }
 
-    fn memory_reason(&self, worker: &ObservedWorker, target: &Target<'_>) -> Option<String> {
+    fn memory_reason(&self, worker: &ObservedWorker, target: &Target<'_>) -> Option<Reason> {
         // The tenant file's own limit wins over the daemon's default.
         let limit = target.spec.limits.memory_max.or(self.policy.memory_max)?;
         let used = worker.memory_bytes?;
-        (used > limit).then(|| {
-            format!(
-                "memory: process tree uses {} MiB, above memory_max {} MiB",
-                used >> 20,
-                limit >> 20
-            )
-        })
+        (used > limit).then_some(Reason::Memory { used, limit })
     }
-}
-
-fn short(h: &SpecHash) -> &str {
-    h.0.get(..12).unwrap_or(&h.0)
-}
-
-fn human(d: Duration) -> String {
-    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+pub use crate::config::Lifecycle;
 use crate::config::{Diagnostic, SpecHash, TenantId, TenantSpec};
 
 /// Where a revision came from: a git commit id, or nothing for a plain directory.
@@ -47,28 +48,6 @@ impl DesiredTenant {
     pub fn new(spec: TenantSpec, file: PathBuf) -> Self {
         let hash = spec.hash();
         Self { spec, hash, file }
-    }
-}
-
-/// What the daemon has applied for a tenant (the store's tenant row).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Lifecycle {
-    /// Enabled: a worker should run.
-    Active,
-    /// `enabled = false`: no worker, session kept.
-    Paused,
-    /// File deleted: no worker, data and session kept for the retention period.
-    Retired,
-}
-
-impl Lifecycle {
-    /// Lowercase name, as stored and shown.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Lifecycle::Active => "active",
-            Lifecycle::Paused => "paused",
-            Lifecycle::Retired => "retired",
-        }
     }
 }
 

@@ -447,7 +447,12 @@ fn plan_restarts_a_worker_running_an_unknown_spec() {
     let p = w.plan_at(20);
     assert_eq!(p.actions.len(), 1);
     assert_eq!(p.actions[0].kind(), "restart");
-    assert!(p.actions[0].reason().contains("no longer applied"));
+    assert!(
+        p.actions[0]
+            .reason()
+            .to_string()
+            .contains("no longer applied")
+    );
 }
 
 #[test]

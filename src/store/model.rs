@@ -70,15 +70,15 @@ macro_rules! db_enum {
     };
 }
 
-db_enum! {
-    /// What the daemon has applied to a tenant: run it, keep it stopped, or retire it (soft delete).
-    Lifecycle, "tenant lifecycle" {
-        /// The worker should run.
-        Active => "active",
-        /// `enabled = false`: the worker is stopped, the WhatsApp session is kept.
-        Paused => "paused",
-        /// The tenant file is gone: the worker is stopped, data is kept for the retention period.
-        Retired => "retired",
+/// The tenant lifecycle, defined once beside the tenant spec (the planner uses it too).
+pub use crate::config::Lifecycle;
+
+impl From<crate::config::lifecycle::UnknownLifecycle> for UnknownValue {
+    fn from(e: crate::config::lifecycle::UnknownLifecycle) -> Self {
+        UnknownValue {
+            what: "tenant lifecycle",
+            value: e.0,
+        }
     }
 }
 
@@ -434,7 +434,7 @@ impl TenantRow {
             revision: self.revision,
             attempted_revision: self.attempted_revision,
             source_file: self.source_file,
-            lifecycle: self.lifecycle.parse()?,
+            lifecycle: self.lifecycle.parse().map_err(UnknownValue::from)?,
             config_error: self.config_error,
             created_at: time(self.created_at)?,
             updated_at: time(self.updated_at)?,
@@ -654,7 +654,7 @@ impl SnapshotRow {
                 revision: self.revision,
                 attempted_revision: self.attempted_revision,
                 source_file: self.source_file,
-                lifecycle: self.lifecycle.parse()?,
+                lifecycle: self.lifecycle.parse().map_err(UnknownValue::from)?,
                 config_error: self.config_error,
                 created_at: time(self.created_at)?,
                 updated_at: time(self.updated_at)?,

@@ -1,10 +1,13 @@
 //! Re-attaching to workers a previous daemon started, so that a daemon restart
 //! neither kills nor duplicates them.
 //!
-//! Owns: turning a persisted (pid, start time, argv) into a watched [`Worker`]
+//! Owns: turning a recorded (pid, start time, argv) into a watched [`Worker`]
 //! only after `/proc` confirms it is the same process incarnation.
-//! Deliberately does not: read the persisted records (the state store does) or
-//! decide what to do with a worker that is gone (the reconcile planner does).
+//! Deliberately does not: read the records (the daemon does, from its pid files
+//! under `runtime_dir/workers/`, see `daemon::records`, never from the store) or
+//! deal with a worker that cannot be adopted (the daemon does: it stops a recorded
+//! worker found running another command line, kills the process group a dead
+//! worker left behind, and deletes the record; the planner then starts a new one).
 
 use std::ffi::OsString;
 

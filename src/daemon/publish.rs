@@ -1,0 +1,181 @@
+//! The daemon's side of the status endpoint: publishing the status snapshot and taking the
+//! endpoint's requests for fresh QR codes.
+//!
+//! Owns `Publisher`: the channel the snapshot goes out on, when the daemon started, whether
+//! the first pass is done, and when QR codes were last requested per tenant. A snapshot is
+//! built from memory (the cached status rows patched with the live supervision state);
+//! requests read it, never the database. It also writes systemd's one-line summary. It
+//! changes no worker.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use tracing::info;
+
+use crate::config::TenantId;
+use crate::status::StatusSnapshot;
+use crate::status::model::tenants_from;
+
+use super::Daemon;
+use super::slot::Phase;
+
+/// How soon the same tenant's worker may be asked for fresh QR codes again.
+const QR_REQUEST_EVERY: jiff::SignedDuration = jiff::SignedDuration::from_secs(30);
+
+/// Where status snapshots go, and what they say about the daemon itself.
+pub(super) struct Publisher {
+    tx: Option<tokio::sync::watch::Sender<Arc<StatusSnapshot>>>,
+    started_at: Timestamp,
+    /// The first pass is done (adoption included).
+    ready: bool,
+    /// When fresh QR codes were last requested per tenant.
+    qr_requested: BTreeMap<TenantId, Timestamp>,
+}
+
+impl Publisher {
+    /// Publishes nothing (`flowhq plan`), until `serve` is called.
+    pub(super) fn new(started_at: Timestamp) -> Self {
+        Self {
+            tx: None,
+            started_at,
+            ready: false,
+            qr_requested: BTreeMap::new(),
+        }
+    }
+
+    /// Snapshots go to `tx` from now on.
+    pub(super) fn serve(&mut self, tx: tokio::sync::watch::Sender<Arc<StatusSnapshot>>) {
+        self.tx = Some(tx);
+    }
+
+    /// Whether a status endpoint reads the snapshots.
+    pub(super) fn serving(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// The first pass is done: the daemon is ready when the store is up.
+    pub(super) fn set_ready(&mut self) {
+        self.ready = true;
+    }
+
+    /// Whether fresh QR codes may be asked of `tenant`'s worker at `now`.
+    fn qr_due(&self, tenant: &TenantId, now: Timestamp) -> bool {
+        self.qr_requested
+            .get(tenant)
+            .is_none_or(|t| now.duration_since(*t) >= QR_REQUEST_EVERY)
+    }
+}
+
+impl Daemon {
+    /// Asks the worker of `tenant` for fresh QR codes (it idles after `qr_timeout`), at most
+    /// once every 30 s per tenant however often the page is opened.
+    pub(super) async fn request_qr(&mut self, tenant: &TenantId, now: Timestamp) {
+        if !self.status.qr_due(tenant, now) {
+            return;
+        }
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        let res = store.session_request_qr(tenant, now).await;
+        if self.store.check(res).is_some() {
+            self.status.qr_requested.insert(tenant.clone(), now);
+            info!(tenant = %tenant, "QR page opened after the QR timeout: asked the worker for fresh codes");
+            self.event(
+                Some(tenant.clone()),
+                "qr_requested",
+                "QR page opened after the QR timeout".to_owned(),
+            );
+        }
+    }
+
+    /// Publishes a status snapshot built from memory (the cached rows, patched with the live
+    /// supervision state); requests read it, never the database.
+    pub(super) fn publish(&mut self) {
+        let Some(tx) = &self.status.tx else { return };
+        let now = Timestamp::now();
+        let mut rows = self.seen.rows().to_vec();
+        for row in &mut rows {
+            if let Some(slot) = self.sup.slots().get(&row.tenant.id) {
+                row.worker = Some(slot.record(&row.tenant.id, &self.node, now));
+            }
+        }
+        let desired = self.source.desired();
+        let mut tenants = tenants_from(
+            &rows,
+            desired.tenants.iter().map(|(id, t)| (id, &t.spec)),
+            desired.failed.iter().map(|(id, d)| (id, d.as_slice())),
+            now,
+            self.cfg.worker.stale_after,
+        );
+        for t in &mut tenants {
+            if let Some(w) = &mut t.worker {
+                w.memory_bytes = self.house.pss(&t.id);
+            }
+            if let Some(counters) = self.seen.counters(&t.id) {
+                t.counters.clone_from(counters);
+            }
+        }
+        let source_diagnostics = self
+            .source
+            .diagnostics()
+            .filter(|d| {
+                d.path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .and_then(|s| TenantId::parse(s).ok())
+                    .is_none()
+            })
+            .cloned()
+            .collect();
+        let snapshot = StatusSnapshot {
+            ready: self.status.ready && self.store.get().is_some(),
+            store_up: self.store.get().is_some(),
+            store_error: self.store.down().map(str::to_owned),
+            generated_at: now,
+            started_at: self.status.started_at,
+            revision: desired.revision.clone(),
+            tenants,
+            source_diagnostics,
+            metrics: self.metrics.clone(),
+            source: self.follow.health(),
+        };
+        tx.send_replace(Arc::new(snapshot));
+    }
+
+    /// A one-line summary for systemd's STATUS= and the logs.
+    pub(super) fn summary(&self) -> String {
+        let slots = self.sup.slots().values();
+        let running = slots.clone().filter(|s| s.worker().is_some()).count();
+        let backoff = slots
+            .clone()
+            .filter(|s| matches!(s.phase(), Phase::Backoff { .. }))
+            .count();
+        let held = slots
+            .filter(|s| matches!(s.phase(), Phase::Held { .. }))
+            .count();
+        let errors = self.source.desired().failed.len();
+        format!(
+            "{} tenants, {running} running, {backoff} backing off, {held} held, {errors} config errors, store {}",
+            self.source.desired().tenants.len(),
+            self.store.describe()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_qr_codes_are_asked_for_at_most_every_30_seconds() {
+        let t0: Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+        let salon = TenantId::parse("salon").unwrap();
+        let mut p = Publisher::new(t0);
+        assert!(p.qr_due(&salon, t0));
+        p.qr_requested.insert(salon.clone(), t0);
+        assert!(!p.qr_due(&salon, t0 + jiff::SignedDuration::from_secs(29)));
+        assert!(p.qr_due(&salon, t0 + QR_REQUEST_EVERY));
+        assert!(p.qr_due(&TenantId::parse("duka").unwrap(), t0));
+    }
+}
