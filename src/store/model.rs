@@ -3,8 +3,8 @@
 //! Owns every type that crosses into or out of SQL, the closed enums the schema enforces with
 //! CHECK constraints (with their exact database spellings), and the conversion between
 //! `jiff::Timestamp` and the unix-millisecond integers both backends store. It does not run
-//! queries (that is `store/mod.rs`) and does not derive operator-facing status (that is the
-//! daemon's and the status endpoint's business).
+//! queries (that is `store/mod.rs` and the table files beside it) and does not derive
+//! operator-facing status (that is the daemon's and the status endpoint's business).
 
 use std::fmt;
 use std::str::FromStr;
@@ -572,7 +572,7 @@ impl EventRow {
 /// One row of the status snapshot join: tenant columns, then `s_*` session columns and `w_*`
 /// worker columns, NULL when the tenant has no such row. PostgreSQL returns it as rows (by
 /// column name), SQLite as one JSON array of row arrays, read by position: the field order here
-/// is the order of `snapshot_values!` in `store/mod.rs`.
+/// is the order of `snapshot_values!` in `store/snapshot.rs`.
 #[derive(Debug, Deserialize, sqlx::FromRow)]
 pub(crate) struct SnapshotRow {
     id: String,
