@@ -2,7 +2,8 @@
 //!
 //! Owns `TenantSpec` and its newtypes, the stable spec hash, and the field classes that decide
 //! whether a change is hot-reloaded or needs a worker restart. It does not parse TOML (that is
-//! `raw.rs` and `load.rs`); every value here has already been checked, so holders never re-check.
+//! `load.rs` and `validate.rs`); every value here has already been checked, so holders never
+//! re-check.
 
 use std::collections::BTreeMap;
 use std::fmt;
