@@ -22,4 +22,4 @@ export FLOWHQ_CHAOS_SECS="$secs"
 if [ -n "$seed" ]; then
   export FLOWHQ_CHAOS_SEED="$seed"
 fi
-cargo test --locked --test chaos -- --nocapture
+cargo test --locked --test system -- chaos:: --include-ignored --nocapture

@@ -31,6 +31,6 @@ FLOWHQ_SOAK_SAMPLE_SECS=${FLOWHQ_SOAK_SAMPLE_SECS:-10} \
 FLOWHQ_SOAK_DB=$backend \
 FLOWHQ_SOAK_CSV=$csv \
 FLOWHQ_SOAK_SUMMARY=$summary \
-  cargo test --locked --test soak -- --nocapture
+  cargo test --locked --test system -- soak:: --nocapture
 echo "samples: $csv"
 echo "summary: $summary"

@@ -5,9 +5,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[macro_use]
-mod support;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +18,8 @@ use flowhq::worker::transport::{
 };
 use jiff::{SignedDuration, Timestamp};
 use tokio::sync::{Semaphore, mpsc};
+
+use crate::support;
 
 const TENANT: &str = "mama-asha";
 

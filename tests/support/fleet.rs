@@ -1,20 +1,14 @@
-//! A harness for fault tests of the real daemon: `flowhq daemon` with stub workers, a SQLite
-//! file or PostgreSQL database, a systemd notification socket, and helpers to read the process
-//! table, the daemon's log and `/proc/PID/{fd,status}`.
+//! The launcher of `flowhq daemon` with stub workers (`flowhq-stub-worker`): a SQLite file or
+//! PostgreSQL database, a systemd notification socket, and helpers to read the process table,
+//! the daemon's log and `/proc/PID/{fd,status}`, to write tenant files atomically and to run
+//! git for a tenant repository.
 //!
 //! Owns the temporary tenant and state directories, the config file (with room for extra
 //! keys, another log or state directory, and a command prefix such as `prlimit`), the daemon
 //! process and the notification listener. Dropping a `Fleet` kills the daemon and every worker
 //! it started. It does not create file systems or databases (the tests and `support` do).
-//! Used by the daemon's behaviour tests (`tests/daemon.rs`) and the fault tests.
-
-#![allow(
-    dead_code,
-    unreachable_pub,
-    clippy::expect_used,
-    clippy::unwrap_used,
-    clippy::print_stderr
-)]
+//! Used by the daemon's behaviour tests (`tests/daemon/`), the fault tests and the soak and
+//! chaos runs (`tests/system/`). The daemon with real workers is `support::real`.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -28,7 +22,7 @@ use flowhq::store::{Role, Store};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
-use crate::support::TestDb;
+use super::TestDb;
 
 /// How long `until` waits before failing.
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -506,4 +500,25 @@ impl Notify {
         }
         gap.max(last.elapsed())
     }
+}
+
+/// Runs git in `dir` with a fixed identity and no user or system configuration.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Ops")
+        .env("GIT_AUTHOR_EMAIL", "ops@example.com")
+        .env("GIT_COMMITTER_NAME", "Ops")
+        .env("GIT_COMMITTER_EMAIL", "ops@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }

@@ -3,12 +3,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[macro_use]
-mod support;
-
 use std::process::{Command, Output};
 
 use flowhq::store::{Role, Store};
+
+use crate::support;
 
 fn flowhq_migrate(url: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_flowhq"))

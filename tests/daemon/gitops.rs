@@ -9,19 +9,16 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
 
-#[macro_use]
-mod support;
-mod fleet;
-
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fleet::{Fleet, WAIT};
 use flowhq::config::TenantId;
 use flowhq::store::{Store, TenantRecord};
 
+use crate::support::{self, fleet};
+use fleet::{Fleet, WAIT, git};
 use support::TestDb;
 
 /// A fleet whose tenant files come from git.
@@ -189,27 +186,6 @@ impl GitFleet {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
-
-/// Runs git in `dir` with a fixed identity and no user or system configuration.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "Ops")
-        .env("GIT_AUTHOR_EMAIL", "ops@example.com")
-        .env("GIT_COMMITTER_NAME", "Ops")
-        .env("GIT_COMMITTER_EMAIL", "ops@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn head(dir: &Path) -> String {

@@ -1,7 +1,7 @@
 //! End to end, as in production: `flowhq daemon` runs the real worker for three tenants (three
 //! templates, both languages), each with its own headless Chromium on the offline fake WhatsApp
 //! Web. The test plays the phones and the customers from outside, through a second DevTools
-//! client on each worker's Chromium (`support/fake_wa.rs`): it links each business phone by
+//! client on each worker's Chromium (`support::fake_wa`): it links each business phone by
 //! scanning its QR code, then four customers (the same four people for every business) write
 //! three messages each to every business at once.
 //!
@@ -17,25 +17,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-#[macro_use]
-mod support;
-#[path = "support/fake_wa.rs"]
-mod fake_wa;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fake_wa::FakeWa;
 use flowhq::config::TenantId;
 use flowhq::store::{Direction, MessageRecord, Role, SessionState, Store};
-use flowhq::worker::browser::profile_processes;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::{Value, json};
-use support::TestDb;
+
+use crate::support::fake_wa::FakeWa;
+use crate::support::real::{RealConfig, RealDaemon};
+use crate::support::{self, TestDb, chromium};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -115,68 +108,6 @@ const CONTACTS: [&str; 4] = [
     "255711111114@c.us",
 ];
 
-struct Daemon {
-    child: Option<Child>,
-    root: PathBuf,
-}
-
-impl Daemon {
-    fn log(&self) -> String {
-        let mut out = std::fs::read_to_string(self.root.join("daemon.log")).unwrap_or_default();
-        if let Ok(dir) = std::fs::read_dir(self.root.join("log")) {
-            for e in dir.flatten() {
-                out.push_str(&format!("\n--- {}\n", e.path().display()));
-                out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
-            }
-        }
-        out
-    }
-
-    fn sessions(&self) -> PathBuf {
-        self.root.join("state/sessions")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for pid in chromium_processes(&self.sessions()) {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-        }
-    }
-}
-
-/// Every Chromium process, by the profile it runs on.
-fn chromium_by_profile(sessions: &Path) -> BTreeMap<String, Vec<u32>> {
-    let Ok(dir) = std::fs::read_dir(sessions) else {
-        return BTreeMap::new();
-    };
-    dir.flatten()
-        .map(|e| {
-            let arg = format!("--user-data-dir={}", e.path().display());
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                profile_processes(&arg, 0),
-            )
-        })
-        .collect()
-}
-
-fn chromium_processes(sessions: &Path) -> Vec<u32> {
-    chromium_by_profile(sessions)
-        .into_values()
-        .flatten()
-        .collect()
-}
-
 /// The parent of `pid`, from /proc.
 fn parent(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -211,100 +142,22 @@ replies_per_contact_per_10min = 50
     )
 }
 
-fn start_daemon(root: &Path, chromium: &Path, db: &str) -> Daemon {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+fn start_daemon(root: &Path, chromium: &Path, db: &str) -> RealDaemon {
     let tenants = root.join("tenants.d");
     std::fs::create_dir(&tenants).unwrap();
     for b in &BUSINESSES {
         std::fs::write(tenants.join(format!("{}.toml", b.id)), tenant_file(b)).unwrap();
     }
-    let site = root.join("site");
-    std::fs::create_dir(&site).unwrap();
-    std::fs::copy(
-        repo.join("tests/fixtures/wa-web/index.html"),
-        site.join("index.html"),
+    RealDaemon::start(
+        root,
+        &RealConfig {
+            chromium,
+            database_url: db,
+            stale_after: "60s",
+            // QR codes rotate slowly enough for a phone (the test) to scan the one it read.
+            fake_config: "qrIntervalMs: 20000",
+        },
     )
-    .unwrap();
-    // QR codes rotate slowly enough for a phone (the test) to scan the one it read.
-    std::fs::write(
-        site.join("fake-config.js"),
-        "window.__fakeWaConfig = {qrIntervalMs: 20000};\n",
-    )
-    .unwrap();
-    let config = root.join("flowhq.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"tenants_dir = "{tenants}"
-state_dir = "{state}"
-log_dir = "{log}"
-runtime_dir = "{run}"
-database_url = "{db}"
-debounce = "100ms"
-[status]
-listen = "127.0.0.1:0"
-[worker]
-command = ["{flowhq}", "worker"]
-chromium = "{chromium}"
-wa_web_index = "{index}"
-kill_timeout = "20s"
-heartbeat_interval = "1s"
-stale_after = "60s"
-"#,
-            tenants = tenants.display(),
-            state = root.join("state").display(),
-            log = root.join("log").display(),
-            run = root.join("run").display(),
-            flowhq = env!("CARGO_BIN_EXE_flowhq"),
-            chromium = chromium.display(),
-            index = site.join("index.html").display(),
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(root.join("daemon.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_flowhq"))
-        .args(["daemon", "--config"])
-        .arg(&config)
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "info")
-        // Nothing may leave the machine: requests the fake does not answer go nowhere.
-        .env(
-            "FLOWHQ_WORKER_CHROMIUM_ARGS",
-            "--proxy-server=http://127.0.0.1:9",
-        )
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Daemon {
-        child: Some(child),
-        root: root.to_path_buf(),
-    }
-}
-
-async fn wait_session(
-    store: &Store,
-    daemon: &Daemon,
-    id: &TenantId,
-    what: &str,
-    pred: impl Fn(&flowhq::store::SessionRecord) -> bool,
-) -> flowhq::store::SessionRecord {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(s) = store.session(id).await.unwrap()
-            && pred(&s)
-        {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {what} for {id} within {WAIT:?}\n{}",
-            daemon.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// What one business received, by chat, in sending order: (serialized id, short id, text).
@@ -355,10 +208,11 @@ async fn three_tenants_answer_their_own_customers(db: TestDb) {
     // Each business phone scans the QR code its own worker shows.
     let mut pages = Vec::new();
     for (b, id) in BUSINESSES.iter().zip(&ids) {
-        let s = wait_session(&store, &daemon, id, "QR code", |s| {
-            s.state == SessionState::QrReady && s.qr.is_some()
-        })
-        .await;
+        let s = daemon
+            .until_session(&store, id, WAIT, "QR code", |s| {
+                s.state == SessionState::QrReady && s.qr.is_some()
+            })
+            .await;
         let page = FakeWa::attach(&daemon.sessions().join(b.id), WAIT)
             .await
             .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
@@ -383,10 +237,11 @@ async fn three_tenants_answer_their_own_customers(db: TestDb) {
         pages.push(page);
     }
     for (b, id) in BUSINESSES.iter().zip(&ids) {
-        let s = wait_session(&store, &daemon, id, "CONNECTED", |s| {
-            s.state == SessionState::Connected
-        })
-        .await;
+        let s = daemon
+            .until_session(&store, id, WAIT, "CONNECTED", |s| {
+                s.state == SessionState::Connected
+            })
+            .await;
         assert_eq!(
             s.linked_number.as_deref(),
             Some(b.phone.trim_start_matches('+')),
@@ -544,7 +399,7 @@ async fn three_tenants_answer_their_own_customers(db: TestDb) {
         ids.len(),
         "worker pids are distinct"
     );
-    let browsers = chromium_by_profile(&daemon.sessions());
+    let browsers = chromium::by_profile(&daemon.sessions());
     let mut seen = BTreeSet::new();
     for b in &BUSINESSES {
         let profile = daemon.sessions().join(b.id);
@@ -571,39 +426,21 @@ async fn three_tenants_answer_their_own_customers(db: TestDb) {
 
     // Stopping the daemon stops every worker and leaves no Chromium.
     drop(pages);
-    let child = daemon.child.as_mut().unwrap();
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    let deadline = Instant::now() + WAIT;
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "daemon did not stop\n{}",
-            daemon.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    daemon.child = None;
+    let code = daemon.stop(WAIT).await;
     assert_eq!(code, Some(0), "{}", daemon.log());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !chromium_processes(&daemon.sessions()).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "chromium left behind\n{}",
-            daemon.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    daemon
+        .until_no_chromium(Duration::from_secs(10), "chromium left behind")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium"]
 async fn three_tenants_answer_their_own_customers_on_sqlite() {
     three_tenants_answer_their_own_customers(TestDb::sqlite()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and Chromium"]
 async fn three_tenants_answer_their_own_customers_on_postgres() {
     let Some(db) = TestDb::postgres().await else {
         return;

@@ -14,19 +14,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-mod fleet;
-mod support;
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fleet::{Fleet, fd_count, ids, tail};
 use flowhq::config::TenantId;
 use flowhq::store::{Role, Store, WorkerStatus};
 use sqlx::Connection;
+
+use crate::support::{self, fleet};
+use fleet::{Fleet, fd_count, ids, tail};
 
 /// A tmpfs mounted by the test; unmounted (lazily, so a busy mount cannot wedge the test) when
 /// dropped.

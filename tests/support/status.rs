@@ -1,9 +1,9 @@
-//! Shared helpers for the status endpoint tests: a synthetic snapshot, a running server on
-//! 127.0.0.1:0, and a minimal raw HTTP/1.1 client (so tests see exactly what goes on the wire).
+//! The status endpoint in process: a synthetic snapshot of three tenants, a running server on
+//! 127.0.0.1:0 with a token file, and requests with that token (through `support::http`, whose
+//! async client it re-exports for the status tests).
 //!
-//! Owns nothing the product uses. It does not start nginx (that is `tests/nginx.rs`).
-
-#![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::unwrap_used)]
+//! Owns nothing the product uses. It does not start the daemon (`support::fleet` does) or
+//! nginx (`support::nginx`).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -16,8 +16,6 @@ use flowhq::status::model::{SessionView, WorkerView};
 use flowhq::status::{Limits, ServerHandle, StatusSnapshot, TenantState, TenantStatus};
 use flowhq::store::model::{Lifecycle, SessionState, WorkerStatus};
 use jiff::Timestamp;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 pub const TOKEN: &str = "s3cret-operator-token";
@@ -138,76 +136,8 @@ pub async fn start(
     (handle, tx)
 }
 
-/// One HTTP response as read from the wire.
-#[derive(Debug)]
-pub struct Resp {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl Resp {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-}
-
-/// Parses a whole `Connection: close` response.
-pub fn parse(raw: &[u8]) -> Resp {
-    let text = String::from_utf8_lossy(raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no end of head in {text:?}"));
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    Resp {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
-}
-
-/// Sends raw bytes and reads until the server closes (at most 10 seconds).
-pub async fn raw(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(request).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .expect("server did not close the connection")
-        .ok();
-    out
-}
-
-/// A request with `method`, `path` and extra headers, `Connection: close`.
-pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    parse(&raw(addr, req.as_bytes()).await)
-}
-
-pub async fn get(addr: SocketAddr, path: &str) -> Resp {
-    request(addr, "GET", path, &[]).await
-}
+#[allow(unused_imports)]
+pub use super::http::{Resp, get, parse, raw, request};
 
 pub async fn get_with_token(addr: SocketAddr, path: &str) -> Resp {
     request(

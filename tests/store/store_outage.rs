@@ -5,14 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-#[macro_use]
-mod support;
-
 use std::time::{Duration, Instant};
 
 use flowhq::config::TenantId;
 use flowhq::store::{self, Direction, Inserted, NewMessage, Role, Store};
 use jiff::Timestamp;
+
+use crate::support;
 
 fn tenant() -> TenantId {
     TenantId::parse("acme").unwrap()

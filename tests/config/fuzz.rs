@@ -17,8 +17,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-mod status_support;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -32,6 +30,8 @@ use flowhq::config::{Diagnostic, Severity};
 use flowhq::status::{Limits, ServerHandle};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
+
+use crate::support::status;
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fuzz");
 const TENANT_FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tenants");
@@ -750,11 +750,7 @@ fn server() -> SocketAddr {
             max_connection_age: Duration::from_secs(5),
             ..Limits::default()
         };
-        let (handle, tx) = runtime.block_on(status_support::start(
-            &dir,
-            status_support::snapshot(),
-            limits,
-        ));
+        let (handle, tx) = runtime.block_on(status::start(&dir, status::snapshot(), limits));
         // The sender is leaked with the server: the snapshot never changes.
         std::mem::forget(tx);
         (runtime, handle)

@@ -4,9 +4,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[macro_use]
-mod support;
-
 use std::collections::BTreeMap;
 
 use flowhq::config::tenant::Limits;
@@ -16,6 +13,8 @@ use flowhq::store::{
     WorkerRecord, WorkerStatus,
 };
 use jiff::{SignedDuration, Timestamp};
+
+use crate::support;
 
 fn id(s: &str) -> TenantId {
     TenantId::parse(s).unwrap()

@@ -9,15 +9,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-mod fleet;
-mod support;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-use fleet::{Fleet, Notify};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
+
+use crate::support::fleet;
+use fleet::{Fleet, Notify};
 
 /// `WATCHDOG_USEC` given to the daemon; systemd would kill it after this long without a ping.
 const WATCHDOG: Duration = Duration::from_secs(2);

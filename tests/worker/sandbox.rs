@@ -11,9 +11,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-#[macro_use]
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -23,6 +20,8 @@ use flowhq::supervisor::proc::group_pids;
 use flowhq::worker::browser::{base_args, lean_args};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{Pid, User, chown};
+
+use crate::support;
 
 /// The browser's process group, killed when the test ends however it ends.
 struct Browser(Child);

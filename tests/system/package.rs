@@ -19,8 +19,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
@@ -30,6 +29,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, User};
+
+use crate::support::nginx::Nginx;
+use crate::support::{self, free_port, http};
 
 const SRC: &str = env!("CARGO_MANIFEST_DIR");
 const TENANT: &str = "package-test";
@@ -207,39 +209,17 @@ fn build_deb(out: &Path, version: &str) -> PathBuf {
     deb
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Response {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-/// A plain HTTP/1.0 GET (so the answer is never chunked).
-fn get(addr: SocketAddr, path: &str) -> Option<Response> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: status.example.com\r\n\r\n"
+/// A plain HTTP/1.0 GET (so the answer is never chunked); `None` without a whole answer.
+fn get(addr: SocketAddr, path: &str) -> Option<http::Resp> {
+    let request = format!("GET {path} HTTP/1.0\r\nHost: status.example.com\r\n\r\n");
+    let raw = http::exchange(
+        &addr.to_string(),
+        request.as_bytes(),
+        Duration::from_secs(5),
     )
     .ok()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).ok()?;
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some(Response {
-        status,
-        head: head.to_owned(),
-        body: body.to_owned(),
-    })
+    let resp = http::parse_lossy(&raw);
+    (resp.status != 0 && String::from_utf8_lossy(&raw).contains("\r\n\r\n")).then_some(resp)
 }
 
 fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
@@ -264,54 +244,10 @@ fn assert_dir(path: &str, owner: &User, mode: u32) {
     );
 }
 
-/// The packaged Nginx site, as installed, on a free port and in front of `upstream`, run in
-/// the foreground with its prefix, pid file and logs in `dir` (the approach of tests/nginx.rs).
-fn start_nginx(dir: &Path, listen: SocketAddr, upstream: SocketAddr) -> Process {
-    let site = std::fs::read_to_string("/etc/nginx/sites-available/flowhq").unwrap();
-    assert!(site.contains("    listen 80;\n") && site.contains("server 127.0.0.1:9780;"));
-    let site = site
-        .replace("    listen 80;\n", &format!("    listen {listen};\n"))
-        .replace("    listen [::]:80;\n", "")
-        .replace("server 127.0.0.1:9780;", &format!("server {upstream};"))
-        .replace("/var/log/nginx/", &format!("{}/", dir.display()));
-    std::fs::write(dir.join("site.conf"), site).unwrap();
-    let d = dir.display();
-    std::fs::write(
-        dir.join("nginx.conf"),
-        format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
-             error_log {d}/error.log info;\nevents {{ worker_connections 64; }}\n\
-             http {{\n  client_body_temp_path {d}/client_body;\n  proxy_temp_path {d}/proxy;\n\
-             fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-             access_log {d}/access.log;\n  include {d}/site.conf;\n}}\n"
-        ),
-    )
-    .unwrap();
-    let nginx = which("nginx").unwrap();
-    let args = |cmd: &mut Command| {
-        cmd.arg("-p")
-            .arg(dir)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-c")
-            .arg(dir.join("nginx.conf"));
-    };
-    let mut test = Command::new(&nginx);
-    test.arg("-t");
-    args(&mut test);
-    run(&mut test);
-    let mut cmd = Command::new(&nginx);
-    args(&mut cmd);
-    let child = cmd.stdin(Stdio::null()).spawn().unwrap();
-    let process = Process(child);
-    wait_for("nginx to listen", Duration::from_secs(10), || {
-        TcpStream::connect(listen).ok()
-    });
-    process
-}
-
 #[test]
+#[ignore = "needs root"]
 fn the_package_installs_runs_the_daemon_as_flowhq_upgrades_and_purges() {
+    let _machine = support::exclusive_blocking();
     if let Some(why) = missing_prerequisite() {
         unavailable(&why);
         return;
@@ -502,7 +438,14 @@ fn the_package_installs_runs_the_daemon_as_flowhq_upgrades_and_purges() {
     let nginx_dir = work.path().join("nginx");
     std::fs::create_dir(&nginx_dir).unwrap();
     let nginx_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let nginx = start_nginx(&nginx_dir, nginx_addr, status_addr);
+    let site = std::fs::read_to_string("/etc/nginx/sites-available/flowhq").unwrap();
+    let nginx = Nginx::start(
+        &which("nginx").unwrap(),
+        &nginx_dir,
+        &site,
+        nginx_addr,
+        status_addr,
+    );
     let ready = wait_for("/readyz through nginx", Duration::from_secs(30), || {
         get(nginx_addr, "/readyz").filter(|r| r.status == 200)
     });

@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod status_support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,9 +10,10 @@ use flowhq::config::TenantId;
 use flowhq::status::Limits;
 use flowhq::status::link;
 use jiff::{SignedDuration, Timestamp};
-use status_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::support::status::*;
 
 fn tid(s: &str) -> TenantId {
     TenantId::parse(s).unwrap()

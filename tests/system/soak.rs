@@ -15,17 +15,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-mod fleet;
-mod support;
-
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use fleet::{Fleet, fd_count, rss_kib, tail, write_atomic};
 use sqlx::{Connection, PgConnection};
-use support::TestDb;
+
+use crate::support::fleet::{Fleet, fd_count, rss_kib, tail, write_atomic};
+use crate::support::{self, TestDb, fleet};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -111,6 +109,7 @@ fn mean(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_tenants_under_churn_keep_memory_descriptors_and_connections_flat() {
+    let _machine = support::exclusive().await;
     let tenants: usize = env_or("FLOWHQ_SOAK_TENANTS", 200);
     let churn = Duration::from_secs(env_or("FLOWHQ_SOAK_SECS", 90));
     let sample_every = Duration::from_secs(env_or("FLOWHQ_SOAK_SAMPLE_SECS", 3));

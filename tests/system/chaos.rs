@@ -44,27 +44,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-#[macro_use]
-mod support;
-#[path = "support/fake_wa.rs"]
-mod fake_wa;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fake_wa::FakeWa;
 use flowhq::config::TenantId;
 use flowhq::store::{Direction, Role, SessionState, Store, WorkerStatus};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
+
+use crate::support::fake_wa::FakeWa;
+use crate::support::fleet::{git, rss_kib, write_atomic};
+use crate::support::{self, http, real};
 
 /// Stub tenants.
 const STUBS: usize = 100;
@@ -166,27 +162,6 @@ struct Source {
     git: Option<PathBuf>,
 }
 
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Chaos",
-            "-c",
-            "user.email=chaos@example.invalid",
-        ])
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 impl Source {
     /// Writes tenant `id`'s file; in git mode commits and pushes it as `message`. The same fault
     /// can be drawn twice in a row and leave the file as it was, so the commit may be empty (the
@@ -199,12 +174,6 @@ impl Source {
             git(work, &["push", "-q", "origin", "main"]);
         }
     }
-}
-
-fn write_atomic(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp-write");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
 }
 
 // ---- what the background checks share ------------------------------------------------------
@@ -349,30 +318,24 @@ fn alive(pid: i32) -> bool {
     read_stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
 }
 
-fn rss_kib(pid: i32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// A GET with a timeout; the status code, or why there was none.
 fn http_get(addr: &str, path: &str) -> Result<u16, String> {
-    let sock: std::net::SocketAddr = addr.parse().unwrap();
-    let mut s = TcpStream::connect_timeout(&sock, PROBE_TIMEOUT).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(PROBE_TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(PROBE_TIMEOUT)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    let raw = http::exchange(
+        addr,
+        http::get_request(addr, path).as_bytes(),
+        PROBE_TIMEOUT,
     )
     .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&raw);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no status line in {:?}", &text[..text.len().min(80)]))
+    match http::parse_lossy(&raw).status {
+        0 => {
+            let text = String::from_utf8_lossy(&raw);
+            Err(format!(
+                "no status line in {:?}",
+                &text[..text.len().min(80)]
+            ))
+        }
+        code => Ok(code),
+    }
 }
 
 /// Every 100 ms: no tenant has two live workers.
@@ -409,7 +372,7 @@ fn prober(shared: Arc<Shared>, addr: String) {
         if pid == 0 {
             continue;
         }
-        if let Some(kib) = rss_kib(pid) {
+        if let Some(kib) = Some(rss_kib(pid)).filter(|kib| *kib > 0) {
             shared.max_rss_kib.fetch_max(kib, Ordering::Relaxed);
             if kib > RSS_BOUND_MIB * 1024 {
                 shared.violation(format!(
@@ -628,27 +591,7 @@ impl World {
     }
 
     fn start_daemon(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.root.join("daemon.log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_flowhq"))
-            .args(["daemon", "--config"])
-            .arg(&self.config)
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("DATABASE_URL")
-            .env("RUST_LOG", "info")
-            // Nothing may leave the machine: requests the fake does not answer go nowhere.
-            .env(
-                "FLOWHQ_WORKER_CHROMIUM_ARGS",
-                "--proxy-server=http://127.0.0.1:9",
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start flowhq daemon");
+        let child = real::spawn(&self.config, &self.root.join("daemon.log"));
         self.shared.daemon_gen.fetch_add(1, Ordering::SeqCst);
         self.shared
             .daemon_pid
@@ -843,7 +786,9 @@ async fn converged(
 // ---- the test ------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and Chromium"]
 async fn the_fleet_survives_random_faults_and_loses_no_message() {
+    let _machine = support::exclusive().await;
     if support::pg_admin_url().is_none() {
         return;
     }

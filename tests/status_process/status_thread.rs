@@ -4,10 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod status_support;
-
 use flowhq::status::Limits;
-use status_support::*;
+
+use crate::support::status::*;
 
 /// The server runs on its own thread, niced below the caller's, so request load competes with
 /// the daemon's loop for neither runtime workers nor CPU.

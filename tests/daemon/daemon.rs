@@ -8,21 +8,18 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
 
-#[macro_use]
-mod support;
-mod fleet;
-
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fleet::{Fleet, WAIT, ids, tail, write_atomic};
 use flowhq::config::TenantId;
 use flowhq::store::{Role, Store, WorkerStatus};
 use jiff::Timestamp;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::support::{self, fleet};
+use fleet::{Fleet, WAIT, ids, tail, write_atomic};
 use support::TestDb;
 
 /// A fleet on `db` whose stub workers count as stale 4 s after their last heartbeat.
