@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use flowhq::config::TenantId;
 use flowhq::store::{Store, TenantRecord};
 
-use crate::support::{self, fleet};
+use crate::support::{self, fleet, http};
 use fleet::{Fleet, WAIT, git};
 use support::TestDb;
 
@@ -167,7 +167,7 @@ impl GitFleet {
         let addr = self
             .status_addr()
             .expect("status address in the daemon log");
-        let body = http_get(&addr, "/v1/tenants");
+        let body = http::get_blocking(&addr, "/v1/tenants").body;
         serde_json::from_str(&body).unwrap()
     }
 
@@ -192,50 +192,20 @@ fn head(dir: &Path) -> String {
     git(dir, &["rev-parse", "HEAD"])
 }
 
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    raw.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
-}
-
 async fn events(store: &Store, tenant: Option<&str>) -> Vec<flowhq::store::EventRecord> {
     let id = tenant.map(|t| TenantId::parse(t).unwrap());
     store.events(id.as_ref(), 1000).await.unwrap()
 }
 
-/// Generates `$name::sqlite` and `$name::postgres`, each with a fresh `GitFleet`.
+/// Generates `$name::sqlite` and `$name::postgres` (`backend_test!`), each with a fresh
+/// `GitFleet`.
 macro_rules! git_test {
     ($name:ident, |$fleet:ident| $body:block) => {
-        mod $name {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                #[allow(unused_mut)]
-                let mut $fleet = GitFleet::new(TestDb::sqlite());
-                $body
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                let Some(db) = TestDb::postgres().await else {
-                    return;
-                };
-                #[allow(unused_mut)]
-                let mut $fleet = GitFleet::new(db);
-                $body
-            }
-        }
+        backend_test!($name, |db| {
+            #[allow(unused_mut)]
+            let mut $fleet = GitFleet::new(db);
+            $body
+        });
     };
 }
 

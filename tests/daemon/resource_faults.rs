@@ -227,6 +227,7 @@ async fn assert_no_restarts(fleet: &mut Fleet, hold: Duration, what: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
 async fn a_full_log_disk_loses_output_but_no_worker_and_recovers() {
     let mut fleet = Fleet::sqlite();
     let logs = fleet.tmp.path().join("logs");
@@ -332,6 +333,7 @@ impl StoreWait for Fleet {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
 async fn a_full_state_disk_keeps_workers_running_and_catches_up_when_space_returns() {
     let Some((mut fleet, fs)) = fleet_on_small_state_disk().await else {
         return;
@@ -390,6 +392,7 @@ async fn a_full_state_disk_keeps_workers_running_and_catches_up_when_space_retur
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
 async fn a_daemon_started_on_a_read_only_state_disk_waits_clearly_and_catches_up() {
     // The production layout: the state disk holds the database, logs and the runtime
     // directory live elsewhere (/var/log/flowhq, /run/flowhq).
@@ -502,6 +505,7 @@ async fn store_rows(url: &str) -> StoreRows {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
 async fn a_state_disk_going_read_only_under_the_daemon_keeps_workers_and_recovers() {
     // The production layout: the state disk holds the database; logs and the runtime
     // directory live elsewhere (/var/log/flowhq, /run/flowhq).
@@ -581,6 +585,7 @@ async fn a_state_disk_going_read_only_under_the_daemon_keeps_workers_and_recover
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and root"]
 async fn a_full_disk_under_postgresql_keeps_workers_running_and_catches_up() {
     // The cluster's data directory on its own small tmpfs (not under the test's temporary
     // directory: the postgres user must reach it).

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
 use crate::support::fleet;
+use crate::support::http::{self, status_of};
 use fleet::{Fleet, Notify};
 
 /// `WATCHDOG_USEC` given to the daemon; systemd would kill it after this long without a ping.
@@ -111,49 +112,16 @@ fn raise_fd_limit() {
     }
 }
 
-/// Sends `bytes` and reads until the server closes (or 15 s pass). Write errors are ignored:
-/// the server may answer and close before reading everything.
+/// Sends `bytes` and reads until the server closes (or 15 s pass); panics when it does
+/// neither.
 fn exchange(addr: &str, bytes: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(15))).unwrap();
-    let _ = s.write_all(bytes);
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return out,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return out,
-            Err(e) => panic!("server neither answered nor closed: {e}"),
-        }
-    }
+    http::exchange(addr, bytes, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("server neither answered nor closed: {e}"))
 }
 
-/// The status code of the first response, `None` when the server closed without one.
-fn status_of(raw: &[u8]) -> Option<u16> {
-    let text = String::from_utf8_lossy(raw);
-    let line = text.lines().next()?;
-    assert!(
-        line.starts_with("HTTP/1."),
-        "not an HTTP response: {line:?}"
-    );
-    line.split(' ').nth(1)?.parse().ok()
-}
-
-fn header<'a>(raw: &'a str, name: &str) -> Option<&'a str> {
-    let (head, _) = raw.split_once("\r\n\r\n")?;
-    head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
+/// `GET path`: the status code (`None` when the server closed without one) and the raw answer.
 fn get(addr: &str, path: &str) -> (Option<u16>, String) {
-    let raw = exchange(
-        addr,
-        format!("GET {path} HTTP/1.1\r\nHost: flowhq\r\nConnection: close\r\n\r\n").as_bytes(),
-    );
+    let raw = exchange(addr, http::get_request("flowhq", path).as_bytes());
     (status_of(&raw), String::from_utf8_lossy(&raw).into_owned())
 }
 
@@ -299,7 +267,10 @@ async fn thousands_of_connections_hit_the_cap_while_the_daemon_keeps_supervising
     // A newcomer is told the endpoint is full, at once.
     let (status, busy) = get(&d.addr, "/healthz");
     assert_eq!(status, Some(503), "{busy}");
-    assert_eq!(header(&busy, "retry-after"), Some("1"));
+    assert_eq!(
+        http::parse_lossy(busy.as_bytes()).header("retry-after"),
+        Some("1")
+    );
     // Of the flood, at most the cap (256) are held open; the rest were answered 503.
     let (mut held, mut refused) = (0, 0);
     for c in &conns {
@@ -475,7 +446,11 @@ async fn methods_other_than_get_and_head_are_405_with_allow() {
     for (req, status, raw) in &results {
         let method = req.split(' ').next().unwrap();
         assert_eq!(*status, Some(405), "{method}: {raw}");
-        assert_eq!(header(raw, "allow"), Some("GET, HEAD"), "{method}: {raw}");
+        assert_eq!(
+            http::parse_lossy(raw.as_bytes()).header("allow"),
+            Some("GET, HEAD"),
+            "{method}: {raw}"
+        );
     }
     d.assert_unharmed(from, "other methods");
 }

@@ -164,6 +164,7 @@ async fn an_upgrade_fills_business_names_from_the_specs_on_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL"]
 async fn an_upgrade_fills_business_names_from_the_specs_on_postgres() {
     if let Some(db) = support::TestDb::postgres().await {
         an_upgrade_fills_business_names_from_the_specs(db).await;
@@ -1023,6 +1024,7 @@ store_test!(messages_and_events_have_their_own_retention, |store| {
 /// pool opens at most two connections however many calls it makes at once, and closes them
 /// once they have been idle for 30 s (the pool's reaper runs every 30 s, so within a minute).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL"]
 async fn a_workers_postgres_pool_holds_two_connections_at_most_and_lets_them_go_when_idle() {
     let Some(db) = support::TestDb::postgres().await else {
         return;

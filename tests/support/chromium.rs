@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use flowhq::worker::browser::profile_processes;
 use nix::sys::signal::{Signal, kill};
@@ -34,6 +35,34 @@ pub fn chromium(what: &str) -> Option<PathBuf> {
     found
 }
 
+/// Every Chromium process on the profile `profile`.
+pub fn on_profile(profile: &Path) -> Vec<u32> {
+    profile_processes(&format!("--user-data-dir={}", profile.display()), 0)
+}
+
+/// Asserts that no live process carries the profile `profile`, waiting up to 5 s for exits.
+pub fn assert_none_on(profile: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = on_profile(profile);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chromium processes left behind: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// SIGKILLs every Chromium process on the profile `profile`.
+pub fn kill_on(profile: &Path) {
+    for pid in on_profile(profile) {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+}
+
 /// Every Chromium process on a profile under `sessions` (one directory per tenant), by the
 /// profile's directory name.
 pub fn by_profile(sessions: &Path) -> BTreeMap<String, Vec<u32>> {
@@ -42,10 +71,9 @@ pub fn by_profile(sessions: &Path) -> BTreeMap<String, Vec<u32>> {
     };
     dir.flatten()
         .map(|e| {
-            let arg = format!("--user-data-dir={}", e.path().display());
             (
                 e.file_name().to_string_lossy().into_owned(),
-                profile_processes(&arg, 0),
+                on_profile(&e.path()),
             )
         })
         .collect()

@@ -68,6 +68,7 @@ fn namespace(pid: u32, kind: &str) -> Option<String> {
 }
 
 #[test]
+#[ignore = "needs Chromium and root"]
 fn chromium_keeps_its_sandbox_as_an_unprivileged_user_with_no_new_privs() {
     let Some(chromium) = support::chromium("the sandbox test") else {
         return;

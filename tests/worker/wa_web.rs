@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use flowhq::worker::browser::{BrowserOptions, Error, WaWebBrowser, profile_processes};
+use flowhq::worker::browser::{BrowserOptions, Error, WaWebBrowser};
 use flowhq::worker::transport::{
     Ack, DisconnectReason, Events, IncomingMessage, Transport, TransportEvent, WaState,
 };
@@ -25,19 +25,7 @@ fn chromium() -> Option<PathBuf> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let candidates = [
-        std::env::var_os("FLOWHQ_CHROMIUM").map(PathBuf::from),
-        Some(PathBuf::from("/usr/bin/chromium")),
-        Some(PathBuf::from("/usr/lib/chromium/chromium")),
-    ];
-    let found = candidates.into_iter().flatten().find(|p| p.is_file());
-    if found.is_none() {
-        if std::env::var("FLOWHQ_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
-            panic!("chromium is required (FLOWHQ_REQUIRE_EXTERNAL=1) but not installed");
-        }
-        eprintln!("note: chromium not installed; skipping WhatsApp Web driver test");
-    }
-    found
+    crate::support::chromium("WhatsApp Web driver test")
 }
 
 /// A fake WhatsApp Web site in its own folder plus a fresh profile.
@@ -95,19 +83,7 @@ impl Env {
 
     /// Asserts that no live process carries this profile (waits briefly for exits).
     fn assert_no_chromium(&self) {
-        let arg = format!("--user-data-dir={}", self.profile_dir().display());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let left = profile_processes(&arg, 0);
-            if left.is_empty() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "chromium processes left behind: {left:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::support::chromium::assert_none_on(&self.profile_dir());
     }
 }
 
@@ -170,6 +146,7 @@ async fn message(events: &mut Events) -> IncomingMessage {
 }
 
 #[tokio::test]
+#[ignore = "needs Chromium"]
 async fn links_by_qr_and_restarts_without_qr_on_the_same_profile() {
     let Some(env) = Env::new(json!({"qrBatch": 2, "qrIntervalMs": 300})) else {
         return;
@@ -232,6 +209,7 @@ async fn links_by_qr_and_restarts_without_qr_on_the_same_profile() {
 }
 
 #[tokio::test]
+#[ignore = "needs Chromium"]
 async fn incoming_messages_of_every_variant_carry_their_flags() {
     let Some(env) = Env::new(json!({})) else {
         return;
@@ -326,6 +304,7 @@ async fn incoming_messages_of_every_variant_carry_their_flags() {
 }
 
 #[tokio::test]
+#[ignore = "needs Chromium"]
 async fn quoted_reply_is_sent_recorded_and_acked() {
     let Some(env) = Env::new(json!({})) else {
         return;
@@ -386,6 +365,7 @@ async fn quoted_reply_is_sent_recorded_and_acked() {
 }
 
 #[tokio::test]
+#[ignore = "needs Chromium"]
 async fn logout_from_the_phone_reports_logged_out_and_a_new_qr() {
     let Some(env) = Env::new(json!({})) else {
         return;
@@ -415,6 +395,7 @@ async fn logout_from_the_phone_reports_logged_out_and_a_new_qr() {
 }
 
 #[tokio::test]
+#[ignore = "needs Chromium"]
 async fn conflict_is_reported_and_takeover_recovers_and_terminal_states_disconnect() {
     let Some(env) = Env::new(json!({})) else {
         return;
@@ -454,6 +435,7 @@ async fn conflict_is_reported_and_takeover_recovers_and_terminal_states_disconne
 }
 
 #[tokio::test]
+#[ignore = "needs Chromium"]
 async fn renderer_crash_is_reported_as_a_disconnect() {
     let Some(env) = Env::new(json!({})) else {
         return;
@@ -477,6 +459,7 @@ async fn renderer_crash_is_reported_as_a_disconnect() {
 }
 
 #[tokio::test]
+#[ignore = "needs Chromium"]
 async fn killed_browser_is_reported_and_nothing_is_left_behind() {
     let Some(env) = Env::new(json!({})) else {
         return;
@@ -508,6 +491,7 @@ async fn killed_browser_is_reported_and_nothing_is_left_behind() {
 }
 
 #[tokio::test]
+#[ignore = "needs Chromium"]
 async fn missing_debug_version_fails_naming_it_within_the_timeout() {
     let Some(env) = Env::new(json!({"noDebugVersion": true})) else {
         return;
@@ -527,6 +511,7 @@ async fn missing_debug_version_fails_naming_it_within_the_timeout() {
 }
 
 #[tokio::test]
+#[ignore = "needs Chromium"]
 async fn renamed_module_fails_naming_the_missing_module() {
     let Some(env) =
         Env::new(json!({"renameModule": {"from": "WAWebConnModel", "to": "WAWebConnModelV2"}}))
@@ -543,6 +528,7 @@ async fn renamed_module_fails_naming_the_missing_module() {
 }
 
 #[tokio::test]
+#[ignore = "needs Chromium"]
 async fn profile_directory_is_private_and_chromium_is_missing_is_a_launch_error() {
     let Some(env) = Env::new(json!({})) else {
         return;
@@ -561,6 +547,7 @@ async fn profile_directory_is_private_and_chromium_is_missing_is_a_launch_error(
 }
 
 #[tokio::test]
+#[ignore = "needs Chromium"]
 async fn ready_is_reported_when_sync_finished_before_the_script_was_injected() {
     let Some(env) = Env::new(json!({})) else {
         return;
@@ -582,6 +569,7 @@ async fn ready_is_reported_when_sync_finished_before_the_script_was_injected() {
 }
 
 #[tokio::test]
+#[ignore = "needs Chromium"]
 async fn a_module_missing_after_the_pairing_reload_is_reported_as_fatal() {
     let Some(env) = Env::new(json!({})) else {
         return;
@@ -606,6 +594,7 @@ async fn a_module_missing_after_the_pairing_reload_is_reported_as_fatal() {
 }
 
 #[tokio::test]
+#[ignore = "needs Chromium"]
 async fn stale_profile_locks_are_cleared_and_a_profile_in_use_is_refused() {
     let Some(env) = Env::new(json!({})) else {
         return;
