@@ -4,17 +4,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
-
-use flowhq::config::tenant::Limits;
-use flowhq::config::{Language, Phone, Template, TenantId, TenantSpec};
+use flowhq::config::{Language, TenantId, TenantSpec};
 use flowhq::store::{
     Direction, Inserted, Lifecycle, NewEvent, NewMessage, SessionState, Store, TenantRecord,
     WorkerRecord, WorkerStatus,
 };
 use jiff::{SignedDuration, Timestamp};
 
-use crate::support;
+use crate::support::{self, records};
 
 fn id(s: &str) -> TenantId {
     TenantId::parse(s).unwrap()
@@ -25,36 +22,11 @@ fn at(s: &str) -> Timestamp {
 }
 
 fn spec(tenant: &str, business_name: &str) -> TenantSpec {
-    TenantSpec {
-        id: id(tenant),
-        business_name: business_name.to_owned(),
-        phone: Phone::parse("+255712345678").unwrap(),
-        template: Template::Booking,
-        language: Language::Sw,
-        enabled: true,
-        timezone: "Africa/Dar_es_Salaam".to_owned(),
-        hours: None,
-        limits: Limits::default(),
-        replies: BTreeMap::new(),
-        restart: None,
-    }
+    records::spec(tenant, business_name)
 }
 
 fn tenant_record(tenant: &str, now: Timestamp) -> TenantRecord {
-    let spec = spec(tenant, &format!("Business {tenant}"));
-    TenantRecord {
-        id: id(tenant),
-        spec_hash: spec.hash(),
-        spec,
-        revision: "a1b2c3d".to_owned(),
-        attempted_revision: None,
-        source_file: format!("tenants.d/{tenant}.toml"),
-        lifecycle: Lifecycle::Active,
-        config_error: None,
-        created_at: now,
-        updated_at: now,
-        retired_at: None,
-    }
+    records::tenant_record(spec(tenant, &format!("Business {tenant}")), now)
 }
 
 fn worker_record(tenant: &str, now: Timestamp) -> WorkerRecord {

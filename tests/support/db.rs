@@ -228,35 +228,17 @@ macro_rules! store_test {
 /// tenant can be written.
 pub async fn seed_tenant(store: &Store, id: &flowhq::config::TenantId) {
     let spec = flowhq::config::TenantSpec {
-        id: id.clone(),
-        business_name: "Acme".to_owned(),
-        phone: flowhq::config::Phone::parse("+255712345678").expect("a valid phone"),
         template: flowhq::config::Template::Support,
         language: flowhq::config::Language::En,
-        enabled: true,
         timezone: "UTC".to_owned(),
-        hours: None,
-        limits: Default::default(),
-        replies: Default::default(),
-        restart: None,
+        ..super::records::spec(id.as_str(), "Acme")
     };
-    let now = jiff::Timestamp::now();
-    store
-        .upsert_tenant(&flowhq::store::TenantRecord {
-            id: id.clone(),
-            spec_hash: spec.hash(),
-            spec,
-            revision: "r1".to_owned(),
-            attempted_revision: None,
-            source_file: "tenants.d/acme.toml".to_owned(),
-            lifecycle: flowhq::store::Lifecycle::Active,
-            config_error: None,
-            created_at: now,
-            updated_at: now,
-            retired_at: None,
-        })
-        .await
-        .expect("seed the tenant");
+    let record = flowhq::store::TenantRecord {
+        revision: "r1".to_owned(),
+        source_file: "tenants.d/acme.toml".to_owned(),
+        ..super::records::tenant_record(spec, jiff::Timestamp::now())
+    };
+    store.upsert_tenant(&record).await.expect("seed the tenant");
 }
 
 /// A throwaway PostgreSQL cluster of a test's own (through `scripts/pg.sh`), for tests that

@@ -8,6 +8,7 @@
 //! - `fleet`: `flowhq daemon` with stub workers (`Fleet`), plus `/proc` readers;
 //! - `real`: `flowhq daemon` with the real worker and Chromium on the offline fake WhatsApp Web;
 //! - `nginx`: a real nginx running the packaged site in front of a status endpoint;
+//! - `records`: valid tenant specs and store records to start from;
 //! - `status`: a synthetic status snapshot and an in-process status server;
 //! - `fake_wa`: the phone's and customers' side of the fake WhatsApp Web (also included by
 //!   `examples/wa_web_bench.rs`).
@@ -31,6 +32,7 @@ pub mod fleet;
 pub mod http;
 pub mod nginx;
 pub mod real;
+pub mod records;
 pub mod status;
 
 #[allow(unused_imports)]

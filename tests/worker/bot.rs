@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flowhq::config::tenant::{Limits, ReplyKey};
-use flowhq::config::{Language, Phone, Template, TenantId, TenantSpec};
-use flowhq::store::{Direction, Lifecycle, Store, TenantRecord};
+use flowhq::config::{Language, Template, TenantId, TenantSpec};
+use flowhq::store::{Direction, Store};
 use flowhq::worker::bot::{Bot, ManualClock};
 use flowhq::worker::transport::{
     self, IncomingMessage, MemoryCommand, MemoryTransport, SentMessage, Transport,
@@ -19,7 +19,7 @@ use flowhq::worker::transport::{
 use jiff::{SignedDuration, Timestamp};
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::support;
+use crate::support::{self, records};
 
 const TENANT: &str = "mama-asha";
 
@@ -33,40 +33,21 @@ fn t0() -> Timestamp {
 
 fn spec(template: Template, language: Language) -> TenantSpec {
     TenantSpec {
-        id: tenant(),
-        business_name: "Mama Asha".to_owned(),
-        phone: Phone::parse("+255712345678").unwrap(),
         template,
         language,
-        enabled: true,
-        timezone: "Africa/Dar_es_Salaam".to_owned(),
-        hours: None,
         limits: Limits {
             replies_per_minute: 1_000,
             replies_per_contact_per_10min: 1_000,
             memory_max: None,
         },
-        replies: BTreeMap::new(),
-        restart: None,
+        ..records::spec(TENANT, "Mama Asha")
     }
 }
 
 async fn seed(store: &Store) {
     let spec = spec(Template::Booking, Language::Sw);
     store
-        .upsert_tenant(&TenantRecord {
-            id: tenant(),
-            spec_hash: spec.hash(),
-            spec,
-            revision: "a1b2c3d".to_owned(),
-            attempted_revision: None,
-            source_file: format!("tenants.d/{TENANT}.toml"),
-            lifecycle: Lifecycle::Active,
-            config_error: None,
-            created_at: t0(),
-            updated_at: t0(),
-            retired_at: None,
-        })
+        .upsert_tenant(&records::tenant_record(spec, t0()))
         .await
         .unwrap();
 }

@@ -6,29 +6,23 @@
 
 use std::collections::BTreeMap;
 
-use flowhq::config::tenant::{Limits, OpenRange, ReplyKey, Weekday, WeeklyHours};
-use flowhq::config::{Language, Phone, Template, TenantId, TenantSpec};
+use flowhq::config::tenant::{OpenRange, ReplyKey, Weekday, WeeklyHours};
+use flowhq::config::{Language, Template, TenantSpec};
 use flowhq::worker::bot::hours::{self, NextOpen, Opening};
 use flowhq::worker::bot::{preview, reply};
 use jiff::Timestamp;
 use jiff::civil::date;
 use jiff::tz::TimeZone;
 
+use crate::support::records;
+
 const B: &str = "Mama Asha";
 
 fn spec(template: Template, language: Language) -> TenantSpec {
     TenantSpec {
-        id: TenantId::parse("mama-asha").unwrap(),
-        business_name: B.to_owned(),
-        phone: Phone::parse("+255712345678").unwrap(),
         template,
         language,
-        enabled: true,
-        timezone: "Africa/Dar_es_Salaam".to_owned(),
-        hours: None,
-        limits: Limits::default(),
-        replies: BTreeMap::new(),
-        restart: None,
+        ..records::spec("mama-asha", B)
     }
 }
 

@@ -15,22 +15,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flowhq::config::tenant::Limits;
-use flowhq::config::{Language, Phone, Template, TenantId, TenantSpec};
-use flowhq::store::{Lifecycle, Role, SessionRecord, SessionState, Store, TenantRecord};
+use flowhq::config::{Template, TenantId};
+use flowhq::store::{Role, SessionRecord, SessionState, Store, TenantRecord};
 use flowhq::worker::browser::profile_processes;
 use jiff::Timestamp;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-use crate::support;
+use crate::support::{self, records};
 
 const WAIT: Duration = Duration::from_secs(30);
 const TENANT: &str = "mama-asha";
@@ -44,32 +42,7 @@ fn tenant() -> TenantId {
 }
 
 fn record(now: Timestamp) -> TenantRecord {
-    let spec = TenantSpec {
-        id: tenant(),
-        business_name: "Mama Asha Salon".to_owned(),
-        phone: Phone::parse("+255712345678").unwrap(),
-        template: Template::Booking,
-        language: Language::Sw,
-        enabled: true,
-        timezone: "Africa/Dar_es_Salaam".to_owned(),
-        hours: None,
-        limits: Limits::default(),
-        replies: BTreeMap::new(),
-        restart: None,
-    };
-    TenantRecord {
-        id: tenant(),
-        spec_hash: spec.hash(),
-        spec,
-        revision: "a1b2c3d".to_owned(),
-        attempted_revision: None,
-        source_file: format!("tenants.d/{TENANT}.toml"),
-        lifecycle: Lifecycle::Active,
-        config_error: None,
-        created_at: now,
-        updated_at: now,
-        retired_at: None,
-    }
+    records::tenant_record(records::spec(TENANT, "Mama Asha Salon"), now)
 }
 
 /// A store, a fake site, a state directory and at most one running worker.
