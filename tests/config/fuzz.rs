@@ -12,8 +12,9 @@
 //!
 //! The case count per property comes from `FLOWHQ_FUZZ_CASES` (CI: the defaults below, a few
 //! seconds per target); `scripts/fuzz.sh` runs long campaigns. Failing cases are shrunk and
-//! saved by proptest under `proptest-regressions/fuzz.txt`, which is committed and replayed
-//! first on every run. This file does not start the daemon: `tests/status_abuse.rs` does.
+//! saved by proptest in `fuzz.proptest-regressions` beside this file, which is committed and
+//! replayed first on every run. This file does not start the daemon:
+//! `tests/status_process/status_abuse.rs` does.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -29,7 +30,7 @@ use flowhq::config::tenant::{Language, ReplyKey, Template, Weekday};
 use flowhq::config::{Diagnostic, Severity};
 use flowhq::status::{Limits, ServerHandle};
 use proptest::prelude::*;
-use proptest::test_runner::Config;
+use proptest::test_runner::{Config, FileFailurePersistence};
 
 use crate::support::status;
 
@@ -49,6 +50,10 @@ fn config(ci_default: u32) -> Config {
         cases: cases(ci_default),
         // Mutants are cheap; what matters is the number of cases, not local rejections.
         max_shrink_iters: 2048,
+        // Beside this file, wherever the binary's main.rs is.
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
         ..Config::default()
     }
 }

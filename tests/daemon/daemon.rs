@@ -1,7 +1,7 @@
 //! End-to-end tests of `flowhq daemon` with the stub worker: real processes, real inotify, a real
 //! SQLite file or PostgreSQL database, real signals. Each test runs on both backends.
 //!
-//! The harness is the shared `Fleet` of `tests/fleet/`: it owns a temporary tenant directory,
+//! The harness is the shared `Fleet` of `support::fleet`: it owns a temporary tenant directory,
 //! state directory and config file, the daemon process, and finds its workers in the process
 //! table by the per-test path of the stub worker binary. Dropping it kills everything it
 //! started.

@@ -2,7 +2,7 @@
 //! `file://` (or reading a tenant directory that is a git checkout), with stub workers, on a
 //! SQLite file and on PostgreSQL.
 //!
-//! The harness (`GitFleet`) is the shared `Fleet` of `tests/fleet/` (daemon, state directory,
+//! The harness (`GitFleet`) is the shared `Fleet` of `support::fleet` (daemon, state directory,
 //! config, stub workers found in the process table) plus a temporary bare repository
 //! (`origin.git`) and a working clone to commit and push from (`work`). Dropping it kills
 //! everything it started.

@@ -10,7 +10,8 @@
 //! `FLOWHQ_REQUIRE_EXTERNAL=1`, where they fail.
 //! The descriptor limit is set with `prlimit --nofile=N:N` in front of the daemon, so no test
 //! code runs between fork and exec. The database being unreachable at daemon start is covered
-//! by `tests/daemon.rs` (`the_daemon_starts_without_its_database_and_converges_when_it_comes`).
+//! by `tests/daemon/daemon.rs`
+//! (`the_daemon_starts_without_its_database_and_converges_when_it_comes`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 

@@ -4,8 +4,8 @@
 //! GET and HEAD. Every abuse is refused (cut off, 400, 404, 405, 431 or 503) while the daemon's
 //! loop keeps sending `WATCHDOG=1` within the interval and keeps supervising its workers.
 //!
-//! The limits themselves are unit-sized in `tests/status.rs` against a bare server; this file
-//! proves they hold inside the daemon, with the defaults operators run (docs/status-api.md).
+//! The limits themselves are unit-sized in `tests/status/status.rs` against a bare server; this
+//! file proves they hold inside the daemon, with the defaults operators run (docs/status-api.md).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
