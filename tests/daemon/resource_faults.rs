@@ -298,12 +298,18 @@ async fn a_full_log_disk_loses_output_but_no_worker_and_recovers() {
 async fn fleet_on_small_state_disk() -> Option<(Fleet, Tmpfs)> {
     let mut fleet = Fleet::sqlite();
     let fs = Tmpfs::mount(&fleet.state_dir.clone(), "8m")?;
+    start_salon_and_duka(&mut fleet).await;
+    Some((fleet, fs))
+}
+
+/// Starts the daemon on two tenants, `salon` and `duka`, and waits until both workers run and
+/// the store says so.
+async fn start_salon_and_duka(fleet: &mut Fleet) {
     fleet.tenant("salon", 1);
     fleet.tenant("duka", 2);
     fleet.start();
     fleet.until("two workers", |f| f.workers().len() == 2).await;
     fleet.until_store_running(&["salon", "duka"]).await;
-    Some((fleet, fs))
 }
 
 trait StoreWait {
@@ -406,11 +412,7 @@ async fn a_daemon_started_on_a_read_only_state_disk_waits_clearly_and_catches_up
         "runtime_dir = \"{}\"\n",
         fleet.tmp.path().join("run").display()
     );
-    fleet.tenant("salon", 1);
-    fleet.tenant("duka", 2);
-    fleet.start();
-    fleet.until("two workers", |f| f.workers().len() == 2).await;
-    fleet.until_store_running(&["salon", "duka"]).await;
+    start_salon_and_duka(&mut fleet).await;
     fleet.signal_daemon(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(fleet.wait_daemon(), Some(0));
 
@@ -520,11 +522,7 @@ async fn a_state_disk_going_read_only_under_the_daemon_keeps_workers_and_recover
     let Some(mut fs) = Ext4::mount(&image, &fleet.state_dir.clone(), "32M") else {
         return;
     };
-    fleet.tenant("salon", 1);
-    fleet.tenant("duka", 2);
-    fleet.start();
-    fleet.until("two workers", |f| f.workers().len() == 2).await;
-    fleet.until_store_running(&["salon", "duka"]).await;
+    start_salon_and_duka(&mut fleet).await;
     let workers = fleet.workers();
     let before = store_rows(fleet.db_url()).await;
     let ups = fleet.log_count("store is up");
@@ -603,11 +601,7 @@ async fn a_full_disk_under_postgresql_keeps_workers_running_and_catches_up() {
     };
     let url = cluster.pg_sh("start");
     let mut fleet = Fleet::with_url(&url);
-    fleet.tenant("salon", 1);
-    fleet.tenant("duka", 2);
-    fleet.start();
-    fleet.until("two workers", |f| f.workers().len() == 2).await;
-    fleet.until_store_running(&["salon", "duka"]).await;
+    start_salon_and_duka(&mut fleet).await;
     let workers = fleet.workers();
     let before = store_rows(&url).await;
     let ups = fleet.log_count("store is up");

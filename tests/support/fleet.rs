@@ -272,14 +272,7 @@ backoff = {{ initial = "300ms", max = "2s", reset_after = "10m", jitter = 0.1 }}
     pub fn workers(&self) -> BTreeMap<String, Vec<i32>> {
         let mut out: BTreeMap<String, Vec<i32>> = BTreeMap::new();
         let stub = self.stub.as_os_str().as_encoded_bytes().to_vec();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue;
-            };
+        for pid in pids() {
             let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
                 continue;
             };
@@ -409,6 +402,15 @@ pub fn binary(name: &str, built: &str) -> PathBuf {
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Every process id in `/proc` right now.
+pub fn pids() -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 pub fn is_zombie(pid: i32) -> bool {

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flowhq::config::TenantId;
-use flowhq::store::{SessionRecord, Store};
+use flowhq::store::{Role, SessionRecord, Store};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -167,6 +167,31 @@ stale_after = "{stale_after}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// Waits until the daemon has created the database at `url` and recorded `tenants` tenants
+/// there (polling every `every`), then returns a worker's store on it; fails with `log()`
+/// after `deadline`.
+pub async fn until_tenants_recorded(
+    url: &str,
+    tenants: usize,
+    deadline: Instant,
+    every: Duration,
+    log: impl Fn() -> String,
+) -> Store {
+    loop {
+        if let Ok(s) = Store::connect(url, Role::Worker).await
+            && s.tenants().await.is_ok_and(|t| t.len() == tenants)
+        {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tenants never reached the store\n{}",
+            log()
+        );
+        tokio::time::sleep(every).await;
     }
 }
 

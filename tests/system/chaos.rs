@@ -59,7 +59,7 @@ use nix::unistd::Pid;
 use serde_json::{Value, json};
 
 use crate::support::fake_wa::FakeWa;
-use crate::support::fleet::{git, rss_kib, write_atomic};
+use crate::support::fleet::{git, pids, rss_kib, write_atomic};
 use crate::support::{self, http, real};
 
 /// Stub tenants.
@@ -249,14 +249,7 @@ fn read_stat(pid: i32) -> Option<(char, i32)> {
 
 fn scan(ident: &Ident) -> Table {
     let mut t = Table::default();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
+    for pid in pids() {
         let Some((state, ppid)) = read_stat(pid) else {
             continue;
         };
@@ -979,19 +972,14 @@ backoff = {{ initial = "300ms", max = "3s", reset_after = "10m", jitter = 0.2 }}
 
     // Link the three business phones, as in the end-to-end test.
     let deadline = Instant::now() + SETUP_WAIT;
-    let store = loop {
-        if let Ok(s) = Store::connect(&db_url, Role::Worker).await
-            && s.tenants().await.is_ok_and(|t| t.len() == files.len())
-        {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tenants never reached the store\n{}",
-            world.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let store = real::until_tenants_recorded(
+        &db_url,
+        files.len(),
+        deadline,
+        Duration::from_millis(300),
+        || world.log_tail(),
+    )
+    .await;
     for (i, (id, name, ..)) in REAL.iter().enumerate() {
         let tid = TenantId::parse(id).unwrap();
         loop {

@@ -23,11 +23,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use flowhq::config::TenantId;
-use flowhq::store::{Direction, MessageRecord, Role, SessionState, Store};
+use flowhq::store::{Direction, MessageRecord, SessionState, Store};
 use serde_json::{Value, json};
 
 use crate::support::fake_wa::FakeWa;
-use crate::support::real::{RealConfig, RealDaemon};
+use crate::support::real::{self, RealConfig, RealDaemon};
 use crate::support::{self, TestDb, chromium};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -186,20 +186,14 @@ async fn three_tenants_answer_their_own_customers(db: TestDb) {
     let mut daemon = start_daemon(root, &chromium, db.url());
 
     // The daemon records the tenants and starts a worker each; each shows a QR code.
-    let deadline = Instant::now() + WAIT;
-    let store = loop {
-        if let Ok(s) = Store::connect(db.url(), Role::Worker).await
-            && s.tenants().await.is_ok_and(|t| t.len() == BUSINESSES.len())
-        {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tenants never reached the store\n{}",
-            daemon.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let store = real::until_tenants_recorded(
+        db.url(),
+        BUSINESSES.len(),
+        Instant::now() + WAIT,
+        Duration::from_millis(200),
+        || daemon.log(),
+    )
+    .await;
     let ids: Vec<TenantId> = BUSINESSES
         .iter()
         .map(|b| TenantId::parse(b.id).unwrap())

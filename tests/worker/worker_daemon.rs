@@ -9,10 +9,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use flowhq::config::TenantId;
-use flowhq::store::{Role, SessionState, Store};
+use flowhq::store::SessionState;
 
 use crate::support;
-use crate::support::real::{RealConfig, RealDaemon};
+use crate::support::real::{self, RealConfig, RealDaemon};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -48,20 +48,12 @@ async fn the_daemon_runs_a_real_worker_per_example_tenant_and_each_qr_reaches_th
     );
 
     let deadline = Instant::now() + WAIT;
-    let store = loop {
-        // The daemon creates and migrates the database and records the tenants; wait for it.
-        if let Ok(s) = Store::connect(&db, Role::Worker).await
-            && s.tenants().await.is_ok_and(|t| t.len() == ids.len())
-        {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tenants never reached the store\n{}",
+    // The daemon creates and migrates the database and records the tenants; wait for it.
+    let store =
+        real::until_tenants_recorded(&db, ids.len(), deadline, Duration::from_millis(200), || {
             daemon.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        })
+        .await;
     for id in &ids {
         let t = TenantId::parse(id).unwrap();
         daemon
