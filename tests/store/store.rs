@@ -130,18 +130,9 @@ async fn an_upgrade_fills_business_names_from_the_specs(db: support::TestDb) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upgrade_fills_business_names_from_the_specs_on_sqlite() {
-    an_upgrade_fills_business_names_from_the_specs(support::TestDb::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs PostgreSQL"]
-async fn an_upgrade_fills_business_names_from_the_specs_on_postgres() {
-    if let Some(db) = support::TestDb::postgres().await {
-        an_upgrade_fills_business_names_from_the_specs(db).await;
-    }
-}
+backend_test!(an_upgrade_fills_business_names_from_the_specs, |db| {
+    an_upgrade_fills_business_names_from_the_specs(db).await;
+});
 
 store_test!(backend_name_follows_the_url, |store, db| {
     let expected = if db.url().starts_with("sqlite:") {
