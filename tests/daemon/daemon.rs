@@ -52,6 +52,26 @@ async fn event_kinds(store: &Store, tenant: &str) -> Vec<String> {
         .collect()
 }
 
+/// Asserts that `tenant` has an event whose `kind: reason` starts with `prefix`.
+async fn assert_event(fleet: &Fleet, tenant: &str, prefix: &str) {
+    let events = event_kinds(&fleet.store().await, tenant).await;
+    assert!(events.iter().any(|e| e.starts_with(prefix)), "{events:?}");
+}
+
+/// Writes `n` valid tenant files (`t000`..) with this business name, starts the daemon and
+/// waits until each has its one worker; their ids.
+async fn start_converged(fleet: &mut Fleet, n: usize, business: &str) -> Vec<String> {
+    let all = ids(n);
+    for (i, id) in all.iter().enumerate() {
+        fleet.tenant_named(id, i as u32, business);
+    }
+    fleet.start();
+    fleet
+        .until(&format!("{n} workers"), |f| f.converged(&all))
+        .await;
+    all
+}
+
 /// Generates `$name::sqlite` and `$name::postgres` (`backend_test!`), each with a fresh `Fleet`.
 macro_rules! fleet_test {
     ($name:ident, |$fleet:ident| $body:block) => {
@@ -172,20 +192,13 @@ fleet_test!(add_edit_disable_enable_delete, |fleet| {
             t.is_some_and(|t| t.lifecycle == flowhq::store::Lifecycle::Retired)
         })
         .await;
-    let events = event_kinds(&fleet.store().await, "salon").await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.starts_with("reloaded: bot fields changed: business_name")),
-        "{events:?}"
-    );
-    let events = event_kinds(&fleet.store().await, "duka").await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.starts_with("restarting: process fields changed: phone")),
-        "{events:?}"
-    );
+    assert_event(
+        &fleet,
+        "salon",
+        "reloaded: bot fields changed: business_name",
+    )
+    .await;
+    assert_event(&fleet, "duka", "restarting: process fields changed: phone").await;
 });
 
 fleet_test!(
@@ -328,22 +341,11 @@ fleet_test!(a_killed_worker_is_restarted_with_backoff, |fleet| {
             w.restarts == 1 && w.last_exit_signal == Some(9) && w.status == WorkerStatus::Running
         })
         .await;
-    let events = event_kinds(&fleet.store().await, "salon").await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.starts_with("exited: signal 9 (SIGKILL)")),
-        "{events:?}"
-    );
+    assert_event(&fleet, "salon", "exited: signal 9 (SIGKILL)").await;
 });
 
 fleet_test!(a_new_daemon_adopts_every_worker_after_kill_9, |fleet| {
-    let all = ids(10);
-    for (i, id) in all.iter().enumerate() {
-        fleet.tenant_named(id, i as u32, "Biashara");
-    }
-    fleet.start();
-    fleet.until("10 workers", |f| f.converged(&all)).await;
+    start_converged(&mut fleet, 10, "Biashara").await;
     let before = fleet.workers();
     fleet.signal_daemon(Signal::SIGKILL);
     fleet.wait_daemon();
@@ -420,22 +422,11 @@ fleet_test!(a_stale_worker_is_restarted, |fleet| {
             f.pid_of("kimya").is_some_and(|p| p != pid)
         })
         .await;
-    let events = event_kinds(&fleet.store().await, "kimya").await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.starts_with("restarting: stale: no heartbeat")),
-        "{events:?}"
-    );
+    assert_event(&fleet, "kimya", "restarting: stale: no heartbeat").await;
 });
 
 fleet_test!(a_mass_delete_is_refused, |fleet| {
-    let all = ids(4);
-    for (i, id) in all.iter().enumerate() {
-        fleet.tenant_named(id, i as u32, "Biashara");
-    }
-    fleet.start();
-    fleet.until("4 workers", |f| f.converged(&all)).await;
+    let all = start_converged(&mut fleet, 4, "Biashara").await;
     let before = fleet.workers();
     for id in &all[1..] {
         std::fs::remove_file(fleet.dir().join(format!("{id}.toml"))).unwrap();
@@ -788,13 +779,7 @@ async fn a_worker_that_stays_above_its_memory_limit_is_restarted() {
             f.pid_of("nzito").is_some_and(|p| p != pid)
         })
         .await;
-    let events = event_kinds(&fleet.store().await, "nzito").await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.starts_with("restarting: memory: process tree uses")),
-        "{events:?}"
-    );
+    assert_event(&fleet, "nzito", "restarting: memory: process tree uses").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
