@@ -45,6 +45,18 @@ impl DerefMut for GitFleet {
 }
 
 impl GitFleet {
+    /// Publishes `salon` and `duka` as "two tenants", starts the daemon and waits for both
+    /// workers; the commit.
+    async fn start_two(&mut self) -> String {
+        self.tenant("salon", 1, "Salon");
+        self.tenant("duka", 2, "Duka");
+        let commit = self.publish("two tenants");
+        self.start();
+        self.until("two workers", |f| f.running(&["salon", "duka"]))
+            .await;
+        commit
+    }
+
     fn new(db: TestDb) -> Self {
         let mut fleet = Fleet::with_db(db);
         fleet.stale_after = "30s";
@@ -212,13 +224,7 @@ macro_rules! git_test {
 git_test!(a_commit_adding_a_tenant_converges_on_sighup, |fleet| {
     // A long poll interval: only SIGHUP (what a hook or CI job sends) can explain a quick fetch.
     fleet.interval = "1h";
-    fleet.tenant("salon", 1, "Salon");
-    fleet.tenant("duka", 2, "Duka");
-    let c1 = fleet.publish("two tenants");
-    fleet.start();
-    fleet
-        .until("two workers", |f| f.running(&["salon", "duka"]))
-        .await;
+    let c1 = fleet.start_two().await;
     fleet.until_revision(&["salon", "duka"], &c1).await;
 
     fleet.tenant("mpya", 3, "Mpya");
@@ -268,13 +274,7 @@ git_test!(
     an_empty_commit_moves_the_revision_and_touches_no_worker,
     |fleet| {
         fleet.interval = "1h";
-        fleet.tenant("salon", 1, "Salon");
-        fleet.tenant("duka", 2, "Duka");
-        let c1 = fleet.publish("two tenants");
-        fleet.start();
-        fleet
-            .until("two workers", |f| f.running(&["salon", "duka"]))
-            .await;
+        let c1 = fleet.start_two().await;
         fleet.until_revision(&["salon", "duka"], &c1).await;
         let pids = (fleet.pid_of("salon"), fleet.pid_of("duka"));
         fleet
@@ -332,13 +332,7 @@ git_test!(
 git_test!(
     edits_reload_or_restart_by_field_and_a_revert_converges_back,
     |fleet| {
-        fleet.tenant("salon", 1, "Salon");
-        fleet.tenant("duka", 2, "Duka");
-        fleet.publish("two tenants");
-        fleet.start();
-        fleet
-            .until("two workers", |f| f.running(&["salon", "duka"]))
-            .await;
+        fleet.start_two().await;
         let salon = fleet.pid_of("salon").unwrap();
         let duka = fleet.pid_of("duka").unwrap();
 
@@ -380,13 +374,7 @@ git_test!(
 git_test!(
     a_bad_commit_keeps_the_last_good_spec_and_shows_both_revisions,
     |fleet| {
-        fleet.tenant("salon", 1, "Salon");
-        fleet.tenant("duka", 2, "Duka");
-        let c1 = fleet.publish("two tenants");
-        fleet.start();
-        fleet
-            .until("two workers", |f| f.running(&["salon", "duka"]))
-            .await;
+        let c1 = fleet.start_two().await;
         fleet.until_revision(&["salon", "duka"], &c1).await;
         let salon = fleet.pid_of("salon").unwrap();
 
@@ -488,13 +476,7 @@ git_test!(a_force_push_is_followed_and_reported, |fleet| {
 git_test!(
     an_unreachable_remote_is_reported_and_recovered_from,
     |fleet| {
-        fleet.tenant("salon", 1, "Salon");
-        fleet.tenant("duka", 2, "Duka");
-        fleet.publish("two tenants");
-        fleet.start();
-        fleet
-            .until("two workers", |f| f.running(&["salon", "duka"]))
-            .await;
+        fleet.start_two().await;
         let pids = fleet.workers();
 
         let moved = fleet.tmp.path().join("origin.moved");
