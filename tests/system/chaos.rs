@@ -59,7 +59,7 @@ use nix::unistd::Pid;
 use serde_json::{Value, json};
 
 use crate::support::fake_wa::FakeWa;
-use crate::support::fleet::{git, pids, rss_kib, write_atomic};
+use crate::support::fleet::{self, git, pids, rss_kib, write_atomic};
 use crate::support::{self, http, real};
 
 /// Stub tenants.
@@ -605,9 +605,7 @@ impl World {
     /// The end of the daemon's log and of the real workers' logs.
     fn log_tail(&self) -> String {
         let tail = |path: PathBuf, n: usize| {
-            let log = std::fs::read_to_string(path).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            lines[lines.len().saturating_sub(n)..].join("\n")
+            fleet::tail(&std::fs::read_to_string(path).unwrap_or_default(), n)
         };
         let mut out = tail(self.root.join("daemon.log"), 60);
         for (id, ..) in REAL {
