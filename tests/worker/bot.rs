@@ -96,6 +96,25 @@ async fn bot_on(
     (bot, transport, clock)
 }
 
+/// `count` contacts (chats `first`..) each write "hello" (ids `PREFIX0`..), one a second; the
+/// text of every reply sent so far.
+async fn hello_once_a_second(
+    bot: &Bot<MemoryTransport>,
+    transport: &MemoryTransport,
+    clock: &ManualClock,
+    first: u32,
+    count: u32,
+    prefix: &str,
+) -> Vec<String> {
+    for n in 0..count {
+        bot.on_message(msg(&chat(first + n), &format!("{prefix}{n}"), "hello"))
+            .await;
+        bot.idle().await;
+        clock.advance(SignedDuration::from_secs(1));
+    }
+    replies(transport).into_iter().map(|r| r.2).collect()
+}
+
 /// (chat, quoted id, text) of every reply sent.
 fn replies(t: &MemoryTransport) -> Vec<(String, String, String)> {
     t.commands()
@@ -238,13 +257,7 @@ store_test!(
         let mut s = spec(Template::Booking, Language::En);
         s.limits.replies_per_minute = 3;
         let (bot, transport, clock) = bot_on(&store, s).await;
-        for n in 0..6 {
-            bot.on_message(msg(&chat(100 + n), &format!("R{n}"), "hello"))
-                .await;
-            bot.idle().await;
-            clock.advance(SignedDuration::from_secs(1));
-        }
-        let sent: Vec<String> = replies(&transport).into_iter().map(|r| r.2).collect();
+        let sent = hello_once_a_second(&bot, &transport, &clock, 100, 6, "R").await;
         assert_eq!(sent.len(), 4, "{sent:?}");
         assert!(
             sent[..3]
@@ -286,13 +299,7 @@ async fn a_tenant_without_limits_in_its_file_answers_ten_a_minute() {
     let mut s = spec(Template::Booking, Language::En);
     s.limits = Limits::default();
     let (bot, transport, clock) = bot_on(&store, s).await;
-    for n in 0..12 {
-        bot.on_message(msg(&chat(200 + n), &format!("L{n}"), "hello"))
-            .await;
-        bot.idle().await;
-        clock.advance(SignedDuration::from_secs(1));
-    }
-    let sent: Vec<String> = replies(&transport).into_iter().map(|r| r.2).collect();
+    let sent = hello_once_a_second(&bot, &transport, &clock, 200, 12, "L").await;
     assert_eq!(sent.len(), 11, "{sent:?}");
     assert!(
         sent[..10]
