@@ -10,7 +10,8 @@ run:
 	./target/release/flowhq daemon
 
 # Everything CI checks: lints, man pages, unit and integration tests on real PostgreSQL,
-# SQLite and Chromium. Installs missing Debian packages and starts a throwaway PostgreSQL.
+# SQLite and Chromium (the tests marked `#[ignore = "needs ..."]` included). Installs missing
+# Debian packages and starts a throwaway PostgreSQL.
 test:
 	scripts/test.sh
 
@@ -25,7 +26,7 @@ build:
 	cargo build --release --locked
 
 # The Debian package, target/debian/flowhq_VERSION_ARCH.deb, from the release binary (the same
-# script packages the test build in tests/package.rs). Install it with `dpkg -i` or `apt install ./...deb`.
+# script packages the test build in tests/system/package.rs). Install it with `dpkg -i` or `apt install ./...deb`.
 deb:
 	scripts/deps.sh deb
 	cargo build --release --locked

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The chaos test (tests/chaos.rs) run by hand for longer than CI does, with its figures printed
+# The chaos test (tests/system/chaos.rs) run by hand for longer than CI does, with its figures printed
 # at the end (the table in docs/reliability.md comes from such a run).
 #   scripts/chaos.sh [seconds] [seed]      defaults: 600 seconds of faults, a fresh seed
 # Debug build, like CI: the point is the daemon's behaviour under faults, not its speed, and a
@@ -22,4 +22,4 @@ export FLOWHQ_CHAOS_SECS="$secs"
 if [ -n "$seed" ]; then
   export FLOWHQ_CHAOS_SEED="$seed"
 fi
-cargo test --locked --test chaos -- --nocapture
+cargo test --locked --test system -- chaos:: --include-ignored --nocapture

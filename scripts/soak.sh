@@ -3,7 +3,7 @@
 # file churn (default 30): bot-field edits, process-field edits, deletions, additions, broken
 # edits and repairs. Samples the daemon's RSS, open descriptors, database connections and the
 # worker count every few seconds into a CSV, prints a summary and fails when memory,
-# descriptors or connections grow (see tests/soak.rs for the exact rules). CI runs the same
+# descriptors or connections grow (see tests/system/soak.rs for the exact rules). CI runs the same
 # test for 90 s with the debug build.
 # Usage: scripts/soak.sh [tenants] [minutes] [sqlite|postgres]
 # PostgreSQL needs FLOWHQ_TEST_PG_URL (e.g. from scripts/pg.sh start).
@@ -31,6 +31,6 @@ FLOWHQ_SOAK_SAMPLE_SECS=${FLOWHQ_SOAK_SAMPLE_SECS:-10} \
 FLOWHQ_SOAK_DB=$backend \
 FLOWHQ_SOAK_CSV=$csv \
 FLOWHQ_SOAK_SUMMARY=$summary \
-  cargo test --locked --test soak -- --nocapture
+  cargo test --locked --test system -- soak:: --nocapture
 echo "samples: $csv"
 echo "summary: $summary"

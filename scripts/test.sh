@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what is missing, starts a throwaway PostgreSQL,
 # runs lints and every test against real PostgreSQL, SQLite, Chromium and processes, then stops
-# what it started. Usage: scripts/test.sh [extra cargo test args]
+# what it started. Tests that need PostgreSQL, Chromium, nginx or root are `#[ignore = "needs
+# ..."]`, so a plain `cargo test` lists them as not run; this script runs them all
+# (`--include-ignored`). Usage: scripts/test.sh [extra cargo test args [-- test binary args]]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +29,11 @@ cargo run --quiet --locked -- check tenants.d
 echo "== tests"
 log=$(mktemp)
 trap 'scripts/pg.sh stop; rm -f "$log"' EXIT
-cargo test --locked "$@" 2>&1 | tee "$log"
+args=("$@")
+case " ${args[*]} " in
+  *" -- "*) args+=(--include-ignored) ;;
+  *) args+=(-- --include-ignored) ;;
+esac
+cargo test --locked "${args[@]}" 2>&1 | tee "$log"
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -271,3 +271,289 @@ fn stem_id(path: &Path) -> Option<TenantId> {
     let stem = path.file_stem()?.to_str()?;
     TenantId::parse(stem).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// A valid tenant file for phone number `n`.
+    fn tenant_text(n: u32, business: &str) -> String {
+        format!(
+            "business_name = \"{business}\"\nphone = \"+2557{n:08}\"\ntemplate = \"booking\"\n\
+             language = \"sw\"\ntimezone = \"Africa/Dar_es_Salaam\"\n"
+        )
+    }
+
+    /// A fresh tenant directory and a source over it.
+    fn setup() -> (tempfile::TempDir, DirSource) {
+        let tmp = tempfile::tempdir().unwrap();
+        let source = DirSource::new(tmp.path().to_path_buf());
+        (tmp, source)
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn id(s: &str) -> TenantId {
+        TenantId::parse(s).unwrap()
+    }
+
+    fn tenants(source: &DirSource) -> Vec<String> {
+        source
+            .desired()
+            .tenants
+            .keys()
+            .map(|id| id.to_string())
+            .collect()
+    }
+
+    fn failed(source: &DirSource) -> Vec<String> {
+        source
+            .desired()
+            .failed
+            .keys()
+            .map(|id| id.to_string())
+            .collect()
+    }
+
+    fn paths(list: &[&Path]) -> BTreeSet<PathBuf> {
+        list.iter().map(|p| p.to_path_buf()).collect()
+    }
+
+    #[test]
+    fn a_new_source_has_read_nothing_and_is_incomplete() {
+        let (tmp, source) = setup();
+        write(tmp.path(), "salon.toml", &tenant_text(1, "Salon"));
+        assert_eq!(source.dir(), tmp.path());
+        assert!(source.desired().tenants.is_empty());
+        assert!(!source.desired().complete);
+        assert_eq!(source.diagnostics().count(), 0);
+    }
+
+    #[test]
+    fn a_rescan_reads_every_tenant_file_and_only_tenant_files() {
+        let (tmp, mut source) = setup();
+        write(tmp.path(), "salon.toml", &tenant_text(1, "Salon"));
+        write(tmp.path(), "duka.toml", &tenant_text(2, "Duka"));
+        write(tmp.path(), ".salon.toml.swp", "not toml");
+        write(tmp.path(), "#salon.toml#", "not toml");
+        write(tmp.path(), "notes.txt", "not toml");
+        write(tmp.path(), ".toml", "not toml");
+        std::fs::create_dir(tmp.path().join("archive")).unwrap();
+        let r = source.rescan();
+        assert_eq!(
+            r,
+            Refreshed {
+                read: 2,
+                removed: 0
+            }
+        );
+        assert_eq!(tenants(&source), ["duka", "salon"]);
+        assert!(source.desired().complete);
+        assert!(source.desired().failed.is_empty());
+        let d = &source.desired().tenants[&id("salon")];
+        assert_eq!(d.spec.business_name, "Salon");
+        assert_eq!(d.file, tmp.path().join("salon.toml"));
+        assert_eq!(d.hash, d.spec.hash());
+        assert_eq!(source.diagnostics().count(), 0);
+    }
+
+    #[test]
+    fn a_rescan_rereads_only_what_changed_and_notices_removals() {
+        let (tmp, mut source) = setup();
+        let salon = write(tmp.path(), "salon.toml", &tenant_text(1, "Salon"));
+        write(tmp.path(), "duka.toml", &tenant_text(2, "Duka"));
+        source.rescan();
+        assert_eq!(source.rescan(), Refreshed::default(), "nothing changed");
+
+        // A different size is a different fingerprint, whatever the clock's resolution.
+        write(tmp.path(), "salon.toml", &tenant_text(1, "Salon Mpya"));
+        assert_eq!(
+            source.rescan(),
+            Refreshed {
+                read: 1,
+                removed: 0
+            }
+        );
+        assert_eq!(
+            source.desired().tenants[&id("salon")].spec.business_name,
+            "Salon Mpya"
+        );
+
+        std::fs::remove_file(&salon).unwrap();
+        assert_eq!(
+            source.rescan(),
+            Refreshed {
+                read: 0,
+                removed: 1
+            }
+        );
+        assert_eq!(tenants(&source), ["duka"]);
+    }
+
+    #[test]
+    fn an_invalid_file_fails_its_tenant_with_the_errors_and_a_fix_restores_it() {
+        let (tmp, mut source) = setup();
+        write(tmp.path(), "salon.toml", "business_name = \"Salon\"\n");
+        write(tmp.path(), "duka.toml", &tenant_text(2, "Duka"));
+        source.rescan();
+        assert_eq!(tenants(&source), ["duka"]);
+        assert_eq!(failed(&source), ["salon"]);
+        let errors = &source.desired().failed[&id("salon")];
+        assert!(!errors.is_empty());
+        assert!(errors.iter().all(Diagnostic::is_error));
+        assert!(source.diagnostics().any(Diagnostic::is_error));
+
+        write(tmp.path(), "salon.toml", &tenant_text(1, "Salon"));
+        source.rescan();
+        assert_eq!(tenants(&source), ["duka", "salon"]);
+        assert!(source.desired().failed.is_empty());
+        assert!(!source.diagnostics().any(Diagnostic::is_error));
+    }
+
+    #[test]
+    fn a_file_whose_name_is_no_tenant_id_adds_no_tenant() {
+        let (tmp, mut source) = setup();
+        write(tmp.path(), "Not An Id.toml", &tenant_text(1, "Salon"));
+        let r = source.rescan();
+        assert_eq!(r.read, 1);
+        assert!(source.desired().tenants.is_empty());
+        assert!(source.desired().failed.is_empty());
+        assert!(source.diagnostics().any(Diagnostic::is_error));
+    }
+
+    #[test]
+    fn two_files_with_one_phone_both_fail_until_one_changes_its_number() {
+        let (tmp, mut source) = setup();
+        write(tmp.path(), "salon.toml", &tenant_text(1, "Salon"));
+        write(tmp.path(), "duka.toml", &tenant_text(1, "Duka"));
+        write(tmp.path(), "mgahawa.toml", &tenant_text(3, "Mgahawa"));
+        source.rescan();
+        assert_eq!(tenants(&source), ["mgahawa"]);
+        assert_eq!(failed(&source), ["duka", "salon"]);
+        assert_eq!(source.diagnostics().count(), 2, "one finding per file");
+
+        write(tmp.path(), "duka.toml", &tenant_text(2, "Duka Jipya"));
+        source.rescan();
+        assert_eq!(tenants(&source), ["duka", "mgahawa", "salon"]);
+        assert!(source.desired().failed.is_empty());
+        assert_eq!(source.diagnostics().count(), 0);
+    }
+
+    #[test]
+    fn an_unreadable_directory_keeps_the_last_good_state_and_is_incomplete() {
+        let (tmp, mut source) = setup();
+        write(tmp.path(), "salon.toml", &tenant_text(1, "Salon"));
+        source.rescan();
+        let dir = tmp.path().to_path_buf();
+        drop(tmp);
+        assert!(!dir.exists());
+        assert_eq!(source.rescan(), Refreshed::default());
+        assert_eq!(tenants(&source), ["salon"], "nothing is retired");
+        assert!(!source.desired().complete);
+        let findings: Vec<String> = source.diagnostics().map(|d| d.to_string()).collect();
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert!(
+            findings[0].contains("cannot read the tenant directory"),
+            "{findings:?}"
+        );
+    }
+
+    #[test]
+    fn a_directory_listed_again_clears_its_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("tenants.d");
+        let mut source = DirSource::new(dir.clone());
+        source.rescan();
+        assert!(!source.desired().complete);
+        assert_eq!(source.diagnostics().count(), 1);
+        std::fs::create_dir(&dir).unwrap();
+        write(&dir, "salon.toml", &tenant_text(1, "Salon"));
+        assert_eq!(source.rescan().read, 1);
+        assert!(source.desired().complete);
+        assert_eq!(source.diagnostics().count(), 0);
+        assert_eq!(tenants(&source), ["salon"]);
+    }
+
+    #[test]
+    fn refresh_reads_only_tenant_files_of_its_own_directory() {
+        let (tmp, mut source) = setup();
+        let salon = write(tmp.path(), "salon.toml", &tenant_text(1, "Salon"));
+        let duka = write(tmp.path(), "duka.toml", &tenant_text(2, "Duka"));
+        let swap = write(tmp.path(), ".duka.toml.swp", "x");
+        let elsewhere = tempfile::tempdir().unwrap();
+        let other = write(elsewhere.path(), "other.toml", &tenant_text(3, "Other"));
+
+        let r = source.refresh(&paths(&[&salon, &swap, &other]));
+        assert_eq!(
+            r,
+            Refreshed {
+                read: 1,
+                removed: 0
+            }
+        );
+        assert_eq!(tenants(&source), ["salon"]);
+
+        // A refresh does not list the directory: duka appears only once it is named.
+        assert_eq!(source.refresh(&paths(&[&salon])), Refreshed::default());
+        assert_eq!(source.refresh(&paths(&[&duka])).read, 1);
+        assert_eq!(tenants(&source), ["duka", "salon"]);
+
+        std::fs::remove_file(&duka).unwrap();
+        assert_eq!(
+            source.refresh(&paths(&[&duka])),
+            Refreshed {
+                read: 0,
+                removed: 1
+            }
+        );
+        assert_eq!(tenants(&source), ["salon"]);
+    }
+
+    #[test]
+    fn a_path_replaced_by_a_directory_counts_as_removed() {
+        let (tmp, mut source) = setup();
+        let salon = write(tmp.path(), "salon.toml", &tenant_text(1, "Salon"));
+        source.rescan();
+        std::fs::remove_file(&salon).unwrap();
+        std::fs::create_dir(&salon).unwrap();
+        assert_eq!(source.refresh(&paths(&[&salon])).removed, 1);
+        assert!(source.desired().tenants.is_empty());
+    }
+
+    #[test]
+    fn the_revision_is_kept_with_the_desired_state() {
+        let (tmp, mut source) = setup();
+        write(tmp.path(), "salon.toml", &tenant_text(1, "Salon"));
+        source.set_revision(Some("a1b2c3d".to_owned()));
+        source.rescan();
+        assert_eq!(source.desired().revision.as_deref(), Some("a1b2c3d"));
+        source.set_revision(None);
+        assert_eq!(source.desired().revision, None);
+    }
+
+    #[test]
+    fn a_fingerprint_follows_inode_size_and_mtime() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = write(tmp.path(), "a.toml", "one");
+        let fp = |p: &Path| Fingerprint::of(&std::fs::metadata(p).unwrap());
+        assert_eq!(fp(&a), fp(&a));
+        let first = fp(&a);
+        std::fs::write(&a, "longer").unwrap();
+        assert_ne!(fp(&a), first, "another size");
+        let b = write(tmp.path(), "b.toml", "longer");
+        assert_ne!(fp(&a).ino, fp(&b).ino);
+    }
+
+    #[test]
+    fn the_tenant_id_of_a_file_is_its_stem_when_valid() {
+        assert_eq!(stem_id(Path::new("/t/salon.toml")), Some(id("salon")));
+        assert_eq!(stem_id(Path::new("/t/Not An Id.toml")), None);
+        assert_eq!(stem_id(Path::new("/")), None);
+    }
+}

@@ -1,0 +1,14 @@
+//! The state store on both backends: its records and queries (`store`), the `flowhq migrate`
+//! and operator commands on a database (`store_cli`), outages of the database under a store
+//! (`store_outage`), and many processes writing to one database at once (`store_concurrency`).
+//!
+//! One test binary; `support` is the shared harness of `tests/support/`.
+
+#[macro_use]
+#[path = "../support/mod.rs"]
+mod support;
+
+mod store;
+mod store_cli;
+mod store_concurrency;
+mod store_outage;
