@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the flowhq Debian package from an already compiled binary: stages the files, writes
 # the control files and runs `dpkg-deb --build`. `make deb` calls it with the release binary and
-# tests/package.rs with the test build, so both packages come from this one script.
+# tests/system/package.rs with the test build, so both packages come from this one script.
 #
 # Usage: packaging/build-deb.sh BINARY OUTDIR [VERSION]
 #   VERSION defaults to the crate version from Cargo.toml plus the Debian revision "-1".

@@ -14,9 +14,9 @@ if [ "$mode" = deb ]; then
 fi
 if [ "$mode" = test ]; then
   pkgs+=(postgresql mandoc groff nginx procps psmisc util-linux mount)
-  # The resource fault tests (tests/resource_faults.rs): an ext4 image (mkfs.ext4, e2fsck).
+  # The resource fault tests (tests/daemon/resource_faults.rs): an ext4 image (mkfs.ext4, e2fsck).
   pkgs+=(e2fsprogs)
-  # The package test (tests/package.rs): build, lint, install and check the .deb and its unit.
+  # The package test (tests/system/package.rs): build, lint, install and check the .deb and its unit.
   pkgs+=(dpkg-dev binutils lintian adduser systemd man-db logrotate)
 fi
 for p in "${pkgs[@]}"; do have "$p" || need+=("$p"); done
