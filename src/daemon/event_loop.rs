@@ -19,6 +19,9 @@ use crate::config::daemon::{DaemonConfig, ShutdownMode};
 use super::records;
 use super::{Daemon, Event};
 
+/// The target of this file's log lines: the daemon's own, as for the rest of its loop.
+const LOG_TARGET: &str = "flowhq::daemon";
+
 /// How often the loop wakes up on its own to check deadlines (backoff, shutdown of stops);
 /// more often under a short watchdog (`Notifier::tick_interval`), but at most every `MIN_TICK`.
 const TICK: Duration = Duration::from_secs(1);
@@ -233,7 +236,10 @@ impl Daemon {
         self.notifier.stopping("stopping");
         match self.cfg.shutdown {
             ShutdownMode::KeepWorkers => {
-                info!("shutting down; workers keep running for the next daemon to adopt");
+                info!(
+                    target: LOG_TARGET,
+                    "shutting down; workers keep running for the next daemon to adopt",
+                );
             }
             ShutdownMode::StopWorkers => self.stop_all().await,
         }
@@ -247,14 +253,17 @@ impl Daemon {
             .await
             .is_err()
         {
-            warn!("the store did not take the last records in time; they are lost");
+            warn!(
+                target: LOG_TARGET,
+                "the store did not take the last records in time; they are lost",
+            );
         }
         if let Some(store) = self.store.get()
             && tokio::time::timeout(Duration::from_secs(3), store.close())
                 .await
                 .is_err()
         {
-            warn!("the store connections did not close in time");
+            warn!(target: LOG_TARGET, "the store connections did not close in time");
         }
     }
 
@@ -266,7 +275,7 @@ impl Daemon {
             .iter()
             .filter_map(|(id, s)| s.worker().map(|w| (id.clone(), Arc::clone(w))))
             .collect();
-        info!(workers = stops.len(), "shutting down; stopping workers");
+        info!(target: LOG_TARGET, workers = stops.len(), "shutting down; stopping workers");
         let timeout = self.cfg.worker.kill_timeout;
         let results = futures::future::join_all(stops.into_iter().map(|(id, w)| async move {
             let exit = w.stop(timeout).await;
@@ -326,6 +335,7 @@ impl Steps {
     fn report(&self, limit: Duration) {
         if let Some((took, step, step_took)) = self.late(limit, Instant::now()) {
             warn!(
+                target: LOG_TARGET,
                 took_ms = took.as_millis() as u64,
                 slowest_step = step,
                 slowest_ms = step_took.as_millis() as u64,

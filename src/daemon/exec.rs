@@ -25,6 +25,9 @@ use super::Daemon;
 use super::records::{self, PidRecord};
 use super::slot::{AfterStop, Slot};
 
+/// The target of this file's log lines: the daemon's own, as for the rest of its loop.
+const LOG_TARGET: &str = "flowhq::daemon";
+
 /// What the daemon has applied and which workers it supervises.
 #[derive(Default)]
 pub(super) struct Supervision {
@@ -194,6 +197,7 @@ impl Daemon {
         let n = n - deferred;
         if n > 0 {
             info!(
+                target: LOG_TARGET,
                 actions = n,
                 took_ms = started.elapsed().as_millis(),
                 "reconcile pass applied"
@@ -214,7 +218,13 @@ impl Daemon {
             return false;
         }
         if !was.contains(tenant) {
-            info!(tenant = %tenant, action = "spawn", reason = %reason, "action deferred until the tenant's spec is in the store");
+            info!(
+                target: LOG_TARGET,
+                tenant = %tenant,
+                action = "spawn",
+                reason = %reason,
+                "action deferred until the tenant's spec is in the store",
+            );
         }
         self.sup.deferred.insert(tenant.clone());
         true
@@ -239,6 +249,7 @@ impl Daemon {
         };
         for (revision, tenants) in &prepared.moved {
             info!(
+                target: LOG_TARGET,
                 tenants = tenants.len(),
                 revision = %revision,
                 "unchanged tenants recorded under the new revision"
@@ -290,14 +301,26 @@ impl Daemon {
             let prev_error = prev.and_then(|a| a.config_error.clone());
             match (&revision, revision_only) {
                 (Some(rev), true) => {
-                    tracing::debug!(tenant = %tenant, action = "apply", reason = %reason, "action");
+                    tracing::debug!(
+                        target: LOG_TARGET,
+                        tenant = %tenant,
+                        action = "apply",
+                        reason = %reason,
+                        "action",
+                    );
                     out.moved
                         .entry(rev.clone())
                         .or_default()
                         .push(tenant.clone());
                 }
                 _ => {
-                    info!(tenant = %tenant, action = "apply", reason = %reason, "action");
+                    info!(
+                        target: LOG_TARGET,
+                        tenant = %tenant,
+                        action = "apply",
+                        reason = %reason,
+                        "action",
+                    );
                     out.records.push(TenantRecord {
                         id: tenant.clone(),
                         spec: (*spec).clone(),
@@ -334,7 +357,7 @@ impl Daemon {
         let reason = action.reason();
         let kind = action.kind();
         let tenant = action.tenant().clone();
-        info!(tenant = %tenant, action = kind, reason = %reason, "action");
+        info!(target: LOG_TARGET, tenant = %tenant, action = kind, reason = %reason, "action");
         self.metrics.count_action(kind);
         match action {
             // Returned above: applies go through `apply_all`.
@@ -413,7 +436,11 @@ impl Daemon {
     fn spawn(&mut self, tenant: &TenantId, reason: &Reason) {
         if !self.sup.synced.contains(tenant) && !self.dry {
             // The worker would find no spec; a later pass starts it once the store has it.
-            tracing::debug!(tenant = %tenant, "not starting: the spec has not reached the store yet");
+            tracing::debug!(
+                target: LOG_TARGET,
+                tenant = %tenant,
+                "not starting: the spec has not reached the store yet",
+            );
             return;
         }
         let now = Timestamp::now();
@@ -447,11 +474,16 @@ impl Daemon {
                     started_at_ms: now.as_millisecond(),
                 };
                 if let Err(err) = records::write(&self.cfg.runtime_dir, tenant, &rec) {
-                    warn!(tenant = %tenant, error = %err, "cannot write the pid record; this worker cannot be adopted after a daemon restart");
+                    warn!(
+                        target: LOG_TARGET,
+                        tenant = %tenant,
+                        error = %err,
+                        "cannot write the pid record; this worker cannot be adopted after a daemon restart",
+                    );
                 }
                 self.watch_exit(tenant.clone(), Arc::clone(&worker));
                 self.sup.slot_or_default(tenant).running(worker, hash, now);
-                info!(tenant = %tenant, pid, "worker started");
+                info!(target: LOG_TARGET, tenant = %tenant, pid, "worker started");
                 self.event(
                     Some(tenant.clone()),
                     "started",
@@ -460,7 +492,7 @@ impl Daemon {
             }
             Err(err) => {
                 let msg = format!("cannot start worker: {err}");
-                warn!(tenant = %tenant, error = %err, "worker spawn failed");
+                warn!(target: LOG_TARGET, tenant = %tenant, error = %err, "worker spawn failed");
                 self.sup.slot_or_default(tenant).spawn_failed(
                     msg.clone(),
                     &self.backoff,
@@ -489,7 +521,11 @@ impl Daemon {
             self.sup.pending_reloads.remove(tenant);
             self.signal_reload(tenant, reason.clone());
         } else {
-            info!(tenant = %tenant, "reload waits until the tenant's spec is in the store");
+            info!(
+                target: LOG_TARGET,
+                tenant = %tenant,
+                "reload waits until the tenant's spec is in the store",
+            );
             self.sup
                 .pending_reloads
                 .insert(tenant.clone(), (pid, reason.clone()));
@@ -531,11 +567,23 @@ impl Daemon {
                 if let Err(err) =
                     records::set_spec_hash(&self.cfg.runtime_dir, tenant, pid, &spec_hash.0)
                 {
-                    warn!(tenant = %tenant, error = %err, "cannot record the reloaded spec in the pid record; a daemon restart would restart this worker");
+                    warn!(
+                        target: LOG_TARGET,
+                        tenant = %tenant,
+                        error = %err,
+                        "cannot record the reloaded spec in the pid record; a daemon restart would restart this worker",
+                    );
                 }
                 self.event(Some(tenant.clone()), "reloaded", reason.to_string());
             }
-            Err(err) => warn!(tenant = %tenant, error = %err, "cannot signal worker for reload"),
+            Err(err) => {
+                warn!(
+                    target: LOG_TARGET,
+                    tenant = %tenant,
+                    error = %err,
+                    "cannot signal worker for reload",
+                )
+            }
         }
     }
 

@@ -18,6 +18,9 @@ use crate::supervisor::{self, LogLimits, TreeMemory};
 
 use super::{Daemon, Event};
 
+/// The target of this file's log lines: the daemon's own, as for the rest of its loop.
+const LOG_TARGET: &str = "flowhq::daemon";
+
 /// Every worker's PSS is read again at least this often (status shows it); trees above
 /// their memory limit by RSS are read every measuring cycle.
 const PSS_REFRESH: Duration = Duration::from_secs(300);
@@ -107,6 +110,7 @@ impl Daemon {
                 .await
             {
                 Ok(n) if n.messages + n.events > 0 => info!(
+                    target: LOG_TARGET,
                     messages = n.messages,
                     events = n.events,
                     %messages_before,
@@ -115,6 +119,7 @@ impl Daemon {
                 ),
                 Ok(_) => {}
                 Err(err) => warn!(
+                    target: LOG_TARGET,
                     error = %err,
                     "pruning rows past their retention failed; tried again in an hour"
                 ),
@@ -131,7 +136,7 @@ impl Daemon {
             .filter_map(|s| s.live_pid())
             .collect();
         for (pid, exit) in supervisor::reap_orphans(&keep) {
-            tracing::debug!(%pid, %exit, "reaped an orphaned process");
+            tracing::debug!(target: LOG_TARGET, %pid, %exit, "reaped an orphaned process");
         }
     }
 
@@ -149,20 +154,32 @@ impl Daemon {
         {
             let path = supervisor::log_path(&self.cfg.log_dir, id);
             if let Err(err) = supervisor::rotate_if_needed(&path, limits) {
-                warn!(tenant = %id, error = %err, "log rotation failed");
+                warn!(target: LOG_TARGET, tenant = %id, error = %err, "log rotation failed");
             }
         }
         let dir = self.cfg.log_dir.display();
         match self.house.log_space.check(&self.cfg.log_dir) {
             Ok(Some(supervisor::LogSpaceChange::Filled { available })) => warn!(
+                target: LOG_TARGET,
                 %dir, available,
                 "log directory is full; workers keep running but their output is lost until space is freed"
             ),
             Ok(Some(supervisor::LogSpaceChange::Freed { available })) => {
-                info!(%dir, available, "log directory has space again; worker output is kept again");
+                info!(
+                    target: LOG_TARGET,
+                    %dir,
+                    available,
+                    "log directory has space again; worker output is kept again",
+                );
             }
             Ok(None) => {}
-            Err(err) => warn!(error = %err, "cannot check the log directory's free space"),
+            Err(err) => {
+                warn!(
+                    target: LOG_TARGET,
+                    error = %err,
+                    "cannot check the log directory's free space",
+                )
+            }
         }
     }
 

@@ -16,6 +16,9 @@ use crate::store::NewEvent;
 
 use super::Daemon;
 
+/// The target of this file's log lines: the daemon's own, as for the rest of its loop.
+const LOG_TARGET: &str = "flowhq::daemon";
+
 /// Events kept in memory while the store is down.
 const MAX_PENDING_EVENTS: usize = 10_000;
 
@@ -70,7 +73,12 @@ impl Daemon {
     /// Logs and records problems when they first appear.
     pub(super) fn note_problems(&mut self, plan: &Plan) {
         for p in self.journal.new_problems(plan) {
-            warn!(tenant = p.tenant.as_ref().map(TenantId::as_str), problem = %p.message, "reconcile problem");
+            warn!(
+                target: LOG_TARGET,
+                tenant = p.tenant.as_ref().map(TenantId::as_str),
+                problem = %p.message,
+                "reconcile problem",
+            );
             self.event(p.tenant.clone(), "problem", p.message.clone());
         }
     }

@@ -20,6 +20,9 @@ use crate::status::model::tenants_from;
 use super::Daemon;
 use super::slot::Phase;
 
+/// The target of this file's log lines: the daemon's own, as for the rest of its loop.
+const LOG_TARGET: &str = "flowhq::daemon";
+
 /// How soon the same tenant's worker may be asked for fresh QR codes again.
 const QR_REQUEST_EVERY: jiff::SignedDuration = jiff::SignedDuration::from_secs(30);
 
@@ -80,7 +83,11 @@ impl Daemon {
         let res = store.session_request_qr(tenant, now).await;
         if self.store.check(res).is_some() {
             self.status.qr_requested.insert(tenant.clone(), now);
-            info!(tenant = %tenant, "QR page opened after the QR timeout: asked the worker for fresh codes");
+            info!(
+                target: LOG_TARGET,
+                tenant = %tenant,
+                "QR page opened after the QR timeout: asked the worker for fresh codes",
+            );
             self.event(
                 Some(tenant.clone()),
                 "qr_requested",

@@ -14,6 +14,9 @@ use tracing::{info, warn};
 
 use crate::store::{self, Role, Store};
 
+/// The target of this file's log lines: the daemon's own, as for the rest of its loop.
+const LOG_TARGET: &str = "flowhq::daemon";
+
 /// The store, or the knowledge that it is down and when to try again.
 pub(super) struct StoreLink {
     url: String,
@@ -84,7 +87,7 @@ impl StoreLink {
         match res {
             Ok(store) => {
                 if self.down.take().is_some() || self.store.is_none() {
-                    info!(backend = store.backend_name(), "store is up");
+                    info!(target: LOG_TARGET, backend = store.backend_name(), "store is up");
                 }
                 self.recovered = true;
                 self.up_since = Some(Timestamp::now());
@@ -122,7 +125,12 @@ impl StoreLink {
     fn mark_down(&mut self, err: &store::Error) {
         let why = crate::error::chain(err).to_string();
         if self.down.as_deref() != Some(why.as_str()) {
-            warn!(error = %why, retry_in = ?self.retry_delay, "store unavailable; supervising from the files");
+            warn!(
+                target: LOG_TARGET,
+                error = %why,
+                retry_in = ?self.retry_delay,
+                "store unavailable; supervising from the files",
+            );
         }
         self.down = Some(why);
         self.retry_at = Instant::now() + self.retry_delay;
@@ -138,7 +146,11 @@ impl StoreLink {
                 None
             }
             Err(err) => {
-                warn!(error = %crate::error::chain(&err), "store operation failed");
+                warn!(
+                    target: LOG_TARGET,
+                    error = %crate::error::chain(&err),
+                    "store operation failed",
+                );
                 None
             }
         }

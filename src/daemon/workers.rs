@@ -19,6 +19,9 @@ use crate::supervisor::{self, ExitInfo, Worker};
 use super::records;
 use super::{Daemon, Event};
 
+/// The target of this file's log lines: the daemon's own, as for the rest of its loop.
+const LOG_TARGET: &str = "flowhq::daemon";
+
 impl Daemon {
     /// Reports the exit of `worker` as `Event::Exited`, from a task of its own.
     pub(super) fn watch_exit(&self, tenant: TenantId, worker: Arc<Worker>) {
@@ -50,7 +53,7 @@ impl Daemon {
         let sample = rand::random::<f64>();
         let what = slot.exited(exit, &self.backoff, sample, now);
         let _ = records::remove(&self.cfg.runtime_dir, tenant);
-        warn!(tenant = %tenant, pid, exit = %exit, "worker exited");
+        warn!(target: LOG_TARGET, tenant = %tenant, pid, exit = %exit, "worker exited");
         self.metrics.count_restart("exit");
         self.event(Some(tenant.clone()), "exited", what);
         true
@@ -67,7 +70,7 @@ impl Daemon {
             return false;
         };
         let _ = records::remove(&self.cfg.runtime_dir, tenant);
-        info!(tenant = %tenant, pid, exit = %exit, "worker stopped");
+        info!(target: LOG_TARGET, tenant = %tenant, pid, exit = %exit, "worker stopped");
         self.event(Some(tenant.clone()), "stopped", what);
         true
     }
@@ -85,7 +88,7 @@ impl Daemon {
                     self.watch_exit(tenant.clone(), Arc::clone(&worker));
                     let slot = self.sup.slot_or_default(&tenant);
                     slot.running(worker, SpecHash(rec.spec_hash.clone()), started_at);
-                    info!(tenant = %tenant, pid = rec.pid, "adopted worker");
+                    info!(target: LOG_TARGET, tenant = %tenant, pid = rec.pid, "adopted worker");
                     self.event(
                         Some(tenant),
                         "adopted",
@@ -102,7 +105,9 @@ impl Daemon {
                         format!("recorded worker pid {} is gone", rec.pid),
                     );
                 }
-                Err(err) => warn!(tenant = %tenant, error = %err, "cannot adopt worker"),
+                Err(err) => {
+                    warn!(target: LOG_TARGET, tenant = %tenant, error = %err, "cannot adopt worker")
+                }
             }
         }
     }
@@ -115,7 +120,12 @@ fn stop_leftovers(tenant: &TenantId, pid: nix::unistd::Pid, start_time: u64) {
     if let Some(found) = supervisor::ProcIdentity::read(pid)
         && found.start_time == start_time
     {
-        warn!(tenant = %tenant, pid = pid.as_raw(), "recorded worker runs another command line; stopping it");
+        warn!(
+            target: LOG_TARGET,
+            tenant = %tenant,
+            pid = pid.as_raw(),
+            "recorded worker runs another command line; stopping it",
+        );
         let _ = supervisor::kill_group(pid, Signal::SIGTERM);
     } else if supervisor::proc::group_members(pid)
         .iter()
@@ -124,7 +134,12 @@ fn stop_leftovers(tenant: &TenantId, pid: nix::unistd::Pid, start_time: u64) {
         // The worker died while no daemon watched it, and what it left in its group (a
         // browser) lives on, unsupervised and holding the tenant lock, so the tenant could
         // never start again. The group id cannot have been reused while those members live.
-        warn!(tenant = %tenant, pgid = pid.as_raw(), "recorded worker is gone but its process group lives on; killing it");
+        warn!(
+            target: LOG_TARGET,
+            tenant = %tenant,
+            pgid = pid.as_raw(),
+            "recorded worker is gone but its process group lives on; killing it",
+        );
         let _ = supervisor::kill_group(pid, Signal::SIGKILL);
     }
 }

@@ -29,6 +29,10 @@ use crate::config::{TenantId, TenantSpec};
 use crate::exit::ExitStatus;
 use crate::store::{NewEvent, SessionState, Store};
 
+/// The target of this file's log lines: the worker's (`flowhq::worker::run`), as operators
+/// filter and search them.
+const LOG_TARGET: &str = "flowhq::worker::run";
+
 #[cfg(test)]
 mod tests;
 
@@ -183,7 +187,7 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
         let attempts = self.schedule.reconnect.attempts;
         if failures > attempts {
             let reason = format!("gave up reconnecting after {attempts} attempts");
-            tracing::error!(tenant = %self.tenant, "{reason}");
+            tracing::error!(target: LOG_TARGET, tenant = %self.tenant, "{reason}");
             self.set_state(SessionState::Error, Some(&reason)).await;
             self.event("reconnect_failed", &reason).await;
             return Some(ExitStatus::Failure);
@@ -196,7 +200,7 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
             "reconnecting in {} (attempt {failures} of {attempts})",
             humantime::format_duration(Duration::from_millis(delay.as_millis() as u64)),
         );
-        tracing::info!(tenant = %self.tenant, "{reason}");
+        tracing::info!(target: LOG_TARGET, tenant = %self.tenant, "{reason}");
         self.event("reconnect", &reason).await;
         self.wait_without_browser(Some(delay))
             .await
@@ -218,13 +222,21 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
             Some(Ok((transport, events))) => Launched::Up(transport, events),
             Some(Err(err)) => match classify_launch(&err) {
                 LaunchFailure::Config(m) => {
-                    tracing::error!(tenant = %self.tenant, "cannot start the browser: {m}");
+                    tracing::error!(
+                        target: LOG_TARGET,
+                        tenant = %self.tenant,
+                        "cannot start the browser: {m}",
+                    );
                     self.set_state(SessionState::Error, Some(&m)).await;
                     Launched::Exit(ExitStatus::Config)
                 }
                 LaunchFailure::WaWebChanged(m) => Launched::Exit(self.wa_web_changed(&m).await),
                 LaunchFailure::Retry(m) => {
-                    tracing::warn!(tenant = %self.tenant, "browser launch failed: {m}");
+                    tracing::warn!(
+                        target: LOG_TARGET,
+                        tenant = %self.tenant,
+                        "browser launch failed: {m}",
+                    );
                     self.set_state(SessionState::Error, Some(&m)).await;
                     Launched::Retry
                 }
@@ -234,7 +246,12 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
 
     /// One session with the sink attached; the transport is closed when it ends.
     async fn run_session(&mut self, transport: L::Transport, events: Events) -> (Ended, bool) {
-        tracing::info!(tenant = %self.tenant, browser_pid = transport.pid(), "browser started");
+        tracing::info!(
+            target: LOG_TARGET,
+            tenant = %self.tenant,
+            browser_pid = transport.pid(),
+            "browser started",
+        );
         let transport = Arc::new(transport);
         self.sink
             .attach(
@@ -261,7 +278,11 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
             let far = Instant::now() + Duration::from_secs(86_400);
             let ended = tokio::select! {
                 _ = self.signals.term.recv() => {
-                    tracing::info!(tenant = %self.tenant, "stopping: closing the browser");
+                    tracing::info!(
+                        target: LOG_TARGET,
+                        tenant = %self.tenant,
+                        "stopping: closing the browser",
+                    );
                     Some(Ended::Stop)
                 }
                 _ = self.signals.hup.recv() => {
@@ -277,8 +298,12 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
                     if transport.ping(ping_timeout).await {
                         self.heartbeat().await;
                     } else {
-                        tracing::warn!(tenant = %self.tenant, browser_pid = transport.pid(),
-                            "browser did not answer within {ping_timeout:?}; no heartbeat");
+                        tracing::warn!(
+                            target: LOG_TARGET,
+                            tenant = %self.tenant,
+                            browser_pid = transport.pid(),
+                            "browser did not answer within {ping_timeout:?}; no heartbeat"
+                        );
                     }
                     None
                 }
@@ -319,7 +344,11 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
                 }
                 let now = Timestamp::now();
                 if let Err(err) = self.store.session_set_qr(&self.tenant, &payload, now).await {
-                    tracing::warn!(tenant = %self.tenant, "cannot store the QR code: {err}");
+                    tracing::warn!(
+                        target: LOG_TARGET,
+                        tenant = %self.tenant,
+                        "cannot store the QR code: {err}",
+                    );
                 }
             }
             Step::Authenticated => {
@@ -355,7 +384,7 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
             }
             Step::Unlinked { state, reason } => {
                 self.sink.set_ready(false);
-                tracing::warn!(tenant = %self.tenant, "{reason}");
+                tracing::warn!(target: LOG_TARGET, tenant = %self.tenant, "{reason}");
                 self.set_state(state, Some(&reason)).await;
                 self.event("session", &reason).await;
                 return Some(Ended::Unlinked);
@@ -373,10 +402,19 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
             .session_set_linked(&self.tenant, number, push_name, now)
             .await
         {
-            tracing::warn!(tenant = %self.tenant, "cannot record the linked number: {err}");
+            tracing::warn!(
+                target: LOG_TARGET,
+                tenant = %self.tenant,
+                "cannot record the linked number: {err}",
+            );
         }
         self.set_state(SessionState::Connected, None).await;
-        tracing::info!(tenant = %self.tenant, browser_pid, "whatsapp connected");
+        tracing::info!(
+            target: LOG_TARGET,
+            tenant = %self.tenant,
+            browser_pid,
+            "whatsapp connected",
+        );
         self.sink.set_ready(true);
     }
 
@@ -386,7 +424,7 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
             humantime::format_duration(self.schedule.qr_timeout),
             self.tenant
         );
-        tracing::info!(tenant = %self.tenant, "{reason}");
+        tracing::info!(target: LOG_TARGET, tenant = %self.tenant, "{reason}");
         self.set_state(SessionState::QrTimeout, Some(&reason)).await;
         self.event("session", &reason).await;
         Ended::QrTimeout
@@ -399,13 +437,13 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
         )
         .await;
         if let Err(err) = transport.takeover().await {
-            tracing::warn!(tenant = %self.tenant, "takeover failed: {err}");
+            tracing::warn!(target: LOG_TARGET, tenant = %self.tenant, "takeover failed: {err}");
         }
     }
 
     async fn reconnect_for(&mut self, state: SessionState, reason: &str) -> Ended {
         self.sink.set_ready(false);
-        tracing::warn!(tenant = %self.tenant, "session lost: {reason}");
+        tracing::warn!(target: LOG_TARGET, tenant = %self.tenant, "session lost: {reason}");
         self.set_state(state, Some(reason)).await;
         self.event("session", &format!("disconnected: {reason}"))
             .await;
@@ -414,7 +452,7 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
 
     async fn wa_web_changed(&mut self, what: &str) -> ExitStatus {
         let line = format!("whatsapp web changed: {what}");
-        tracing::error!(tenant = %self.tenant, "{line}");
+        tracing::error!(target: LOG_TARGET, tenant = %self.tenant, "{line}");
         self.set_state(SessionState::Error, Some(&line)).await;
         self.event("wa_web_changed", &line).await;
         ExitStatus::Failure
@@ -433,7 +471,11 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
                 })
             });
         if let Err(err) = wiped {
-            tracing::error!(tenant = %self.tenant, "cannot wipe the profile: {err}");
+            tracing::error!(
+                target: LOG_TARGET,
+                tenant = %self.tenant,
+                "cannot wipe the profile: {err}",
+            );
             self.set_state(SessionState::Error, Some(&err.to_string()))
                 .await;
             return Err(ExitStatus::Failure);
@@ -471,7 +513,11 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
                     match self.store.session_qr_requested_at(&self.tenant).await {
                         Ok(Some(at)) if at > since => return false,
                         Ok(_) => {}
-                        Err(err) => tracing::warn!(tenant = %self.tenant, "cannot read the QR request: {err}"),
+                        Err(err) => tracing::warn!(
+                            target: LOG_TARGET,
+                            tenant = %self.tenant,
+                            "cannot read the QR request: {err}",
+                        ),
                     }
                 }
             }
@@ -482,16 +528,25 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
         self.reload_retry = None;
         match self.store.tenant(&self.tenant).await {
             Ok(Some(r)) => {
-                tracing::info!(tenant = %self.tenant, spec = %r.spec_hash, "reloaded the spec");
+                tracing::info!(
+                    target: LOG_TARGET,
+                    tenant = %self.tenant,
+                    spec = %r.spec_hash,
+                    "reloaded the spec",
+                );
                 self.spec = r.spec.clone();
                 self.sink.reload(r.spec);
             }
             Ok(None) => {
-                tracing::warn!(tenant = %self.tenant, "reload found no applied spec; keeping the old one")
+                tracing::warn!(
+                    target: LOG_TARGET,
+                    tenant = %self.tenant,
+                    "reload found no applied spec; keeping the old one",
+                )
             }
             Err(err) => {
                 let retry = self.schedule.reload_retry;
-                tracing::warn!(tenant = %self.tenant,
+                tracing::warn!(target: LOG_TARGET, tenant = %self.tenant,
                     "reload failed, keeping the old spec for now; retrying in {retry:?}: {err}");
                 self.reload_retry = Some(Instant::now() + retry);
             }
@@ -504,7 +559,7 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
             .session_heartbeat(&self.tenant, Timestamp::now())
             .await
         {
-            tracing::warn!(tenant = %self.tenant, "heartbeat failed: {err}");
+            tracing::warn!(target: LOG_TARGET, tenant = %self.tenant, "heartbeat failed: {err}");
         }
     }
 
@@ -514,7 +569,11 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
             .session_set_state(&self.tenant, state, error, Timestamp::now())
             .await
         {
-            tracing::warn!(tenant = %self.tenant, "cannot record session state {state}: {err}");
+            tracing::warn!(
+                target: LOG_TARGET,
+                tenant = %self.tenant,
+                "cannot record session state {state}: {err}",
+            );
         }
     }
 
@@ -528,7 +587,11 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
             detail: None,
         };
         if let Err(err) = self.store.record_event(&ev).await {
-            tracing::warn!(tenant = %self.tenant, "cannot record event {kind}: {err}");
+            tracing::warn!(
+                target: LOG_TARGET,
+                tenant = %self.tenant,
+                "cannot record event {kind}: {err}",
+            );
         }
     }
 }
@@ -540,6 +603,7 @@ async fn close<T: Transport>(transport: Arc<T>) {
         Ok(t) => t.close().await,
         Err(shared) => {
             tracing::warn!(
+                target: LOG_TARGET,
                 browser_pid = shared.pid(),
                 "the message sink kept the browser; it is killed without a profile flush"
             );

@@ -14,6 +14,9 @@ use super::{
 use crate::store::NewMessage;
 use crate::worker::transport::Transport;
 
+/// The target of this file's log lines: the bot's, as for the rest of its pipeline.
+const LOG_TARGET: &str = "flowhq::worker::bot";
+
 impl<T: Transport + 'static> Inner<T> {
     pub(super) async fn is_opted_out(self: &Arc<Self>, chat: &str) -> bool {
         if let Some(known) = lock(&self.opted_out).get(chat) {
@@ -74,13 +77,23 @@ impl<T: Transport + 'static> Inner<T> {
                 tenant: self.tenant.clone(),
                 source,
             };
-            tracing::warn!(tenant = %self.tenant, error = %describe(&err), "last seen not recorded");
+            tracing::warn!(
+                target: LOG_TARGET,
+                tenant = %self.tenant,
+                error = %describe(&err),
+                "last seen not recorded",
+            );
             self.count("store_failed");
         }
     }
 
     pub(super) fn report(self: &Arc<Self>, err: &Error, counter: &'static str) {
-        tracing::warn!(tenant = %self.tenant, error = %describe(err), "message handling step failed");
+        tracing::warn!(
+            target: LOG_TARGET,
+            tenant = %self.tenant,
+            error = %describe(err),
+            "message handling step failed",
+        );
         self.count(counter);
     }
 
@@ -104,7 +117,7 @@ impl<T: Transport + 'static> Inner<T> {
         let mut retry = lock(&self.log_retry);
         if retry.rows.len() >= LOG_RETRY_CAP {
             retry.rows.pop_front();
-            tracing::warn!(tenant = %self.tenant, cap = LOG_RETRY_CAP,
+            tracing::warn!(target: LOG_TARGET, tenant = %self.tenant, cap = LOG_RETRY_CAP,
                 "log rows kept for retry are at the cap; the oldest is dropped");
             self.count("log_dropped");
         }
@@ -149,8 +162,12 @@ impl<T: Transport + 'static> Inner<T> {
                     }
                 }
                 Err(_) => {
-                    tracing::debug!(tenant = %self.tenant, kept = lock(&self.log_retry).rows.len(),
-                        "store still unavailable; log rows kept for the next try");
+                    tracing::debug!(
+                        target: LOG_TARGET,
+                        tenant = %self.tenant,
+                        kept = lock(&self.log_retry).rows.len(),
+                        "store still unavailable; log rows kept for the next try"
+                    );
                     return false;
                 }
             }
@@ -171,7 +188,7 @@ impl<T: Transport + 'static> Inner<T> {
                     name,
                     source,
                 };
-                tracing::warn!(tenant = %self.tenant, error = %describe(&err),
+                tracing::warn!(target: LOG_TARGET, tenant = %self.tenant, error = %describe(&err),
                     "counter kept for the next flush");
                 *lock(&self.counters).pending.entry(name).or_default() += delta;
             }

@@ -28,6 +28,9 @@ use super::pin::{PinnedSite, enable_pin};
 use super::{BrowserOptions, Error, WA_WEB_URL};
 use crate::worker::transport::Events;
 
+/// The target of this file's log lines: the browser driver's, as for the rest of it.
+const LOG_TARGET: &str = "flowhq::worker::browser";
+
 /// A browser with WhatsApp Web booted: what `WaWebBrowser::launch` keeps.
 pub(super) struct Started {
     pub(super) browser: Browser,
@@ -126,7 +129,7 @@ async fn connect(
     let task = tokio::spawn(async move {
         while let Some(r) = handler.next().await {
             if let Err(e) = r {
-                tracing::debug!(pid, "devtools connection ended: {e}");
+                tracing::debug!(target: LOG_TARGET, pid, "devtools connection ended: {e}");
                 break;
             }
         }

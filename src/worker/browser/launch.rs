@@ -22,6 +22,9 @@ use super::{BrowserOptions, Error, WaWebBrowser};
 use crate::supervisor::proc;
 use crate::worker::transport::Events;
 
+/// The target of this file's log lines: the browser driver's, as for the rest of it.
+const LOG_TARGET: &str = "flowhq::worker::browser";
+
 /// The flags every browser gets: headless, server-friendly, no background networking, no
 /// first-run UI. (`--disable-crashpad-for-testing` would save the two crash-handler
 /// processes, but with Chromium 156 it makes the network service crash in a loop; the
@@ -353,7 +356,11 @@ pub(super) fn kill_leftovers_detached(user_data_arg: &str, browser_pid: u32) {
             }
         });
     if let Err(err) = sweeps {
-        tracing::warn!(pid = browser_pid, "cannot start the leftover sweep: {err}");
+        tracing::warn!(
+            target: LOG_TARGET,
+            pid = browser_pid,
+            "cannot start the leftover sweep: {err}",
+        );
     }
 }
 

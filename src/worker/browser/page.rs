@@ -26,6 +26,9 @@ use crate::worker::transport::{
     Ack, ChatKind, DisconnectReason, IncomingMessage, TransportEvent, WaState,
 };
 
+/// The target of this file's log lines: the browser driver's, as for the rest of it.
+const LOG_TARGET: &str = "flowhq::worker::browser";
+
 /// Name of the CDP binding the page script reports through (must match `inject.js`).
 pub(super) const BINDING: &str = "__flowhqEmit";
 
@@ -273,7 +276,7 @@ impl Supervisor {
         let ev: PageEvent = match serde_json::from_str(payload) {
             Ok(ev) => ev,
             Err(e) => {
-                tracing::warn!("unreadable page event: {e}");
+                tracing::warn!(target: LOG_TARGET, "unreadable page event: {e}");
                 return;
             }
         };
@@ -320,7 +323,9 @@ impl Supervisor {
                     self.logged_out();
                 }
             }
-            PageEvent::Warn { message } => tracing::warn!("whatsapp web page: {message}"),
+            PageEvent::Warn { message } => {
+                tracing::warn!(target: LOG_TARGET, "whatsapp web page: {message}")
+            }
         }
     }
 }
@@ -353,7 +358,7 @@ async fn boot_page(page: &Page, wait: Duration, url: &str) -> Result<(), Error> 
         }
         tokio::time::sleep(BOOT_POLL).await;
     };
-    tracing::info!(version, "whatsapp web runtime found; injecting");
+    tracing::info!(target: LOG_TARGET, version, "whatsapp web runtime found; injecting");
     let v = evaluate(page, INJECT_JS, "inject.js").await?;
     let outcome: InjectOutcome = serde_json::from_value(v).map_err(|e| Error::Script {
         what: "inject.js",

@@ -20,6 +20,9 @@ use super::cdp::cdp;
 use super::page::Listener;
 use super::{Error, WA_WEB_URL};
 
+/// The target of this file's log lines: the browser driver's, as for the rest of it.
+const LOG_TARGET: &str = "flowhq::worker::browser";
+
 /// The pinned site: an index file and the folder it sits in.
 #[derive(Debug)]
 pub(super) struct PinnedSite {
@@ -122,10 +125,14 @@ async fn serve_pinned(page: Page, mut paused: Listener<EventRequestPaused>, site
         match params {
             Ok(p) => {
                 if let Err(e) = page.execute(p).await {
-                    tracing::debug!("Fetch.fulfillRequest for {} failed: {e}", ev.request.url);
+                    tracing::debug!(
+                        target: LOG_TARGET,
+                        "Fetch.fulfillRequest for {} failed: {e}",
+                        ev.request.url,
+                    );
                 }
             }
-            Err(e) => tracing::warn!("cannot build Fetch.fulfillRequest: {e}"),
+            Err(e) => tracing::warn!(target: LOG_TARGET, "cannot build Fetch.fulfillRequest: {e}"),
         }
     }
 }
