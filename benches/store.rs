@@ -21,10 +21,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use flowhq::config::TenantId;
-use flowhq::store::{
-    Direction, Lifecycle, NewMessage, Role, SessionState, Store, TenantRecord, WorkerRecord,
-    WorkerStatus,
-};
+use flowhq::store::{Direction, NewMessage, Role, SessionState, Store, WorkerRecord};
 use jiff::Timestamp;
 use support::TestDb;
 
@@ -58,14 +55,7 @@ async fn bench_backend(name: &str, db: &TestDb) {
     // synchronous=FULL: every commit is synced).
     let worker = Store::connect(db.url(), Role::Worker).await.unwrap();
     let tenant = tenant_id(0);
-    let started = Instant::now();
-    for n in 0..SINGLE_INSERTS {
-        worker
-            .log_message(&message(&tenant, &format!("single-{n}"), now))
-            .await
-            .unwrap();
-    }
-    let single = started.elapsed();
+    let single = log_singles(&worker, &tenant, now).await;
     row(
         name,
         &format!("log_message, one per call ({SINGLE_INSERTS} messages)"),
@@ -94,14 +84,8 @@ async fn bench_backend(name: &str, db: &TestDb) {
         &format!("{:.0} msg/s", rate(BATCHED_INSERTS, batched)),
     );
 
-    let started = Instant::now();
-    for n in 0..SINGLE_INSERTS {
-        worker
-            .log_message(&message(&tenant, &format!("single-{n}"), now))
-            .await
-            .unwrap();
-    }
-    let duplicates = started.elapsed();
+    // The same messages again: every one is a duplicate now.
+    let duplicates = log_singles(&worker, &tenant, now).await;
     row(
         name,
         &format!("log_message of a duplicate ({SINGLE_INSERTS} calls)"),
@@ -134,6 +118,18 @@ async fn bench_backend(name: &str, db: &TestDb) {
     );
     worker.close().await;
     store.close().await;
+}
+
+/// Logs `SINGLE_INSERTS` messages one call each and returns how long it took.
+async fn log_singles(worker: &Store, tenant: &TenantId, now: Timestamp) -> Duration {
+    let started = Instant::now();
+    for n in 0..SINGLE_INSERTS {
+        worker
+            .log_message(&message(tenant, &format!("single-{n}"), now))
+            .await
+            .unwrap();
+    }
+    started.elapsed()
 }
 
 fn row(backend: &str, what: &str, result: &str) {
@@ -175,19 +171,7 @@ async fn seed_tenant(store: &Store, n: usize, now: Timestamp) {
     spec.business_name = format!("Business {n}");
     let spec_hash = spec.hash();
     store
-        .upsert_tenant(&TenantRecord {
-            id: id.clone(),
-            spec,
-            spec_hash: spec_hash.clone(),
-            revision: "a1b2c3d".to_owned(),
-            attempted_revision: None,
-            source_file: format!("tenants.d/{id}.toml"),
-            lifecycle: Lifecycle::Active,
-            config_error: None,
-            created_at: now,
-            updated_at: now,
-            retired_at: None,
-        })
+        .upsert_tenant(&support::records::tenant_record(spec, now))
         .await
         .unwrap();
     store
@@ -197,20 +181,11 @@ async fn seed_tenant(store: &Store, n: usize, now: Timestamp) {
     store.session_heartbeat(&id, now).await.unwrap();
     store
         .upsert_worker(&WorkerRecord {
-            tenant: id.clone(),
-            node: "host-1".to_owned(),
             pid: Some(10_000 + n as u32),
             start_time: Some(123_456),
-            status: WorkerStatus::Running,
-            restarts: 0,
-            last_exit_code: None,
-            last_exit_signal: None,
-            last_error: None,
-            next_restart_at: None,
-            started_at: Some(now),
             healthy_since: Some(now),
             spec_hash: Some(spec_hash),
-            updated_at: now,
+            ..support::records::running_worker(&id, now)
         })
         .await
         .unwrap();

@@ -12,14 +12,16 @@
 
 #![allow(clippy::print_stdout, clippy::expect_used, clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, HashMap};
+mod common;
+
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flowhq::config::tenant::Limits;
-use flowhq::config::{Language, Phone, Template, TenantId, TenantSpec};
-use flowhq::store::{Lifecycle, Role, Store, TenantRecord};
+use common::percentile;
+use flowhq::config::TenantId;
+use flowhq::store::{Role, Store};
 use flowhq::worker::bot::Bot;
 use flowhq::worker::transport::{self, IncomingMessage, SentMessage, Transport};
 
@@ -29,6 +31,16 @@ struct BenchTransport {
     started: Mutex<HashMap<String, Instant>>,
     latencies: Mutex<Vec<Duration>>,
     next: AtomicU64,
+}
+
+impl BenchTransport {
+    /// Starts the clock of `m`, about to be handed to `on_message`.
+    fn start(&self, m: &IncomingMessage) {
+        self.started
+            .lock()
+            .unwrap()
+            .insert(m.id.clone(), Instant::now());
+    }
 }
 
 impl Transport for BenchTransport {
@@ -59,32 +71,9 @@ impl Transport for BenchTransport {
 
 fn message(chat: &str, id: &str, body: &str) -> IncomingMessage {
     IncomingMessage {
-        id: format!("false_{chat}_{id}"),
-        short_id: id.to_owned(),
-        chat: chat.to_owned(),
-        from: chat.to_owned(),
-        author: None,
-        to: Some("255712345678@c.us".to_owned()),
-        body: body.to_owned(),
         timestamp: 0,
-        kind: "chat".to_owned(),
-        push_name: None,
-        from_me: false,
-        is_group: false,
-        is_status: false,
-        is_broadcast: false,
-        is_newsletter: false,
-        is_history: false,
-        has_media: false,
+        ..common::records::incoming(chat, id, body)
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
 }
 
 fn report(name: &str, count: usize, wall: Duration, transport: &BenchTransport) {
@@ -102,52 +91,14 @@ fn report(name: &str, count: usize, wall: Duration, transport: &BenchTransport) 
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().expect("numeric arguments"))
-        .collect();
-    let arg = |i: usize, default: u64| args.get(i).copied().unwrap_or(default);
-    let (chats, per_chat, rate, secs) = (arg(0, 1000), arg(1, 20), arg(2, 100), arg(3, 10));
+    let [chats, per_chat, rate, secs] = common::numeric_args([1000, 20, 100, 10]);
 
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/flowhq.db", dir.path().display());
     let store = Store::connect(&url, Role::Worker).await.unwrap();
     store.migrate().await.unwrap();
-    let tenant = TenantId::parse("bench").unwrap();
-    let spec = TenantSpec {
-        id: tenant.clone(),
-        business_name: "Bench Shop".to_owned(),
-        phone: Phone::parse("+255712345678").unwrap(),
-        template: Template::Ecommerce,
-        language: Language::Sw,
-        enabled: true,
-        timezone: "Africa/Dar_es_Salaam".to_owned(),
-        hours: None,
-        limits: Limits {
-            replies_per_minute: u32::MAX,
-            replies_per_contact_per_10min: u32::MAX,
-            memory_max: None,
-        },
-        replies: BTreeMap::new(),
-        restart: None,
-    };
-    let now = jiff::Timestamp::now();
-    store
-        .upsert_tenant(&TenantRecord {
-            id: tenant.clone(),
-            spec_hash: spec.hash(),
-            spec: spec.clone(),
-            revision: "bench".to_owned(),
-            attempted_revision: None,
-            source_file: "tenants.d/bench.toml".to_owned(),
-            lifecycle: Lifecycle::Active,
-            config_error: None,
-            created_at: now,
-            updated_at: now,
-            retired_at: None,
-        })
-        .await
-        .unwrap();
+    let spec = common::seed_tenant(&store, "bench").await;
+    let tenant = spec.id.clone();
 
     let transport = Arc::new(BenchTransport::default());
     let bot = Bot::new(tenant, spec, store.clone(), Arc::clone(&transport));
@@ -165,11 +116,7 @@ async fn main() {
         for chat in &chat_ids {
             let m = message(chat, &format!("B{seq}"), bodies[(round % 4) as usize]);
             seq += 1;
-            transport
-                .started
-                .lock()
-                .unwrap()
-                .insert(m.id.clone(), Instant::now());
+            transport.start(&m);
             bot.on_message(m).await;
         }
     }
@@ -189,11 +136,7 @@ async fn main() {
         tick.tick().await;
         let chat = &chat_ids[(i % chats) as usize];
         let m = message(chat, &format!("P{i}"), bodies[(i % 4) as usize]);
-        transport
-            .started
-            .lock()
-            .unwrap()
-            .insert(m.id.clone(), Instant::now());
+        transport.start(&m);
         bot.on_message(m).await;
     }
     bot.idle().await;

@@ -14,6 +14,7 @@
 
 #![allow(clippy::print_stdout, clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
 #[path = "../tests/support/fake_wa.rs"]
 mod fake_wa;
 
@@ -22,10 +23,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::percentile;
 use fake_wa::FakeWa;
-use flowhq::config::tenant::Limits;
-use flowhq::config::{Language, Phone, Template, TenantId, TenantSpec};
-use flowhq::store::{Lifecycle, Role, SessionState, Store, TenantRecord};
+use flowhq::store::{Role, SessionState, Store};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
@@ -49,13 +49,6 @@ impl Drop for Worker {
 
 fn chat(i: u64) -> String {
     format!("2557{:08}@c.us", 10_000_000 + i)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// Waits until every id in `ids` has a reply and prints the row.
@@ -106,12 +99,7 @@ async fn report(name: &str, page: &FakeWa, ids: &[String], log: &Path) {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().expect("numeric arguments"))
-        .collect();
-    let arg = |i: usize, default: u64| args.get(i).copied().unwrap_or(default);
-    let (chats, per_chat, rate, secs) = (arg(0, 50), arg(1, 10), arg(2, 20), arg(3, 15));
+    let [chats, per_chat, rate, secs] = common::numeric_args([50, 10, 20, 15]);
     let chromium = std::env::var_os("FLOWHQ_CHROMIUM")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
@@ -124,55 +112,11 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let site = root.join("site");
-    std::fs::create_dir(&site).unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wa-web/index.html"),
-        site.join("index.html"),
-    )
-    .unwrap();
-    std::fs::write(
-        site.join("fake-config.js"),
-        "window.__fakeWaConfig = {qrIntervalMs: 60000};\n",
-    )
-    .unwrap();
+    fake_wa::write_site(&site, "{qrIntervalMs: 60000}");
     let url = format!("sqlite://{}/flowhq.db", root.display());
     let store = Store::connect(&url, Role::Daemon).await.unwrap();
     store.migrate().await.unwrap();
-    let tenant = TenantId::parse(TENANT).unwrap();
-    let spec = TenantSpec {
-        id: tenant.clone(),
-        business_name: "Bench Shop".to_owned(),
-        phone: Phone::parse("+255712345678").unwrap(),
-        template: Template::Ecommerce,
-        language: Language::Sw,
-        enabled: true,
-        timezone: "Africa/Dar_es_Salaam".to_owned(),
-        hours: None,
-        limits: Limits {
-            replies_per_minute: u32::MAX,
-            replies_per_contact_per_10min: u32::MAX,
-            memory_max: None,
-        },
-        replies: BTreeMap::new(),
-        restart: None,
-    };
-    let now = jiff::Timestamp::now();
-    store
-        .upsert_tenant(&TenantRecord {
-            id: tenant.clone(),
-            spec_hash: spec.hash(),
-            spec,
-            revision: "bench".to_owned(),
-            attempted_revision: None,
-            source_file: format!("tenants.d/{TENANT}.toml"),
-            lifecycle: Lifecycle::Active,
-            config_error: None,
-            created_at: now,
-            updated_at: now,
-            retired_at: None,
-        })
-        .await
-        .unwrap();
+    let tenant = common::seed_tenant(&store, TENANT).await.id;
 
     let log = root.join("worker.log");
     let out = std::fs::File::create(&log).unwrap();

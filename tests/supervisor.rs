@@ -81,6 +81,14 @@ impl Host {
         }
     }
 
+    /// Spawns `script` as `tenant`'s worker and waits until its log says `ready`.
+    async fn spawn_ready(&self, tenant: &str, script: &str) -> (SpawnRequest, Worker) {
+        let req = self.sh(tenant, script);
+        let worker = self.spawn(&req);
+        until("worker ready", || read_log(&req).contains("ready")).await;
+        (req, worker)
+    }
+
     fn sh(&self, tenant: &str, script: &str) -> SpawnRequest {
         self.request(tenant, &["/bin/sh", "-c", script])
     }
@@ -115,6 +123,12 @@ fn incarnations(pid: Pid) -> Vec<(Pid, u64)> {
 }
 
 /// Asserts that none of `procs` exists any more, not even as a zombie.
+/// Asserts that the group `pgid` is empty and every one of `procs` gone.
+fn assert_group_gone(pgid: Pid, procs: &[(Pid, u64)]) {
+    assert!(group_pids(pgid).is_empty());
+    assert_all_gone(procs);
+}
+
 fn assert_all_gone(procs: &[(Pid, u64)]) {
     for (pid, start) in procs {
         if let Some(stat) = ProcStat::read(*pid) {
@@ -165,12 +179,12 @@ async fn death_by_signal_is_observed() {
 #[tokio::test]
 async fn sighup_reaches_only_the_worker() {
     let host = Host::new();
-    let req = host.sh(
-        "reload",
-        "trap 'echo reloaded; exit 5' HUP; sleep 300 & echo ready; while :; do sleep 0.05; done",
-    );
-    let worker = host.spawn(&req);
-    until("worker ready", || read_log(&req).contains("ready")).await;
+    let (req, worker) = host
+        .spawn_ready(
+            "reload",
+            "trap 'echo reloaded; exit 5' HUP; sleep 300 & echo ready; while :; do sleep 0.05; done",
+        )
+        .await;
     let procs = incarnations(worker.pid());
     worker.signal(Signal::SIGHUP).unwrap();
     assert_eq!(within("exit", worker.exited()).await, ExitInfo::Code(5));
@@ -185,8 +199,7 @@ async fn sighup_reaches_only_the_worker() {
         "the group's sleep should have survived SIGHUP"
     );
     worker.stop(Duration::from_secs(5)).await;
-    assert!(group_pids(worker.pid()).is_empty());
-    assert_all_gone(&procs);
+    assert_group_gone(worker.pid(), &procs);
 }
 
 #[tokio::test]
@@ -219,20 +232,19 @@ async fn stop_terminates_the_whole_process_group() {
 #[tokio::test]
 async fn a_worker_ignoring_sigterm_is_killed_after_the_timeout() {
     let host = Host::new();
-    let req = host.sh(
-        "stubborn",
-        "trap '' TERM; sleep 300 & echo ready; while :; do sleep 0.05; done",
-    );
-    let worker = host.spawn(&req);
-    until("worker ready", || read_log(&req).contains("ready")).await;
+    let (_, worker) = host
+        .spawn_ready(
+            "stubborn",
+            "trap '' TERM; sleep 300 & echo ready; while :; do sleep 0.05; done",
+        )
+        .await;
     let procs = incarnations(worker.pid());
     let timeout = Duration::from_millis(500);
     let started = Instant::now();
     let exit = within("stop", worker.stop(timeout)).await;
     assert!(started.elapsed() >= timeout);
     assert_eq!(exit, ExitInfo::Signal(9), "{exit}");
-    assert!(group_pids(worker.pid()).is_empty());
-    assert_all_gone(&procs);
+    assert_group_gone(worker.pid(), &procs);
 }
 
 #[tokio::test]
@@ -251,8 +263,7 @@ async fn a_grandchild_ignoring_sigterm_is_killed_after_the_worker_exits() {
     let exit = within("stop", worker.stop(Duration::from_millis(400))).await;
     // The worker itself obeyed SIGTERM; its TERM-ignoring child got SIGKILL.
     assert_eq!(exit, ExitInfo::Signal(15), "{exit}");
-    assert!(group_pids(worker.pid()).is_empty());
-    assert_all_gone(&procs);
+    assert_group_gone(worker.pid(), &procs);
 }
 
 #[tokio::test]

@@ -156,11 +156,7 @@ fleet_test!(add_edit_disable_enable_delete, |fleet| {
     // Edit a process field: restart, new process.
     let duka = fleet.pid_of("duka").unwrap();
     fleet.tenant_named("duka", 22, "Duka");
-    fleet
-        .until("duka restarted", |f| {
-            f.pid_of("duka").is_some_and(|p| p != duka)
-        })
-        .await;
+    fleet.wait_replaced("duka", duka, "duka restarted").await;
 
     // Disable, then enable again.
     let text = std::fs::read_to_string(fleet.dir().join("kliniki.toml")).unwrap();
@@ -282,10 +278,7 @@ fleet_test!(
 fleet_test!(a_bad_edit_keeps_the_worker_on_its_last_good_spec, |fleet| {
     fleet.tenant_named("salon", 1, "Salon");
     fleet.start();
-    fleet
-        .until("salon running", |f| f.pid_of("salon").is_some())
-        .await;
-    let pid = fleet.pid_of("salon").unwrap();
+    let pid = fleet.wait_pid("salon").await;
     write_atomic(
         &fleet.dir().join("salon.toml"),
         "bussiness_name = \"Salon\"\n",
@@ -321,16 +314,9 @@ fleet_test!(a_bad_edit_keeps_the_worker_on_its_last_good_spec, |fleet| {
 fleet_test!(a_killed_worker_is_restarted_with_backoff, |fleet| {
     fleet.tenant_named("salon", 1, "Salon");
     fleet.start();
-    fleet
-        .until("salon running", |f| f.pid_of("salon").is_some())
-        .await;
-    let pid = fleet.pid_of("salon").unwrap();
+    let pid = fleet.wait_pid("salon").await;
     kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
-    fleet
-        .until("salon replaced", |f| {
-            f.pid_of("salon").is_some_and(|p| p != pid)
-        })
-        .await;
+    fleet.wait_replaced("salon", pid, "salon replaced").await;
     fleet
         .until_store("the restart is counted and its cause recorded", async |s| {
             let w = s
@@ -347,25 +333,14 @@ fleet_test!(a_killed_worker_is_restarted_with_backoff, |fleet| {
 fleet_test!(a_new_daemon_adopts_every_worker_after_kill_9, |fleet| {
     start_converged(&mut fleet, 10, "Biashara").await;
     let before = fleet.workers();
-    fleet.signal_daemon(Signal::SIGKILL);
-    fleet.wait_daemon();
-    fleet.start();
-    fleet
-        .until("the new daemon adopted all", |f| {
-            f.daemon_log().matches("adopted worker").count() == 10
-        })
-        .await;
+    fleet.restart_after_kill_9(10).await;
     // Give the new daemon a few passes to do anything wrong.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(fleet.workers(), before, "no worker killed, none duplicated");
     // Adopted workers are still supervised: their exit is noticed through the pidfd.
     let pid = before["t003"][0];
     kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
-    fleet
-        .until("t003 replaced", |f| {
-            f.pid_of("t003").is_some_and(|p| p != pid)
-        })
-        .await;
+    fleet.wait_replaced("t003", pid, "t003 replaced").await;
 });
 
 fleet_test!(
@@ -386,14 +361,7 @@ fleet_test!(
             })
             .await;
         assert_eq!(fleet.workers(), before);
-        fleet.signal_daemon(Signal::SIGKILL);
-        fleet.wait_daemon();
-        fleet.start();
-        fleet
-            .until("both adopted", |f| {
-                f.daemon_log().matches("adopted worker").count() == 2
-            })
-            .await;
+        fleet.restart_after_kill_9(2).await;
         // Give the new daemon a few passes: it knows salon runs the new spec already.
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(
@@ -413,14 +381,9 @@ fleet_test!(
 fleet_test!(a_stale_worker_is_restarted, |fleet| {
     fleet.tenant_named("kimya", 1, "Kimya stub:silent");
     fleet.start();
+    let pid = fleet.wait_pid("kimya").await;
     fleet
-        .until("kimya running", |f| f.pid_of("kimya").is_some())
-        .await;
-    let pid = fleet.pid_of("kimya").unwrap();
-    fleet
-        .until("kimya restarted for staleness", |f| {
-            f.pid_of("kimya").is_some_and(|p| p != pid)
-        })
+        .wait_replaced("kimya", pid, "kimya restarted for staleness")
         .await;
     assert_event(&fleet, "kimya", "restarting: stale: no heartbeat").await;
 });
@@ -514,9 +477,7 @@ async fn keep_workers_shutdown_leaves_them_for_the_next_daemon() {
     fleet.extra_config = "shutdown = \"keep-workers\"\n".to_owned();
     fleet.tenant_named("salon", 1, "Salon");
     fleet.start();
-    fleet
-        .until("salon running", |f| f.pid_of("salon").is_some())
-        .await;
+    fleet.wait_pid("salon").await;
     let before = fleet.workers();
     fleet.signal_daemon(Signal::SIGTERM);
     assert_eq!(fleet.wait_daemon(), Some(0));
@@ -554,9 +515,7 @@ async fn plan_prints_the_actions_and_exits_2_then_0_once_converged() {
         "{text}"
     );
     fleet.start();
-    fleet
-        .until("salon running", |f| f.pid_of("salon").is_some())
-        .await;
+    fleet.wait_pid("salon").await;
     fleet
         .until_store("heartbeat", async |s| {
             s.session(&TenantId::parse("salon").unwrap())
@@ -582,11 +541,9 @@ async fn plan_prints_the_actions_and_exits_2_then_0_once_converged() {
 #[ignore = "needs PostgreSQL"]
 async fn the_daemon_supervises_through_a_database_outage_and_catches_up() {
     // Needs the PostgreSQL server binaries; gated like every PostgreSQL test.
-    if support::pg_admin_url().is_none() {
+    let Some((cluster, url)) = support::PgCluster::started("outage") else {
         return;
-    }
-    let cluster = support::PgCluster::on_free_port("outage");
-    let url = cluster.pg_sh("start");
+    };
     let mut fleet = fleet_at(&url);
     fleet.tenant_named("salon", 1, "Salon");
     fleet.tenant_named("duka", 2, "Duka");
@@ -659,11 +616,9 @@ async fn the_daemon_supervises_through_a_database_outage_and_catches_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL"]
 async fn the_daemon_starts_without_its_database_and_converges_when_it_comes() {
-    if support::pg_admin_url().is_none() {
+    let Some((cluster, url)) = support::PgCluster::started("late") else {
         return;
-    }
-    let cluster = support::PgCluster::on_free_port("late");
-    let url = cluster.pg_sh("start");
+    };
     cluster.pg_sh("stop");
     let mut fleet = fleet_at(&url);
     fleet.tenant_named("salon", 1, "Salon");
@@ -690,9 +645,7 @@ async fn the_status_endpoint_shows_the_fleet_from_the_loop() {
     let mut fleet = fleet_on(TestDb::sqlite());
     fleet.tenant_named("salon", 1, "Salon <b>Mama</b>");
     fleet.start();
-    fleet
-        .until("salon running", |f| f.pid_of("salon").is_some())
-        .await;
+    fleet.wait_pid("salon").await;
     let addr = fleet.wait_status_addr().await;
     let pid = fleet.pid_of("salon").unwrap();
     let deadline = Instant::now() + WAIT;
@@ -770,14 +723,9 @@ async fn a_worker_that_stays_above_its_memory_limit_is_restarted() {
     let mut fleet = fleet_on(TestDb::sqlite());
     fleet.tenant_named("nzito", 1, "Nzito stub:alloc=96");
     fleet.start_with(&[("FLOWHQ_WORKER_MEMORY_MAX", "64MiB")]);
+    let pid = fleet.wait_pid("nzito").await;
     fleet
-        .until("nzito running", |f| f.pid_of("nzito").is_some())
-        .await;
-    let pid = fleet.pid_of("nzito").unwrap();
-    fleet
-        .until("nzito restarted for memory", |f| {
-            f.pid_of("nzito").is_some_and(|p| p != pid)
-        })
+        .wait_replaced("nzito", pid, "nzito restarted for memory")
         .await;
     assert_event(&fleet, "nzito", "restarting: memory: process tree uses").await;
 }
@@ -787,9 +735,7 @@ async fn opening_the_qr_link_after_a_qr_timeout_asks_the_worker_for_fresh_codes(
     let mut fleet = fleet_on(TestDb::sqlite());
     fleet.tenant_named("salon", 1, "Salon");
     fleet.start();
-    fleet
-        .until("salon running", |f| f.pid_of("salon").is_some())
-        .await;
+    fleet.wait_pid("salon").await;
     let addr = fleet.wait_status_addr().await;
     let id = TenantId::parse("salon").unwrap();
     // The worker gave up waiting for a scan.

@@ -155,6 +155,17 @@ impl GitFleet {
         self.signal_daemon(nix::sys::signal::Signal::SIGHUP);
     }
 
+    /// Publishes a commit adding tenant `mpya`, sends SIGHUP and waits (for `what`) until
+    /// `salon`, `duka` and `mpya` each run one worker; returns the commit.
+    async fn add_mpya_on_hup(&self, what: &str) -> String {
+        self.tenant("mpya", 3, "Mpya");
+        let commit = self.publish("add mpya");
+        self.hup();
+        self.until(what, |f| f.running(&["salon", "duka", "mpya"]))
+            .await;
+        commit
+    }
+
     /// The tenant's row once the store has one.
     async fn row(&self, tenant: &str) -> Option<TenantRecord> {
         let id = TenantId::parse(tenant).unwrap();
@@ -227,14 +238,7 @@ git_test!(a_commit_adding_a_tenant_converges_on_sighup, |fleet| {
     let c1 = fleet.start_two().await;
     fleet.until_revision(&["salon", "duka"], &c1).await;
 
-    fleet.tenant("mpya", 3, "Mpya");
-    let c2 = fleet.publish("add mpya");
-    fleet.hup();
-    fleet
-        .until("the new tenant's worker", |f| {
-            f.running(&["salon", "duka", "mpya"])
-        })
-        .await;
+    let c2 = fleet.add_mpya_on_hup("the new tenant's worker").await;
     fleet.until_revision(&["mpya", "salon", "duka"], &c2).await;
     let store = fleet.store().await;
     let started = events(&store, Some("mpya")).await;
@@ -347,11 +351,7 @@ git_test!(
         assert_eq!(fleet.pid_of("salon"), Some(salon), "a bot field restarted");
         fleet.tenant("duka", 22, "Duka");
         let c3 = fleet.publish("new number for duka");
-        fleet
-            .until("duka restarted", |f| {
-                f.pid_of("duka").is_some_and(|p| p != duka)
-            })
-            .await;
+        fleet.wait_replaced("duka", duka, "duka restarted").await;
         fleet.until_revision(&["duka"], &c3).await;
         let duka2 = fleet.pid_of("duka").unwrap();
 
@@ -360,9 +360,7 @@ git_test!(
         let c4 = head(&fleet.work());
         fleet.push();
         fleet
-            .until("duka restarted after the revert", |f| {
-                f.pid_of("duka").is_some_and(|p| p != duka2)
-            })
+            .wait_replaced("duka", duka2, "duka restarted after the revert")
             .await;
         fleet.until_revision(&["duka", "salon"], &c4).await;
         let row = fleet.row("duka").await.unwrap();
@@ -500,14 +498,7 @@ git_test!(
 
         // Back again, with a new commit: the retry (or SIGHUP) picks it up.
         std::fs::rename(&moved, fleet.origin()).unwrap();
-        fleet.tenant("mpya", 3, "Mpya");
-        let c2 = fleet.publish("add mpya");
-        fleet.hup();
-        fleet
-            .until("the new tenant after recovery", |f| {
-                f.running(&["salon", "duka", "mpya"])
-            })
-            .await;
+        let c2 = fleet.add_mpya_on_hup("the new tenant after recovery").await;
         fleet.until_revision(&["mpya"], &c2).await;
         fleet
             .until_status("the error cleared", |s| {

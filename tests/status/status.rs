@@ -28,8 +28,7 @@ fn signed(dir: &std::path::Path, tenant: &str, ttl: i64) -> String {
 
 #[tokio::test]
 async fn healthz_answers_ok_and_head_sends_no_body() {
-    let dir = tempfile::tempdir().unwrap();
-    let (server, _tx) = start(dir.path(), snapshot(), Limits::default()).await;
+    let (_dir, server, _tx) = start_default().await;
     let r = get(server.local_addr(), "/healthz").await;
     assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
     assert_eq!(r.header("cache-control"), Some("no-store"));
@@ -68,8 +67,7 @@ async fn readyz_follows_the_published_snapshot() {
 
 #[tokio::test]
 async fn the_tenant_list_is_json_with_personal_data_redacted_without_a_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let (server, _tx) = start(dir.path(), snapshot(), Limits::default()).await;
+    let (_dir, server, _tx) = start_default().await;
     let r = get(server.local_addr(), "/v1/tenants").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/json"));
@@ -124,8 +122,7 @@ async fn the_tenant_list_is_json_with_personal_data_redacted_without_a_token() {
 #[tokio::test]
 async fn the_tenant_list_is_gzipped_for_clients_that_accept_it() {
     use std::io::Read;
-    let dir = tempfile::tempdir().unwrap();
-    let (server, _tx) = start(dir.path(), snapshot(), Limits::default()).await;
+    let (_dir, server, _tx) = start_default().await;
     let plain = get(server.local_addr(), "/v1/tenants").await;
     assert_eq!(plain.header("content-encoding"), None);
     assert_eq!(plain.header("vary"), Some("Accept-Encoding"));
@@ -166,8 +163,7 @@ async fn the_tenant_list_is_gzipped_for_clients_that_accept_it() {
 
 #[tokio::test]
 async fn a_bearer_token_unlocks_personal_data_and_a_wrong_one_does_not() {
-    let dir = tempfile::tempdir().unwrap();
-    let (server, _tx) = start(dir.path(), snapshot(), Limits::default()).await;
+    let (_dir, server, _tx) = start_default().await;
     let doc = get_with_token(server.local_addr(), "/v1/tenants")
         .await
         .json();
@@ -209,8 +205,7 @@ async fn a_bearer_token_unlocks_personal_data_and_a_wrong_one_does_not() {
 
 #[tokio::test]
 async fn one_tenant_by_id_and_unknown_or_traversal_paths_are_404() {
-    let dir = tempfile::tempdir().unwrap();
-    let (server, _tx) = start(dir.path(), snapshot(), Limits::default()).await;
+    let (_dir, server, _tx) = start_default().await;
     let addr = server.local_addr();
     let r = get(addr, "/v1/tenants/bistro").await;
     assert_eq!(r.status, 200);
@@ -243,8 +238,7 @@ async fn one_tenant_by_id_and_unknown_or_traversal_paths_are_404() {
 
 #[tokio::test]
 async fn metrics_are_prometheus_text_with_fleet_and_process_figures() {
-    let dir = tempfile::tempdir().unwrap();
-    let (server, _tx) = start(dir.path(), snapshot(), Limits::default()).await;
+    let (_dir, server, _tx) = start_default().await;
     let r = get(server.local_addr(), "/metrics").await;
     assert_eq!(r.status, 200);
     assert_eq!(
@@ -308,8 +302,7 @@ async fn metrics_are_prometheus_text_with_fleet_and_process_figures() {
 
 #[tokio::test]
 async fn the_overview_is_plain_html_that_escapes_tenant_text() {
-    let dir = tempfile::tempdir().unwrap();
-    let (server, _tx) = start(dir.path(), snapshot(), Limits::default()).await;
+    let (_dir, server, _tx) = start_default().await;
     let r = get(server.local_addr(), "/").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
@@ -345,8 +338,7 @@ async fn the_overview_is_plain_html_that_escapes_tenant_text() {
 
 #[tokio::test]
 async fn the_qr_is_refused_without_credentials_and_served_with_a_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let (server, _tx) = start(dir.path(), snapshot(), Limits::default()).await;
+    let (_dir, server, _tx) = start_default().await;
     let addr = server.local_addr();
     for path in ["/v1/tenants/acme/qr", "/v1/tenants/acme/qr.svg"] {
         let r = get(addr, path).await;
@@ -401,8 +393,7 @@ async fn the_svg_is_the_current_payload_and_follows_rotation() {
 
 #[tokio::test]
 async fn a_signed_link_works_for_its_tenant_only_until_it_expires() {
-    let dir = tempfile::tempdir().unwrap();
-    let (server, _tx) = start(dir.path(), snapshot(), Limits::default()).await;
+    let (dir, server, _tx) = start_default().await;
     let addr = server.local_addr();
 
     let valid = signed(dir.path(), "acme", 1800);
@@ -459,8 +450,7 @@ async fn a_signed_link_works_for_its_tenant_only_until_it_expires() {
 
 #[tokio::test]
 async fn anything_but_get_and_head_is_405_with_allow() {
-    let dir = tempfile::tempdir().unwrap();
-    let (server, _tx) = start(dir.path(), snapshot(), Limits::default()).await;
+    let (_dir, server, _tx) = start_default().await;
     for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"] {
         for path in ["/v1/tenants", "/healthz", "/nowhere"] {
             let r = request(
@@ -478,8 +468,7 @@ async fn anything_but_get_and_head_is_405_with_allow() {
 
 #[tokio::test]
 async fn too_many_or_too_large_headers_are_431() {
-    let dir = tempfile::tempdir().unwrap();
-    let (server, _tx) = start(dir.path(), snapshot(), Limits::default()).await;
+    let (_dir, server, _tx) = start_default().await;
     let many: Vec<(String, String)> = (0..100).map(|i| (format!("X-H{i}"), "v".into())).collect();
     let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let r = request(server.local_addr(), "GET", "/healthz", &many).await;
@@ -493,8 +482,7 @@ async fn too_many_or_too_large_headers_are_431() {
 
 #[tokio::test]
 async fn malformed_requests_get_400_and_the_server_keeps_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    let (server, _tx) = start(dir.path(), snapshot(), Limits::default()).await;
+    let (_dir, server, _tx) = start_default().await;
     for garbage in [
         &b"\x00\x01\x02\x03\r\n\r\n"[..],
         b"GET\r\n\r\n",
@@ -585,8 +573,7 @@ async fn connections_beyond_the_cap_are_refused_and_capacity_comes_back() {
 
 #[tokio::test]
 async fn dropping_the_handle_stops_the_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let (server, _tx) = start(dir.path(), snapshot(), Limits::default()).await;
+    let (_dir, server, _tx) = start_default().await;
     let addr = server.local_addr();
     assert_eq!(get(addr, "/healthz").await.status, 200);
     drop(server);

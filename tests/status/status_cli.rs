@@ -11,11 +11,11 @@ use std::time::Duration;
 use flowhq::config::TenantId;
 use flowhq::config::load::load_dir;
 use flowhq::status::link;
-use flowhq::store::model::{
-    Direction, Lifecycle, NewMessage, SessionState, TenantRecord, WorkerRecord, WorkerStatus,
-};
+use flowhq::store::model::{Direction, NewMessage, SessionState, WorkerRecord};
 use flowhq::store::{Role, Store};
 use jiff::Timestamp;
+
+use crate::support::records;
 
 const ACME: &str = "business_name = \"Acme <Salon>\"\nphone = \"+255711111111\"\n\
 template = \"booking\"\nlanguage = \"en\"\nenabled = true\ntimezone = \"Africa/Nairobi\"\n";
@@ -55,37 +55,15 @@ async fn setup() -> (Env, Store) {
     let spec = loaded.specs.get(&id("acme")).unwrap().clone();
     let now = Timestamp::now();
     store
-        .upsert_tenant(&TenantRecord {
-            id: id("acme"),
-            spec_hash: spec.hash(),
-            spec,
-            revision: "a1b2c3d".into(),
-            attempted_revision: None,
-            source_file: "tenants.d/acme.toml".into(),
-            lifecycle: Lifecycle::Active,
-            config_error: None,
-            created_at: now,
-            updated_at: now,
-            retired_at: None,
-        })
+        .upsert_tenant(&records::tenant_record(spec, now))
         .await
         .unwrap();
     store
         .upsert_worker(&WorkerRecord {
-            tenant: id("acme"),
             node: "host".into(),
-            pid: Some(4242),
-            start_time: Some(1),
-            status: WorkerStatus::Running,
             restarts: 2,
             last_exit_code: Some(1),
-            last_exit_signal: None,
-            last_error: None,
-            next_restart_at: None,
-            started_at: Some(now),
-            healthy_since: None,
-            spec_hash: None,
-            updated_at: now,
+            ..records::running_worker(&id("acme"), now)
         })
         .await
         .unwrap();

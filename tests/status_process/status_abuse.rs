@@ -30,6 +30,8 @@ struct Abused {
     fleet: Fleet,
     notify: Notify,
     addr: String,
+    /// When the daemon was up and settled: the abuse starts after it.
+    from: Instant,
 }
 
 impl Abused {
@@ -54,12 +56,14 @@ impl Abused {
             fleet,
             notify,
             addr,
+            from: Instant::now(),
         }
     }
 
-    /// The daemon survived the abuse that started at `from`: still running, the watchdog fed
-    /// within its interval all along, `/healthz` answered, and no worker restarted.
-    fn assert_unharmed(&mut self, from: Instant, what: &str) {
+    /// The daemon survived the abuse since `start`: still running, the watchdog fed within its
+    /// interval all along, `/healthz` answered, and no worker restarted.
+    fn assert_unharmed(&mut self, what: &str) {
+        let from = self.from;
         assert!(self.fleet.daemon_running(), "{what}: the daemon exited");
         let gap = self.notify.longest_watchdog_gap(from);
         eprintln!(
@@ -128,7 +132,6 @@ fn get(addr: &str, path: &str) -> (Option<u16>, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_clients_are_cut_off_at_the_header_timeout() {
     let mut d = Abused::start().await;
-    let from = Instant::now();
     let addr = d.addr.clone();
     // Twenty clients each trickle one header byte every 250 ms, forever if allowed.
     let clients: Vec<_> = (0..20)
@@ -173,13 +176,12 @@ async fn slowloris_clients_are_cut_off_at_the_header_timeout() {
             "a slowloris client was held for {held:?}, expected about {HEADER_TIMEOUT:?}"
         );
     }
-    d.assert_unharmed(from, "slowloris");
+    d.assert_unharmed("slowloris");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_and_numerous_headers_are_431_or_closed() {
     let mut d = Abused::start().await;
-    let from = Instant::now();
     let addr = d.addr.clone();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("one 64 KiB header", {
@@ -243,13 +245,12 @@ async fn huge_and_numerous_headers_are_431_or_closed() {
     }
     ok.extend_from_slice(b"\r\n");
     assert_eq!(status_of(&exchange(&d.addr, &ok)), Some(200));
-    d.assert_unharmed(from, "huge headers");
+    d.assert_unharmed("huge headers");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_connections_hit_the_cap_while_the_daemon_keeps_supervising() {
     let mut d = Abused::start().await;
-    let from = Instant::now();
     let addr = d.addr.clone();
     const N: usize = 3000;
     let conns = tokio::task::spawn_blocking(move || {
@@ -302,7 +303,7 @@ async fn thousands_of_connections_hit_the_cap_while_the_daemon_keeps_supervising
         })
         .await;
     assert!(
-        d.notify.longest_watchdog_gap(from) < WATCHDOG,
+        d.notify.longest_watchdog_gap(d.from) < WATCHDOG,
         "the watchdog starved during the flood"
     );
     // Capacity comes back as soon as the clients go.
@@ -315,13 +316,12 @@ async fn thousands_of_connections_hit_the_cap_while_the_daemon_keeps_supervising
             get(&f.status_addr().unwrap(), "/healthz").0 == Some(200)
         })
         .await;
-    d.assert_unharmed(from, "connection flood");
+    d.assert_unharmed("connection flood");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_are_400_and_the_server_keeps_serving() {
     let mut d = Abused::start().await;
-    let from = Instant::now();
     let addr = d.addr.clone();
     let cases: Vec<&[u8]> = vec![
         b"GET\r\n\r\n",
@@ -357,13 +357,12 @@ async fn malformed_requests_are_400_and_the_server_keeps_serving() {
     for (req, status) in &results {
         assert_eq!(*status, Some(400), "{req:?}");
     }
-    d.assert_unharmed(from, "malformed requests");
+    d.assert_unharmed("malformed requests");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_traversal_never_reaches_a_file() {
     let mut d = Abused::start().await;
-    let from = Instant::now();
     // Files an attacker would want: the tenant files, the database, the link secret.
     let targets = [
         "/../../../../etc/passwd",
@@ -405,13 +404,12 @@ async fn path_traversal_never_reaches_a_file() {
             assert!(!raw.contains(secret), "{target} leaked {secret:?}:\n{raw}");
         }
     }
-    d.assert_unharmed(from, "path traversal");
+    d.assert_unharmed("path traversal");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn methods_other_than_get_and_head_are_405_with_allow() {
     let mut d = Abused::start().await;
-    let from = Instant::now();
     let addr = d.addr.clone();
     let requests = [
         "POST /v1/tenants HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
@@ -452,13 +450,12 @@ async fn methods_other_than_get_and_head_are_405_with_allow() {
             "{method}: {raw}"
         );
     }
-    d.assert_unharmed(from, "other methods");
+    d.assert_unharmed("other methods");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
     let mut d = Abused::start().await;
-    let from = Instant::now();
     let addr = d.addr.clone();
     let (statuses, rounds) = burst(move || {
         (0..50)
@@ -477,5 +474,5 @@ async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
     .await;
     eprintln!("half-closed requests: {rounds} rounds of 50");
     assert!(statuses.iter().all(|s| *s == Some(200)), "{statuses:?}");
-    d.assert_unharmed(from, "half-closed requests");
+    d.assert_unharmed("half-closed requests");
 }

@@ -31,20 +31,29 @@ fn tenant_record(tenant: &str, now: Timestamp) -> TenantRecord {
 
 fn worker_record(tenant: &str, now: Timestamp) -> WorkerRecord {
     WorkerRecord {
-        tenant: id(tenant),
-        node: "host-1".to_owned(),
-        pid: Some(4242),
         start_time: Some(1_234_567_890_123),
-        status: WorkerStatus::Running,
         restarts: 3,
         last_exit_code: Some(1),
-        last_exit_signal: None,
         last_error: Some("exited with status 1".to_owned()),
-        next_restart_at: None,
-        started_at: Some(now),
-        healthy_since: None,
         spec_hash: Some(spec(tenant, &format!("Business {tenant}")).hash()),
-        updated_at: now,
+        ..records::running_worker(&id(tenant), now)
+    }
+}
+
+/// An event with no revision and no detail.
+fn event(
+    tenant: Option<TenantId>,
+    at: Timestamp,
+    kind: &str,
+    reason: impl Into<String>,
+) -> NewEvent {
+    NewEvent {
+        tenant,
+        at,
+        kind: kind.to_owned(),
+        reason: reason.into(),
+        revision: None,
+        detail: None,
     }
 }
 
@@ -672,29 +681,12 @@ store_test!(
         let t2 = at("2026-11-28T10:01:00Z");
         let t3 = at("2026-11-28T10:02:00Z");
         let restarted = NewEvent {
-            tenant: Some(id("acme")),
-            at: t1,
-            kind: "restarted".to_owned(),
-            reason: "phone changed".to_owned(),
             revision: Some("a1b2c3d".to_owned()),
             detail: Some(serde_json::json!({"fields": ["phone"]})),
+            ..event(Some(id("acme")), t1, "restarted", "phone changed")
         };
-        let refused = NewEvent {
-            tenant: None,
-            at: t2,
-            kind: "prune_refused".to_owned(),
-            reason: "would retire 9 of 10 tenants".to_owned(),
-            revision: None,
-            detail: None,
-        };
-        let other = NewEvent {
-            tenant: Some(id("beta")),
-            at: t3,
-            kind: "reloaded".to_owned(),
-            reason: "hours changed".to_owned(),
-            revision: None,
-            detail: None,
-        };
+        let refused = event(None, t2, "prune_refused", "would retire 9 of 10 tenants");
+        let other = event(Some(id("beta")), t3, "reloaded", "hours changed");
         let first = store.record_event(&restarted).await.unwrap();
         store.record_event(&refused).await.unwrap();
         store.record_event(&other).await.unwrap();
@@ -931,14 +923,12 @@ store_test!(pruning_deletes_exactly_the_old_rows_in_batches, |store| {
     store.log_messages(&batch).await.unwrap();
     for (n, when) in [old, old, old, new].into_iter().enumerate() {
         store
-            .record_event(&NewEvent {
-                tenant: (n % 2 == 0).then(|| id("acme")),
-                at: when,
-                kind: "restarted".to_owned(),
-                reason: "test".to_owned(),
-                revision: None,
-                detail: None,
-            })
+            .record_event(&event(
+                (n % 2 == 0).then(|| id("acme")),
+                when,
+                "restarted",
+                "test",
+            ))
             .await
             .unwrap();
     }
@@ -963,14 +953,7 @@ store_test!(messages_and_events_have_their_own_retention, |store| {
         .await
         .unwrap();
     store
-        .record_event(&NewEvent {
-            tenant: Some(id("acme")),
-            at: t,
-            kind: "restarted".to_owned(),
-            reason: "test".to_owned(),
-            revision: None,
-            detail: None,
-        })
+        .record_event(&event(Some(id("acme")), t, "restarted", "test"))
         .await
         .unwrap();
     let hour = SignedDuration::from_hours(1);
@@ -1075,7 +1058,7 @@ async fn a_sqlite_database_and_its_directory_are_created_on_connect() {
 }
 
 store_test!(batched_workers_and_events_are_written_in_order, |store| {
-    use flowhq::store::{NewEvent, WorkerRecord, WorkerStatus};
+    use flowhq::store::{NewEvent, WorkerRecord};
     let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
     let ids: Vec<TenantId> = (0..3)
         .map(|i| TenantId::parse(&format!("batch-{i}")).unwrap())
@@ -1089,32 +1072,25 @@ store_test!(batched_workers_and_events_are_written_in_order, |store| {
     let workers: Vec<WorkerRecord> = ids
         .iter()
         .map(|id| WorkerRecord {
-            tenant: id.clone(),
             node: "host".into(),
             pid: Some(42),
             start_time: Some(7),
-            status: WorkerStatus::Running,
             restarts: 1,
-            last_exit_code: None,
             last_exit_signal: Some(9),
-            last_error: None,
-            next_restart_at: None,
-            started_at: Some(now),
             healthy_since: Some(now),
-            spec_hash: None,
-            updated_at: now,
+            ..records::running_worker(id, now)
         })
         .collect();
     store.upsert_workers(&workers).await.unwrap();
     assert_eq!(store.workers().await.unwrap(), workers);
     let events: Vec<NewEvent> = (0..5)
-        .map(|i| NewEvent {
-            tenant: Some(ids[i % 3].clone()),
-            at: now,
-            kind: "started".into(),
-            reason: format!("reason {i}"),
-            revision: None,
-            detail: None,
+        .map(|i| {
+            event(
+                Some(ids[i % 3].clone()),
+                now,
+                "started",
+                format!("reason {i}"),
+            )
         })
         .collect();
     store.record_events(&events).await.unwrap();

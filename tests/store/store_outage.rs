@@ -33,12 +33,9 @@ fn message(n: u32) -> NewMessage {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL"]
 async fn a_stopped_postgres_is_unavailable_and_the_store_recovers_when_it_returns() {
-    // Same gate as every PostgreSQL test: skipped without FLOWHQ_TEST_PG_URL, failing in CI.
-    if support::pg_admin_url().is_none() {
+    let Some((cluster, url)) = support::PgCluster::started("outage-test") else {
         return;
-    }
-    let cluster = support::PgCluster::on_free_port("outage-test");
-    let url = cluster.pg_sh("start");
+    };
     let daemon = Store::connect(&url, Role::Daemon).await.unwrap();
     daemon.migrate().await.unwrap();
     support::seed_tenant(&daemon, &tenant()).await;

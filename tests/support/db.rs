@@ -263,6 +263,16 @@ impl PgCluster {
         }
     }
 
+    /// A cluster of the test's own (see [`on_free_port`](Self::on_free_port)), started, and
+    /// its admin URL; `None` when PostgreSQL tests are off (the same gate as every
+    /// PostgreSQL test: skipped without `FLOWHQ_TEST_PG_URL`, failing in CI).
+    pub fn started(name: &str) -> Option<(Self, String)> {
+        pg_admin_url()?;
+        let cluster = Self::on_free_port(name);
+        let url = cluster.pg_sh("start");
+        Some((cluster, url))
+    }
+
     /// Runs `scripts/pg.sh ACTION` for this cluster and returns its output (for `start`, the
     /// admin URL); panics with pg.sh's error output when it fails.
     pub fn pg_sh(&self, action: &str) -> String {

@@ -18,6 +18,25 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
+/// Serves the fake WhatsApp Web from `site` (created when missing): the fixture's
+/// `index.html` and a `fake-config.js` that sets `window.__fakeWaConfig` to `config`, a
+/// JavaScript object literal.
+pub fn write_site(site: &Path, config: &str) {
+    std::fs::create_dir_all(site).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wa-web/index.html");
+    std::fs::copy(&fixture, site.join("index.html")).unwrap();
+    write_config(site, config);
+}
+
+/// Replaces the fake's configuration in `site`; a page reads it when it loads.
+pub fn write_config(site: &Path, config: &str) {
+    std::fs::write(
+        site.join("fake-config.js"),
+        format!("window.__fakeWaConfig = {config};\n"),
+    )
+    .unwrap();
+}
+
 /// Where WhatsApp Web lives; the worker's page is the one on this origin.
 const ORIGIN: &str = "https://web.whatsapp.com/";
 

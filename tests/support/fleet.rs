@@ -264,6 +264,18 @@ backoff = {{ initial = "300ms", max = "2s", reset_after = "10m", jitter = 0.1 }}
         }
     }
 
+    /// Kills the daemon with SIGKILL, starts a new one and waits until it has adopted
+    /// `workers` workers.
+    pub async fn restart_after_kill_9(&mut self, workers: usize) {
+        self.signal_daemon(Signal::SIGKILL);
+        self.wait_daemon();
+        self.start();
+        self.until(&format!("the new daemon adopted {workers} workers"), |f| {
+            f.daemon_log().matches("adopted worker").count() == workers
+        })
+        .await;
+    }
+
     pub async fn store(&self) -> Store {
         Store::connect(&self.db_url, Role::Worker).await.unwrap()
     }
@@ -289,6 +301,19 @@ backoff = {{ initial = "300ms", max = "2s", reset_after = "10m", jitter = 0.1 }}
         self.workers()
             .get(tenant)
             .and_then(|p| (p.len() == 1).then(|| p[0]))
+    }
+
+    /// Waits until `tenant` has one worker, and returns its pid.
+    pub async fn wait_pid(&self, tenant: &str) -> i32 {
+        self.until(&format!("{tenant} running"), |f| f.pid_of(tenant).is_some())
+            .await;
+        self.pid_of(tenant).unwrap()
+    }
+
+    /// Waits (for `what`) until `tenant`'s one worker is another process than `pid`.
+    pub async fn wait_replaced(&self, tenant: &str, pid: i32, what: &str) {
+        self.until(what, |f| f.pid_of(tenant).is_some_and(|p| p != pid))
+            .await;
     }
 
     /// Exactly one worker for each of `ids` and none else.

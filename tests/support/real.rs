@@ -39,21 +39,10 @@ impl RealDaemon {
     /// Writes the fake site and the config into `root` and starts the daemon on the tenant
     /// files in `root/tenants.d` (created when missing).
     pub fn start(root: &Path, cfg: &RealConfig<'_>) -> RealDaemon {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
         let tenants = root.join("tenants.d");
         std::fs::create_dir_all(&tenants).unwrap();
         let site = root.join("site");
-        std::fs::create_dir(&site).unwrap();
-        std::fs::copy(
-            repo.join("tests/fixtures/wa-web/index.html"),
-            site.join("index.html"),
-        )
-        .unwrap();
-        std::fs::write(
-            site.join("fake-config.js"),
-            format!("window.__fakeWaConfig = {{{}}};\n", cfg.fake_config),
-        )
-        .unwrap();
+        super::fake_wa::write_site(&site, &format!("{{{}}}", cfg.fake_config));
         let config = root.join("flowhq.toml");
         std::fs::write(
             &config,

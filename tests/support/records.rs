@@ -1,5 +1,6 @@
-//! Valid tenant specs and records for tests that write the store or drive the bot directly,
-//! so each test states only what it changes (`TenantSpec { template, ..spec(..) }`).
+//! Valid tenant specs, records and incoming messages for tests that write the store or drive
+//! the bot directly, so each test states only what it changes (`TenantSpec { template,
+//! ..spec(..) }`). The benchmarks include it too (`examples/common`, `benches/store.rs`).
 //!
 //! It owns no database (`support::db`) and no files (tenant files are `support::fleet`'s).
 
@@ -7,7 +8,8 @@ use std::collections::BTreeMap;
 
 use flowhq::config::tenant::Limits;
 use flowhq::config::{Language, Phone, Template, TenantId, TenantSpec};
-use flowhq::store::{Lifecycle, TenantRecord};
+use flowhq::store::{Lifecycle, TenantRecord, WorkerRecord, WorkerStatus};
+use flowhq::worker::transport::IncomingMessage;
 use jiff::Timestamp;
 
 /// An enabled booking tenant in Swahili in Dar es Salaam, phone +255712345678, no hours,
@@ -25,6 +27,50 @@ pub fn spec(id: &str, business_name: &str) -> TenantSpec {
         limits: Limits::default(),
         replies: BTreeMap::new(),
         restart: None,
+    }
+}
+
+/// The record of `tenant`'s worker running since `now` on `host-1` as pid 4242, never
+/// restarted, not yet healthy, with no spec hash.
+pub fn running_worker(tenant: &TenantId, now: Timestamp) -> WorkerRecord {
+    WorkerRecord {
+        tenant: tenant.clone(),
+        node: "host-1".to_owned(),
+        pid: Some(4242),
+        start_time: Some(1),
+        status: WorkerStatus::Running,
+        restarts: 0,
+        last_exit_code: None,
+        last_exit_signal: None,
+        last_error: None,
+        next_restart_at: None,
+        started_at: Some(now),
+        healthy_since: None,
+        spec_hash: None,
+        updated_at: now,
+    }
+}
+
+/// A text message from customer `chat` to +255712345678, not yet seen, sent at 1_800_000_000.
+pub fn incoming(chat: &str, id: &str, body: &str) -> IncomingMessage {
+    IncomingMessage {
+        id: format!("false_{chat}_{id}"),
+        short_id: id.to_owned(),
+        chat: chat.to_owned(),
+        from: chat.to_owned(),
+        author: None,
+        to: Some("255712345678@c.us".to_owned()),
+        body: body.to_owned(),
+        timestamp: 1_800_000_000,
+        kind: "chat".to_owned(),
+        push_name: None,
+        from_me: false,
+        is_group: false,
+        is_status: false,
+        is_broadcast: false,
+        is_newsletter: false,
+        is_history: false,
+        has_media: false,
     }
 }
 

@@ -44,6 +44,21 @@ pub fn tenant(id: &str, name: &str) -> TenantStatus {
     }
 }
 
+/// A worker running as `pid` since `now`, never restarted, its memory not yet read.
+pub fn running(pid: u32, now: Timestamp) -> WorkerView {
+    WorkerView {
+        state: WorkerStatus::Running,
+        pid: Some(pid),
+        restarts: 0,
+        last_exit_code: None,
+        last_exit_signal: None,
+        last_error: None,
+        next_retry_at: None,
+        started_at: Some(now),
+        memory_bytes: None,
+    }
+}
+
 pub fn now() -> Timestamp {
     Timestamp::now()
 }
@@ -55,15 +70,10 @@ pub fn snapshot() -> StatusSnapshot {
     let mut acme = tenant("acme", "Acme Salon");
     acme.phone = Some("+255711111111".to_owned());
     acme.worker = Some(WorkerView {
-        state: WorkerStatus::Running,
-        pid: Some(4242),
         restarts: 1,
         last_exit_code: Some(1),
-        last_exit_signal: None,
-        last_error: None,
-        next_retry_at: None,
-        started_at: Some(now),
         memory_bytes: Some(300 << 20),
+        ..running(4242, now)
     });
     acme.session = Some(SessionView {
         state: SessionState::QrReady,
@@ -77,17 +87,7 @@ pub fn snapshot() -> StatusSnapshot {
     acme.counters = [("duplicate".to_owned(), 2), ("queue_full".to_owned(), 7)].into();
     let mut bistro = tenant("bistro", "Bistro");
     bistro.phone = Some("+255722222222".to_owned());
-    bistro.worker = Some(WorkerView {
-        state: WorkerStatus::Running,
-        pid: Some(4343),
-        restarts: 0,
-        last_exit_code: None,
-        last_exit_signal: None,
-        last_error: None,
-        next_retry_at: None,
-        started_at: Some(now),
-        memory_bytes: None,
-    });
+    bistro.worker = Some(running(4343, now));
     bistro.session = Some(SessionView {
         state: SessionState::Connected,
         qr: None,
@@ -118,6 +118,18 @@ pub fn snapshot() -> StatusSnapshot {
 }
 
 /// A running server over `snap` with a token file and a link secret in `dir`.
+/// [`start`] on a fresh directory with [`snapshot`] and the default limits; the directory
+/// lives as long as the returned `TempDir`.
+pub async fn start_default() -> (
+    tempfile::TempDir,
+    ServerHandle,
+    watch::Sender<Arc<StatusSnapshot>>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, tx) = start(dir.path(), snapshot(), Limits::default()).await;
+    (dir, server, tx)
+}
+
 pub async fn start(
     dir: &Path,
     snap: StatusSnapshot,

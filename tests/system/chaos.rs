@@ -602,6 +602,15 @@ impl World {
         pid
     }
 
+    /// Polls `check` every 200 ms until it holds; fails with `what` and the logs' ends once
+    /// `deadline` has passed.
+    async fn poll(&self, deadline: Instant, what: &str, mut check: impl AsyncFnMut() -> bool) {
+        while !check().await {
+            assert!(Instant::now() < deadline, "{what}\n{}", self.log_tail());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The end of the daemon's log and of the real workers' logs.
     fn log_tail(&self) -> String {
         let tail = |path: PathBuf, n: usize| {
@@ -861,17 +870,7 @@ async fn the_fleet_survives_random_faults_and_loses_no_message() {
     )
     .unwrap();
     let site = root.join("site");
-    std::fs::create_dir(&site).unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wa-web/index.html"),
-        site.join("index.html"),
-    )
-    .unwrap();
-    std::fs::write(
-        site.join("fake-config.js"),
-        "window.__fakeWaConfig = {qrIntervalMs: 20000};\n",
-    )
-    .unwrap();
+    support::fake_wa::write_site(&site, "{qrIntervalMs: 20000}");
     let status = format!("127.0.0.1:{}", support::free_port());
     let config = root.join("flowhq.toml");
     std::fs::write(
@@ -980,23 +979,17 @@ backoff = {{ initial = "300ms", max = "3s", reset_after = "10m", jitter = 0.2 }}
     .await;
     for (i, (id, name, ..)) in REAL.iter().enumerate() {
         let tid = TenantId::parse(id).unwrap();
-        loop {
-            if store
+        let qr = async || {
+            store
                 .session(&tid)
                 .await
                 .ok()
                 .flatten()
                 .is_some_and(|s| s.state == SessionState::QrReady && s.qr.is_some())
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{id} never showed a QR code\n{}",
-                world.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        };
+        world
+            .poll(deadline, &format!("{id} never showed a QR code"), qr)
+            .await;
         let page = FakeWa::attach(&world.sessions().join(id), SETUP_WAIT)
             .await
             .unwrap_or_else(|e| panic!("{e}\n{}", world.log_tail()));
@@ -1012,18 +1005,13 @@ backoff = {{ initial = "300ms", max = "3s", reset_after = "10m", jitter = 0.2 }}
     }
     for (id, ..) in REAL {
         let tid = TenantId::parse(id).unwrap();
-        loop {
+        let connected = async || {
             let session = store.session(&tid).await.ok().flatten();
-            if session.is_some_and(|s| s.state == SessionState::Connected) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{id} never connected\n{}",
-                world.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            session.is_some_and(|s| s.state == SessionState::Connected)
+        };
+        world
+            .poll(deadline, &format!("{id} never connected"), connected)
+            .await;
     }
     // Chromium writes localStorage to disk lazily; a kill -9 before that loses the fake's link
     // (WhatsApp Web keeps its keys in IndexedDB, which commits each write). Faults start once

@@ -57,28 +57,19 @@ fn chat(n: u32) -> String {
 }
 
 fn msg(chat: &str, id: &str, body: &str) -> IncomingMessage {
-    IncomingMessage {
-        id: format!("false_{chat}_{id}"),
-        short_id: id.to_owned(),
-        chat: chat.to_owned(),
-        from: chat.to_owned(),
-        author: None,
-        to: Some("255712345678@c.us".to_owned()),
-        body: body.to_owned(),
-        timestamp: 1_800_000_000,
-        kind: "chat".to_owned(),
-        push_name: None,
-        from_me: false,
-        is_group: false,
-        is_status: false,
-        is_broadcast: false,
-        is_newsletter: false,
-        is_history: false,
-        has_media: false,
-    }
+    records::incoming(chat, id, body)
 }
 
 /// A ready bot on a manual clock, with its transport.
+/// [`seed`], then [`bot_on`] with `spec`.
+async fn seeded_bot(
+    store: &Store,
+    spec: TenantSpec,
+) -> (Bot<MemoryTransport>, MemoryTransport, ManualClock) {
+    seed(store).await;
+    bot_on(store, spec).await
+}
+
 async fn bot_on(
     store: &Store,
     spec: TenantSpec,
@@ -142,8 +133,8 @@ async fn counters(bot: &Bot<MemoryTransport>, store: &Store) -> HashMap<String, 
 store_test!(
     a_message_is_logged_answered_as_a_quoted_reply_and_logged_out,
     |store| {
-        seed(&store).await;
-        let (bot, transport, _clock) = bot_on(&store, spec(Template::Booking, Language::En)).await;
+        let (bot, transport, _clock) =
+            seeded_bot(&store, spec(Template::Booking, Language::En)).await;
         let c = chat(1);
         bot.on_message(msg(&c, "A1", "I want to book")).await;
         bot.idle().await;
@@ -179,8 +170,7 @@ store_test!(
 );
 
 store_test!(filtered_messages_are_counted_and_never_answered, |store| {
-    seed(&store).await;
-    let (bot, transport, _clock) = bot_on(&store, spec(Template::Booking, Language::Sw)).await;
+    let (bot, transport, _clock) = seeded_bot(&store, spec(Template::Booking, Language::Sw)).await;
     let c = chat(2);
     bot.set_ready(false);
     bot.on_message(msg(&c, "N1", "habari")).await;
@@ -219,8 +209,8 @@ store_test!(filtered_messages_are_counted_and_never_answered, |store| {
 store_test!(
     a_message_id_is_answered_once_even_after_a_restart,
     |store| {
-        seed(&store).await;
-        let (bot, transport, clock) = bot_on(&store, spec(Template::Booking, Language::Sw)).await;
+        let (bot, transport, clock) =
+            seeded_bot(&store, spec(Template::Booking, Language::Sw)).await;
         let c = chat(3);
         bot.on_message(msg(&c, "D1", "habari")).await;
         bot.on_message(msg(&c, "D1", "habari")).await;
@@ -492,8 +482,8 @@ async fn a_full_chat_queue_says_please_wait_once_and_drops_the_rest() {
 store_test!(
     opting_out_silences_a_contact_until_it_opts_back_in,
     |store| {
-        seed(&store).await;
-        let (bot, transport, _clock) = bot_on(&store, spec(Template::Booking, Language::Sw)).await;
+        let (bot, transport, _clock) =
+            seeded_bot(&store, spec(Template::Booking, Language::Sw)).await;
         let c = chat(70);
         bot.on_message(msg(&c, "O1", " ACHA ")).await;
         bot.on_message(msg(&c, "O2", "habari")).await;
@@ -538,8 +528,7 @@ store_test!(
 async fn reload_applies_the_new_spec_to_the_next_message() {
     let db = support::TestDb::sqlite();
     let store = db.store().await;
-    seed(&store).await;
-    let (bot, transport, _clock) = bot_on(&store, spec(Template::Booking, Language::Sw)).await;
+    let (bot, transport, _clock) = seeded_bot(&store, spec(Template::Booking, Language::Sw)).await;
     let c = chat(80);
     bot.on_message(msg(&c, "L1", "bei")).await;
     bot.idle().await;
@@ -570,8 +559,7 @@ async fn reload_applies_the_new_spec_to_the_next_message() {
 async fn a_failed_send_is_counted_and_not_logged_out() {
     let db = support::TestDb::sqlite();
     let store = db.store().await;
-    seed(&store).await;
-    let (bot, transport, _clock) = bot_on(&store, spec(Template::Support, Language::En)).await;
+    let (bot, transport, _clock) = seeded_bot(&store, spec(Template::Support, Language::En)).await;
     transport.fail_sends(Some("chat not found"));
     bot.on_message(msg(&chat(90), "X1", "problem")).await;
     bot.idle().await;
@@ -587,8 +575,7 @@ async fn log_rows_that_failed_while_the_store_was_down_are_written_once_it_is_ba
 
     let db = support::TestDb::sqlite();
     let store = db.store().await;
-    seed(&store).await;
-    let (bot, transport, _clock) = bot_on(&store, spec(Template::Support, Language::En)).await;
+    let (bot, transport, _clock) = seeded_bot(&store, spec(Template::Support, Language::En)).await;
     // Another process holds the write lock past the busy timeout: the store is unavailable.
     let mut holder = sqlx::SqliteConnection::connect(db.url()).await.unwrap();
     holder.execute("BEGIN EXCLUSIVE").await.unwrap();
@@ -644,8 +631,7 @@ async fn log_rows_that_failed_while_the_store_was_down_are_written_once_it_is_ba
 async fn shutdown_drains_accepted_messages_and_refuses_new_ones() {
     let db = support::TestDb::sqlite();
     let store = db.store().await;
-    seed(&store).await;
-    let (bot, transport, _clock) = bot_on(&store, spec(Template::Booking, Language::En)).await;
+    let (bot, transport, _clock) = seeded_bot(&store, spec(Template::Booking, Language::En)).await;
     for n in 0..20 {
         bot.on_message(msg(&chat(200 + n % 4), &format!("Z{n}"), "hello"))
             .await;

@@ -9,7 +9,7 @@
 // Test helpers outside `#[test]` functions may panic on setup failures and print skip notes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use flowhq::worker::browser::{BrowserOptions, Error, WaWebBrowser};
@@ -36,17 +36,15 @@ struct Env {
 }
 
 impl Env {
+    /// An environment on the fake's default configuration.
+    fn plain() -> Option<Env> {
+        Env::new(json!({}))
+    }
+
     fn new(config: Value) -> Option<Env> {
         let chromium = chromium()?;
         let site = tempfile::tempdir().unwrap();
-        let fixture =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wa-web/index.html");
-        std::fs::copy(&fixture, site.path().join("index.html")).unwrap();
-        std::fs::write(
-            site.path().join("fake-config.js"),
-            format!("window.__fakeWaConfig = {config};\n"),
-        )
-        .unwrap();
+        crate::support::fake_wa::write_site(site.path(), &config.to_string());
         let profile = tempfile::tempdir().unwrap();
         Some(Env {
             site,
@@ -56,11 +54,7 @@ impl Env {
     }
 
     fn write_config(&self, config: Value) {
-        std::fs::write(
-            self.site.path().join("fake-config.js"),
-            format!("window.__fakeWaConfig = {config};\n"),
-        )
-        .unwrap();
+        crate::support::fake_wa::write_config(self.site.path(), &config.to_string());
     }
 
     fn profile_dir(&self) -> PathBuf {
@@ -79,6 +73,19 @@ impl Env {
 
     async fn launch(&self) -> (WaWebBrowser, Events) {
         WaWebBrowser::launch(self.options()).await.unwrap()
+    }
+
+    /// Launches and waits for the first QR code.
+    async fn launch_to_qr(&self) -> (WaWebBrowser, Events) {
+        let (b, mut ev) = self.launch().await;
+        wait_for(&mut ev, "qr", |e| matches!(e, TransportEvent::Qr { .. })).await;
+        (b, ev)
+    }
+
+    /// Closes the browser and asserts that nothing of it is left.
+    async fn close(&self, b: WaWebBrowser) {
+        b.close().await;
+        self.assert_no_chromium();
     }
 
     /// Asserts that no live process carries this profile (waits briefly for exits).
@@ -111,6 +118,14 @@ async fn wait_for(
     }
 }
 
+/// Waits for a disconnect, returning it and everything seen before.
+async fn disconnected(events: &mut Events) -> (TransportEvent, Vec<TransportEvent>) {
+    wait_for(events, "disconnect", |e| {
+        matches!(e, TransportEvent::Disconnected { .. })
+    })
+    .await
+}
+
 async fn fake(b: &WaWebBrowser, call: &str) -> Value {
     b.evaluate_json(&format!("window.__fakeWa.{call}"))
         .await
@@ -119,8 +134,7 @@ async fn fake(b: &WaWebBrowser, call: &str) -> Value {
 
 /// Launches on a fresh profile, scans the first QR and waits until ready.
 async fn linked(env: &Env) -> (WaWebBrowser, Events) {
-    let (b, mut ev) = env.launch().await;
-    wait_for(&mut ev, "qr", |e| matches!(e, TransportEvent::Qr { .. })).await;
+    let (b, mut ev) = env.launch_to_qr().await;
     fake(
         &b,
         "scanQr({pn: '255712345678', lid: '98765432101234', pushname: 'Mama Asha'})",
@@ -131,6 +145,12 @@ async fn linked(env: &Env) -> (WaWebBrowser, Events) {
     })
     .await;
     (b, ev)
+}
+
+/// Has the fake receive a message with these fields and waits for the driver to report it.
+async fn receive(b: &WaWebBrowser, events: &mut Events, fields: &str) -> IncomingMessage {
+    fake(b, &format!("receive({fields})")).await;
+    message(events).await
 }
 
 async fn message(events: &mut Events) -> IncomingMessage {
@@ -190,8 +210,7 @@ async fn links_by_qr_and_restarts_without_qr_on_the_same_profile() {
         }
     );
     assert!(b.ping(Duration::from_secs(5)).await);
-    b.close().await;
-    env.assert_no_chromium();
+    env.close(b).await;
 
     let (b, mut ev) = env.launch().await;
     let (_, before) = wait_for(&mut ev, "ready after restart", |e| {
@@ -204,16 +223,13 @@ async fn links_by_qr_and_restarts_without_qr_on_the_same_profile() {
             .any(|e| matches!(e, TransportEvent::Qr { .. })),
         "a restored session shows no QR: {before:?}"
     );
-    b.close().await;
-    env.assert_no_chromium();
+    env.close(b).await;
 }
 
 #[tokio::test]
 #[ignore = "needs Chromium"]
 async fn incoming_messages_of_every_variant_carry_their_flags() {
-    let Some(env) = Env::new(json!({})) else {
-        return;
-    };
+    let Some(env) = Env::plain() else { return };
     let (b, mut ev) = linked(&env).await;
 
     let id = fake(&b, "receive({chat: '255700000001@c.us', body: 'Habari'})").await;
@@ -235,83 +251,89 @@ async fn incoming_messages_of_every_variant_carry_their_flags() {
     );
     assert!(m.timestamp > 1_700_000_000);
 
-    fake(
+    let m = receive(
         &b,
-        "receive({chat: '11122233344455@lid', body: 'lid', plainStrings: true})",
+        &mut ev,
+        "{chat: '11122233344455@lid', body: 'lid', plainStrings: true}",
     )
     .await;
-    let m = message(&mut ev).await;
     assert_eq!(
         (m.chat.as_str(), m.from.as_str()),
         ("11122233344455@lid", "11122233344455@lid")
     );
 
-    fake(&b, "receive({chat: '120363000000000001@g.us', participant: '255700000002@c.us', body: 'group'})").await;
-    let m = message(&mut ev).await;
+    let m = receive(
+        &b,
+        &mut ev,
+        "{chat: '120363000000000001@g.us', participant: '255700000002@c.us', body: 'group'}",
+    )
+    .await;
     assert!(m.is_group);
     assert_eq!(m.author.as_deref(), Some("255700000002@c.us"));
     assert!(m.id.ends_with("_255700000002@c.us"), "{}", m.id);
 
-    fake(
+    let m = receive(
         &b,
-        "receive({chat: 'status@broadcast', participant: '255700000003@c.us', body: 'status'})",
+        &mut ev,
+        "{chat: 'status@broadcast', participant: '255700000003@c.us', body: 'status'}",
     )
     .await;
-    let m = message(&mut ev).await;
     assert!(m.is_status && !m.is_broadcast && !m.is_group);
 
-    fake(
-        &b,
-        "receive({chat: '120363000000000002@newsletter', body: 'channel'})",
-    )
-    .await;
-    assert!(message(&mut ev).await.is_newsletter);
+    assert!(
+        receive(
+            &b,
+            &mut ev,
+            "{chat: '120363000000000002@newsletter', body: 'channel'}"
+        )
+        .await
+        .is_newsletter
+    );
 
-    fake(
+    let m = receive(
         &b,
-        "receive({chat: '255700000001@c.us', body: 'from my phone', fromMe: true})",
+        &mut ev,
+        "{chat: '255700000001@c.us', body: 'from my phone', fromMe: true}",
     )
     .await;
-    let m = message(&mut ev).await;
     assert!(m.from_me && m.id.starts_with("true_"));
 
-    fake(
-        &b,
-        "receive({chat: '255700000001@c.us', body: 'old', isNewMsg: false})",
-    )
-    .await;
-    assert!(message(&mut ev).await.is_history);
+    assert!(
+        receive(
+            &b,
+            &mut ev,
+            "{chat: '255700000001@c.us', body: 'old', isNewMsg: false}"
+        )
+        .await
+        .is_history
+    );
 
-    fake(
+    let m = receive(
         &b,
-        "receive({chat: '255700000001@c.us', body: 'photo', hasMedia: true})",
+        &mut ev,
+        "{chat: '255700000001@c.us', body: 'photo', hasMedia: true}",
     )
     .await;
-    let m = message(&mut ev).await;
     assert!(m.has_media && m.body == "photo");
 
     // Not yet decrypted: reported only once it turns into a text message.
-    fake(
+    let m = receive(
         &b,
-        "receive({chat: '255700000004@c.us', body: 'late', ciphertextMs: 200})",
+        &mut ev,
+        "{chat: '255700000004@c.us', body: 'late', ciphertextMs: 200}",
     )
     .await;
-    let m = message(&mut ev).await;
     assert_eq!((m.kind.as_str(), m.body.as_str()), ("chat", "late"));
 
-    b.close().await;
-    env.assert_no_chromium();
+    env.close(b).await;
 }
 
 #[tokio::test]
 #[ignore = "needs Chromium"]
 async fn quoted_reply_is_sent_recorded_and_acked() {
-    let Some(env) = Env::new(json!({})) else {
-        return;
-    };
+    let Some(env) = Env::plain() else { return };
     let (b, mut ev) = linked(&env).await;
-    fake(&b, "receive({chat: '255700000001@c.us', body: '1'})").await;
-    let m = message(&mut ev).await;
+    let m = receive(&b, &mut ev, "{chat: '255700000001@c.us', body: '1'}").await;
 
     let sent = b.send_reply(&m.chat, &m.id, "Karibu!").await.unwrap();
     assert!(sent.quoted);
@@ -340,8 +362,7 @@ async fn quoted_reply_is_sent_recorded_and_acked() {
     );
 
     // A reply to a LID chat goes out from the LID identity; an invalid number is refused.
-    fake(&b, "receive({chat: '11122233344455@lid', body: 'hi'})").await;
-    let m = message(&mut ev).await;
+    let m = receive(&b, &mut ev, "{chat: '11122233344455@lid', body: 'hi'}").await;
     b.send_reply(&m.chat, &m.id, "ok").await.unwrap();
     assert_eq!(
         fake(&b, "outbox()").await[1]["from"],
@@ -360,16 +381,13 @@ async fn quoted_reply_is_sent_recorded_and_acked() {
         "{r:?}"
     );
 
-    b.close().await;
-    env.assert_no_chromium();
+    env.close(b).await;
 }
 
 #[tokio::test]
 #[ignore = "needs Chromium"]
 async fn logout_from_the_phone_reports_logged_out_and_a_new_qr() {
-    let Some(env) = Env::new(json!({})) else {
-        return;
-    };
+    let Some(env) = Env::plain() else { return };
     let (b, mut ev) = linked(&env).await;
     fake(&b, "logoutFromPhone()").await;
     let (_, before) = wait_for(&mut ev, "logged out", |e| *e == TransportEvent::LoggedOut).await;
@@ -383,23 +401,19 @@ async fn logout_from_the_phone_reports_logged_out_and_a_new_qr() {
         matches!(e, TransportEvent::Qr { .. })
     })
     .await;
-    b.close().await;
-    env.assert_no_chromium();
+    env.close(b).await;
 
     // `logout()` from our side ends the same way.
     let (b, mut ev) = linked(&env).await;
     b.logout().await.unwrap();
     wait_for(&mut ev, "logged out", |e| *e == TransportEvent::LoggedOut).await;
-    b.close().await;
-    env.assert_no_chromium();
+    env.close(b).await;
 }
 
 #[tokio::test]
 #[ignore = "needs Chromium"]
 async fn conflict_is_reported_and_takeover_recovers_and_terminal_states_disconnect() {
-    let Some(env) = Env::new(json!({})) else {
-        return;
-    };
+    let Some(env) = Env::plain() else { return };
     let (b, mut ev) = linked(&env).await;
     fake(&b, "conflict()").await;
     let (e, _) = wait_for(&mut ev, "conflict", |e| {
@@ -416,10 +430,7 @@ async fn conflict_is_reported_and_takeover_recovers_and_terminal_states_disconne
 
     fake(&b, "setState('TIMEOUT')").await;
     fake(&b, "setState('TOS_BLOCK')").await;
-    let (e, before) = wait_for(&mut ev, "disconnect", |e| {
-        matches!(e, TransportEvent::Disconnected { .. })
-    })
-    .await;
+    let (e, before) = disconnected(&mut ev).await;
     assert!(
         before.contains(&TransportEvent::StateChange(WaState::Timeout)),
         "{before:?}"
@@ -430,23 +441,16 @@ async fn conflict_is_reported_and_takeover_recovers_and_terminal_states_disconne
             reason: DisconnectReason::State(WaState::TosBlock)
         }
     );
-    b.close().await;
-    env.assert_no_chromium();
+    env.close(b).await;
 }
 
 #[tokio::test]
 #[ignore = "needs Chromium"]
 async fn renderer_crash_is_reported_as_a_disconnect() {
-    let Some(env) = Env::new(json!({})) else {
-        return;
-    };
-    let (b, mut ev) = env.launch().await;
-    wait_for(&mut ev, "qr", |e| matches!(e, TransportEvent::Qr { .. })).await;
+    let Some(env) = Env::plain() else { return };
+    let (b, mut ev) = env.launch_to_qr().await;
     b.crash_renderer().await;
-    let (e, _) = wait_for(&mut ev, "disconnect", |e| {
-        matches!(e, TransportEvent::Disconnected { .. })
-    })
-    .await;
+    let (e, _) = disconnected(&mut ev).await;
     assert_eq!(
         e,
         TransportEvent::Disconnected {
@@ -454,27 +458,20 @@ async fn renderer_crash_is_reported_as_a_disconnect() {
         }
     );
     assert!(!b.ping(Duration::from_secs(2)).await);
-    b.close().await;
-    env.assert_no_chromium();
+    env.close(b).await;
 }
 
 #[tokio::test]
 #[ignore = "needs Chromium"]
 async fn killed_browser_is_reported_and_nothing_is_left_behind() {
-    let Some(env) = Env::new(json!({})) else {
-        return;
-    };
-    let (b, mut ev) = env.launch().await;
-    wait_for(&mut ev, "qr", |e| matches!(e, TransportEvent::Qr { .. })).await;
+    let Some(env) = Env::plain() else { return };
+    let (b, mut ev) = env.launch_to_qr().await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(b.pid() as i32),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let (e, _) = wait_for(&mut ev, "disconnect", |e| {
-        matches!(e, TransportEvent::Disconnected { .. })
-    })
-    .await;
+    let (e, _) = disconnected(&mut ev).await;
     match e {
         TransportEvent::Disconnected {
             reason: DisconnectReason::BrowserExited { status },
@@ -486,8 +483,7 @@ async fn killed_browser_is_reported_and_nothing_is_left_behind() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("closed"), "{err}");
-    b.close().await;
-    env.assert_no_chromium();
+    env.close(b).await;
 }
 
 #[tokio::test]
@@ -530,9 +526,7 @@ async fn renamed_module_fails_naming_the_missing_module() {
 #[tokio::test]
 #[ignore = "needs Chromium"]
 async fn profile_directory_is_private_and_chromium_is_missing_is_a_launch_error() {
-    let Some(env) = Env::new(json!({})) else {
-        return;
-    };
+    let Some(env) = Env::plain() else { return };
     let mut opts = env.options();
     opts.chromium = env.site.path().join("no-such-chromium");
     let err = WaWebBrowser::launch(opts).await.unwrap_err();
@@ -549,9 +543,7 @@ async fn profile_directory_is_private_and_chromium_is_missing_is_a_launch_error(
 #[tokio::test]
 #[ignore = "needs Chromium"]
 async fn ready_is_reported_when_sync_finished_before_the_script_was_injected() {
-    let Some(env) = Env::new(json!({})) else {
-        return;
-    };
+    let Some(env) = Env::plain() else { return };
     let (b, _ev) = linked(&env).await;
     b.close().await;
     // Restored session that syncs at once and announces Debug.VERSION only afterwards: the
@@ -564,18 +556,14 @@ async fn ready_is_reported_when_sync_finished_before_the_script_was_injected() {
         matches!(e, TransportEvent::Ready { .. })
     })
     .await;
-    b.close().await;
-    env.assert_no_chromium();
+    env.close(b).await;
 }
 
 #[tokio::test]
 #[ignore = "needs Chromium"]
 async fn a_module_missing_after_the_pairing_reload_is_reported_as_fatal() {
-    let Some(env) = Env::new(json!({})) else {
-        return;
-    };
-    let (b, mut ev) = env.launch().await;
-    wait_for(&mut ev, "qr", |e| matches!(e, TransportEvent::Qr { .. })).await;
+    let Some(env) = Env::plain() else { return };
+    let (b, mut ev) = env.launch_to_qr().await;
     // The reload after the scan fetches the new configuration: WhatsApp Web "updated".
     env.write_config(
         json!({"renameModule": {"from": "WAWebCollections", "to": "WAWebCollectionsV2"}}),
@@ -589,16 +577,13 @@ async fn a_module_missing_after_the_pairing_reload_is_reported_as_fatal() {
         unreachable!()
     };
     assert!(message.contains("WAWebCollections"), "{message}");
-    b.close().await;
-    env.assert_no_chromium();
+    env.close(b).await;
 }
 
 #[tokio::test]
 #[ignore = "needs Chromium"]
 async fn stale_profile_locks_are_cleared_and_a_profile_in_use_is_refused() {
-    let Some(env) = Env::new(json!({})) else {
-        return;
-    };
+    let Some(env) = Env::plain() else { return };
     // What a browser killed on another host name (a previous container) leaves behind.
     std::fs::create_dir_all(env.profile_dir()).unwrap();
     std::os::unix::fs::symlink(
@@ -606,8 +591,7 @@ async fn stale_profile_locks_are_cleared_and_a_profile_in_use_is_refused() {
         env.profile_dir().join("SingletonLock"),
     )
     .unwrap();
-    let (b, mut ev) = env.launch().await;
-    wait_for(&mut ev, "qr", |e| matches!(e, TransportEvent::Qr { .. })).await;
+    let (b, _ev) = env.launch_to_qr().await;
 
     let err = WaWebBrowser::launch(env.options()).await.unwrap_err();
     assert!(matches!(err, Error::ProfileInUse { .. }), "{err}");
@@ -616,6 +600,5 @@ async fn stale_profile_locks_are_cleared_and_a_profile_in_use_is_refused() {
         b.ping(Duration::from_secs(5)).await,
         "the first browser is untouched"
     );
-    b.close().await;
-    env.assert_no_chromium();
+    env.close(b).await;
 }

@@ -45,6 +45,11 @@ fn record(now: Timestamp) -> TenantRecord {
     records::tenant_record(records::spec(TENANT, "Mama Asha Salon"), now)
 }
 
+/// A rig with the tenant applied, or `None` (skip) without Chromium.
+async fn rig() -> Option<Rig> {
+    Some(Rig::new(chromium()?, true).await)
+}
+
 /// A store, a fake site, a state directory and at most one running worker.
 struct Rig {
     root: tempfile::TempDir,
@@ -63,15 +68,7 @@ impl Rig {
     async fn with_store(chromium: PathBuf, with_tenant: bool, url: Option<String>) -> Rig {
         let root = tempfile::tempdir().unwrap();
         let site = root.path().join("site");
-        std::fs::create_dir(&site).unwrap();
-        let fixture =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wa-web/index.html");
-        std::fs::copy(&fixture, site.join("index.html")).unwrap();
-        std::fs::write(
-            site.join("fake-config.js"),
-            "window.__fakeWaConfig = {controlPollMs: 100, qrIntervalMs: 400};\n",
-        )
-        .unwrap();
+        support::fake_wa::write_site(&site, "{controlPollMs: 100, qrIntervalMs: 400}");
         let url =
             url.unwrap_or_else(|| format!("sqlite://{}", root.path().join("flowhq.db").display()));
         let store = Store::connect(&url, Role::Daemon).await.unwrap();
@@ -283,6 +280,21 @@ impl Rig {
     fn assert_no_chromium(&self) {
         support::chromium::assert_none_on(&self.profile());
     }
+
+    /// Asserts that for each of `wanted` some event reads `kind: reason` containing it.
+    async fn assert_events(&self, wanted: &[&str]) -> Vec<String> {
+        let events = self.event_reasons().await;
+        for w in wanted {
+            assert!(events.iter().any(|e| e.contains(w)), "{w:?}: {events:?}");
+        }
+        events
+    }
+
+    /// Stops the worker, which must exit 0 and leave no Chromium of its profile.
+    fn stop_cleanly(&mut self) {
+        assert_eq!(self.stop(), 0, "{}", self.log());
+        self.assert_no_chromium();
+    }
 }
 
 impl Drop for Rig {
@@ -309,8 +321,7 @@ fn mode(p: &Path) -> u32 {
 #[tokio::test]
 #[ignore = "needs Chromium"]
 async fn links_by_qr_survives_sigterm_and_restarts_connected_without_a_qr() {
-    let Some(chromium) = chromium() else { return };
-    let mut rig = Rig::new(chromium, true).await;
+    let Some(mut rig) = rig().await else { return };
     rig.start();
     // Every rotation reaches the session row.
     let mut payloads: Vec<String> = Vec::new();
@@ -351,8 +362,7 @@ async fn links_by_qr_survives_sigterm_and_restarts_connected_without_a_qr() {
         .await;
     assert!(rig.log().contains("browser_pid"), "{}", rig.log());
 
-    assert_eq!(rig.stop(), 0, "{}", rig.log());
-    rig.assert_no_chromium();
+    rig.stop_cleanly();
 
     rig.start();
     let (_, seen) = rig
@@ -369,15 +379,13 @@ async fn links_by_qr_survives_sigterm_and_restarts_connected_without_a_qr() {
         "a QR was shown after the restart: {seen:?}"
     );
     assert_eq!(s.linked_number.as_deref(), Some("255700000001"));
-    assert_eq!(rig.stop(), 0, "{}", rig.log());
-    rig.assert_no_chromium();
+    rig.stop_cleanly();
 }
 
 #[tokio::test]
 #[ignore = "needs Chromium"]
 async fn logout_from_the_phone_wipes_the_profile_and_starts_a_new_qr_flow() {
-    let Some(chromium) = chromium() else { return };
-    let mut rig = Rig::new(chromium, true).await;
+    let Some(mut rig) = rig().await else { return };
     rig.start();
     rig.link("255700000002").await;
     let marker = rig.profile().join("flowhq-test-marker");
@@ -395,26 +403,15 @@ async fn logout_from_the_phone_wipes_the_profile_and_starts_a_new_qr_flow() {
         Some(first),
         "the browser was not relaunched"
     );
-    let events = rig.event_reasons().await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.contains("logged out from the phone")),
-        "{events:?}"
-    );
-    assert!(
-        events.iter().any(|e| e.contains("profile wiped")),
-        "{events:?}"
-    );
-    assert_eq!(rig.stop(), 0, "{}", rig.log());
-    rig.assert_no_chromium();
+    rig.assert_events(&["logged out from the phone", "profile wiped"])
+        .await;
+    rig.stop_cleanly();
 }
 
 #[tokio::test]
 #[ignore = "needs Chromium"]
 async fn a_qr_timeout_idles_the_worker_until_a_fresh_qr_flow_is_requested() {
-    let Some(chromium) = chromium() else { return };
-    let mut rig = Rig::new(chromium, true).await;
+    let Some(mut rig) = rig().await else { return };
     rig.set_env("FLOWHQ_WORKER_QR_TIMEOUT", "2s");
     rig.start();
     let (s, _) = rig
@@ -441,24 +438,15 @@ async fn a_qr_timeout_idles_the_worker_until_a_fresh_qr_flow_is_requested() {
         s.state == SessionState::QrReady && s.qr.is_some()
     })
     .await;
-    let events = rig.event_reasons().await;
-    assert!(
-        events.iter().any(|e| e.contains("no QR scan")),
-        "{events:?}"
-    );
-    assert!(
-        events.iter().any(|e| e.contains("fresh QR flow requested")),
-        "{events:?}"
-    );
-    assert_eq!(rig.stop(), 0, "{}", rig.log());
-    rig.assert_no_chromium();
+    rig.assert_events(&["no QR scan", "fresh QR flow requested"])
+        .await;
+    rig.stop_cleanly();
 }
 
 #[tokio::test]
 #[ignore = "needs Chromium"]
 async fn a_killed_browser_is_relaunched() {
-    let Some(chromium) = chromium() else { return };
-    let mut rig = Rig::new(chromium, true).await;
+    let Some(mut rig) = rig().await else { return };
     rig.start();
     rig.link("255700000003").await;
     // Give Chromium time to flush the new login before it is killed.
@@ -478,26 +466,18 @@ async fn a_killed_browser_is_relaunched() {
         })
         .await;
     assert_eq!(s.state, SessionState::Connected, "states seen: {seen:?}");
-    let events = rig.event_reasons().await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.contains("disconnected: browser exited")),
-        "{events:?}"
-    );
+    let events = rig.assert_events(&["disconnected: browser exited"]).await;
     assert!(
         events.iter().any(|e| e.starts_with("reconnect:")),
         "{events:?}"
     );
-    assert_eq!(rig.stop(), 0, "{}", rig.log());
-    rig.assert_no_chromium();
+    rig.stop_cleanly();
 }
 
 #[tokio::test]
 #[ignore = "needs Chromium"]
 async fn a_crashed_renderer_relaunches_the_browser() {
-    let Some(chromium) = chromium() else { return };
-    let mut rig = Rig::new(chromium, true).await;
+    let Some(mut rig) = rig().await else { return };
     rig.start();
     rig.wait_session("a QR code", |s| s.state == SessionState::QrReady)
         .await;
@@ -518,22 +498,14 @@ async fn a_crashed_renderer_relaunches_the_browser() {
         s.state == SessionState::QrReady && s.qr.is_some()
     })
     .await;
-    let events = rig.event_reasons().await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.contains("disconnected: renderer crashed")),
-        "{events:?}"
-    );
-    assert_eq!(rig.stop(), 0, "{}", rig.log());
-    rig.assert_no_chromium();
+    rig.assert_events(&["disconnected: renderer crashed"]).await;
+    rig.stop_cleanly();
 }
 
 #[tokio::test]
 #[ignore = "needs Chromium"]
 async fn the_heartbeat_stops_while_the_browser_does_not_answer() {
-    let Some(chromium) = chromium() else { return };
-    let mut rig = Rig::new(chromium, true).await;
+    let Some(mut rig) = rig().await else { return };
     rig.start();
     rig.wait_session("a QR code", |s| s.state == SessionState::QrReady)
         .await;
@@ -560,8 +532,7 @@ async fn the_heartbeat_stops_while_the_browser_does_not_answer() {
     rig.wait_session("a heartbeat after SIGCONT", |s| s.last_seen_at > still)
         .await;
     assert!(rig.log().contains("did not answer"), "{}", rig.log());
-    assert_eq!(rig.stop(), 0, "{}", rig.log());
-    rig.assert_no_chromium();
+    rig.stop_cleanly();
 }
 
 #[tokio::test]
@@ -655,13 +626,11 @@ async fn reconnecting_gives_up_after_the_last_attempt_and_exits_1() {
 #[tokio::test]
 #[ignore = "needs Chromium"]
 async fn a_whatsapp_web_without_a_module_exits_1_naming_it() {
-    let Some(chromium) = chromium() else { return };
-    let mut rig = Rig::new(chromium, true).await;
-    std::fs::write(
-        rig.root.path().join("site/fake-config.js"),
-        "window.__fakeWaConfig = {renameModule: {from: 'WAWebCmd', to: 'WAWebCmdRenamed'}};\n",
-    )
-    .unwrap();
+    let Some(mut rig) = rig().await else { return };
+    support::fake_wa::write_config(
+        &rig.root.path().join("site"),
+        "{renameModule: {from: 'WAWebCmd', to: 'WAWebCmdRenamed'}}",
+    );
     rig.start();
     assert_eq!(rig.wait_exit(WAIT), 1, "{}", rig.log());
     let log = rig.log();
@@ -678,11 +647,9 @@ async fn a_whatsapp_web_without_a_module_exits_1_naming_it() {
 async fn a_reload_the_store_could_not_answer_is_retried_until_it_can() {
     let Some(chromium) = chromium() else { return };
     // A PostgreSQL cluster of the test's own, stopped and started under the worker.
-    if support::pg_admin_url().is_none() {
+    let Some((cluster, url)) = support::PgCluster::started("reload") else {
         return;
-    }
-    let cluster = support::PgCluster::on_free_port("reload");
-    let url = cluster.pg_sh("start");
+    };
     let mut rig = Rig::with_store(chromium, true, Some(url)).await;
     rig.start();
     rig.link("255700000005").await;
@@ -727,8 +694,7 @@ async fn a_reload_the_store_could_not_answer_is_retried_until_it_can() {
 #[tokio::test]
 #[ignore = "needs Chromium"]
 async fn sighup_reloads_the_spec_the_bot_answers_with_it_and_a_conflict_is_taken_back() {
-    let Some(chromium) = chromium() else { return };
-    let mut rig = Rig::new(chromium, true).await;
+    let Some(mut rig) = rig().await else { return };
     rig.set_env("FLOWHQ_WORKER_TAKEOVER_AFTER", "1s");
     rig.start();
     rig.link("255700000004").await;
@@ -823,13 +789,8 @@ async fn sighup_reloads_the_spec_the_bot_answers_with_it_and_a_conflict_is_taken
         s.state == SessionState::Connected
     })
     .await;
-    let events = rig.event_reasons().await;
-    assert!(events.iter().any(|e| e.contains("conflict:")), "{events:?}");
-    assert!(
-        events.iter().any(|e| e.contains("taking the session back")),
-        "{events:?}"
-    );
+    rig.assert_events(&["conflict:", "taking the session back"])
+        .await;
     assert!(rig.alive());
-    assert_eq!(rig.stop(), 0, "{}", rig.log());
-    rig.assert_no_chromium();
+    rig.stop_cleanly();
 }
