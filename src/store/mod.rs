@@ -250,6 +250,24 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// Runs one statement on either backend: `run_query!(store => RUN(QUERY, ARGS…))` builds
+/// `QUERY` (`sqlx::query(SQL)`, `query_as` or `query_scalar`), binds `ARGS` in order as `$1`,
+/// `$2`, … and awaits `RUN` (`execute`, `fetch_one`, `fetch_optional` or `fetch_all`) on the
+/// pool; `execute` gives the number of rows the statement changed. The SQL stays at the call
+/// site; only the chain of binds is written once.
+macro_rules! run_query {
+    ($store:expr => execute($query:expr $(, $arg:expr)* $(,)?)) => {
+        with_pool!($store, pool => $query $(.bind($arg))*
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))
+    };
+    ($store:expr => $run:ident($query:expr $(, $arg:expr)* $(,)?)) => {
+        with_pool!($store, pool => $query $(.bind($arg))* .$run(pool).await)
+    };
+}
+pub(crate) use run_query;
+
 /// Runs `$body` inside a write transaction bound to `$tx`, committing when it returns `Ok`.
 /// SQLite starts with `BEGIN IMMEDIATE` so the write lock is taken (waiting out the busy
 /// timeout) up front instead of failing halfway with a stale snapshot.
