@@ -6,9 +6,7 @@
 use sqlx::types::Json;
 
 use super::model::{EventRow, to_millis};
-use super::{
-    EventRecord, NewEvent, Pool, Result, Store, decode_all, run_query, with_pool, with_write_tx,
-};
+use super::{EventRecord, NewEvent, Pool, Result, Store, run_query, with_pool, with_write_tx};
 use crate::config::TenantId;
 
 const INSERT_EVENT: &str = "INSERT INTO events (tenant_id, at, kind, reason, revision, detail) \
@@ -69,12 +67,11 @@ impl Store {
             Some(tenant) => format!("read events of tenant `{tenant}`"),
             None => "read events".to_owned(),
         };
-        let rows: Vec<EventRow> = match tenant {
+        let rows = match tenant {
             None => run_query!(self => fetch_all(sqlx::query_as(ALL), i64::from(limit))),
             Some(tenant) => run_query!(self => fetch_all(sqlx::query_as(ONE),
                 i64::from(limit), tenant.as_str())),
-        }
-        .map_err(self.fail(op))?;
-        decode_all(rows, EventRow::into_record, op)
+        };
+        self.decode_rows(rows, EventRow::into_record, op)
     }
 }

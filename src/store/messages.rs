@@ -8,8 +8,8 @@ use std::collections::hash_map::Entry;
 
 use super::model::{MessageRow, to_millis};
 use super::{
-    Direction, Inserted, MessageRecord, NewMessage, Pool, Result, Store, decode_all, run_query,
-    with_pool, with_write_tx,
+    Direction, Inserted, MessageRecord, NewMessage, Pool, Result, Store, run_query, with_pool,
+    with_write_tx,
 };
 use crate::config::TenantId;
 
@@ -148,10 +148,9 @@ impl Store {
              wa_message_id, created_at FROM message_log WHERE tenant_id = $1 \
              ORDER BY id DESC LIMIT $2";
         let op = || format!("read messages of tenant `{tenant}`");
-        let rows: Vec<MessageRow> =
-            run_query!(self => fetch_all(sqlx::query_as(SQL), tenant.as_str(), i64::from(limit)))
-                .map_err(self.fail(op))?;
-        decode_all(rows, MessageRow::into_record, op)
+        let rows =
+            run_query!(self => fetch_all(sqlx::query_as(SQL), tenant.as_str(), i64::from(limit)));
+        self.decode_rows(rows, MessageRow::into_record, op)
     }
 
     /// A tenant's messages logged after the message with id `after` (0 = from the start),
@@ -166,10 +165,9 @@ impl Store {
              wa_message_id, created_at FROM message_log WHERE tenant_id = $1 AND id > $2 \
              ORDER BY id LIMIT $3";
         let op = || format!("follow messages of tenant `{tenant}`");
-        let rows: Vec<MessageRow> = run_query!(self => fetch_all(sqlx::query_as(SQL),
-            tenant.as_str(), after, i64::from(limit)))
-        .map_err(self.fail(op))?;
-        decode_all(rows, MessageRow::into_record, op)
+        let rows = run_query!(self => fetch_all(sqlx::query_as(SQL),
+            tenant.as_str(), after, i64::from(limit)));
+        self.decode_rows(rows, MessageRow::into_record, op)
     }
 }
 

@@ -420,6 +420,29 @@ impl Store {
         with_pool!(self, pool => pool.close().await)
     }
 
+    /// The rows a read returned, each decoded with `decode`; a failed read or an undecodable
+    /// row is an error of operation `op`.
+    fn decode_rows<R, T>(
+        &self,
+        read: Result<Vec<R>, sqlx::Error>,
+        decode: impl Fn(R) -> Result<T, RowError>,
+        op: impl Fn() -> String,
+    ) -> Result<Vec<T>> {
+        let rows = read.map_err(self.fail(&op))?;
+        decode_all(rows, decode, op)
+    }
+
+    /// [`Store::decode_rows`] for a read of at most one row.
+    fn decode_row<R, T>(
+        &self,
+        read: Result<Option<R>, sqlx::Error>,
+        decode: impl Fn(R) -> Result<T, RowError>,
+        op: impl Fn() -> String,
+    ) -> Result<Option<T>> {
+        let row = read.map_err(self.fail(&op))?;
+        decode_opt(row, decode, op)
+    }
+
     /// Maps a driver error of this store to `Unavailable` or `Query` for operation `op`.
     fn fail<F>(&self, op: F) -> impl FnOnce(sqlx::Error) -> Error + use<F>
     where

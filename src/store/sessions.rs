@@ -7,9 +7,7 @@
 use jiff::Timestamp;
 
 use super::model::{SessionRow, from_millis, to_millis};
-use super::{
-    Pool, Result, SessionRecord, SessionState, Store, decode_all, decode_opt, run_query, with_pool,
-};
+use super::{Pool, Result, SessionRecord, SessionState, Store, run_query, with_pool};
 use crate::config::TenantId;
 
 impl Store {
@@ -111,9 +109,8 @@ impl Store {
         const SQL: &str = "SELECT tenant_id, state, qr, qr_issued_at, last_seen_at, \
              linked_number, push_name, error, updated_at FROM whatsapp_sessions ORDER BY tenant_id";
         let op = || "list sessions".to_owned();
-        let rows: Vec<SessionRow> =
-            run_query!(self => fetch_all(sqlx::query_as(SQL))).map_err(self.fail(op))?;
-        decode_all(rows, SessionRow::into_record, op)
+        let rows = run_query!(self => fetch_all(sqlx::query_as(SQL)));
+        self.decode_rows(rows, SessionRow::into_record, op)
     }
 
     /// Session rows written at or after `since` (state, QR or heartbeat), for a reader that
@@ -124,10 +121,8 @@ impl Store {
              linked_number, push_name, error, updated_at FROM whatsapp_sessions \
              WHERE updated_at >= $1 OR last_seen_at >= $1 ORDER BY tenant_id";
         let op = || format!("list sessions changed since {since}");
-        let rows: Vec<SessionRow> =
-            run_query!(self => fetch_all(sqlx::query_as(SQL), to_millis(since)))
-                .map_err(self.fail(op))?;
-        decode_all(rows, SessionRow::into_record, op)
+        let rows = run_query!(self => fetch_all(sqlx::query_as(SQL), to_millis(since)));
+        self.decode_rows(rows, SessionRow::into_record, op)
     }
 
     /// One tenant's session row.
@@ -136,9 +131,7 @@ impl Store {
              linked_number, push_name, error, updated_at FROM whatsapp_sessions \
              WHERE tenant_id = $1";
         let op = || format!("read session of tenant `{tenant}`");
-        let row: Option<SessionRow> =
-            run_query!(self => fetch_optional(sqlx::query_as(SQL), tenant.as_str()))
-                .map_err(self.fail(op))?;
-        decode_opt(row, SessionRow::into_record, op)
+        let row = run_query!(self => fetch_optional(sqlx::query_as(SQL), tenant.as_str()));
+        self.decode_row(row, SessionRow::into_record, op)
     }
 }

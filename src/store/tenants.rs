@@ -8,8 +8,7 @@ use sqlx::types::Json;
 
 use super::model::{RowError, TenantRow, to_millis};
 use super::{
-    Error, Lifecycle, Pool, Result, Store, TenantRecord, decode_all, decode_opt, run_query,
-    with_pool, with_write_tx,
+    Error, Lifecycle, Pool, Result, Store, TenantRecord, run_query, with_pool, with_write_tx,
 };
 use crate::config::TenantId;
 
@@ -150,9 +149,8 @@ impl Store {
         const SQL: &str = "SELECT id, spec, spec_hash, revision, attempted_revision, source_file, \
              lifecycle, config_error, created_at, updated_at, retired_at FROM tenants ORDER BY id";
         let op = || "list tenants".to_owned();
-        let rows: Vec<TenantRow> =
-            run_query!(self => fetch_all(sqlx::query_as(SQL))).map_err(self.fail(op))?;
-        decode_all(rows, TenantRow::into_record, op)
+        let rows = run_query!(self => fetch_all(sqlx::query_as(SQL)));
+        self.decode_rows(rows, TenantRow::into_record, op)
     }
 
     /// One tenant row.
@@ -160,9 +158,7 @@ impl Store {
         const SQL: &str = "SELECT id, spec, spec_hash, revision, attempted_revision, source_file, \
              lifecycle, config_error, created_at, updated_at, retired_at FROM tenants WHERE id = $1";
         let op = || format!("read tenant `{tenant}`");
-        let row: Option<TenantRow> =
-            run_query!(self => fetch_optional(sqlx::query_as(SQL), tenant.as_str()))
-                .map_err(self.fail(op))?;
-        decode_opt(row, TenantRow::into_record, op)
+        let row = run_query!(self => fetch_optional(sqlx::query_as(SQL), tenant.as_str()));
+        self.decode_row(row, TenantRow::into_record, op)
     }
 }

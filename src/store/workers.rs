@@ -4,10 +4,7 @@
 //! It does not supervise: the rows record what the daemon observed and decided.
 
 use super::model::{RowError, WorkerRow, to_millis};
-use super::{
-    Error, Pool, Result, Store, WorkerRecord, decode_all, decode_opt, run_query, with_pool,
-    with_write_tx,
-};
+use super::{Error, Pool, Result, Store, WorkerRecord, run_query, with_pool, with_write_tx};
 use crate::config::TenantId;
 
 const UPSERT_WORKER: &str = "INSERT INTO worker_processes (tenant_id, node, pid, start_time, \
@@ -79,9 +76,8 @@ impl Store {
              last_exit_code, last_exit_signal, last_error, next_restart_at, started_at, \
              healthy_since, spec_hash, updated_at FROM worker_processes ORDER BY tenant_id";
         let op = || "list workers".to_owned();
-        let rows: Vec<WorkerRow> =
-            run_query!(self => fetch_all(sqlx::query_as(SQL))).map_err(self.fail(op))?;
-        decode_all(rows, WorkerRow::into_record, op)
+        let rows = run_query!(self => fetch_all(sqlx::query_as(SQL)));
+        self.decode_rows(rows, WorkerRow::into_record, op)
     }
 
     /// One tenant's worker row.
@@ -90,10 +86,8 @@ impl Store {
              last_exit_code, last_exit_signal, last_error, next_restart_at, started_at, \
              healthy_since, spec_hash, updated_at FROM worker_processes WHERE tenant_id = $1";
         let op = || format!("read worker of tenant `{tenant}`");
-        let row: Option<WorkerRow> =
-            run_query!(self => fetch_optional(sqlx::query_as(SQL), tenant.as_str()))
-                .map_err(self.fail(op))?;
-        decode_opt(row, WorkerRow::into_record, op)
+        let row = run_query!(self => fetch_optional(sqlx::query_as(SQL), tenant.as_str()));
+        self.decode_row(row, WorkerRow::into_record, op)
     }
 
     /// Deletes a tenant's worker row. Returns false when there was none.
