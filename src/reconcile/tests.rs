@@ -1,32 +1,20 @@
 //! Table-style tests of the planner: each builds desired and observed state in a few lines and
 //! compares the plan's text form.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use jiff::Timestamp;
 
 use super::*;
-use crate::config::tenant::{Language, Limits, Phone, Template};
+use crate::config::tenant::{Language, Phone, Template};
 
 fn spec(id: &str) -> TenantSpec {
-    TenantSpec {
-        id: TenantId::parse(id).unwrap(),
-        business_name: format!("Business {id}"),
-        phone: Phone::parse(&format!(
-            "+2557{:08}",
-            id.len() * 1000 + id.as_bytes()[0] as usize
-        ))
-        .unwrap(),
-        template: Template::Booking,
-        language: Language::Sw,
-        enabled: true,
-        timezone: "Africa/Dar_es_Salaam".to_owned(),
-        hours: None,
-        limits: Limits::default(),
-        replies: BTreeMap::new(),
-        restart: None,
-    }
+    let phone = format!("+2557{:08}", id.len() * 1000 + id.as_bytes()[0] as usize);
+    TenantSpec::for_tests(
+        TenantId::parse(id).unwrap(),
+        format!("Business {id}"),
+        Phone::parse(&phone).unwrap(),
+    )
 }
 
 fn t(secs: i64) -> Timestamp {
