@@ -420,27 +420,16 @@ impl Store {
         with_pool!(self, pool => pool.close().await)
     }
 
-    /// The rows a read returned, each decoded with `decode`; a failed read or an undecodable
-    /// row is an error of operation `op`.
+    /// The rows a read returned (all of them, or the one or none of a single-row read), each
+    /// decoded with `decode`; a failed read or an undecodable row is an error of operation `op`.
     fn decode_rows<R, T>(
         &self,
-        read: Result<Vec<R>, sqlx::Error>,
+        read: Result<impl IntoIterator<Item = R>, sqlx::Error>,
         decode: impl Fn(R) -> Result<T, RowError>,
         op: impl Fn() -> String,
     ) -> Result<Vec<T>> {
         let rows = read.map_err(self.fail(&op))?;
         decode_all(rows, decode, op)
-    }
-
-    /// [`Store::decode_rows`] for a read of at most one row.
-    fn decode_row<R, T>(
-        &self,
-        read: Result<Option<R>, sqlx::Error>,
-        decode: impl Fn(R) -> Result<T, RowError>,
-        op: impl Fn() -> String,
-    ) -> Result<Option<T>> {
-        let row = read.map_err(self.fail(&op))?;
-        decode_opt(row, decode, op)
     }
 
     /// Maps a driver error of this store to `Unavailable` or `Query` for operation `op`.
@@ -621,23 +610,13 @@ fn is_disk_failure(backend: Backend, err: &sqlx::Error) -> bool {
 }
 
 fn decode_all<R, T>(
-    rows: Vec<R>,
+    rows: impl IntoIterator<Item = R>,
     decode: impl Fn(R) -> Result<T, RowError>,
     op: impl FnOnce() -> String,
 ) -> Result<Vec<T>> {
     rows.into_iter()
         .map(decode)
         .collect::<Result<Vec<T>, RowError>>()
-        .map_err(|source| Error::Decode { op: op(), source })
-}
-
-fn decode_opt<R, T>(
-    row: Option<R>,
-    decode: impl Fn(R) -> Result<T, RowError>,
-    op: impl FnOnce() -> String,
-) -> Result<Option<T>> {
-    row.map(decode)
-        .transpose()
         .map_err(|source| Error::Decode { op: op(), source })
 }
 

@@ -132,6 +132,6 @@ impl Store {
              WHERE tenant_id = $1";
         let op = || format!("read session of tenant `{tenant}`");
         let row = run_query!(self => fetch_optional(sqlx::query_as(SQL), tenant.as_str()));
-        self.decode_row(row, SessionRow::into_record, op)
+        Ok(self.decode_rows(row, SessionRow::into_record, op)?.pop())
     }
 }

@@ -159,6 +159,6 @@ impl Store {
              lifecycle, config_error, created_at, updated_at, retired_at FROM tenants WHERE id = $1";
         let op = || format!("read tenant `{tenant}`");
         let row = run_query!(self => fetch_optional(sqlx::query_as(SQL), tenant.as_str()));
-        self.decode_row(row, TenantRow::into_record, op)
+        Ok(self.decode_rows(row, TenantRow::into_record, op)?.pop())
     }
 }

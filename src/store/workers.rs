@@ -87,7 +87,7 @@ impl Store {
              healthy_since, spec_hash, updated_at FROM worker_processes WHERE tenant_id = $1";
         let op = || format!("read worker of tenant `{tenant}`");
         let row = run_query!(self => fetch_optional(sqlx::query_as(SQL), tenant.as_str()));
-        self.decode_row(row, WorkerRow::into_record, op)
+        Ok(self.decode_rows(row, WorkerRow::into_record, op)?.pop())
     }
 
     /// Deletes a tenant's worker row. Returns false when there was none.
