@@ -5,13 +5,12 @@
 //! decide when to fetch (that is the follower).
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::daemon::GitSourceConfig;
 
-use super::command::{Git, LOCAL_TIMEOUT};
+use super::command::{Git, LOCAL_TIMEOUT, git_args};
 use super::credentials::{credentials_env, redact_url};
 use super::trees::{Tree, current_commit, repo_path, root};
 use super::{Error, is_commit_id};
@@ -137,12 +136,7 @@ impl Remote {
             plain
                 .run(
                     "init",
-                    &[
-                        OsStr::new("init"),
-                        OsStr::new("--bare"),
-                        OsStr::new("--quiet"),
-                        repo.as_os_str(),
-                    ],
+                    git_args!["init", "--bare", "--quiet", &repo],
                     LOCAL_TIMEOUT,
                 )
                 .await?;
@@ -150,11 +144,7 @@ impl Remote {
         self.git
             .run(
                 "config",
-                &[
-                    OsStr::new("config"),
-                    OsStr::new("remote.origin.url"),
-                    OsStr::new(&self.url),
-                ],
+                git_args!["config", "remote.origin.url", &self.url],
                 LOCAL_TIMEOUT,
             )
             .await?;
@@ -176,20 +166,20 @@ impl Remote {
         with_credentials
             .run(
                 "fetch",
-                &[
+                git_args![
                     // Housekeeping git starts after a fetch stays in the foreground, inside
                     // the timeout, instead of leaving a detached process behind.
-                    OsStr::new("-c"),
-                    OsStr::new("gc.autoDetach=false"),
-                    OsStr::new("-c"),
-                    OsStr::new("maintenance.autoDetach=false"),
-                    OsStr::new("fetch"),
-                    OsStr::new("--quiet"),
-                    OsStr::new("--no-tags"),
-                    OsStr::new("--no-write-fetch-head"),
-                    OsStr::new("--no-recurse-submodules"),
-                    OsStr::new("origin"),
-                    OsStr::new(&refspec),
+                    "-c",
+                    "gc.autoDetach=false",
+                    "-c",
+                    "maintenance.autoDetach=false",
+                    "fetch",
+                    "--quiet",
+                    "--no-tags",
+                    "--no-write-fetch-head",
+                    "--no-recurse-submodules",
+                    "origin",
+                    &refspec,
                 ],
                 self.timeout,
             )
@@ -212,12 +202,7 @@ impl Remote {
             .git
             .run(
                 "rev-parse",
-                &[
-                    OsStr::new("rev-parse"),
-                    OsStr::new("--verify"),
-                    OsStr::new("--quiet"),
-                    OsStr::new(rev),
-                ],
+                git_args!["rev-parse", "--verify", "--quiet", rev],
                 LOCAL_TIMEOUT,
             )
             .await?;
@@ -234,12 +219,7 @@ impl Remote {
             .git
             .status(
                 "merge-base",
-                &[
-                    OsStr::new("merge-base"),
-                    OsStr::new("--is-ancestor"),
-                    OsStr::new(old),
-                    OsStr::new(new),
-                ],
+                git_args!["merge-base", "--is-ancestor", old, new],
                 LOCAL_TIMEOUT,
             )
             .await?;

@@ -8,12 +8,11 @@
 //! swap happens: the daemon's loop swaps, so a plan never sees half a commit.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsStr;
 use std::path::{Component, Path, PathBuf};
 
 use crate::config::daemon::GitSourceConfig;
 
-use super::command::LOCAL_TIMEOUT;
+use super::command::{LOCAL_TIMEOUT, git_args};
 use super::remote::Remote;
 use super::{Error, is_commit_id};
 
@@ -98,11 +97,7 @@ impl Remote {
             .git
             .status(
                 "ls-tree",
-                &[
-                    OsStr::new("ls-tree"),
-                    OsStr::new("-z"),
-                    OsStr::new(&treeish),
-                ],
+                git_args!["ls-tree", "-z", &treeish],
                 LOCAL_TIMEOUT,
             )
             .await?;
