@@ -248,17 +248,14 @@ mod tests {
     use base64::engine::general_purpose::STANDARD as BASE64;
 
     use super::*;
+    use crate::source::git::testing::test_config;
 
     #[test]
     fn bad_branch_and_escaping_paths_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = GitSourceConfig {
-            url: "file:///nowhere".into(),
             branch: "--upload-pack=x".into(),
-            path: PathBuf::from("tenants.d"),
-            interval: Duration::from_secs(30),
-            credentials_file: None,
-            timeout: Duration::from_secs(60),
+            ..test_config("file:///nowhere".into())
         };
         assert!(matches!(
             Remote::new(&cfg, dir.path()),
@@ -302,12 +299,9 @@ mod tests {
         let token = dir.path().join("token");
         std::fs::write(&token, "ops:s3cret\n").unwrap();
         let cfg = GitSourceConfig {
-            url: format!("http://127.0.0.1:{port}/ops/t.git"),
-            branch: "main".into(),
-            path: PathBuf::from("tenants.d"),
-            interval: Duration::from_secs(30),
             credentials_file: Some(token),
             timeout: Duration::from_secs(20),
+            ..test_config(format!("http://127.0.0.1:{port}/ops/t.git"))
         };
         let mut remote = Remote::new(&cfg, dir.path()).unwrap();
         let err = remote.sync().await.unwrap_err().to_string();
@@ -330,12 +324,8 @@ mod tests {
     async fn a_missing_credentials_file_fails_the_fetch_not_the_start() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = GitSourceConfig {
-            url: "https://git.invalid/ops/t.git".into(),
-            branch: "main".into(),
-            path: PathBuf::from("tenants.d"),
-            interval: Duration::from_secs(30),
             credentials_file: Some(dir.path().join("no-such-token")),
-            timeout: Duration::from_secs(60),
+            ..test_config("https://git.invalid/ops/t.git".into())
         };
         let mut remote = Remote::new(&cfg, dir.path()).unwrap();
         let err = remote.sync().await.unwrap_err();
