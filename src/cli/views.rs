@@ -56,6 +56,25 @@ fn config_and_tenant(
     Ok(Ok((cfg, id)))
 }
 
+/// Runs `qr` or `logs`: with the config and the tenant (or the exit status
+/// [`config_and_tenant`] chose), quiet logging and the state store opened as a client, `run`
+/// gets the store and the tenant id.
+fn with_tenant_store(
+    config: Option<&Path>,
+    tenant: &str,
+    run: impl AsyncFnOnce(Store, TenantId) -> anyhow::Result<ExitStatus>,
+) -> anyhow::Result<ExitStatus> {
+    let (cfg, id) = match config_and_tenant(config, tenant)? {
+        Ok(both) => both,
+        Err(status) => return Ok(status),
+    };
+    flowhq::telemetry::init_quiet();
+    runtime()?.block_on(async {
+        let store = open_store(&cfg).await?;
+        run(store, id).await
+    })
+}
+
 /// `flowhq plan`: what the daemon would do now, as text, Markdown or JSON.
 pub(super) fn plan(args: PlanArgs) -> anyhow::Result<ExitStatus> {
     let Some(cfg) = load_operator_config(args.config.as_deref())? else {
@@ -329,13 +348,7 @@ fn print_status(
 /// `flowhq qr TENANT`: polls the session row every second and redraws when the payload
 /// changes; exits 0 once the phone is linked.
 pub(super) fn qr(args: &QrArgs) -> anyhow::Result<ExitStatus> {
-    let (cfg, id) = match config_and_tenant(args.config.as_deref(), &args.tenant)? {
-        Ok(both) => both,
-        Err(status) => return Ok(status),
-    };
-    flowhq::telemetry::init_quiet();
-    runtime()?.block_on(async {
-        let store = open_store(&cfg).await?;
+    with_tenant_store(args.config.as_deref(), &args.tenant, async |store, id| {
         if store.tenant(&id).await?.is_none() {
             writeln!(
                 std::io::stderr(),
@@ -461,13 +474,7 @@ impl QrScreen {
 
 /// `flowhq logs TENANT [-n N] [--follow]`.
 pub(super) fn logs(args: &LogsArgs) -> anyhow::Result<ExitStatus> {
-    let (cfg, id) = match config_and_tenant(args.config.as_deref(), &args.tenant)? {
-        Ok(both) => both,
-        Err(status) => return Ok(status),
-    };
-    flowhq::telemetry::init_quiet();
-    runtime()?.block_on(async {
-        let store = open_store(&cfg).await?;
+    with_tenant_store(args.config.as_deref(), &args.tenant, async |store, id| {
         let mut latest = store.messages(&id, args.lines).await?;
         latest.reverse();
         let mut out = std::io::stdout();

@@ -460,14 +460,14 @@ impl TenantSpec {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec() -> TenantSpec {
+impl TenantSpec {
+    /// An enabled booking bot in Swahili on Dar es Salaam time, with no hours, the default
+    /// limits and replies, and no restart token: the unit tests' tenant.
+    pub(crate) fn for_tests(id: TenantId, business_name: String, phone: Phone) -> Self {
         TenantSpec {
-            id: TenantId::parse("mama-asha").unwrap(),
-            business_name: "Mama Asha Salon".to_owned(),
-            phone: Phone::parse("+255712345678").unwrap(),
+            id,
+            business_name,
+            phone,
             template: Template::Booking,
             language: Language::Sw,
             enabled: true,
@@ -477,6 +477,19 @@ mod tests {
             replies: BTreeMap::new(),
             restart: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> TenantSpec {
+        TenantSpec::for_tests(
+            TenantId::parse("mama-asha").unwrap(),
+            "Mama Asha Salon".to_owned(),
+            Phone::parse("+255712345678").unwrap(),
+        )
     }
 
     #[track_caller]

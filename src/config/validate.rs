@@ -198,15 +198,29 @@ fn one_of(
     choices: &[&str],
 ) -> Option<usize> {
     let s = ctx.string(key, v)?;
-    if let Some(i) = choices.iter().position(|c| *c == s) {
+    find_name(ctx, v.span().start, s, choices, || {
+        format!("unknown {key} `{s}`")
+    })
+}
+
+/// The index of `name` in `names`; otherwise reports `unknown()` at `offset`, followed by the
+/// nearest of `names` as a suggestion or, when none is near, by all of them.
+fn find_name(
+    ctx: &mut FileCtx<'_>,
+    offset: usize,
+    name: &str,
+    names: &[&str],
+    unknown: impl FnOnce() -> String,
+) -> Option<usize> {
+    if let Some(i) = names.iter().position(|n| *n == name) {
         return Some(i);
     }
-    let mut msg = format!("unknown {key} `{s}`");
-    match suggest(s, choices.iter().copied()) {
-        Some(c) => msg.push_str(&format!(", did you mean `{c}`?")),
-        None => msg.push_str(&format!(" (expected {})", list(choices))),
+    let mut msg = unknown();
+    match suggest(name, names.iter().copied()) {
+        Some(n) => msg.push_str(&format!(", did you mean `{n}`?")),
+        None => msg.push_str(&format!(" (expected {})", list(names))),
     }
-    ctx.error(v.span().start, msg);
+    ctx.error(offset, msg);
     None
 }
 
@@ -246,13 +260,9 @@ fn hours(ctx: &mut FileCtx<'_>, v: &Spanned<DeValue<'_>>) -> Option<WeeklyHours>
     let mut ok = true;
     for (key, value) in table {
         let name: &str = key.get_ref();
-        let Some(i) = day_names.iter().position(|d| *d == name) else {
-            let mut msg = format!("unknown day `{name}` in [hours]");
-            match suggest(name, day_names) {
-                Some(d) => msg.push_str(&format!(", did you mean `{d}`?")),
-                None => msg.push_str(&format!(" (expected {})", list(&day_names))),
-            }
-            ctx.error(key.span().start, msg);
+        let Some(i) = find_name(ctx, key.span().start, name, &day_names, || {
+            format!("unknown day `{name}` in [hours]")
+        }) else {
             ok = false;
             continue;
         };
@@ -334,13 +344,9 @@ fn replies(
     let mut ok = true;
     for (lang_key, lang_value) in table {
         let lang_name: &str = lang_key.get_ref();
-        let Some(li) = lang_names.iter().position(|l| *l == lang_name) else {
-            let mut msg = format!("unknown language `{lang_name}` in [replies]");
-            match suggest(lang_name, lang_names) {
-                Some(l) => msg.push_str(&format!(", did you mean `{l}`?")),
-                None => msg.push_str(&format!(" (expected {})", list(&lang_names))),
-            }
-            ctx.error(lang_key.span().start, msg);
+        let Some(li) = find_name(ctx, lang_key.span().start, lang_name, &lang_names, || {
+            format!("unknown language `{lang_name}` in [replies]")
+        }) else {
             ok = false;
             continue;
         };

@@ -1,32 +1,20 @@
 //! Table-style tests of the planner: each builds desired and observed state in a few lines and
 //! compares the plan's text form.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use jiff::Timestamp;
 
 use super::*;
-use crate::config::tenant::{Language, Limits, Phone, Template};
+use crate::config::tenant::{Language, Phone, Template};
 
 fn spec(id: &str) -> TenantSpec {
-    TenantSpec {
-        id: TenantId::parse(id).unwrap(),
-        business_name: format!("Business {id}"),
-        phone: Phone::parse(&format!(
-            "+2557{:08}",
-            id.len() * 1000 + id.as_bytes()[0] as usize
-        ))
-        .unwrap(),
-        template: Template::Booking,
-        language: Language::Sw,
-        enabled: true,
-        timezone: "Africa/Dar_es_Salaam".to_owned(),
-        hours: None,
-        limits: Limits::default(),
-        replies: BTreeMap::new(),
-        restart: None,
-    }
+    let phone = format!("+2557{:08}", id.len() * 1000 + id.as_bytes()[0] as usize);
+    TenantSpec::for_tests(
+        TenantId::parse(id).unwrap(),
+        format!("Business {id}"),
+        Phone::parse(&phone).unwrap(),
+    )
 }
 
 fn t(secs: i64) -> Timestamp {
@@ -124,6 +112,13 @@ impl World {
             .running(&s, Some(10))
     }
 
+    /// `old` applied and running (heartbeat at 10), while its file now says `new`.
+    fn edited(self, old: &TenantSpec, new: TenantSpec) -> Self {
+        self.applied(old.clone(), Lifecycle::Active)
+            .running(old, Some(10))
+            .file(new)
+    }
+
     fn plan_at(&self, now: i64) -> Plan {
         plan(&self.desired, &self.observed, &self.policy, t(now))
     }
@@ -133,6 +128,15 @@ impl World {
         let got = self.plan_at(now).to_text();
         assert_eq!(got.trim(), want.trim(), "\n--- got ---\n{got}");
     }
+}
+
+/// The plan at 20 once the file of the running `salon` is changed by `edit`.
+#[track_caller]
+fn expect_after_edit(edit: impl FnOnce(&mut TenantSpec), want: &str) {
+    let old = spec("salon");
+    let mut new = old.clone();
+    edit(&mut new);
+    World::new().edited(&old, new).expect(20, want);
 }
 
 #[test]
@@ -154,55 +158,40 @@ fn plan_is_empty_when_everything_matches() {
 
 #[test]
 fn plan_reloads_when_only_bot_fields_change() {
-    let old = spec("salon");
-    let mut new = old.clone();
-    new.business_name = "Salon Mpya".to_owned();
-    new.language = Language::En;
-    World::new()
-        .applied(old.clone(), Lifecycle::Active)
-        .running(&old, Some(10))
-        .file(new)
-        .expect(
-            20,
-            "
+    expect_after_edit(
+        |new| {
+            new.business_name = "Salon Mpya".to_owned();
+            new.language = Language::En;
+        },
+        "
 apply         salon                    changed: business_name, language
 reload        salon                    bot fields changed: business_name, language",
-        );
+    );
 }
 
 #[test]
 fn plan_restarts_when_a_process_field_changes() {
-    let old = spec("salon");
-    let mut new = old.clone();
-    new.phone = Phone::parse("+255700000001").unwrap();
-    new.template = Template::Support;
-    World::new()
-        .applied(old.clone(), Lifecycle::Active)
-        .running(&old, Some(10))
-        .file(new)
-        .expect(
-            20,
-            "
+    expect_after_edit(
+        |new| {
+            new.phone = Phone::parse("+255700000001").unwrap();
+            new.template = Template::Support;
+        },
+        "
 apply         salon                    changed: phone, template
 restart       salon                    process fields changed: phone, template",
-        );
+    );
 }
 
 #[test]
 fn plan_restarts_once_for_a_new_restart_token() {
-    let old = spec("salon");
-    let mut new = old.clone();
-    new.restart = Some("2026-11-28T10:00Z".to_owned());
-    World::new()
-        .applied(old.clone(), Lifecycle::Active)
-        .running(&old, Some(10))
-        .file(new)
-        .expect(
-            20,
-            "
+    expect_after_edit(
+        |new| {
+            new.restart = Some("2026-11-28T10:00Z".to_owned());
+        },
+        "
 apply         salon                    changed: restart
 restart       salon                    process fields changed: restart",
-        );
+    );
 }
 
 #[test]
@@ -210,16 +199,12 @@ fn plan_pauses_a_disabled_tenant_and_keeps_it_paused() {
     let old = spec("salon");
     let mut new = old.clone();
     new.enabled = false;
-    World::new()
-        .applied(old.clone(), Lifecycle::Active)
-        .running(&old, Some(10))
-        .file(new.clone())
-        .expect(
-            20,
-            "
+    World::new().edited(&old, new.clone()).expect(
+        20,
+        "
 apply         salon                    changed: enabled
 stop          salon                    enabled = false",
-        );
+    );
     World::new()
         .applied(new.clone(), Lifecycle::Paused)
         .worker("salon", WorkerPhase::Idle)

@@ -304,21 +304,19 @@ mod tests {
     }
 
     fn tenants(source: &DirSource) -> Vec<String> {
-        source
-            .desired()
-            .tenants
-            .keys()
-            .map(|id| id.to_string())
-            .collect()
+        ids(source.desired().tenants.keys())
     }
 
     fn failed(source: &DirSource) -> Vec<String> {
-        source
-            .desired()
-            .failed
-            .keys()
-            .map(|id| id.to_string())
-            .collect()
+        ids(source.desired().failed.keys())
+    }
+
+    fn ids<'a>(keys: impl Iterator<Item = &'a TenantId>) -> Vec<String> {
+        keys.map(|id| id.to_string()).collect()
+    }
+
+    fn counts(read: usize, removed: usize) -> Refreshed {
+        Refreshed { read, removed }
     }
 
     fn paths(list: &[&Path]) -> BTreeSet<PathBuf> {
@@ -346,13 +344,7 @@ mod tests {
         write(tmp.path(), ".toml", "not toml");
         std::fs::create_dir(tmp.path().join("archive")).unwrap();
         let r = source.rescan();
-        assert_eq!(
-            r,
-            Refreshed {
-                read: 2,
-                removed: 0
-            }
-        );
+        assert_eq!(r, counts(2, 0));
         assert_eq!(tenants(&source), ["duka", "salon"]);
         assert!(source.desired().complete);
         assert!(source.desired().failed.is_empty());
@@ -373,26 +365,14 @@ mod tests {
 
         // A different size is a different fingerprint, whatever the clock's resolution.
         write(tmp.path(), "salon.toml", &tenant_text(1, "Salon Mpya"));
-        assert_eq!(
-            source.rescan(),
-            Refreshed {
-                read: 1,
-                removed: 0
-            }
-        );
+        assert_eq!(source.rescan(), counts(1, 0));
         assert_eq!(
             source.desired().tenants[&id("salon")].spec.business_name,
             "Salon Mpya"
         );
 
         std::fs::remove_file(&salon).unwrap();
-        assert_eq!(
-            source.rescan(),
-            Refreshed {
-                read: 0,
-                removed: 1
-            }
-        );
+        assert_eq!(source.rescan(), counts(0, 1));
         assert_eq!(tenants(&source), ["duka"]);
     }
 
@@ -490,13 +470,7 @@ mod tests {
         let other = write(elsewhere.path(), "other.toml", &tenant_text(3, "Other"));
 
         let r = source.refresh(&paths(&[&salon, &swap, &other]));
-        assert_eq!(
-            r,
-            Refreshed {
-                read: 1,
-                removed: 0
-            }
-        );
+        assert_eq!(r, counts(1, 0));
         assert_eq!(tenants(&source), ["salon"]);
 
         // A refresh does not list the directory: duka appears only once it is named.
@@ -505,13 +479,7 @@ mod tests {
         assert_eq!(tenants(&source), ["duka", "salon"]);
 
         std::fs::remove_file(&duka).unwrap();
-        assert_eq!(
-            source.refresh(&paths(&[&duka])),
-            Refreshed {
-                read: 0,
-                removed: 1
-            }
-        );
+        assert_eq!(source.refresh(&paths(&[&duka])), counts(0, 1));
         assert_eq!(tenants(&source), ["salon"]);
     }
 

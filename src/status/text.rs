@@ -276,27 +276,13 @@ pub fn message_line(m: &MessageRecord) -> String {
 mod tests {
     use super::*;
     use crate::config::TenantId;
-    use crate::status::derive::TenantState;
     use crate::store::model::Direction;
 
     fn tenant(id: &str, error: Option<&str>) -> TenantStatus {
         TenantStatus {
-            id: TenantId::parse(id).unwrap(),
-            business_name: "Biz".into(),
-            phone: None,
             enabled: Some(true),
-            lifecycle: None,
-            desired_hash: None,
-            applied_hash: None,
-            applied_revision: None,
-            attempted_revision: None,
-            source_file: None,
             config_error: error.map(str::to_owned),
-            status: TenantState::New,
-            status_reason: None,
-            worker: None,
-            session: None,
-            counters: Default::default(),
+            ..TenantStatus::new(TenantId::parse(id).unwrap(), "Biz".into())
         }
     }
 

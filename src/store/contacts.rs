@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 
 use super::model::to_millis;
-use super::{Pool, Result, Store, with_pool};
+use super::{Pool, Result, Store, run_query, with_pool};
 use crate::config::TenantId;
 
 impl Store {
@@ -19,26 +19,20 @@ impl Store {
         const SQL: &str = "INSERT INTO contacts (tenant_id, chat, opted_out, updated_at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, chat) DO UPDATE SET \
              opted_out = excluded.opted_out, updated_at = excluded.updated_at";
-        with_pool!(self, pool => sqlx::query(SQL)
-            .bind(tenant.as_str())
-            .bind(chat)
-            .bind(opted_out)
-            .bind(to_millis(now))
-            .execute(pool)
-            .await
-            .map(drop))
+        run_query!(self => execute(sqlx::query(SQL),
+            tenant.as_str(), chat, opted_out, to_millis(now)))
+        .map(drop)
         .map_err(self.fail(|| format!("set opt-out of chat `{chat}` for tenant `{tenant}`")))
     }
 
     /// Whether a chat opted out (false for a chat never seen).
     pub async fn is_opted_out(&self, tenant: &TenantId, chat: &str) -> Result<bool> {
         const SQL: &str = "SELECT opted_out FROM contacts WHERE tenant_id = $1 AND chat = $2";
-        let found: Option<bool> = with_pool!(self, pool => sqlx::query_scalar(SQL)
-            .bind(tenant.as_str())
-            .bind(chat)
-            .fetch_optional(pool)
-            .await)
-        .map_err(self.fail(|| format!("read opt-out of chat `{chat}` for tenant `{tenant}`")))?;
+        let found: Option<bool> =
+            run_query!(self => fetch_optional(sqlx::query_scalar(SQL), tenant.as_str(), chat))
+                .map_err(
+                    self.fail(|| format!("read opt-out of chat `{chat}` for tenant `{tenant}`")),
+                )?;
         Ok(found.unwrap_or(false))
     }
 }

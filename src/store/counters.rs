@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 
 use super::model::to_millis;
-use super::{Pool, Result, Store, decode_all, with_pool};
+use super::{Pool, Result, Store, decode_all, run_query, with_pool};
 use crate::config::TenantId;
 
 impl Store {
@@ -21,13 +21,8 @@ impl Store {
              VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, name) DO UPDATE SET \
              value = tenant_counters.value + excluded.value, updated_at = excluded.updated_at \
              RETURNING value";
-        with_pool!(self, pool => sqlx::query_scalar(SQL)
-            .bind(tenant.as_str())
-            .bind(name)
-            .bind(delta)
-            .bind(to_millis(now))
-            .fetch_one(pool)
-            .await)
+        run_query!(self => fetch_one(sqlx::query_scalar(SQL),
+            tenant.as_str(), name, delta, to_millis(now)))
         .map_err(self.fail(|| format!("add to counter `{name}` of tenant `{tenant}`")))
     }
 

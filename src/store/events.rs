@@ -6,24 +6,33 @@
 use sqlx::types::Json;
 
 use super::model::{EventRow, to_millis};
-use super::{EventRecord, NewEvent, Pool, Result, Store, decode_all, with_pool, with_write_tx};
+use super::{EventRecord, NewEvent, Pool, Result, Store, run_query, with_pool, with_write_tx};
 use crate::config::TenantId;
 
 const INSERT_EVENT: &str = "INSERT INTO events (tenant_id, at, kind, reason, revision, detail) \
      VALUES ($1, $2, $3, $4, $5, $6)";
 
-impl Store {
-    /// Appends an event and returns its id.
-    pub async fn record_event(&self, event: &NewEvent) -> Result<i64> {
-        const SQL: &str = "INSERT INTO events (tenant_id, at, kind, reason, revision, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
-        with_pool!(self, pool => sqlx::query_scalar(SQL)
+/// Binds an event's six columns in the order of `INSERT_EVENT`, on any of sqlx's query
+/// builders.
+macro_rules! bind_event {
+    ($query:expr, $event:expr) => {{
+        let event: &NewEvent = $event;
+        $query
             .bind(event.tenant.as_ref().map(TenantId::as_str))
             .bind(to_millis(event.at))
             .bind(event.kind.as_str())
             .bind(event.reason.as_str())
             .bind(event.revision.as_deref())
             .bind(event.detail.as_ref().map(Json))
+    }};
+}
+
+impl Store {
+    /// Appends an event and returns its id.
+    pub async fn record_event(&self, event: &NewEvent) -> Result<i64> {
+        const SQL: &str = "INSERT INTO events (tenant_id, at, kind, reason, revision, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
+        with_pool!(self, pool => bind_event!(sqlx::query_scalar(SQL), event)
             .fetch_one(pool)
             .await)
         .map_err(self.fail(|| match &event.tenant {
@@ -39,13 +48,7 @@ impl Store {
         }
         with_write_tx!(self, tx => {
             for event in events {
-                sqlx::query(INSERT_EVENT)
-                    .bind(event.tenant.as_ref().map(TenantId::as_str))
-                    .bind(to_millis(event.at))
-                    .bind(event.kind.as_str())
-                    .bind(event.reason.as_str())
-                    .bind(event.revision.as_deref())
-                    .bind(event.detail.as_ref().map(Json))
+                bind_event!(sqlx::query(INSERT_EVENT), event)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -64,18 +67,11 @@ impl Store {
             Some(tenant) => format!("read events of tenant `{tenant}`"),
             None => "read events".to_owned(),
         };
-        let rows: Vec<EventRow> = match tenant {
-            None => with_pool!(self, pool => sqlx::query_as(ALL)
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await),
-            Some(tenant) => with_pool!(self, pool => sqlx::query_as(ONE)
-                .bind(i64::from(limit))
-                .bind(tenant.as_str())
-                .fetch_all(pool)
-                .await),
-        }
-        .map_err(self.fail(op))?;
-        decode_all(rows, EventRow::into_record, op)
+        let rows = match tenant {
+            None => run_query!(self => fetch_all(sqlx::query_as(ALL), i64::from(limit))),
+            Some(tenant) => run_query!(self => fetch_all(sqlx::query_as(ONE),
+                i64::from(limit), tenant.as_str())),
+        };
+        self.decode_rows(rows, EventRow::into_record, op)
     }
 }

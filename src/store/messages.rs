@@ -8,7 +8,7 @@ use std::collections::hash_map::Entry;
 
 use super::model::{MessageRow, to_millis};
 use super::{
-    Direction, Inserted, MessageRecord, NewMessage, Pool, Result, Store, decode_all, with_pool,
+    Direction, Inserted, MessageRecord, NewMessage, Pool, Result, Store, run_query, with_pool,
     with_write_tx,
 };
 use crate::config::TenantId;
@@ -16,6 +16,23 @@ use crate::config::TenantId;
 const INSERT_MESSAGE: &str = "INSERT INTO message_log (tenant_id, direction, chat, from_addr, \
      to_addr, body, wa_message_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
      ON CONFLICT (tenant_id, direction, wa_message_id) DO NOTHING RETURNING id";
+
+/// Binds a message's eight columns, in the order of `INSERT_MESSAGE` and of each row of
+/// `multi_row_insert`, on any of sqlx's query builders.
+macro_rules! bind_message {
+    ($query:expr, $message:expr) => {{
+        let message: &NewMessage = $message;
+        $query
+            .bind(message.tenant.as_str())
+            .bind(message.direction.as_str())
+            .bind(message.chat.as_str())
+            .bind(message.from.as_str())
+            .bind(message.to.as_str())
+            .bind(message.body.as_str())
+            .bind(message.wa_message_id.as_deref())
+            .bind(to_millis(message.created_at))
+    }};
+}
 
 /// Rows per multi-row message insert: 8 parameters each, far below SQLite's limit of 32,766
 /// parameters per statement.
@@ -54,17 +71,12 @@ impl Store {
     /// Logs one message, or tells the caller it was already logged (same tenant, direction and
     /// WhatsApp id), which makes deduplication survive worker restarts.
     pub async fn log_message(&self, message: &NewMessage) -> Result<Inserted> {
-        let id: Option<i64> = with_pool!(self, pool => sqlx::query_scalar(INSERT_MESSAGE)
-            .bind(message.tenant.as_str())
-            .bind(message.direction.as_str())
-            .bind(message.chat.as_str())
-            .bind(message.from.as_str())
-            .bind(message.to.as_str())
-            .bind(message.body.as_str())
-            .bind(message.wa_message_id.as_deref())
-            .bind(to_millis(message.created_at))
-            .fetch_optional(pool)
-            .await)
+        let id: Option<i64> = with_pool!(self, pool => bind_message!(
+            sqlx::query_scalar(INSERT_MESSAGE),
+            message
+        )
+        .fetch_optional(pool)
+        .await)
         .map_err(self.fail(|| format!("log message for tenant `{}`", message.tenant)))?;
         Ok(id.map_or(Inserted::Duplicate, Inserted::New))
     }
@@ -102,16 +114,7 @@ impl Store {
                     sqlx::AssertSqlSafe(multi_row_insert(chunk.len())),
                 );
                 for &idx in chunk {
-                    let message = &messages[idx];
-                    query = query
-                        .bind(message.tenant.as_str())
-                        .bind(message.direction.as_str())
-                        .bind(message.chat.as_str())
-                        .bind(message.from.as_str())
-                        .bind(message.to.as_str())
-                        .bind(message.body.as_str())
-                        .bind(message.wa_message_id.as_deref())
-                        .bind(to_millis(message.created_at));
+                    query = bind_message!(query, &messages[idx]);
                 }
                 for (id, tenant, direction, wa_id) in query.fetch_all(&mut *tx).await? {
                     let direction = direction.parse::<Direction>().ok();
@@ -124,16 +127,8 @@ impl Store {
                 }
             }
             for &idx in &unkeyed {
-                let message = &messages[idx];
-                let id: i64 = sqlx::query_scalar(INSERT_MESSAGE)
-                    .bind(message.tenant.as_str())
-                    .bind(message.direction.as_str())
-                    .bind(message.chat.as_str())
-                    .bind(message.from.as_str())
-                    .bind(message.to.as_str())
-                    .bind(message.body.as_str())
-                    .bind(None::<&str>)
-                    .bind(to_millis(message.created_at))
+                // Unkeyed: `wa_message_id` is `None`, bound as NULL.
+                let id: i64 = bind_message!(sqlx::query_scalar(INSERT_MESSAGE), &messages[idx])
                     .fetch_one(&mut *tx)
                     .await?;
                 answers[idx] = Some(Inserted::New(id));
@@ -153,13 +148,9 @@ impl Store {
              wa_message_id, created_at FROM message_log WHERE tenant_id = $1 \
              ORDER BY id DESC LIMIT $2";
         let op = || format!("read messages of tenant `{tenant}`");
-        let rows: Vec<MessageRow> = with_pool!(self, pool => sqlx::query_as(SQL)
-            .bind(tenant.as_str())
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await)
-        .map_err(self.fail(op))?;
-        decode_all(rows, MessageRow::into_record, op)
+        let rows =
+            run_query!(self => fetch_all(sqlx::query_as(SQL), tenant.as_str(), i64::from(limit)));
+        self.decode_rows(rows, MessageRow::into_record, op)
     }
 
     /// A tenant's messages logged after the message with id `after` (0 = from the start),
@@ -174,14 +165,9 @@ impl Store {
              wa_message_id, created_at FROM message_log WHERE tenant_id = $1 AND id > $2 \
              ORDER BY id LIMIT $3";
         let op = || format!("follow messages of tenant `{tenant}`");
-        let rows: Vec<MessageRow> = with_pool!(self, pool => sqlx::query_as(SQL)
-            .bind(tenant.as_str())
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await)
-        .map_err(self.fail(op))?;
-        decode_all(rows, MessageRow::into_record, op)
+        let rows = run_query!(self => fetch_all(sqlx::query_as(SQL),
+            tenant.as_str(), after, i64::from(limit)));
+        self.decode_rows(rows, MessageRow::into_record, op)
     }
 }
 

@@ -250,6 +250,24 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// Runs one statement on either backend: `run_query!(store => RUN(QUERY, ARGS…))` builds
+/// `QUERY` (`sqlx::query(SQL)`, `query_as` or `query_scalar`), binds `ARGS` in order as `$1`,
+/// `$2`, … and awaits `RUN` (`execute`, `fetch_one`, `fetch_optional` or `fetch_all`) on the
+/// pool; `execute` gives the number of rows the statement changed. The SQL stays at the call
+/// site; only the chain of binds is written once.
+macro_rules! run_query {
+    ($store:expr => execute($query:expr $(, $arg:expr)* $(,)?)) => {
+        with_pool!($store, pool => $query $(.bind($arg))*
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))
+    };
+    ($store:expr => $run:ident($query:expr $(, $arg:expr)* $(,)?)) => {
+        with_pool!($store, pool => $query $(.bind($arg))* .$run(pool).await)
+    };
+}
+pub(crate) use run_query;
+
 /// Runs `$body` inside a write transaction bound to `$tx`, committing when it returns `Ok`.
 /// SQLite starts with `BEGIN IMMEDIATE` so the write lock is taken (waiting out the busy
 /// timeout) up front instead of failing halfway with a stale snapshot.
@@ -400,6 +418,18 @@ impl Store {
     /// Closes the pool, waiting for connections in use to come back.
     pub async fn close(&self) {
         with_pool!(self, pool => pool.close().await)
+    }
+
+    /// The rows a read returned (all of them, or the one or none of a single-row read), each
+    /// decoded with `decode`; a failed read or an undecodable row is an error of operation `op`.
+    fn decode_rows<R, T>(
+        &self,
+        read: Result<impl IntoIterator<Item = R>, sqlx::Error>,
+        decode: impl Fn(R) -> Result<T, RowError>,
+        op: impl Fn() -> String,
+    ) -> Result<Vec<T>> {
+        let rows = read.map_err(self.fail(&op))?;
+        decode_all(rows, decode, op)
     }
 
     /// Maps a driver error of this store to `Unavailable` or `Query` for operation `op`.
@@ -580,23 +610,13 @@ fn is_disk_failure(backend: Backend, err: &sqlx::Error) -> bool {
 }
 
 fn decode_all<R, T>(
-    rows: Vec<R>,
+    rows: impl IntoIterator<Item = R>,
     decode: impl Fn(R) -> Result<T, RowError>,
     op: impl FnOnce() -> String,
 ) -> Result<Vec<T>> {
     rows.into_iter()
         .map(decode)
         .collect::<Result<Vec<T>, RowError>>()
-        .map_err(|source| Error::Decode { op: op(), source })
-}
-
-fn decode_opt<R, T>(
-    row: Option<R>,
-    decode: impl Fn(R) -> Result<T, RowError>,
-    op: impl FnOnce() -> String,
-) -> Result<Option<T>> {
-    row.map(decode)
-        .transpose()
         .map_err(|source| Error::Decode { op: op(), source })
 }
 

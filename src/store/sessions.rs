@@ -7,7 +7,7 @@
 use jiff::Timestamp;
 
 use super::model::{SessionRow, from_millis, to_millis};
-use super::{Pool, Result, SessionRecord, SessionState, Store, decode_all, decode_opt, with_pool};
+use super::{Pool, Result, SessionRecord, SessionState, Store, run_query, with_pool};
 use crate::config::TenantId;
 
 impl Store {
@@ -33,14 +33,9 @@ impl Store {
              ELSE whatsapp_sessions.linked_number END, \
              push_name = CASE WHEN excluded.state = 'LOGGED_OUT' THEN NULL \
              ELSE whatsapp_sessions.push_name END";
-        with_pool!(self, pool => sqlx::query(SQL)
-            .bind(tenant.as_str())
-            .bind(state.as_str())
-            .bind(error)
-            .bind(to_millis(now))
-            .execute(pool)
-            .await
-            .map(drop))
+        run_query!(self => execute(sqlx::query(SQL),
+            tenant.as_str(), state.as_str(), error, to_millis(now)))
+        .map(drop)
         .map_err(self.fail(|| format!("set session state of tenant `{tenant}` to {state}")))
     }
 
@@ -55,13 +50,9 @@ impl Store {
              (tenant_id, state, qr, qr_issued_at, updated_at) VALUES ($1, 'QR_READY', $2, $3, $3) \
              ON CONFLICT (tenant_id) DO UPDATE SET state = 'QR_READY', qr = excluded.qr, \
              qr_issued_at = excluded.qr_issued_at, error = NULL, updated_at = excluded.updated_at";
-        with_pool!(self, pool => sqlx::query(SQL)
-            .bind(tenant.as_str())
-            .bind(payload)
-            .bind(to_millis(issued_at))
-            .execute(pool)
-            .await
-            .map(drop))
+        run_query!(self => execute(sqlx::query(SQL),
+            tenant.as_str(), payload, to_millis(issued_at)))
+        .map(drop)
         .map_err(self.fail(|| format!("store QR code of tenant `{tenant}`")))
     }
 
@@ -71,13 +62,9 @@ impl Store {
         const SQL: &str = "INSERT INTO whatsapp_sessions (tenant_id, state, last_seen_at, \
              updated_at) VALUES ($1, 'STARTING', $2, $2) \
              ON CONFLICT (tenant_id) DO UPDATE SET last_seen_at = excluded.last_seen_at";
-        with_pool!(self, pool => sqlx::query(SQL)
-            .bind(tenant.as_str())
-            .bind(to_millis(at))
-            .execute(pool)
-            .await
-            .map(drop))
-        .map_err(self.fail(|| format!("record heartbeat of tenant `{tenant}`")))
+        run_query!(self => execute(sqlx::query(SQL), tenant.as_str(), to_millis(at)))
+            .map(drop)
+            .map_err(self.fail(|| format!("record heartbeat of tenant `{tenant}`")))
     }
 
     /// Records the linked phone number and WhatsApp display name.
@@ -92,14 +79,9 @@ impl Store {
              push_name, updated_at) VALUES ($1, 'AUTHENTICATED', $2, $3, $4) \
              ON CONFLICT (tenant_id) DO UPDATE SET linked_number = excluded.linked_number, \
              push_name = excluded.push_name, updated_at = excluded.updated_at";
-        with_pool!(self, pool => sqlx::query(SQL)
-            .bind(tenant.as_str())
-            .bind(number)
-            .bind(push_name)
-            .bind(to_millis(now))
-            .execute(pool)
-            .await
-            .map(drop))
+        run_query!(self => execute(sqlx::query(SQL),
+            tenant.as_str(), number, push_name, to_millis(now)))
+        .map(drop)
         .map_err(self.fail(|| format!("record linked number of tenant `{tenant}`")))
     }
 
@@ -108,23 +90,17 @@ impl Store {
     /// tenant has no session row (no worker ever reported).
     pub async fn session_request_qr(&self, tenant: &TenantId, at: Timestamp) -> Result<bool> {
         const SQL: &str = "UPDATE whatsapp_sessions SET qr_requested_at = $2 WHERE tenant_id = $1";
-        with_pool!(self, pool => sqlx::query(SQL)
-            .bind(tenant.as_str())
-            .bind(to_millis(at))
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected() > 0))
-        .map_err(self.fail(|| format!("request a fresh QR code for tenant `{tenant}`")))
+        run_query!(self => execute(sqlx::query(SQL), tenant.as_str(), to_millis(at)))
+            .map(|rows| rows > 0)
+            .map_err(self.fail(|| format!("request a fresh QR code for tenant `{tenant}`")))
     }
 
     /// When a fresh QR flow was last requested for the tenant, if ever.
     pub async fn session_qr_requested_at(&self, tenant: &TenantId) -> Result<Option<Timestamp>> {
         const SQL: &str = "SELECT qr_requested_at FROM whatsapp_sessions WHERE tenant_id = $1";
-        let ms: Option<Option<i64>> = with_pool!(self, pool => sqlx::query_scalar(SQL)
-            .bind(tenant.as_str())
-            .fetch_optional(pool)
-            .await)
-        .map_err(self.fail(|| format!("read the QR request of tenant `{tenant}`")))?;
+        let ms: Option<Option<i64>> =
+            run_query!(self => fetch_optional(sqlx::query_scalar(SQL), tenant.as_str()))
+                .map_err(self.fail(|| format!("read the QR request of tenant `{tenant}`")))?;
         Ok(ms.flatten().and_then(from_millis))
     }
 
@@ -133,10 +109,8 @@ impl Store {
         const SQL: &str = "SELECT tenant_id, state, qr, qr_issued_at, last_seen_at, \
              linked_number, push_name, error, updated_at FROM whatsapp_sessions ORDER BY tenant_id";
         let op = || "list sessions".to_owned();
-        let rows: Vec<SessionRow> =
-            with_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await)
-                .map_err(self.fail(op))?;
-        decode_all(rows, SessionRow::into_record, op)
+        let rows = run_query!(self => fetch_all(sqlx::query_as(SQL)));
+        self.decode_rows(rows, SessionRow::into_record, op)
     }
 
     /// Session rows written at or after `since` (state, QR or heartbeat), for a reader that
@@ -147,12 +121,8 @@ impl Store {
              linked_number, push_name, error, updated_at FROM whatsapp_sessions \
              WHERE updated_at >= $1 OR last_seen_at >= $1 ORDER BY tenant_id";
         let op = || format!("list sessions changed since {since}");
-        let rows: Vec<SessionRow> = with_pool!(self, pool => sqlx::query_as(SQL)
-            .bind(to_millis(since))
-            .fetch_all(pool)
-            .await)
-        .map_err(self.fail(op))?;
-        decode_all(rows, SessionRow::into_record, op)
+        let rows = run_query!(self => fetch_all(sqlx::query_as(SQL), to_millis(since)));
+        self.decode_rows(rows, SessionRow::into_record, op)
     }
 
     /// One tenant's session row.
@@ -161,11 +131,7 @@ impl Store {
              linked_number, push_name, error, updated_at FROM whatsapp_sessions \
              WHERE tenant_id = $1";
         let op = || format!("read session of tenant `{tenant}`");
-        let row: Option<SessionRow> = with_pool!(self, pool => sqlx::query_as(SQL)
-            .bind(tenant.as_str())
-            .fetch_optional(pool)
-            .await)
-        .map_err(self.fail(op))?;
-        decode_opt(row, SessionRow::into_record, op)
+        let row = run_query!(self => fetch_optional(sqlx::query_as(SQL), tenant.as_str()));
+        Ok(self.decode_rows(row, SessionRow::into_record, op)?.pop())
     }
 }

@@ -8,8 +8,7 @@ use sqlx::types::Json;
 
 use super::model::{RowError, TenantRow, to_millis};
 use super::{
-    Error, Lifecycle, Pool, Result, Store, TenantRecord, decode_all, decode_opt, with_pool,
-    with_write_tx,
+    Error, Lifecycle, Pool, Result, Store, TenantRecord, run_query, with_pool, with_write_tx,
 };
 use crate::config::TenantId;
 
@@ -101,14 +100,8 @@ impl Store {
             Pool::Postgres(_) => POSTGRES,
             Pool::Sqlite(_) => SQLITE,
         };
-        with_pool!(self, pool => sqlx::query(sql)
-            .bind(revision)
-            .bind(to_millis(now))
-            .bind(&ids)
-            .execute(pool)
-            .await
-            .map(|d| d.rows_affected()))
-        .map_err(self.fail(op))
+        run_query!(self => execute(sqlx::query(sql), revision, to_millis(now), &ids))
+            .map_err(self.fail(op))
     }
 
     /// Records (or clears, with `None`) the validation error of a tenant's file and the
@@ -123,14 +116,9 @@ impl Store {
     ) -> Result<bool> {
         const SQL: &str = "UPDATE tenants SET config_error = $2, attempted_revision = $3, \
              updated_at = $4 WHERE id = $1";
-        with_pool!(self, pool => sqlx::query(SQL)
-            .bind(tenant.as_str())
-            .bind(error)
-            .bind(attempted_revision)
-            .bind(to_millis(now))
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected() > 0))
+        run_query!(self => execute(sqlx::query(SQL),
+            tenant.as_str(), error, attempted_revision, to_millis(now)))
+        .map(|rows| rows > 0)
         .map_err(self.fail(|| format!("set config error of tenant `{tenant}`")))
     }
 
@@ -145,14 +133,9 @@ impl Store {
         const SQL: &str = "UPDATE tenants SET lifecycle = $2, updated_at = $3, \
              retired_at = CASE WHEN $4 THEN COALESCE(retired_at, $3) ELSE NULL END \
              WHERE id = $1";
-        with_pool!(self, pool => sqlx::query(SQL)
-            .bind(tenant.as_str())
-            .bind(lifecycle.as_str())
-            .bind(to_millis(now))
-            .bind(lifecycle == Lifecycle::Retired)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected() > 0))
+        run_query!(self => execute(sqlx::query(SQL),
+            tenant.as_str(), lifecycle.as_str(), to_millis(now), lifecycle == Lifecycle::Retired))
+        .map(|rows| rows > 0)
         .map_err(self.fail(|| format!("set lifecycle of tenant `{tenant}` to {lifecycle}")))
     }
 
@@ -166,10 +149,8 @@ impl Store {
         const SQL: &str = "SELECT id, spec, spec_hash, revision, attempted_revision, source_file, \
              lifecycle, config_error, created_at, updated_at, retired_at FROM tenants ORDER BY id";
         let op = || "list tenants".to_owned();
-        let rows: Vec<TenantRow> =
-            with_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await)
-                .map_err(self.fail(op))?;
-        decode_all(rows, TenantRow::into_record, op)
+        let rows = run_query!(self => fetch_all(sqlx::query_as(SQL)));
+        self.decode_rows(rows, TenantRow::into_record, op)
     }
 
     /// One tenant row.
@@ -177,11 +158,7 @@ impl Store {
         const SQL: &str = "SELECT id, spec, spec_hash, revision, attempted_revision, source_file, \
              lifecycle, config_error, created_at, updated_at, retired_at FROM tenants WHERE id = $1";
         let op = || format!("read tenant `{tenant}`");
-        let row: Option<TenantRow> = with_pool!(self, pool => sqlx::query_as(SQL)
-            .bind(tenant.as_str())
-            .fetch_optional(pool)
-            .await)
-        .map_err(self.fail(op))?;
-        decode_opt(row, TenantRow::into_record, op)
+        let row = run_query!(self => fetch_optional(sqlx::query_as(SQL), tenant.as_str()));
+        Ok(self.decode_rows(row, TenantRow::into_record, op)?.pop())
     }
 }

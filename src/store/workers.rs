@@ -4,9 +4,7 @@
 //! It does not supervise: the rows record what the daemon observed and decided.
 
 use super::model::{RowError, WorkerRow, to_millis};
-use super::{
-    Error, Pool, Result, Store, WorkerRecord, decode_all, decode_opt, with_pool, with_write_tx,
-};
+use super::{Error, Pool, Result, Store, WorkerRecord, run_query, with_pool, with_write_tx};
 use crate::config::TenantId;
 
 const UPSERT_WORKER: &str = "INSERT INTO worker_processes (tenant_id, node, pid, start_time, \
@@ -78,10 +76,8 @@ impl Store {
              last_exit_code, last_exit_signal, last_error, next_restart_at, started_at, \
              healthy_since, spec_hash, updated_at FROM worker_processes ORDER BY tenant_id";
         let op = || "list workers".to_owned();
-        let rows: Vec<WorkerRow> =
-            with_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await)
-                .map_err(self.fail(op))?;
-        decode_all(rows, WorkerRow::into_record, op)
+        let rows = run_query!(self => fetch_all(sqlx::query_as(SQL)));
+        self.decode_rows(rows, WorkerRow::into_record, op)
     }
 
     /// One tenant's worker row.
@@ -90,21 +86,15 @@ impl Store {
              last_exit_code, last_exit_signal, last_error, next_restart_at, started_at, \
              healthy_since, spec_hash, updated_at FROM worker_processes WHERE tenant_id = $1";
         let op = || format!("read worker of tenant `{tenant}`");
-        let row: Option<WorkerRow> = with_pool!(self, pool => sqlx::query_as(SQL)
-            .bind(tenant.as_str())
-            .fetch_optional(pool)
-            .await)
-        .map_err(self.fail(op))?;
-        decode_opt(row, WorkerRow::into_record, op)
+        let row = run_query!(self => fetch_optional(sqlx::query_as(SQL), tenant.as_str()));
+        Ok(self.decode_rows(row, WorkerRow::into_record, op)?.pop())
     }
 
     /// Deletes a tenant's worker row. Returns false when there was none.
     pub async fn delete_worker(&self, tenant: &TenantId) -> Result<bool> {
-        with_pool!(self, pool => sqlx::query("DELETE FROM worker_processes WHERE tenant_id = $1")
-            .bind(tenant.as_str())
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected() > 0))
-        .map_err(self.fail(|| format!("delete worker of tenant `{tenant}`")))
+        const SQL: &str = "DELETE FROM worker_processes WHERE tenant_id = $1";
+        run_query!(self => execute(sqlx::query(SQL), tenant.as_str()))
+            .map(|rows| rows > 0)
+            .map_err(self.fail(|| format!("delete worker of tenant `{tenant}`")))
     }
 }

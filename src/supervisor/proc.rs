@@ -271,6 +271,16 @@ fn parse_pss_kib(text: &str) -> u64 {
 mod tests {
     use super::*;
 
+    /// A child of this process that sleeps for 30 s, and its pid.
+    fn sleeping_child() -> (std::process::Child, Pid) {
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        (child, pid)
+    }
+
     #[test]
     fn stat_parsing_survives_parentheses_and_spaces_in_the_name() {
         let line = "4242 (we (ird) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 200";
@@ -303,11 +313,7 @@ mod tests {
 
     #[test]
     fn one_scan_measures_many_trees_like_one_tree_at_a_time() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let kid = Pid::from_raw(child.id() as i32);
+        let (mut child, kid) = sleeping_child();
         let gone = Pid::from_raw(i32::MAX);
         let probes = [Pid::this(), kid, gone].map(|root| MemoryProbe {
             root,
@@ -333,11 +339,7 @@ mod tests {
 
     #[test]
     fn the_pss_is_read_only_when_due_or_when_the_rss_passes_the_limit() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let kid = Pid::from_raw(child.id() as i32);
+        let (mut child, kid) = sleeping_child();
         let probe = |pss_due, limit| MemoryProbe {
             root: Pid::this(),
             pss_due,

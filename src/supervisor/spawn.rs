@@ -288,6 +288,16 @@ fn check(ret: libc::c_int) -> std::io::Result<()> {
     }
 }
 
+/// The NULL-terminated array of pointers into `strings` that `posix_spawn` takes as argv or
+/// envp; valid while `strings` is.
+fn null_terminated(strings: &[CString]) -> Vec<*mut libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr().cast_mut())
+        .chain(std::iter::once(std::ptr::null_mut()))
+        .collect()
+}
+
 /// Starts the child and returns its pid once it has executed `path` (glibc's `posix_spawn`
 /// reports a failed exec, such as a missing program, as its return value).
 fn posix_spawn(s: &PosixSpawn<'_>) -> std::io::Result<Pid> {
@@ -301,18 +311,8 @@ fn posix_spawn(s: &PosixSpawn<'_>) -> std::io::Result<Pid> {
     actions.dup2(s.output, 2)?;
     actions.dup2(s.lock, LOCK_FD)?;
     let attr = Attributes::for_worker()?;
-    let argv: Vec<*mut libc::c_char> = s
-        .argv
-        .iter()
-        .map(|a| a.as_ptr().cast_mut())
-        .chain(std::iter::once(std::ptr::null_mut()))
-        .collect();
-    let envp: Vec<*mut libc::c_char> = s
-        .envp
-        .iter()
-        .map(|e| e.as_ptr().cast_mut())
-        .chain(std::iter::once(std::ptr::null_mut()))
-        .collect();
+    let argv = null_terminated(s.argv);
+    let envp = null_terminated(s.envp);
     let mut pid: libc::pid_t = 0;
     // SAFETY: every pointer is valid for the call: `path`, the argv and envp strings (owned by
     // `s`, which outlives the call) with NULL-terminated pointer arrays, and the initialised

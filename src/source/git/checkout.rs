@@ -4,10 +4,9 @@
 //!
 //! It never changes the checkout.
 
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use super::command::{Git, LOCAL_TIMEOUT, last_lines};
+use super::command::{Git, LOCAL_TIMEOUT, git_args, last_lines};
 use super::{Error, is_commit_id};
 
 /// A tenant directory that is itself inside a git checkout, updated by someone else's
@@ -98,12 +97,7 @@ impl Checkout {
         let (ok, out, stderr) = git
             .status(
                 "rev-parse",
-                &[
-                    OsStr::new("rev-parse"),
-                    OsStr::new("--verify"),
-                    OsStr::new("--quiet"),
-                    OsStr::new("HEAD^{commit}"),
-                ],
+                git_args!["rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
                 LOCAL_TIMEOUT,
             )
             .await?;

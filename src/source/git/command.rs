@@ -16,6 +16,15 @@ use tokio::process::Command;
 
 use super::Error;
 
+/// `git` arguments (anything `OsStr::new` takes: `&str`, `&String`, `&Path`, …) as the
+/// `&[&OsStr]` that [`Git::run`] and [`Git::status`] take.
+macro_rules! git_args {
+    ($($arg:expr),* $(,)?) => {
+        &[$(std::ffi::OsStr::new($arg)),*]
+    };
+}
+pub(super) use git_args;
+
 /// Timeout of the local git operations (everything but the fetch, which has the configured one).
 pub(super) const LOCAL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -123,7 +132,7 @@ impl Git {
         if ids.is_empty() {
             return Ok(out);
         }
-        let mut cmd = self.command(&[OsStr::new("cat-file"), OsStr::new("--batch")]);
+        let mut cmd = self.command(git_args!["cat-file", "--batch"]);
         cmd.stdin(Stdio::piped());
         let mut child = cmd
             .spawn()

@@ -123,7 +123,23 @@ mod testing {
 
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use crate::config::daemon::GitSourceConfig;
+
+    /// The config of a test source at `url`: branch `main`, files under `tenants.d`, a 30 s
+    /// interval and a 60 s timeout, no credentials.
+    pub(super) fn test_config(url: String) -> GitSourceConfig {
+        GitSourceConfig {
+            url,
+            branch: "main".into(),
+            path: PathBuf::from("tenants.d"),
+            interval: Duration::from_secs(30),
+            credentials_file: None,
+            timeout: Duration::from_secs(60),
+        }
+    }
 
     /// Runs `git args` in `dir` as a fixed author; panics on failure.
     pub(super) fn sh(dir: &Path, args: &[&str]) {

@@ -5,13 +5,12 @@
 //! decide when to fetch (that is the follower).
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::daemon::GitSourceConfig;
 
-use super::command::{Git, LOCAL_TIMEOUT};
+use super::command::{Git, LOCAL_TIMEOUT, git_args};
 use super::credentials::{credentials_env, redact_url};
 use super::trees::{Tree, current_commit, repo_path, root};
 use super::{Error, is_commit_id};
@@ -137,12 +136,7 @@ impl Remote {
             plain
                 .run(
                     "init",
-                    &[
-                        OsStr::new("init"),
-                        OsStr::new("--bare"),
-                        OsStr::new("--quiet"),
-                        repo.as_os_str(),
-                    ],
+                    git_args!["init", "--bare", "--quiet", &repo],
                     LOCAL_TIMEOUT,
                 )
                 .await?;
@@ -150,11 +144,7 @@ impl Remote {
         self.git
             .run(
                 "config",
-                &[
-                    OsStr::new("config"),
-                    OsStr::new("remote.origin.url"),
-                    OsStr::new(&self.url),
-                ],
+                git_args!["config", "remote.origin.url", &self.url],
                 LOCAL_TIMEOUT,
             )
             .await?;
@@ -176,20 +166,20 @@ impl Remote {
         with_credentials
             .run(
                 "fetch",
-                &[
+                git_args![
                     // Housekeeping git starts after a fetch stays in the foreground, inside
                     // the timeout, instead of leaving a detached process behind.
-                    OsStr::new("-c"),
-                    OsStr::new("gc.autoDetach=false"),
-                    OsStr::new("-c"),
-                    OsStr::new("maintenance.autoDetach=false"),
-                    OsStr::new("fetch"),
-                    OsStr::new("--quiet"),
-                    OsStr::new("--no-tags"),
-                    OsStr::new("--no-write-fetch-head"),
-                    OsStr::new("--no-recurse-submodules"),
-                    OsStr::new("origin"),
-                    OsStr::new(&refspec),
+                    "-c",
+                    "gc.autoDetach=false",
+                    "-c",
+                    "maintenance.autoDetach=false",
+                    "fetch",
+                    "--quiet",
+                    "--no-tags",
+                    "--no-write-fetch-head",
+                    "--no-recurse-submodules",
+                    "origin",
+                    &refspec,
                 ],
                 self.timeout,
             )
@@ -212,12 +202,7 @@ impl Remote {
             .git
             .run(
                 "rev-parse",
-                &[
-                    OsStr::new("rev-parse"),
-                    OsStr::new("--verify"),
-                    OsStr::new("--quiet"),
-                    OsStr::new(rev),
-                ],
+                git_args!["rev-parse", "--verify", "--quiet", rev],
                 LOCAL_TIMEOUT,
             )
             .await?;
@@ -234,12 +219,7 @@ impl Remote {
             .git
             .status(
                 "merge-base",
-                &[
-                    OsStr::new("merge-base"),
-                    OsStr::new("--is-ancestor"),
-                    OsStr::new(old),
-                    OsStr::new(new),
-                ],
+                git_args!["merge-base", "--is-ancestor", old, new],
                 LOCAL_TIMEOUT,
             )
             .await?;
@@ -268,17 +248,14 @@ mod tests {
     use base64::engine::general_purpose::STANDARD as BASE64;
 
     use super::*;
+    use crate::source::git::testing::test_config;
 
     #[test]
     fn bad_branch_and_escaping_paths_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = GitSourceConfig {
-            url: "file:///nowhere".into(),
             branch: "--upload-pack=x".into(),
-            path: PathBuf::from("tenants.d"),
-            interval: Duration::from_secs(30),
-            credentials_file: None,
-            timeout: Duration::from_secs(60),
+            ..test_config("file:///nowhere".into())
         };
         assert!(matches!(
             Remote::new(&cfg, dir.path()),
@@ -322,12 +299,9 @@ mod tests {
         let token = dir.path().join("token");
         std::fs::write(&token, "ops:s3cret\n").unwrap();
         let cfg = GitSourceConfig {
-            url: format!("http://127.0.0.1:{port}/ops/t.git"),
-            branch: "main".into(),
-            path: PathBuf::from("tenants.d"),
-            interval: Duration::from_secs(30),
             credentials_file: Some(token),
             timeout: Duration::from_secs(20),
+            ..test_config(format!("http://127.0.0.1:{port}/ops/t.git"))
         };
         let mut remote = Remote::new(&cfg, dir.path()).unwrap();
         let err = remote.sync().await.unwrap_err().to_string();
@@ -350,12 +324,8 @@ mod tests {
     async fn a_missing_credentials_file_fails_the_fetch_not_the_start() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = GitSourceConfig {
-            url: "https://git.invalid/ops/t.git".into(),
-            branch: "main".into(),
-            path: PathBuf::from("tenants.d"),
-            interval: Duration::from_secs(30),
             credentials_file: Some(dir.path().join("no-such-token")),
-            timeout: Duration::from_secs(60),
+            ..test_config("https://git.invalid/ops/t.git".into())
         };
         let mut remote = Remote::new(&cfg, dir.path()).unwrap();
         let err = remote.sync().await.unwrap_err();

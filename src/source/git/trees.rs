@@ -8,12 +8,11 @@
 //! swap happens: the daemon's loop swaps, so a plan never sees half a commit.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsStr;
 use std::path::{Component, Path, PathBuf};
 
 use crate::config::daemon::GitSourceConfig;
 
-use super::command::LOCAL_TIMEOUT;
+use super::command::{LOCAL_TIMEOUT, git_args};
 use super::remote::Remote;
 use super::{Error, is_commit_id};
 
@@ -98,11 +97,7 @@ impl Remote {
             .git
             .status(
                 "ls-tree",
-                &[
-                    OsStr::new("ls-tree"),
-                    OsStr::new("-z"),
-                    OsStr::new(&treeish),
-                ],
+                git_args!["ls-tree", "-z", &treeish],
                 LOCAL_TIMEOUT,
             )
             .await?;
@@ -282,10 +277,8 @@ fn write_tree(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use std::time::Duration;
-
     use super::*;
-    use crate::source::git::testing::sh;
+    use crate::source::git::testing::{sh, test_config};
 
     #[tokio::test]
     async fn unchanged_files_are_hard_links_into_the_previous_tree() {
@@ -299,14 +292,7 @@ mod tests {
         sh(&work, &["add", "-A"]);
         sh(&work, &["commit", "-q", "-m", "one"]);
         let state = tmp.path().join("state");
-        let cfg = GitSourceConfig {
-            url: format!("file://{}", work.display()),
-            branch: "main".into(),
-            path: PathBuf::from("tenants.d"),
-            interval: Duration::from_secs(30),
-            credentials_file: None,
-            timeout: Duration::from_secs(60),
-        };
+        let cfg = test_config(format!("file://{}", work.display()));
         let mut remote = Remote::new(&cfg, &state).unwrap();
         let first = remote.sync().await.unwrap().unwrap();
         swap(&state, &first.commit).unwrap();

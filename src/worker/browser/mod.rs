@@ -323,6 +323,13 @@ impl WaWebBrowser {
             }),
         }
     }
+
+    /// Calls a page function whose answer does not matter, within the command timeout.
+    async fn command(&self, operation: &'static str, expr: &str) -> Result<(), transport::Error> {
+        self.call(operation, expr.to_owned(), self.opts.command_timeout)
+            .await
+            .map(|_| ())
+    }
 }
 
 impl Drop for WaWebBrowser {
@@ -375,23 +382,11 @@ impl Transport for WaWebBrowser {
     }
 
     async fn logout(&self) -> Result<(), transport::Error> {
-        self.call(
-            "logout",
-            "window.__flowhqLogout()".to_owned(),
-            self.opts.command_timeout,
-        )
-        .await
-        .map(|_| ())
+        self.command("logout", "window.__flowhqLogout()").await
     }
 
     async fn takeover(&self) -> Result<(), transport::Error> {
-        self.call(
-            "takeover",
-            "window.__flowhqTakeover()".to_owned(),
-            self.opts.command_timeout,
-        )
-        .await
-        .map(|_| ())
+        self.command("takeover", "window.__flowhqTakeover()").await
     }
 
     async fn close(self) {

@@ -304,6 +304,12 @@ fn ready() -> TransportEvent {
     }
 }
 
+fn qr(payload: &str) -> TransportEvent {
+    TransportEvent::Qr {
+        payload: payload.to_owned(),
+    }
+}
+
 fn crash() -> TransportEvent {
     TransportEvent::Disconnected {
         reason: DisconnectReason::RendererCrashed,
@@ -314,9 +320,7 @@ fn crash() -> TransportEvent {
 async fn ready_records_the_linked_number_and_sigterm_closes_the_transport() {
     let mut rig = Rig::start(schedule(), Vec::new(), false).await;
     let t = rig.next_transport().await;
-    t.push(TransportEvent::Qr {
-        payload: "qr-1".to_owned(),
-    });
+    t.push(qr("qr-1"));
     let row = rig.until_state(SessionState::QrReady).await;
     assert_eq!(row.qr.as_deref(), Some("qr-1"));
     t.push(ready());
@@ -367,9 +371,7 @@ async fn no_scan_in_time_idles_until_a_fresh_qr_flow_is_requested() {
     s.qr_timeout = Duration::from_millis(300);
     let mut rig = Rig::start(s, Vec::new(), false).await;
     let t = rig.next_transport().await;
-    t.push(TransportEvent::Qr {
-        payload: "qr-1".to_owned(),
-    });
+    t.push(qr("qr-1"));
     let row = rig.until_state(SessionState::QrTimeout).await;
     let reason = "no QR scan within 300ms; waiting for a fresh QR request (flowhq qr acme)";
     assert_eq!(row.error.as_deref(), Some(reason));
@@ -492,9 +494,7 @@ async fn heartbeats_need_an_answering_browser_but_not_while_idle() {
     s.qr_timeout = Duration::from_millis(600);
     let mut rig = Rig::start(s, Vec::new(), true).await;
     let t = rig.next_transport().await;
-    t.push(TransportEvent::Qr {
-        payload: "qr-1".to_owned(),
-    });
+    t.push(qr("qr-1"));
     rig.until_state(SessionState::QrReady).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let row = rig.session().await.unwrap();
