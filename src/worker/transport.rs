@@ -269,6 +269,33 @@ pub struct IncomingMessage {
     pub has_media: bool,
 }
 
+impl IncomingMessage {
+    /// A new text message (`chat`) that customer `chat` wrote in a one-to-one chat, with the
+    /// serialized id `false_<chat>_<short_id>`: not from the linked account, no media, no push
+    /// name, not a group, status, broadcast, channel or history message.
+    pub fn text(chat: &str, short_id: &str, to: Option<&str>, body: &str, timestamp: i64) -> Self {
+        IncomingMessage {
+            id: format!("false_{chat}_{short_id}"),
+            short_id: short_id.to_owned(),
+            chat: chat.to_owned(),
+            from: chat.to_owned(),
+            author: None,
+            to: to.map(str::to_owned),
+            body: body.to_owned(),
+            timestamp,
+            kind: "chat".to_owned(),
+            push_name: None,
+            from_me: false,
+            is_group: false,
+            is_status: false,
+            is_broadcast: false,
+            is_newsletter: false,
+            is_history: false,
+            has_media: false,
+        }
+    }
+}
+
 /// Flags derived from a chat id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ChatKind {

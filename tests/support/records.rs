@@ -53,25 +53,7 @@ pub fn running_worker(tenant: &TenantId, now: Timestamp) -> WorkerRecord {
 
 /// A text message from customer `chat` to +255712345678, not yet seen, sent at 1_800_000_000.
 pub fn incoming(chat: &str, id: &str, body: &str) -> IncomingMessage {
-    IncomingMessage {
-        id: format!("false_{chat}_{id}"),
-        short_id: id.to_owned(),
-        chat: chat.to_owned(),
-        from: chat.to_owned(),
-        author: None,
-        to: Some("255712345678@c.us".to_owned()),
-        body: body.to_owned(),
-        timestamp: 1_800_000_000,
-        kind: "chat".to_owned(),
-        push_name: None,
-        from_me: false,
-        is_group: false,
-        is_status: false,
-        is_broadcast: false,
-        is_newsletter: false,
-        is_history: false,
-        has_media: false,
-    }
+    IncomingMessage::text(chat, id, Some("255712345678@c.us"), body, 1_800_000_000)
 }
 
 /// The active record of `spec` applied at `now`, at revision `a1b2c3d` from

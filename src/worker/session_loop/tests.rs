@@ -1,7 +1,7 @@
 //! The worker loop on the in-memory transport and a SQLite store: QR timeout and the fresh
 //! QR request, the reconnect schedule, the logout wipe, heartbeat gating, the conflict
 //! takeover, reload and its retry, SIGTERM. What only Chromium can show stays in
-//! `tests/worker.rs` and `tests/wa_web.rs`.
+//! `tests/worker/worker.rs` and `tests/worker/wa_web.rs`.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -338,25 +338,7 @@ async fn messages_go_to_the_attached_sink() {
     let mut rig = Rig::start(schedule(), Vec::new(), false).await;
     let t = rig.next_transport().await;
     t.push(ready());
-    let message = IncomingMessage {
-        id: "false_255700000001@c.us_ABC".to_owned(),
-        short_id: "ABC".to_owned(),
-        chat: "255700000001@c.us".to_owned(),
-        from: "255700000001@c.us".to_owned(),
-        author: None,
-        to: None,
-        body: "habari".to_owned(),
-        timestamp: 1_700_000_000,
-        kind: "chat".to_owned(),
-        push_name: None,
-        from_me: false,
-        is_group: false,
-        is_status: false,
-        is_broadcast: false,
-        is_newsletter: false,
-        is_history: false,
-        has_media: false,
-    };
+    let message = IncomingMessage::text("255700000001@c.us", "ABC", None, "habari", 1_700_000_000);
     t.push(TransportEvent::Message(message));
     rig.until_call(Call::Message("false_255700000001@c.us_ABC".to_owned()))
         .await;
