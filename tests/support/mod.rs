@@ -58,7 +58,8 @@ pub fn free_port() -> u16 {
 }
 
 /// The lock of the tests that need the machine to themselves (the chaos run, the soak, the
-/// package install), so that such tests never overlap now that they share a binary.
+/// package install, the status endpoint abuse), so that such tests never overlap where they
+/// share a binary.
 static EXCLUSIVE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Waits until no other test holds the machine, and holds it until the guard drops.
