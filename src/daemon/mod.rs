@@ -118,8 +118,7 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
     info!(listen = %server.local_addr(), "status endpoint listening");
 
     let mut d = Daemon::new(cfg, opts, backoff, tx);
-    d.status = Publisher::new(started_at);
-    d.status.serve(status_tx);
+    d.status.serve(status_tx, started_at);
     d.start(remote).await;
     d.run_loop(rx).await;
     drop(server);

@@ -47,9 +47,15 @@ impl Publisher {
         }
     }
 
-    /// Snapshots go to `tx` from now on.
-    pub(super) fn serve(&mut self, tx: tokio::sync::watch::Sender<Arc<StatusSnapshot>>) {
+    /// Snapshots go to `tx` from now on; they count the daemon's uptime from `started_at`, the
+    /// time of the first snapshot `tx` already holds.
+    pub(super) fn serve(
+        &mut self,
+        tx: tokio::sync::watch::Sender<Arc<StatusSnapshot>>,
+        started_at: Timestamp,
+    ) {
         self.tx = Some(tx);
+        self.started_at = started_at;
     }
 
     /// Whether a status endpoint reads the snapshots.
