@@ -23,6 +23,7 @@
 mod contacts;
 mod counters;
 mod events;
+pub mod fleet;
 mod messages;
 pub mod model;
 mod prune;
