@@ -5,6 +5,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod exit;
+pub mod fleet;
 pub mod reconcile;
 pub mod source;
 pub mod status;
