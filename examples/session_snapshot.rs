@@ -250,6 +250,56 @@ fn synthetic(profile: &Path, mib: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The fake WhatsApp Web site in `dir`, with one long-lived QR.
+fn write_site(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wa-web/index.html");
+    std::fs::copy(&fixture, dir.join("index.html")).context("copy fixture")?;
+    std::fs::write(
+        dir.join("fake-config.js"),
+        "window.__fakeWaConfig = {qrIntervalMs: 60000};\n",
+    )?;
+    Ok(())
+}
+
+/// Where the measurement runs.
+struct Bench {
+    chromium: PathBuf,
+    site: PathBuf,
+    tmp: PathBuf,
+    pg: Option<Pg>,
+}
+
+impl Bench {
+    /// Moves `packed` to another node's profile path, prints its row and returns how
+    /// Chromium came up there.
+    async fn moved(
+        &self,
+        name: &str,
+        packed: &Packed,
+        pack: Duration,
+        generation: i64,
+    ) -> anyhow::Result<String> {
+        let profile = self.tmp.join(format!("node-{generation}/sessions/bench"));
+        let (restore, outcome) = relaunch(&self.chromium, &self.site, &profile, packed).await?;
+        row(name, packed, pack, restore, self.pg.as_ref(), generation).await?;
+        Ok(outcome)
+    }
+
+    /// Packs and restores `mib` MiB of random IndexedDB files and prints their row.
+    async fn synthetic(&self, mib: usize) -> anyhow::Result<()> {
+        let s = self.tmp.join("synthetic");
+        synthetic(&s, mib)?;
+        let (packed, pack) = timed(|| archive::pack(&s));
+        let packed = packed?;
+        let dst = self.tmp.join("synthetic-b");
+        let (restored, restore) = timed(|| archive::restore(&dst, &packed.data, &packed.sha256));
+        restored?;
+        let name = format!("synthetic: {mib} MiB of random bytes");
+        row(&name, &packed, pack, restore, self.pg.as_ref(), 3).await
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -259,17 +309,16 @@ async fn main() -> anyhow::Result<()> {
     let mib: usize = args.next().map_or(Ok(32), |a| a.parse())?;
     let tmp = tempfile::tempdir()?;
     let site = tmp.path().join("site");
-    std::fs::create_dir_all(&site)?;
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wa-web/index.html");
-    std::fs::copy(&fixture, site.join("index.html")).context("copy fixture")?;
-    std::fs::write(
-        site.join("fake-config.js"),
-        "window.__fakeWaConfig = {qrIntervalMs: 60000};\n",
-    )?;
-    let pg = Pg::open().await?;
+    write_site(&site)?;
+    let bench = Bench {
+        chromium,
+        site,
+        tmp: tmp.path().to_owned(),
+        pg: Pg::open().await?,
+    };
 
     let a = tmp.path().join("node-a/sessions/bench");
-    let b = link(&chromium, &site, &a).await?;
+    let b = link(&bench.chromium, &bench.site, &a).await?;
     let (print, fp_time) = timed(|| archive::fingerprint(&a));
     let print = print?.context("a linked profile has login parts")?;
     let (live, live_pack) = timed(|| archive::pack(&a));
@@ -290,66 +339,17 @@ async fn main() -> anyhow::Result<()> {
         "| snapshot | files | raw | packed | pack | restore | save (PostgreSQL) | load (PostgreSQL) |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    let (took, after_stop) = relaunch(
-        &chromium,
-        &site,
-        &tmp.path().join("node-b/sessions/bench"),
-        &stopped,
-    )
-    .await?;
-    row(
-        "linked profile, browser stopped (drain, shutdown)",
-        &stopped,
-        stopped_pack,
-        took,
-        pg.as_ref(),
-        1,
-    )
-    .await?;
-    let (took, after_live) = relaunch(
-        &chromium,
-        &site,
-        &tmp.path().join("node-c/sessions/bench"),
-        &live,
-    )
-    .await?;
-    row(
-        "linked profile, browser running (periodic)",
-        &live,
-        live_pack,
-        took,
-        pg.as_ref(),
-        2,
-    )
-    .await?;
-
-    let s = tmp.path().join("synthetic");
-    synthetic(&s, mib)?;
-    let (packed, pack) = timed(|| archive::pack(&s));
-    let packed = packed?;
-    let (restored, restore) = timed(|| {
-        archive::restore(
-            &tmp.path().join("synthetic-b"),
-            &packed.data,
-            &packed.sha256,
-        )
-    });
-    restored?;
-    row(
-        &format!("synthetic: {mib} MiB of random bytes"),
-        &packed,
-        pack,
-        restore,
-        pg.as_ref(),
-        3,
-    )
-    .await?;
+    let name = "linked profile, browser stopped (drain, shutdown)";
+    let after_stop = bench.moved(name, &stopped, stopped_pack, 1).await?;
+    let name = "linked profile, browser running (periodic)";
+    let after_live = bench.moved(name, &live, live_pack, 2).await?;
+    bench.synthetic(mib).await?;
     println!();
     println!(
         "Restored from the stopped browser's snapshot, on another profile path: {after_stop}."
     );
     println!("Restored from the running browser's snapshot: {after_live}.");
-    if let Some(pg) = pg {
+    if let Some(pg) = bench.pg {
         pg.drop_db().await?;
     }
     Ok(())
