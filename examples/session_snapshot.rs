@@ -3,7 +3,8 @@
 //! the worker's own browser driver: the size of the login parts packed and unpacked, the time
 //! to fingerprint, pack, save to PostgreSQL, load and restore, and whether Chromium launched on
 //! the restored profile (at another path, as on another node) is linked again without a QR.
-//! Then the same times on a synthetic IndexedDB of random bytes, the worst case for size.
+//! An IndexedDB record written on the first profile is read back on the restored ones. Then
+//! the same times on a synthetic IndexedDB of random bytes, the worst case for size.
 //!
 //! Owns only the measurement; the figures go to docs/benchmarks.md ("Session snapshots").
 //! PostgreSQL is measured when `FLOWHQ_TEST_PG_URL` names a cluster (a throwaway database is
@@ -29,6 +30,20 @@ use flowhq::worker::transport::{Events, TransportEvent};
 use sqlx::{Connection, Executor, PgConnection};
 
 const WAIT: Duration = Duration::from_secs(30);
+
+/// Stores a record in an IndexedDB database of the page's origin, as WhatsApp Web keeps its
+/// keys (the fake itself keeps its login in Local Storage only).
+const IDB_WRITE: &str = "new Promise((ok, fail) => { const r = indexedDB.open('flowhq-bench', 1); \
+    r.onupgradeneeded = () => r.result.createObjectStore('keys'); r.onerror = () => fail(r.error); \
+    r.onsuccess = () => { const tx = r.result.transaction('keys', 'readwrite'); \
+    tx.objectStore('keys').put('k'.repeat(4096), 'identity'); \
+    tx.oncomplete = () => { r.result.close(); ok(true); }; tx.onerror = () => fail(tx.error); }; })";
+
+/// Reads that record back: its length, or 0 when it is not there.
+const IDB_READ: &str = "new Promise((ok, fail) => { const r = indexedDB.open('flowhq-bench', 1); \
+    r.onupgradeneeded = () => r.result.createObjectStore('keys'); r.onerror = () => fail(r.error); \
+    r.onsuccess = () => { const g = r.result.transaction('keys').objectStore('keys').get('identity'); \
+    g.onsuccess = () => { r.result.close(); ok((g.result || '').length); }; g.onerror = () => fail(g.error); }; })";
 
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
@@ -205,8 +220,9 @@ async fn relaunch(
     let first = qr_or_ready(&mut ev).await?;
     let outcome = match first {
         TransportEvent::Ready { me, .. } => format!(
-            "linked as {me} without a QR, {} after launch",
-            ms(t.elapsed())
+            "linked as {me} without a QR, {} after launch; IndexedDB record of {} bytes read back",
+            ms(t.elapsed()),
+            b.evaluate_json(IDB_READ).await?
         ),
         _ => "showed a QR: the login did not survive".to_owned(),
     };
@@ -225,6 +241,7 @@ async fn link(chromium: &Path, site: &Path, profile: &Path) -> anyhow::Result<Wa
     let TransportEvent::Ready { .. } = qr_or_ready(&mut ev).await? else {
         bail!("no ready after the scan");
     };
+    b.evaluate_json(IDB_WRITE).await?;
     // Let Chromium write its storage to disk as it does in a running worker.
     tokio::time::sleep(Duration::from_secs(5)).await;
     Ok(b)
