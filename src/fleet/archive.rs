@@ -39,6 +39,9 @@ use sha2::{Digest, Sha256};
 /// The profile's directories that hold the login, relative to the profile.
 pub const LOGIN_PARTS: [&str; 2] = ["Default/Local Storage", "Default/IndexedDB"];
 
+/// The directory of the login parts, which a restore creates or requires to be a directory.
+const PARTS_PARENT: &str = "Default";
+
 /// Chromium's lock files at the top of a profile; a restored profile must not keep them.
 const SINGLETONS: [&str; 3] = ["SingletonLock", "SingletonSocket", "SingletonCookie"];
 
@@ -110,7 +113,7 @@ pub struct Packed {
     pub files: u32,
     /// The SHA-256 of `data`, lower-case hex.
     pub sha256: String,
-    /// The fingerprint of the files as packed (see [`fingerprint`]).
+    /// The fingerprint of the files as packed (see [`fingerprint`]); empty when none was.
     pub fingerprint: String,
 }
 
@@ -176,6 +179,9 @@ pub fn restore(profile: &Path, data: &[u8], sha256: &str) -> Result<Restored> {
         });
     }
     make_dir(profile)?;
+    // Checked before anything changes: a `Default` that is not a directory (a link, a file)
+    // fails the restore here and leaves the profile as it was.
+    make_dirs(profile, &profile.join(PARTS_PARENT))?;
     let staging = profile.join(STAGING);
     remove_any(&staging)?;
     make_dir(&staging)?;
@@ -240,6 +246,14 @@ enum Item<'a> {
 /// Calls `visit` for every directory (before its contents) and plain file of the login parts,
 /// in name order. Vanished entries, `LOCK` files, symbolic links and special files are skipped.
 fn walk(profile: &Path, visit: &mut dyn FnMut(Item<'_>) -> Result<()>) -> Result<()> {
+    // The parts' parent is never followed either: a `Default` that is a link holds no parts.
+    let default = profile.join(PARTS_PARENT);
+    match default.symlink_metadata() {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("inspect", &default)(e)),
+    }
     for part in LOGIN_PARTS {
         let path = profile.join(part);
         match path.symlink_metadata() {

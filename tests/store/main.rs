@@ -1,6 +1,7 @@
 //! The state store on both backends: its records and queries (`store`), the `flowhq migrate`
 //! and operator commands on a database (`store_cli`), outages of the database under a store
-//! (`store_outage`), and many processes writing to one database at once (`store_concurrency`).
+//! (`store_outage`), many processes writing to one database at once (`store_concurrency`), and
+//! the chunked session snapshots of fleet mode (`session_snapshots`).
 //!
 //! One test binary; `support` is the shared harness of `tests/support/`.
 
@@ -8,6 +9,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod session_snapshots;
 mod store;
 mod store_cli;
 mod store_concurrency;

@@ -365,3 +365,32 @@ fn the_fingerprint_changes_when_a_login_file_changes_and_not_otherwise() {
     .unwrap();
     assert_ne!(fingerprint(&profile).unwrap().unwrap(), third);
 }
+
+#[test]
+fn a_default_directory_that_is_a_link_is_neither_packed_nor_restored_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("a");
+    fake_profile(&src);
+    let packed = pack(&src).unwrap();
+
+    let elsewhere = dir.path().join("elsewhere");
+    fake_profile(&elsewhere);
+    let profile = dir.path().join("p");
+    fs::create_dir(&profile).unwrap();
+    symlink(elsewhere.join("Default"), profile.join("Default")).unwrap();
+    assert_eq!(fingerprint(&profile).unwrap(), None);
+    assert_eq!(pack(&profile).unwrap().files, 0);
+
+    put(
+        &elsewhere,
+        &format!("{LS}/000009.ldb"),
+        b"not this profile's",
+    );
+    let err = restore(&profile, &packed.data, &packed.sha256).unwrap_err();
+    assert!(matches!(err, ArchiveError::Io { .. }), "{err:?}");
+    assert_eq!(
+        fs::read(elsewhere.join(LS).join("000009.ldb")).unwrap(),
+        b"not this profile's"
+    );
+    assert!(!profile.join(STAGING).exists());
+}
