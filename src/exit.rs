@@ -18,6 +18,9 @@ pub enum ExitStatus {
     Usage,
     /// Bad configuration (EX_CONFIG): a worker exiting with it is held until its spec changes.
     Config,
+    /// Fleet mode: the worker no longer owns its tenant (EX_TEMPFAIL): its write was refused
+    /// by the fence, or its node's lease lapsed; it stopped without answering.
+    Fenced,
 }
 
 impl ExitStatus {
@@ -29,6 +32,7 @@ impl ExitStatus {
             ExitStatus::Changes => 2,
             ExitStatus::Usage => 64,
             ExitStatus::Config => 78,
+            ExitStatus::Fenced => 75,
         }
     }
 }

@@ -83,7 +83,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(cfg: DaemonConfig, tenant: TenantId) -> u8 {
-    let store = match Store::connect(&cfg.database_url, Role::Worker).await {
+    let fence = flowhq::worker::fence::from_env();
+    let store = match Store::connect_fenced(&cfg.database_url, Role::Worker, fence.as_ref()).await {
         Ok(s) => s,
         Err(err) => {
             say_err!("stub worker {tenant}: store unavailable: {err:#}");
@@ -101,6 +102,18 @@ async fn run(cfg: DaemonConfig, tenant: TenantId) -> u8 {
             return 1;
         }
     };
+    if let Some(fence) = &fence {
+        say!(
+            "stub worker {tenant}: fleet node {} generation {}",
+            fence.node,
+            fence.generation
+        );
+        flowhq::worker::fence::install(flowhq::worker::fence::Guard::new(
+            tenant.clone(),
+            store.clone(),
+            &cfg.runtime_dir,
+        ));
+    }
     let mut spec = record.spec;
     say!(
         "stub worker {tenant}: started with spec {}",
@@ -155,6 +168,10 @@ async fn run(cfg: DaemonConfig, tenant: TenantId) -> u8 {
             _ = term.recv() => {
                 say!("stub worker {tenant}: stopping ({} MiB of ballast)", ballast.len() >> 20);
                 store.close().await;
+                if flowhq::worker::fence::fenced_exit() {
+                    say!("stub worker {tenant}: fenced: exiting 75");
+                    return 75;
+                }
                 return 0;
             }
         }

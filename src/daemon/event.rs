@@ -39,6 +39,8 @@ pub enum Event {
     Reload,
     /// The config repository's fetch task reports (a new commit ready, or a failure).
     Git(Report),
+    /// The fleet lease task reports (fleet mode only).
+    Fleet(super::fleet::FleetReport),
     /// SIGTERM or SIGINT: shut down.
     Shutdown,
 }

@@ -227,6 +227,7 @@ impl Daemon {
             self.measure_memory(timers.every.measure, now);
             steps.lap("measure memory");
         }
+        run_pass |= self.check_lease(now);
         run_pass | self.deadline_due(Timestamp::now())
     }
 
@@ -241,8 +242,12 @@ impl Daemon {
                     "shutting down; workers keep running for the next daemon to adopt",
                 );
             }
-            ShutdownMode::StopWorkers => self.stop_all().await,
+            ShutdownMode::StopWorkers => {
+                self.stop_all().await;
+                self.save_all_logins(SHUTDOWN_WRITES).await;
+            }
         }
+        self.stop_fleet().await;
         // The last records are worth a few seconds, not a hung shutdown: systemd would
         // SIGKILL a daemon that overstays TimeoutStopSec anyway.
         let last_writes = async {

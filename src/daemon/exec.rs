@@ -148,6 +148,7 @@ impl Daemon {
             return;
         }
         let started = Instant::now();
+        self.send_placer_input();
         // The applied records move into the observation for planning and back right after,
         // instead of being cloned on every pass.
         let observed = self.observed_taking_applied();
@@ -446,10 +447,12 @@ impl Daemon {
         let now = Timestamp::now();
         let mut argv: Vec<OsString> = self.cfg.worker.command.iter().map(OsString::from).collect();
         argv.extend([OsString::from("--tenant"), OsString::from(tenant.as_str())]);
+        let mut env = self.sup.worker_env.clone();
+        env.extend(self.fleet.worker_env(tenant));
         let req = SpawnRequest {
             tenant: tenant.clone(),
             argv,
-            env: self.sup.worker_env.clone(),
+            env,
             cwd: self.cfg.state_dir.clone(),
             log_path: supervisor::log_path(&self.cfg.log_dir, tenant),
             lock_path: supervisor::lock_path(&self.cfg.runtime_dir, tenant),

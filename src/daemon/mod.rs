@@ -15,6 +15,7 @@
 mod event;
 mod event_loop;
 mod exec;
+mod fleet;
 mod housekeeping;
 mod journal;
 mod observe;
@@ -233,6 +234,8 @@ struct Daemon {
     journal: Journal,
     /// Counted by every part, published in the status snapshot.
     metrics: FleetMetrics,
+    /// Fleet mode: the lease, the placement, the session jobs (`fleet/`).
+    fleet: fleet::FleetLink,
 }
 
 impl Daemon {
@@ -243,9 +246,10 @@ impl Daemon {
             max_prune_share: cfg.prune.max_share,
             allow_mass_prune: cfg.prune.allow_mass_prune || opts.allow_mass_prune,
         };
-        let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "localhost".to_owned());
+        let node = cfg
+            .fleet
+            .as_ref()
+            .map_or_else(crate::config::daemon::host_name, |fleet| fleet.node.clone());
         let sup = Supervision::new(worker_env(&cfg));
         let (follow, dir, revision) = source::Follow::for_config(&cfg);
         let mut dir_source = DirSource::new(dir);
@@ -267,6 +271,7 @@ impl Daemon {
             house: Housekeeping::default(),
             journal: Journal::default(),
             metrics: FleetMetrics::default(),
+            fleet: fleet::FleetLink::default(),
         }
     }
 
@@ -283,6 +288,7 @@ impl Daemon {
             self.start_following(remote);
         }
         info!(files = refreshed.read, dir = %self.source.dir().display(), "tenant files loaded");
+        self.start_fleet();
         self.refresh_heartbeats().await;
         self.pass().await;
         self.status.set_ready();
@@ -314,6 +320,7 @@ impl Daemon {
                 self.house.measured(measured, tokio::time::Instant::now());
                 false
             }
+            Event::Fleet(report) => self.on_fleet(report),
             Event::Shutdown | Event::QrWanted(_) => false,
         }
     }

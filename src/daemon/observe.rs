@@ -132,7 +132,11 @@ impl Daemon {
             return;
         };
         let workers = store.workers().await;
-        if let Some(workers) = self.store.check(workers) {
+        if let Some(mut workers) = self.store.check(workers) {
+            // In a fleet, the other nodes' rows describe their workers, not this node's.
+            if self.fleet.enabled() {
+                workers.retain(|w| w.node == self.node);
+            }
             self.sup.loaded_workers(workers);
         }
     }
@@ -239,6 +243,7 @@ impl Daemon {
         Observed {
             tenants: self.sup.take_applied(),
             workers,
+            placement: self.fleet.placement(),
         }
     }
 
@@ -246,6 +251,7 @@ impl Daemon {
         Observed {
             tenants: self.sup.applied().clone(),
             workers: self.observed_workers(Timestamp::now()),
+            placement: self.fleet.placement(),
         }
     }
 

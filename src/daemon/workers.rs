@@ -54,6 +54,7 @@ impl Daemon {
         let what = slot.exited(exit, &self.backoff, sample, now);
         let _ = records::remove(&self.cfg.runtime_dir, tenant);
         warn!(target: LOG_TARGET, tenant = %tenant, pid, exit = %exit, "worker exited");
+        self.fleet_worker_gone(tenant);
         self.metrics.count_restart("exit");
         self.event(Some(tenant.clone()), "exited", what);
         true
@@ -70,6 +71,7 @@ impl Daemon {
             return false;
         };
         let _ = records::remove(&self.cfg.runtime_dir, tenant);
+        self.fleet_worker_gone(tenant);
         info!(target: LOG_TARGET, tenant = %tenant, pid, exit = %exit, "worker stopped");
         self.event(Some(tenant.clone()), "stopped", what);
         true

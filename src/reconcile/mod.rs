@@ -18,14 +18,21 @@ use crate::config::{SpecHash, TenantId, TenantSpec};
 
 pub use action::{Action, Plan, Problem};
 pub use model::{
-    AppliedTenant, Desired, DesiredTenant, Lifecycle, Observed, ObservedWorker, Policy, Revision,
-    WorkerPhase,
+    AppliedTenant, Desired, DesiredTenant, Lifecycle, Observed, ObservedWorker, Placement, Policy,
+    Revision, WorkerPhase,
 };
 pub use reason::Reason;
 
 /// Plans the actions that move `observed` towards `desired` at time `now`.
 pub fn plan(desired: &Desired, observed: &Observed, policy: &Policy, now: Timestamp) -> Plan {
     let mut out = Plan::default();
+    if observed.placement.as_ref().is_some_and(|p| p.hold) {
+        out.problems.push(Problem {
+            tenant: None,
+            message: "fleet: waiting for this node's first lease renewal before acting".to_owned(),
+        });
+        return out;
+    }
     let prune_blocked = prune_guard(desired, observed, policy, &mut out);
 
     let ids: BTreeSet<&TenantId> = desired
@@ -45,8 +52,20 @@ pub fn plan(desired: &Desired, observed: &Observed, policy: &Policy, now: Timest
             worker,
             policy,
             now,
+            may_start: observed.placement.as_ref().is_none_or(|p| p.may_start(id)),
         };
-        if let Some(d) = desired.tenants.get(id) {
+        if let Some(placement) = &observed.placement
+            && !placement.owns(id)
+        {
+            // Another node's tenant (or nobody's, while fenced): no row of it is written here,
+            // and a worker of it still running here stops.
+            let why = if placement.fenced {
+                Reason::LeaseLapsed
+            } else {
+                Reason::PlacedElsewhere
+            };
+            ctx.plan_unwanted(why, &mut out);
+        } else if let Some(d) = desired.tenants.get(id) {
             ctx.plan_valid(d, &desired.revision, &mut out);
         } else if let Some(diags) = desired.failed.get(id) {
             let text = diags
@@ -67,7 +86,10 @@ fn prune_guard(desired: &Desired, observed: &Observed, policy: &Policy, out: &mu
     let live: Vec<&TenantId> = observed
         .tenants
         .iter()
-        .filter(|(_, t)| t.lifecycle != Lifecycle::Retired)
+        .filter(|(id, t)| {
+            t.lifecycle != Lifecycle::Retired
+                && observed.placement.as_ref().is_none_or(|p| p.owns(id))
+        })
         .map(|(id, _)| id)
         .collect();
     let gone = live
@@ -114,6 +136,8 @@ struct TenantCtx<'a> {
     worker: Option<&'a ObservedWorker>,
     policy: &'a Policy,
     now: Timestamp,
+    /// False for a fleet tenant that waits for its handoff or login restore: no spawn yet.
+    may_start: bool,
 }
 
 /// The spec a worker should run, whichever source it comes from.
@@ -259,6 +283,18 @@ impl TenantCtx<'_> {
     fn plan_worker(&self, target: &Target<'_>, reason_new: Option<Reason>, out: &mut Plan) {
         if !target.active {
             self.plan_unwanted(Reason::Disabled, out);
+            return;
+        }
+        let idle = self
+            .worker
+            .is_none_or(|w| matches!(w.phase, WorkerPhase::Idle | WorkerPhase::Backoff { .. }));
+        if idle && !self.may_start {
+            out.problems.push(Problem {
+                tenant: Some(self.id.clone()),
+                message: "waiting: the previous node is handing this tenant over, or its saved \
+                          login is being restored here"
+                    .to_owned(),
+            });
             return;
         }
         let Some(worker) = self.worker else {

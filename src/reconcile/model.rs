@@ -5,8 +5,9 @@
 //! planner reads them and nothing else. They are deliberately not the store's row types, so the
 //! planner does not change when the schema does.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -115,6 +116,37 @@ pub struct Observed {
     pub tenants: BTreeMap<TenantId, AppliedTenant>,
     /// Workers by tenant; a tenant with no entry has no process and nothing scheduled.
     pub workers: BTreeMap<TenantId, ObservedWorker>,
+    /// Fleet mode: which tenants this node owns. `None` on a single host, which owns all.
+    pub placement: Option<Arc<Placement>>,
+}
+
+/// Which tenants a fleet node owns, as the store's persisted placement says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Not known yet (before the node's first lease renewal): nothing starts, stops or is
+    /// written.
+    pub hold: bool,
+    /// The node's lease was not renewed in time: it owns nothing and stops every worker.
+    pub fenced: bool,
+    /// Tenants placed on this node. Only these get tenant-row writes and workers here; a
+    /// tenant outside this set is left alone, except that a worker of it still running here
+    /// is stopped.
+    pub owned: BTreeSet<TenantId>,
+    /// Owned tenants that may start a worker now. The others wait: their previous node is
+    /// still stopping them and saving the login, or the saved login is being restored here.
+    pub runnable: BTreeSet<TenantId>,
+}
+
+impl Placement {
+    /// Whether this node owns `tenant`.
+    pub fn owns(&self, tenant: &TenantId) -> bool {
+        !self.fenced && self.owned.contains(tenant)
+    }
+
+    /// Whether a worker of `tenant` may start here now.
+    pub fn may_start(&self, tenant: &TenantId) -> bool {
+        self.owns(tenant) && self.runnable.contains(tenant)
+    }
 }
 
 /// The knobs that shape decisions.

@@ -78,6 +78,10 @@ pub enum Reason {
     },
     /// The tenant file validates again (config error cleared).
     FileValidatesAgain,
+    /// Fleet mode: the tenant is placed on another node, or on none (stop).
+    PlacedElsewhere,
+    /// Fleet mode: this node's lease was not renewed in time, so it runs nothing (stop).
+    LeaseLapsed,
 }
 
 impl Reason {
@@ -132,6 +136,10 @@ impl fmt::Display for Reason {
             Reason::Disabled => f.write_str("enabled = false"),
             Reason::FileInvalid { first } => write!(f, "file does not validate: {first}"),
             Reason::FileValidatesAgain => f.write_str("file validates again"),
+            Reason::PlacedElsewhere => f.write_str("placed on another node"),
+            Reason::LeaseLapsed => {
+                f.write_str("this node's fleet lease was not renewed in time (self-fencing)")
+            }
         }
     }
 }

@@ -67,6 +67,16 @@ pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// A fleet worker's claim on its tenant: the node that started it and the generation of the
+/// tenant's placement it was started under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The node.
+    pub node: String,
+    /// The generation.
+    pub generation: i64,
+}
+
 /// Which process opens the store; decides the pool size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -169,6 +179,15 @@ pub enum Error {
         #[source]
         source: MigrateError,
     },
+    /// Fleet mode: the database refused a worker's write because the worker no longer owns
+    /// its tenant (its generation is not current, or its node's lease is not live).
+    #[error("{op}: refused by the fleet fence: {message}")]
+    Fenced {
+        /// The operation and its subject.
+        op: String,
+        /// The database's message (tenant, node, generation).
+        message: String,
+    },
     /// A stored row holds a value this version cannot read (an unknown enum spelling, a bad
     /// tenant id, an out-of-range number), or a value does not fit its column.
     #[error("convert row: {op}")]
@@ -181,7 +200,16 @@ pub enum Error {
     },
 }
 
+/// The SQLSTATE of a write refused by the fleet fence (migrations/postgres/0005_fleet.sql).
+const FENCED_SQLSTATE: &str = "FQ001";
+
 impl Error {
+    /// True when a fleet worker's write was refused because its tenant moved on (another
+    /// generation or node) or its node's lease lapsed: the worker must stop at once.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Error::Fenced { .. })
+    }
+
     /// True when the database could not be reached and the call may succeed later.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Error::Unavailable { .. })
@@ -196,6 +224,39 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Store {
     pool: Pool,
     disk: Arc<DiskFailures>,
+    /// Set once the database refused a write with the fleet fence (`Error::Fenced`).
+    fenced: Arc<FenceFlag>,
+}
+
+/// Whether any call of a store was refused by the fleet fence; a fenced worker waits on it.
+#[derive(Debug, Default)]
+pub struct FenceFlag {
+    set: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl FenceFlag {
+    /// Whether a write was refused.
+    pub fn is_set(&self) -> bool {
+        self.set.load(Ordering::SeqCst)
+    }
+
+    /// Marks the store fenced and wakes every waiter.
+    pub fn set(&self) {
+        self.set.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Returns once a write was refused.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_set() {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// When a SQLite call last failed because of the disk under the database file (read-only,
@@ -317,16 +378,27 @@ impl Store {
     /// directory) are created when missing and opened in WAL mode with a busy timeout, so one
     /// daemon and many workers can share the file. Does not migrate; call `migrate`.
     pub async fn connect(url: &str, role: Role) -> Result<Self> {
+        Self::connect_fenced(url, role, None).await
+    }
+
+    /// Like [`Store::connect`], for a fleet worker: every connection carries `fence`, so the
+    /// database refuses each write of the worker once its tenant moved on or its node's lease
+    /// lapsed (`Error::Fenced`). PostgreSQL only; SQLite ignores it (no fleet there).
+    pub async fn connect_fenced(url: &str, role: Role, fence: Option<&Fence>) -> Result<Self> {
         let backend = Backend::from_url(url).ok_or_else(|| Error::InvalidUrl {
             url: redact(url),
             reason: "expected postgres://, postgresql:// or sqlite:".to_owned(),
         })?;
         let disk = Arc::new(DiskFailures::new());
         let pool = match backend {
-            Backend::Postgres => Pool::Postgres(connect_postgres(url, role).await?),
+            Backend::Postgres => Pool::Postgres(connect_postgres(url, role, fence).await?),
             Backend::Sqlite => Pool::Sqlite(connect_sqlite(url, role, &disk).await?),
         };
-        Ok(Self { pool, disk })
+        Ok(Self {
+            pool,
+            disk,
+            fenced: Arc::default(),
+        })
     }
 
     /// Applies the embedded migrations that are not applied yet. Idempotent, and safe to run
@@ -350,6 +422,11 @@ impl Store {
             }
             source => Error::Migrate { backend, source },
         })
+    }
+
+    /// Set once the fleet fence refused a call of this store (or a clone of it).
+    pub fn fence_flag(&self) -> Arc<FenceFlag> {
+        Arc::clone(&self.fenced)
     }
 
     /// The backend behind this store.
@@ -442,9 +519,19 @@ impl Store {
     {
         let backend = self.backend();
         let disk = Arc::clone(&self.disk);
+        let fenced = Arc::clone(&self.fenced);
         move |err| {
             if is_disk_failure(backend, &err) {
                 disk.record();
+            }
+            if let sqlx::Error::Database(db) = &err
+                && db.code().as_deref() == Some(FENCED_SQLSTATE)
+            {
+                fenced.set();
+                return Error::Fenced {
+                    op: op(),
+                    message: db.message().to_owned(),
+                };
             }
             classify(backend, op(), err)
         }
@@ -465,14 +552,20 @@ fn connect_op(url: &str) -> String {
 }
 
 /// A PostgreSQL pool for `role`, after one direct connection proved the server answers.
-async fn connect_postgres(url: &str, role: Role) -> Result<PgPool> {
-    let options = PgConnectOptions::from_str(url)
+async fn connect_postgres(url: &str, role: Role, fence: Option<&Fence>) -> Result<PgPool> {
+    let mut options = PgConnectOptions::from_str(url)
         .map_err(invalid_url(url))?
         .application_name(match role {
             Role::Daemon => "flowhq-daemon",
             Role::Worker => "flowhq-worker",
             Role::Client => "flowhq-cli",
         });
+    if let Some(fence) = fence {
+        options = options.options([
+            ("flowhq.fence_node", fence.node.clone()),
+            ("flowhq.fence_generation", fence.generation.to_string()),
+        ]);
+    }
     let (max, idle) = match role {
         Role::Daemon => (8, Duration::from_secs(300)),
         Role::Worker | Role::Client => (2, Duration::from_secs(30)),

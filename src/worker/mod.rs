@@ -10,6 +10,7 @@
 
 pub mod bot;
 pub mod browser;
+pub mod fence;
 pub mod run;
 pub mod session;
 pub mod session_loop;

@@ -212,13 +212,21 @@ pub async fn run<S: MessageSink<WaWebBrowser>>(
     opts: RunOptions,
     sink: S,
 ) -> ExitStatus {
-    let store = match Store::connect(&cfg.database_url, Role::Worker).await {
+    let fence = super::fence::from_env();
+    let store = match Store::connect_fenced(&cfg.database_url, Role::Worker, fence.as_ref()).await {
         Ok(s) => s,
         Err(err) => {
             tracing::error!(%tenant, "store unavailable: {err}");
             return ExitStatus::Failure;
         }
     };
+    if fence.is_some() {
+        super::fence::install(super::fence::Guard::new(
+            tenant.clone(),
+            store.clone(),
+            &cfg.runtime_dir,
+        ));
+    }
     let record = match store.tenant(&tenant).await {
         Ok(Some(r)) => r,
         Ok(None) => {
@@ -267,6 +275,9 @@ pub async fn run<S: MessageSink<WaWebBrowser>>(
     };
     let status = worker.main().await;
     worker.store.close().await;
+    if super::fence::fenced_exit() {
+        return ExitStatus::Fenced;
+    }
     status
 }
 

@@ -11,5 +11,6 @@
 mod support;
 
 mod daemon;
+mod fleet;
 mod gitops;
 mod resource_faults;

@@ -31,6 +31,7 @@ pub mod fake_wa;
 pub mod fleet;
 pub mod http;
 pub mod nginx;
+pub mod nodes;
 pub mod real;
 pub mod records;
 pub mod status;

@@ -39,8 +39,18 @@ impl RealDaemon {
     /// Writes the fake site and the config into `root` and starts the daemon on the tenant
     /// files in `root/tenants.d` (created when missing).
     pub fn start(root: &Path, cfg: &RealConfig<'_>) -> RealDaemon {
-        let tenants = root.join("tenants.d");
-        std::fs::create_dir_all(&tenants).unwrap();
+        Self::start_with(root, cfg, &root.join("tenants.d"), "")
+    }
+
+    /// [`start`](Self::start) on the tenant files of `tenants` (shared by several daemons of
+    /// one fleet), with `sections` (such as `[fleet]`) appended to the config.
+    pub fn start_with(
+        root: &Path,
+        cfg: &RealConfig<'_>,
+        tenants: &Path,
+        sections: &str,
+    ) -> RealDaemon {
+        std::fs::create_dir_all(tenants).unwrap();
         let site = root.join("site");
         super::fake_wa::write_site(&site, &format!("{{{}}}", cfg.fake_config));
         let config = root.join("flowhq.toml");
@@ -62,6 +72,7 @@ wa_web_index = "{index}"
 kill_timeout = "20s"
 heartbeat_interval = "1s"
 stale_after = "{stale_after}"
+{sections}
 "#,
                 tenants = tenants.display(),
                 state = root.join("state").display(),
@@ -72,6 +83,7 @@ stale_after = "{stale_after}"
                 chromium = cfg.chromium.display(),
                 index = site.join("index.html").display(),
                 stale_after = cfg.stale_after,
+                sections = sections,
             ),
         )
         .unwrap();

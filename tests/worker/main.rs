@@ -13,6 +13,7 @@ mod support;
 mod bot;
 mod bot_replies;
 mod e2e;
+mod fleet_move;
 mod sandbox;
 mod wa_web;
 mod worker;

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use super::reader::{Origin, Reader};
 use super::{
-    BackoffConfig, DaemonConfig, GitSourceConfig, PruneConfig, RetentionConfig, ShutdownMode,
-    StatusConfig, WorkerConfig, parse_bytes,
+    BackoffConfig, DaemonConfig, FleetConfig, GitSourceConfig, PruneConfig, RetentionConfig,
+    ShutdownMode, StatusConfig, WorkerConfig, parse_bytes,
 };
 use crate::config::walk::{list, suggest};
 
@@ -79,6 +79,7 @@ const BACKOFF: &[&str] = &["worker", "backoff"];
 const GIT: &[&str] = &["source", "git"];
 const PRUNE: &[&str] = &["prune"];
 const RETENTION: &[&str] = &["retention"];
+const FLEET: &[&str] = &["fleet"];
 
 /// Every key, in the order diagnostics list them (`expected one of ...`), which is also the
 /// order they are read in: a key whose default or check depends on another comes after it.
@@ -247,6 +248,45 @@ pub(super) const KEYS: &[Key] = &[
     key(RETENTION, "events", "90days", |r, k, d| {
         d.c.retention.events = r.positive(k);
     }),
+    key(FLEET, "node", "<host name>", |r, k, d| {
+        d.fleet_set |= r.section(FLEET).is_some();
+        d.fleet.node = match r.parsed(k, parse_node) {
+            Some((node, _)) => {
+                d.fleet_set = true;
+                node
+            }
+            None => host_name(),
+        };
+    }),
+    key(FLEET, "capacity", "60", |r, k, d| {
+        d.fleet.capacity = r.integer(k, (0, 100_000));
+    }),
+    key(FLEET, "lease_ttl", "15s", |r, k, d| {
+        d.fleet.lease_ttl = r.positive(k);
+    }),
+    key(FLEET, "renew_interval", "5s", |r, k, d| {
+        let (every, origin) = r.duration(k);
+        // A TTL equal to the interval drops healthy nodes on one late renewal (River #217):
+        // two renewals must fit in the trusted part of the lease.
+        if every.is_zero() || every * 2 > trusted_part(d.fleet.lease_ttl) {
+            r.report(
+                &origin,
+                "`fleet.renew_interval` must be positive and at most half of \
+                 `fleet.lease_ttl` minus its safety margin (a fifth of it, at least 1s)"
+                    .to_owned(),
+            );
+        }
+        d.fleet.renew_interval = every;
+    }),
+    key(FLEET, "grace", "5s", |r, k, d| {
+        d.fleet.grace = r.duration(k).0;
+    }),
+    key(FLEET, "max_moves_per_minute", "6", |r, k, d| {
+        d.fleet.max_moves_per_minute = r.integer(k, (0, 100_000));
+    }),
+    key(FLEET, "snapshot_interval", "5m", |r, k, d| {
+        d.fleet.snapshot_interval = r.positive(k);
+    }),
 ];
 
 /// The config being built, key by key.
@@ -257,13 +297,17 @@ pub(super) struct Draft {
     git_url: Option<(String, Origin)>,
     /// `[source.git]`'s other keys, used when `url` is given.
     git: GitSourceConfig,
+    /// Whether `[fleet]` is present (or a fleet key is set in the environment).
+    fleet_set: bool,
+    /// `[fleet]`'s keys, used when `fleet_set`.
+    fleet: FleetConfig,
 }
 
 /// A check across the keys of one table.
 type Check = fn(&mut Reader<'_, '_>, &mut Draft);
 
 /// Checks across the keys of one table, run once its last key is read.
-const TABLE_CHECKS: &[(&[&str], Check)] = &[(GIT, finish_git)];
+const TABLE_CHECKS: &[(&[&str], Check)] = &[(GIT, finish_git), (FLEET, finish_fleet)];
 
 /// Reads every key of [`KEYS`] in order, after reporting the keys and tables no row knows.
 pub(super) fn build(r: &mut Reader<'_, '_>, file: Option<&Path>) -> DaemonConfig {
@@ -278,6 +322,16 @@ pub(super) fn build(r: &mut Reader<'_, '_>, file: Option<&Path>) -> DaemonConfig
             interval: Duration::ZERO,
             credentials_file: None,
             timeout: Duration::ZERO,
+        },
+        fleet_set: false,
+        fleet: FleetConfig {
+            node: String::new(),
+            capacity: 0,
+            lease_ttl: Duration::ZERO,
+            renew_interval: Duration::ZERO,
+            grace: Duration::ZERO,
+            max_moves_per_minute: 0,
+            snapshot_interval: Duration::ZERO,
         },
     };
     for (i, k) in KEYS.iter().enumerate() {
@@ -312,6 +366,28 @@ fn finish_git(r: &mut Reader<'_, '_>, d: &mut Draft) {
             None
         }
     };
+}
+
+/// Fleet mode when `[fleet]` is present; it needs the PostgreSQL store, since the nodes
+/// meet there.
+fn finish_fleet(r: &mut Reader<'_, '_>, d: &mut Draft) {
+    if !d.fleet_set {
+        return;
+    }
+    if !d.c.database_url.starts_with("postgres") {
+        let msg = "[fleet] needs the PostgreSQL store: the nodes of a fleet meet in one \
+                   database, so set `database_url = \"postgres://...\"` (SQLite is one host's \
+                   file)";
+        match r.section(FLEET) {
+            Some(section) => {
+                let at = section.span().start;
+                r.ctx.error(at, msg);
+            }
+            None => r.report(&Origin::Env("FLOWHQ_FLEET_NODE".to_owned()), msg.to_owned()),
+        }
+        return;
+    }
+    d.c.fleet = Some(d.fleet.clone());
 }
 
 /// The keys a table at `path` may hold: the names of its rows in [`KEYS`], then its tables,
@@ -392,6 +468,45 @@ fn blank(file: Option<&Path>) -> DaemonConfig {
             messages: Duration::ZERO,
             events: Duration::ZERO,
         },
+        fleet: None,
+    }
+}
+
+/// The part of a lease of `ttl` a node trusts (`FleetConfig::trust`).
+fn trusted_part(ttl: Duration) -> Duration {
+    FleetConfig {
+        node: String::new(),
+        capacity: 0,
+        lease_ttl: ttl,
+        renew_interval: Duration::ZERO,
+        grace: Duration::ZERO,
+        max_moves_per_minute: 0,
+        snapshot_interval: Duration::ZERO,
+    }
+    .trust()
+}
+
+/// This machine's host name, the default node name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// A node name: 1 to 63 characters of letters, digits, `-`, `_` and `.`, as host names are.
+fn parse_node(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "`{s}` is not a node name (1 to 63 letters, digits, `-`, `_` or `.`)"
+        ))
     }
 }
 
@@ -473,7 +588,8 @@ mod tests {
                 "source",
                 "source.git",
                 "prune",
-                "retention"
+                "retention",
+                "fleet"
             ]
         );
     }

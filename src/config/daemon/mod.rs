@@ -23,6 +23,7 @@ use toml::de::DeTable;
 
 use crate::config::diagnostic::{Diagnostic, Severity};
 use crate::config::walk::FileCtx;
+pub use keys::host_name;
 use reader::Reader;
 
 /// What happens to workers when the daemon receives SIGTERM.
@@ -120,6 +121,42 @@ pub struct RetentionConfig {
     pub events: Duration,
 }
 
+/// `[fleet]`: this daemon is one node of several sharing one PostgreSQL store (see
+/// docs/fleet.md). Absent: single-host mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// This node's name, unique in the fleet (default: the host name).
+    pub node: String,
+    /// Tenants with a worker this node may run (default 60).
+    pub capacity: u32,
+    /// How long a lease lasts unless renewed, on the database's clock (default 15s).
+    pub lease_ttl: Duration,
+    /// How often the lease is renewed (default 5s).
+    pub renew_interval: Duration,
+    /// How long after a node's lease expired its tenants move (default 5s).
+    pub grace: Duration,
+    /// Tenants the placer may move per minute to rebalance onto a node with room (default 6);
+    /// moves off dead, draining or overfull nodes are not limited.
+    pub max_moves_per_minute: u32,
+    /// How often at most a running tenant's login is saved to the store when it changed
+    /// (default 5m).
+    pub snapshot_interval: Duration,
+}
+
+impl FleetConfig {
+    /// How long before a lease's expiry the node stops trusting it: a fifth of the TTL, at
+    /// least a second. The node stops spawning and stops its workers at `ttl - margin` after
+    /// the start of its last successful renewal, before the database lets anyone else in.
+    pub fn margin(&self) -> Duration {
+        (self.lease_ttl / 5).max(Duration::from_secs(1))
+    }
+
+    /// How long a successful renewal is trusted, counted from when it started.
+    pub fn trust(&self) -> Duration {
+        self.lease_ttl.saturating_sub(self.margin())
+    }
+}
+
 /// The validated daemon configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DaemonConfig {
@@ -153,6 +190,8 @@ pub struct DaemonConfig {
     pub prune: PruneConfig,
     /// History retention.
     pub retention: RetentionConfig,
+    /// `Some` in fleet mode (`[fleet]` present).
+    pub fleet: Option<FleetConfig>,
 }
 
 /// Failures to read the config file. They reach operators as diagnostics.

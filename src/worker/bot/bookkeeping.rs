@@ -104,10 +104,14 @@ impl<T: Transport + 'static> Inner<T> {
         if !counters.flush_scheduled {
             counters.flush_scheduled = true;
             drop(counters);
-            let inner = Arc::clone(self);
+            // Weak: a pending flush must not keep the bot (and its browser) alive past its
+            // shutdown, which flushes itself; the browser would lose its profile flush.
+            let inner = Arc::downgrade(self);
             tokio::spawn(async move {
                 tokio::time::sleep(COUNTER_FLUSH_DELAY).await;
-                inner.flush_counters().await;
+                if let Some(inner) = inner.upgrade() {
+                    inner.flush_counters().await;
+                }
             });
         }
     }
@@ -127,10 +131,14 @@ impl<T: Transport + 'static> Inner<T> {
         }
         retry.scheduled = true;
         drop(retry);
-        let inner = Arc::clone(self);
+        // Weak, as for the counters: the shutdown retries once itself.
+        let inner = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(LOG_RETRY_EVERY).await;
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
                 if inner.retry_log().await {
                     return;
                 }

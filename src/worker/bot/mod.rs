@@ -654,6 +654,11 @@ impl<T: Transport + 'static> Inner<T> {
         text: &str,
     ) -> Option<SentMessage> {
         let tag = chat_tag(&msg.chat);
+        if !crate::worker::fence::may_act().await {
+            tracing::warn!(tenant = %self.tenant, chat = %tag,
+                "fleet: this worker no longer owns its tenant; the reply is not sent");
+            return None;
+        }
         let sent = match self.transport.send_reply(&msg.chat, &msg.id, text).await {
             Ok(sent) => sent,
             Err(source) => {

@@ -1,0 +1,221 @@
+//! A tenant moved between two fleet nodes keeps its WhatsApp login: two daemons (nodes a and
+//! b, `[fleet]`) with the real worker and headless Chromium on the offline fake WhatsApp Web,
+//! one PostgreSQL database, one tenant directory. The business phone links once on the node
+//! the tenant is placed on; the operator drains that node; the tenant is handed over (its
+//! worker stopped, its Local Storage and IndexedDB saved to the store) and restored on the
+//! other node, where it is CONNECTED without a new QR code and answers the next customer.
+//! Every customer message is answered exactly once across the move.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use flowhq::config::TenantId;
+use flowhq::store::{Direction, Role, SessionState, Store};
+use serde_json::json;
+
+use crate::support::fake_wa::FakeWa;
+use crate::support::real::{RealConfig, RealDaemon};
+use crate::support::{TestDb, chromium};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn fleet_section(node: &str) -> String {
+    format!(
+        "[fleet]\nnode = \"{node}\"\ncapacity = 5\nlease_ttl = \"3s\"\nrenew_interval = \"1s\"\n\
+         grace = \"1s\"\nmax_moves_per_minute = 0\nsnapshot_interval = \"10s\"\n"
+    )
+}
+
+/// Sends `body` from a customer and waits until the log holds `outs` replies.
+async fn customer_writes(page: &FakeWa, store: &Store, id: &TenantId, body: &str, outs: usize) {
+    page.call_until_ok(
+        &format!(
+            "receive({})",
+            json!({"chat": "255711000001@c.us", "body": body})
+        ),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let rows = store.messages(id, 100).await.unwrap();
+        if rows
+            .iter()
+            .filter(|m| m.direction == Direction::Out)
+            .count()
+            >= outs
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no reply to {body:?}: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Links the business phone on the worker of `profile`.
+async fn link(profile: &Path) -> FakeWa {
+    let page = FakeWa::attach(profile, WAIT).await.unwrap();
+    page.call_until_ok("state()", Duration::from_secs(20))
+        .await
+        .unwrap();
+    page.call_until_ok(
+        &format!(
+            "scanQr({})",
+            json!({"pn": "255700000009", "pushname": "Duka"})
+        ),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    page
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and Chromium"]
+async fn a_drained_tenant_keeps_its_whatsapp_login_on_its_new_node() {
+    let Some(chromium) = chromium::chromium("the fleet session move") else {
+        return;
+    };
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let tenants = tmp.path().join("tenants.d");
+    std::fs::create_dir_all(&tenants).unwrap();
+    std::fs::write(
+        tenants.join("duka.toml"),
+        "business_name = \"Duka\"\nphone = \"+255700000009\"\ntemplate = \"booking\"\n\
+         language = \"sw\"\ntimezone = \"Africa/Dar_es_Salaam\"\n",
+    )
+    .unwrap();
+    let cfg = RealConfig {
+        chromium: &chromium,
+        database_url: db.url(),
+        stale_after: "60s",
+        fake_config: "qrIntervalMs: 20000",
+    };
+    let roots = [tmp.path().join("a"), tmp.path().join("b")];
+    let daemons: Vec<RealDaemon> = ["a", "b"]
+        .iter()
+        .zip(&roots)
+        .map(|(node, root)| RealDaemon::start_with(root, &cfg, &tenants, &fleet_section(node)))
+        .collect();
+    let logs = || {
+        daemons
+            .iter()
+            .map(RealDaemon::log)
+            .collect::<Vec<_>>()
+            .join("\n=====\n")
+    };
+    let id = TenantId::parse("duka").unwrap();
+    let deadline = Instant::now() + WAIT;
+    let store = loop {
+        if let Ok(s) = Store::connect(db.url(), Role::Worker).await
+            && s.fleet_view()
+                .await
+                .is_ok_and(|v| v.assignment(&id).is_some_and(|a| a.node.is_some()))
+        {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "duka never placed\n{}", logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let view = store.fleet_view().await.unwrap();
+    let from = view.assignment(&id).unwrap().node.clone().unwrap();
+    let (src, dst, to) = if from == "a" {
+        (&daemons[0], &daemons[1], "b")
+    } else {
+        (&daemons[1], &daemons[0], "a")
+    };
+
+    src.until_session(&store, &id, WAIT, "QR code", |s| {
+        s.state == SessionState::QrReady
+    })
+    .await;
+    let page = link(&src.sessions().join("duka")).await;
+    src.until_session(&store, &id, WAIT, "CONNECTED", |s| {
+        s.state == SessionState::Connected
+    })
+    .await;
+    customer_writes(&page, &store, &id, "Habari", 1).await;
+    drop(page);
+
+    // Drain the node: the tenant moves, its login with it.
+    assert!(store.set_node_draining(&from, true).await.unwrap());
+    let drained = jiff::Timestamp::now();
+    let deadline = Instant::now() + WAIT;
+    let mut states = Vec::new();
+    loop {
+        let view = store.fleet_view().await.unwrap();
+        let a = view.assignment(&id).unwrap();
+        let session = store.session(&id).await.unwrap().unwrap();
+        if states.last() != Some(&session.state) {
+            states.push(session.state);
+        }
+        let moved = a.node.as_deref() == Some(to) && a.handoff_from.is_none();
+        if moved
+            && session.state == SessionState::Connected
+            && session.updated_at > drained
+            && !chromium::on_profile(&dst.sessions().join("duka")).is_empty()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "duka not connected on node {to} after the drain (states {states:?})\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !states.contains(&SessionState::QrReady),
+        "the moved tenant asked for a new QR scan: {states:?}\n{}",
+        logs()
+    );
+    assert!(
+        chromium::on_profile(&src.sessions().join("duka")).is_empty(),
+        "the drained node still runs a browser for duka"
+    );
+    let events = store.events(Some(&id), 200).await.unwrap();
+    let restored = events
+        .iter()
+        .find(|e| e.kind == "session_restored" && e.reason.starts_with("restored the login"))
+        .unwrap_or_else(|| panic!("no restore event: {events:?}"));
+    let handed = events
+        .iter()
+        .find(|e| e.kind == "handed_over")
+        .unwrap_or_else(|| panic!("no handoff event: {events:?}"));
+    eprintln!("handoff: {}\nrestore: {}", handed.reason, restored.reason);
+
+    // The next customer is answered by the new node, and nothing twice.
+    let page = FakeWa::attach(&dst.sessions().join("duka"), WAIT)
+        .await
+        .unwrap();
+    customer_writes(&page, &store, &id, "nataka miadi kesho", 2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rows = store.messages(&id, 100).await.unwrap();
+    let ins: Vec<_> = rows
+        .iter()
+        .filter(|m| m.direction == Direction::In)
+        .collect();
+    let outs: Vec<_> = rows
+        .iter()
+        .filter(|m| m.direction == Direction::Out)
+        .collect();
+    assert_eq!(ins.len(), 2, "{rows:?}");
+    assert_eq!(
+        outs.len(),
+        2,
+        "each message answered exactly once: {rows:?}"
+    );
+    let outbox = page.call("outbox()").await.unwrap();
+    assert_eq!(
+        outbox.as_array().map(Vec::len),
+        Some(1),
+        "the new node's page sent exactly the one reply after the move: {outbox}"
+    );
+    drop(daemons);
+}
