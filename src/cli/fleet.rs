@@ -125,8 +125,9 @@ async fn remove(store: &Store, fleet: &FleetStatus, name: &str) -> anyhow::Resul
     if left + handing > 0 {
         writeln!(
             err,
-            "flowhq: node `{name}` still has {left} tenants placed on it and {handing} to hand \
-             over: drain it first (flowhq drain {name} --wait)"
+            "flowhq: node `{name}` still has {} placed on it and {handing} to hand over: drain \
+             it first (flowhq drain {name} --wait)",
+            tenants(left, "tenant", "tenants")
         )?;
         return Ok(ExitStatus::Failure);
     }
@@ -153,8 +154,9 @@ pub(super) fn drain(args: &DrainArgs) -> anyhow::Result<ExitStatus> {
         let (left, handing) = fleet.drain_progress(&args.node);
         writeln!(
             out,
-            "node {} is draining: its {left} tenants move to other nodes",
-            args.node
+            "node {} is draining: its {} to other nodes",
+            args.node,
+            tenants(left, "tenant moves", "tenants move")
         )?;
         let others = fleet
             .nodes
@@ -191,26 +193,34 @@ async fn wait_drained(
             return Ok(ExitStatus::Ok);
         }
         if shown != Some(progress) {
-            writeln!(
-                out,
-                "node {node}: {} tenants left, {} handing over",
-                progress.0, progress.1
-            )?;
+            writeln!(out, "node {node}: {}", progress_text(progress))?;
             out.flush()?;
             shown = Some(progress);
         }
         if start.elapsed() >= timeout {
             writeln!(
                 std::io::stderr(),
-                "flowhq: node `{node}` is not drained after {}: {} tenants left, {} handing over",
+                "flowhq: node `{node}` is not drained after {}: {}",
                 humantime::format_duration(timeout),
-                progress.0,
-                progress.1
+                progress_text(progress)
             )?;
             return Ok(ExitStatus::Failure);
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// `1 tenant`, `7 tenants`: `n` and the word that fits it.
+fn tenants(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `7 tenants left, 2 handing over`.
+fn progress_text((left, handing): (usize, usize)) -> String {
+    format!(
+        "{} left, {handing} handing over",
+        tenants(left, "tenant", "tenants")
+    )
 }
 
 /// `flowhq undrain NODE`.

@@ -9,6 +9,7 @@
 //! and the CLI do) and does not render tenants or metrics (`render.rs`, `metrics.rs`, `text.rs`
 //! ask it for a tenant's node).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use jiff::{SignedDuration, Timestamp};
@@ -120,21 +121,24 @@ impl FleetStatus {
                 reason: a.reason.clone(),
             })
             .collect();
+        // Per node: (counted tenants placed on it, tenants it hands over), in one pass.
+        let mut counts: HashMap<&str, (usize, usize)> = HashMap::new();
+        for a in &view.assignments {
+            if let Some(node) = a.node.as_deref().filter(|_| a.counted) {
+                counts.entry(node).or_default().0 += 1;
+            }
+            if let Some(from) = a.handoff_from.as_deref() {
+                counts.entry(from).or_default().1 += 1;
+            }
+        }
         let nodes = view
             .nodes
             .iter()
             .map(|n| NodeStatus {
                 node: n.node.clone(),
                 capacity: n.capacity,
-                tenants: view
-                    .assignments
-                    .iter()
-                    .filter(|a| a.counted && a.node.as_deref() == Some(&n.node))
-                    .count(),
-                handing_over: placements
-                    .iter()
-                    .filter(|p| p.handoff_from.as_deref() == Some(&n.node))
-                    .count(),
+                tenants: counts.get(n.node.as_str()).map_or(0, |c| c.0),
+                handing_over: counts.get(n.node.as_str()).map_or(0, |c| c.1),
                 lease_age: view.db_now.duration_since(n.renewed_at),
                 expires_in: n.expires_at.duration_since(view.db_now),
                 draining: n.draining,
