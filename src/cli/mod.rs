@@ -45,7 +45,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
 const SYSTEM_CONFIG: &str = "/etc/flowhq/flowhq.toml";
 
 /// The config file of a command run by an operator (`status`, `qr`, `logs`, `link-url`, `plan`,
-/// `migrate`): `--config` or `FLOWHQ_CONFIG` when given, else the package's
+/// `migrate`, `fleet`, `drain`, `undrain`): `--config` or `FLOWHQ_CONFIG` when given, else the package's
 /// `/etc/flowhq/flowhq.toml` when it exists, so that on a packaged host they read the host's
 /// store without being told; else none (built-in defaults). `flowhq daemon` never falls back:
 /// without a file it runs on the built-in defaults in its working directory, and the unit
