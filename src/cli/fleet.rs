@@ -80,13 +80,32 @@ fn known(fleet: &FleetStatus, node: &str) -> anyhow::Result<Result<(), ExitStatu
     Ok(Err(ExitStatus::Failure))
 }
 
+/// [`with_fleet_store`] for a command on `node`: `run` gets the fleet once `node` is known to
+/// it; an unknown node is exit 1, naming the known ones.
+fn with_node(
+    config: Option<&Path>,
+    node: &str,
+    run: impl AsyncFnOnce(&Store, &DaemonConfig, FleetStatus) -> anyhow::Result<ExitStatus>,
+) -> anyhow::Result<ExitStatus> {
+    with_fleet_store(config, async |store, cfg| {
+        let fleet = read(store, cfg).await?;
+        if let Err(status) = known(&fleet, node)? {
+            return Ok(status);
+        }
+        run(store, cfg, fleet).await
+    })
+}
+
 /// `flowhq fleet [--format json]` and `flowhq fleet remove NODE`.
 pub(super) fn fleet(args: &FleetArgs) -> anyhow::Result<ExitStatus> {
-    with_fleet_store(args.config.config.as_deref(), async |store, cfg| {
+    let config = args.config.config.as_deref();
+    if let Some(FleetCommand::Remove(node)) = &args.command {
+        return with_node(config, &node.node, async |store, _, fleet| {
+            remove(store, &fleet, &node.node).await
+        });
+    }
+    with_fleet_store(config, async |store, cfg| {
         let fleet = read(store, cfg).await?;
-        if let Some(FleetCommand::Remove(node)) = &args.command {
-            return remove(store, &fleet, &node.node).await;
-        }
         let mut out = std::io::stdout().lock();
         match args.format {
             Format::Json => {
@@ -106,9 +125,6 @@ pub(super) fn fleet(args: &FleetArgs) -> anyhow::Result<ExitStatus> {
 
 /// `flowhq fleet remove NODE`: only a node whose lease expired and that runs nothing.
 async fn remove(store: &Store, fleet: &FleetStatus, name: &str) -> anyhow::Result<ExitStatus> {
-    if let Err(status) = known(fleet, name)? {
-        return Ok(status);
-    }
     let mut err = std::io::stderr();
     if let Some(n) = fleet.node(name).filter(|n| n.live()) {
         writeln!(
@@ -144,11 +160,8 @@ async fn remove(store: &Store, fleet: &FleetStatus, name: &str) -> anyhow::Resul
 
 /// `flowhq drain NODE [--wait] [--timeout DURATION]`.
 pub(super) fn drain(args: &DrainArgs) -> anyhow::Result<ExitStatus> {
-    with_fleet_store(args.config.config.as_deref(), async |store, cfg| {
-        let fleet = read(store, cfg).await?;
-        if let Err(status) = known(&fleet, &args.node)? {
-            return Ok(status);
-        }
+    let config = args.config.config.as_deref();
+    with_node(config, &args.node, async |store, cfg, fleet| {
         store.set_node_draining(&args.node, true).await?;
         let mut out = std::io::stdout();
         let (left, handing) = fleet.drain_progress(&args.node);
@@ -225,11 +238,8 @@ fn progress_text((left, handing): (usize, usize)) -> String {
 
 /// `flowhq undrain NODE`.
 pub(super) fn undrain(args: &UndrainArgs) -> anyhow::Result<ExitStatus> {
-    with_fleet_store(args.config.config.as_deref(), async |store, cfg| {
-        let fleet = read(store, cfg).await?;
-        if let Err(status) = known(&fleet, &args.node)? {
-            return Ok(status);
-        }
+    let config = args.config.config.as_deref();
+    with_node(config, &args.node, async |store, _, _| {
         store.set_node_draining(&args.node, false).await?;
         writeln!(
             std::io::stdout(),

@@ -16,7 +16,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use crate::config::TenantId;
-use crate::store::fleet::FleetView;
+use crate::store::fleet::{AssignmentRecord, FleetView};
 
 use super::render::escape;
 
@@ -33,8 +33,8 @@ pub struct FleetStatus {
     pub epoch: i64,
     /// Every node, by name.
     pub nodes: Vec<NodeStatus>,
-    /// Every tenant's placement, by tenant.
-    pub placements: Vec<Placement>,
+    /// Every tenant's placement, by tenant (`node` is `None` for a tenant that fits nowhere).
+    pub placements: Vec<AssignmentRecord>,
 }
 
 /// One node, with what the assignments say about it.
@@ -66,21 +66,6 @@ pub struct NodeStatus {
     pub is_self: bool,
 }
 
-/// Where one tenant is placed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Placement {
-    /// The tenant.
-    pub tenant: TenantId,
-    /// The node that runs it; `None` when it fits on no node.
-    pub node: Option<String>,
-    /// Grows with every move.
-    pub generation: i64,
-    /// The node still stopping it after a move, if any.
-    pub handoff_from: Option<String>,
-    /// Why it is placed where it is.
-    pub reason: String,
-}
-
 impl NodeStatus {
     /// Whether its lease is live.
     pub fn live(&self) -> bool {
@@ -110,17 +95,9 @@ fn secs_text(d: SignedDuration) -> String {
 impl FleetStatus {
     /// The view of `view` from node `me` (empty when the reader is no node).
     pub fn new(view: &FleetView, me: &str) -> Self {
-        let placements: Vec<Placement> = view
-            .assignments
-            .iter()
-            .map(|a| Placement {
-                tenant: a.tenant.clone(),
-                node: a.node.clone(),
-                generation: a.generation,
-                handoff_from: a.handoff_from.clone(),
-                reason: a.reason.clone(),
-            })
-            .collect();
+        // Sorted here, not by the database, whose collation may order ids otherwise.
+        let mut placements = view.assignments.clone();
+        placements.sort_by(|a, b| a.tenant.cmp(&b.tenant));
         // Per node: (counted tenants placed on it, tenants it hands over), in one pass.
         let mut counts: HashMap<&str, (usize, usize)> = HashMap::new();
         for a in &view.assignments {
@@ -165,7 +142,7 @@ impl FleetStatus {
     }
 
     /// The placement of `tenant`, if the placer placed it.
-    pub fn placement(&self, tenant: &TenantId) -> Option<&Placement> {
+    pub fn placement(&self, tenant: &TenantId) -> Option<&AssignmentRecord> {
         self.placements
             .binary_search_by(|p| p.tenant.cmp(tenant))
             .ok()
@@ -178,12 +155,12 @@ impl FleetStatus {
     }
 
     /// The tenants that fit on no node.
-    pub fn unplaced(&self) -> impl Iterator<Item = &Placement> {
+    pub fn unplaced(&self) -> impl Iterator<Item = &AssignmentRecord> {
         self.placements.iter().filter(|p| p.node.is_none())
     }
 
     /// The tenants whose previous node is still stopping them.
-    pub fn handoffs(&self) -> impl Iterator<Item = &Placement> {
+    pub fn handoffs(&self) -> impl Iterator<Item = &AssignmentRecord> {
         self.placements.iter().filter(|p| p.handoff_from.is_some())
     }
 
@@ -429,7 +406,7 @@ pub(super) fn millis_secs(d: SignedDuration) -> f64 {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::store::fleet::{AssignmentRecord, NodeRecord};
+    use crate::store::fleet::NodeRecord;
 
     fn at(secs: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + secs).unwrap()
@@ -508,6 +485,20 @@ pub(crate) mod tests {
                 .starts_with("fits on no node")
         );
         assert_eq!(f.node_names(), "a, b, c");
+    }
+
+    #[test]
+    fn placements_are_found_whatever_order_the_database_collation_gave() {
+        let mut v = view();
+        // en_US ignores hyphens first: `ab` before `a-c`, where bytes say otherwise.
+        v.assignments = vec![
+            assign("ab", Some("a"), None),
+            assign("a-c", Some("b"), None),
+        ];
+        let f = FleetStatus::new(&v, "");
+        assert_eq!(f.node_of(&TenantId::parse("a-c").unwrap()), Some("b"));
+        assert_eq!(f.node_of(&TenantId::parse("ab").unwrap()), Some("a"));
+        assert!(f.nodes.iter().all(|n| !n.is_self));
     }
 
     #[test]

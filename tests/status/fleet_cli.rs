@@ -12,6 +12,7 @@ use std::process::{ChildStdout, Command, Output, Stdio};
 
 use sqlx::{Connection, Executor, PgConnection};
 
+use crate::status_cli::stdout;
 use crate::support::TestDb;
 
 const TENANT: &str = "business_name = \"Biz\"\nphone = \"+2557110000PP\"\ntemplate = \"booking\"\n\
@@ -117,16 +118,6 @@ async fn fleet_env() -> Option<Env> {
     let env = Env::new(TestDb::postgres().await?);
     env.sql(FLEET_SQL).await;
     Some(env)
-}
-
-fn stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
 }
 
 /// The exit code and stderr of a command expected to fail.
