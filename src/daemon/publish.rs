@@ -3,10 +3,9 @@
 //!
 //! Owns `Publisher`: the channel the snapshot goes out on, when the daemon started, whether
 //! the first pass is done, when QR codes were last requested per tenant, and in fleet mode
-//! the fleet as last read (which the snapshots carry). A snapshot is
-//! built from memory (the cached status rows patched with the live supervision state);
-//! requests read it, never the database. It also writes systemd's one-line summary. It
-//! changes no worker.
+//! the fleet as last read (which the snapshots carry). A snapshot is built from memory (the
+//! cached status rows patched with the live supervision state); requests read it, never the
+//! database. It also writes systemd's one-line summary. It changes no worker.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
