@@ -55,6 +55,16 @@ pub(super) enum Command {
     Logs(LogsArgs),
     /// Print a signed link to a tenant's QR page that works for that tenant only, until `--ttl`.
     LinkUrl(LinkUrlArgs),
+    // ----- fleet mode: several hosts on one PostgreSQL store -----
+    /// Show the fleet's nodes (capacity, tenants, lease age, state, the placer, version), the
+    /// tenants that fit on no node and the tenants moving between nodes; `fleet remove NODE`
+    /// forgets a node. Needs the PostgreSQL store (exit 78 on SQLite).
+    Fleet(FleetArgs),
+    /// Mark a node as draining: its tenants move to other nodes, keeping their WhatsApp login,
+    /// and it gets no new ones. `--wait` follows the moves until the node runs nothing.
+    Drain(DrainArgs),
+    /// Take a node out of draining: the placer may give it tenants again.
+    Undrain(UndrainArgs),
     /// Run the WhatsApp worker of one tenant (started by the daemon).
     Worker(WorkerArgs),
 }
@@ -148,6 +158,69 @@ pub(super) struct StatusArgs {
     /// Print JSON (the schema of `/v1/tenants/{id}`, with personal data) instead of a table.
     #[arg(long)]
     pub(super) json: bool,
+}
+
+/// The `--config` option of the fleet commands.
+#[derive(Debug, Args)]
+pub(super) struct FleetConfigArg {
+    /// The daemon config file, whose `database_url` names the fleet's PostgreSQL store
+    /// [default: /etc/flowhq/flowhq.toml when it exists, else built-in defaults].
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "FILE",
+        env = "FLOWHQ_CONFIG",
+        global = true
+    )]
+    pub(super) config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(super) struct FleetArgs {
+    #[command(subcommand)]
+    pub(super) command: Option<FleetCommand>,
+    #[command(flatten)]
+    pub(super) config: FleetConfigArg,
+    /// Output: a table for people, or the JSON document of the endpoint's `/v1/nodes`.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub(super) format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum FleetCommand {
+    /// Forget a node that left for good: only once its lease has expired and it runs no
+    /// tenant (drain it first); a node that comes back joins again.
+    Remove(NodeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct NodeArgs {
+    /// The node's name (`[fleet] node` of its flowhq.toml).
+    pub(super) node: String,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct DrainArgs {
+    /// The node's name (`[fleet] node` of its flowhq.toml).
+    pub(super) node: String,
+    #[command(flatten)]
+    pub(super) config: FleetConfigArg,
+    /// Print the progress every second until no tenant is placed on the node or still being
+    /// handed over by it; exit 1 if that takes longer than `--timeout`.
+    #[arg(long)]
+    pub(super) wait: bool,
+    /// How long `--wait` waits.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration, requires = "wait")]
+    pub(super) timeout: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct UndrainArgs {
+    /// The node's name (`[fleet] node` of its flowhq.toml).
+    pub(super) node: String,
+    #[command(flatten)]
+    pub(super) config: FleetConfigArg,
 }
 
 #[derive(Debug, Args)]

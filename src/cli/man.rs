@@ -12,7 +12,7 @@ use super::args::Cli;
 
 const PAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/man/flowhq.1");
 /// The page's date: the day the command line last changed. Change it with the page.
-const DATE: &str = "2026-11-29";
+const DATE: &str = "2026-12-07";
 
 const HEADER: &str = "\
 .\\\" flowhq(1). Generated from the clap definitions in src/cli/args.rs by its man_page test:
@@ -35,7 +35,8 @@ Bad command line (EX_USAGE).
 .TP
 .B 78
 Configuration error (EX_CONFIG): the daemon configuration or a tenant file does not
-validate.
+validate, or a fleet command (\fBfleet\fR, \fBdrain\fR, \fBundrain\fR) found a SQLite
+store: fleet mode needs PostgreSQL.
 The packaged unit does not restart the daemon after it
 (\fBRestartPreventExitStatus=78\fR), and the daemon holds a worker that exits with it until
 the tenant's file changes.
@@ -43,8 +44,8 @@ the tenant's file changes.
 .TP
 .B FLOWHQ_CONFIG
 The daemon configuration file, for the commands whose \fB\-\-config\fR option names it.
-Without either, \fBstatus\fR, \fBqr\fR, \fBlogs\fR, \fBlink\-url\fR, \fBplan\fR and
-\fBmigrate\fR read \fI/etc/flowhq/flowhq.toml\fR when it exists (the Debian package's);
+Without either, \fBstatus\fR, \fBqr\fR, \fBlogs\fR, \fBlink\-url\fR, \fBplan\fR,
+\fBmigrate\fR, \fBfleet\fR, \fBdrain\fR and \fBundrain\fR read \fI/etc/flowhq/flowhq.toml\fR when it exists (the Debian package's);
 otherwise, and always for \fBdaemon\fR and \fBcheck\fR, the built\-in defaults apply (tenant
 files in \fI./tenants.d\fR, state in \fI./.flowhq\fR).
 .TP
@@ -98,6 +99,16 @@ runuser \-u flowhq \-\- flowhq qr mama\-asha\-salon
 runuser \-u flowhq \-\- flowhq link\-url mama\-asha\-salon \-\-base https://status.example.com
 .EE
 .RE
+.PP
+In a fleet, take node \fBb\fR out of service for maintenance and bring it back:
+.PP
+.RS 4
+.EX
+runuser \-u flowhq \-\- flowhq fleet
+runuser \-u flowhq \-\- flowhq drain b \-\-wait \-\-timeout 15m
+runuser \-u flowhq \-\- flowhq undrain b
+.EE
+.RE
 .SH SEE ALSO
 \fBflowhq\-daemon\fR(8), \fBflowhq.toml\fR(5), \fBflowhq\-tenant\fR(5),
 \fBsystemd.service\fR(5), \fBnginx\fR(8)
@@ -136,7 +147,11 @@ fn render() -> String {
     top.render_options_section(&mut out).unwrap();
     page.push_str(&String::from_utf8(out).unwrap());
     page.push_str(".SH COMMANDS\n");
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+    // Subcommands of subcommands (`fleet remove`) follow their parent.
+    let subs = cmd.get_subcommands().flat_map(|s| {
+        std::iter::once(s).chain(s.get_subcommands().filter(|s| s.get_name() != "help"))
+    });
+    for sub in subs.filter(|s| !s.is_hide_set()) {
         let name = sub.get_bin_name().unwrap_or_else(|| sub.get_name());
         let sub = man(sub.clone());
         page.push_str(&format!(".SS \"{name}\"\n"));

@@ -2,10 +2,11 @@
 //!
 //! Owns dispatching a parsed command line, finding and loading the daemon config for a command,
 //! the async runtime, and the commands `daemon`, `worker` and `migrate`; what the operator
-//! commands print is in `views.rs`, and flowhq(1) is generated from `args.rs` by `man.rs`.
+//! commands print is in `views.rs` (the fleet's commands in `fleet.rs`), and flowhq(1) is generated from `args.rs` by `man.rs`.
 //! Maps outcomes to `ExitStatus`. anyhow is allowed here (in `src/cli/`) and in `main.rs` only.
 
 mod args;
+mod fleet;
 #[cfg(test)]
 mod man;
 mod views;
@@ -33,6 +34,9 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Qr(args) => views::qr(&args),
         Command::Logs(args) => views::logs(&args),
         Command::LinkUrl(args) => views::link_url(&args),
+        Command::Fleet(args) => fleet::fleet(&args),
+        Command::Drain(args) => fleet::drain(&args),
+        Command::Undrain(args) => fleet::undrain(&args),
         Command::Worker(args) => worker(args),
     }
 }
@@ -41,7 +45,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
 const SYSTEM_CONFIG: &str = "/etc/flowhq/flowhq.toml";
 
 /// The config file of a command run by an operator (`status`, `qr`, `logs`, `link-url`, `plan`,
-/// `migrate`): `--config` or `FLOWHQ_CONFIG` when given, else the package's
+/// `migrate`, `fleet`, `drain`, `undrain`): `--config` or `FLOWHQ_CONFIG` when given, else the package's
 /// `/etc/flowhq/flowhq.toml` when it exists, so that on a packaged host they read the host's
 /// store without being told; else none (built-in defaults). `flowhq daemon` never falls back:
 /// without a file it runs on the built-in defaults in its working directory, and the unit

@@ -18,7 +18,7 @@ use flowhq::config::load::{LoadedDir, load_dir};
 use flowhq::config::{DaemonConfig, Diagnostic, TenantId, daemon};
 use flowhq::exit::ExitStatus;
 use flowhq::status::model::tenants_from;
-use flowhq::status::{TenantStatus, link, render, text};
+use flowhq::status::{FleetStatus, TenantStatus, link, render, text};
 use flowhq::store::model::{SessionRecord, SessionState, TenantStatusRow};
 use flowhq::store::{Role, Store};
 
@@ -207,7 +207,7 @@ fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
 }
 
 /// The state store, opened as a client.
-async fn open_store(cfg: &DaemonConfig) -> anyhow::Result<Store> {
+pub(super) async fn open_store(cfg: &DaemonConfig) -> anyhow::Result<Store> {
     // Worker-sized pool: two connections at most, released when idle; never creates the
     // database.
     Store::connect(&cfg.database_url, Role::Client)
@@ -228,7 +228,7 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitStatus> {
         None => None,
     };
     flowhq::telemetry::init_quiet();
-    let (rows, counters) = runtime()?.block_on(read_status(&cfg))?;
+    let (rows, counters, fleet) = runtime()?.block_on(read_status(&cfg))?;
     // The desired side comes from the tenant files as they are now.
     let desired = load_dir(&cfg.tenants_dir);
     let now = Timestamp::now();
@@ -242,16 +242,25 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitStatus> {
         )?;
         return Ok(ExitStatus::Failure);
     }
-    print_status(&tenants, wanted.is_some(), args.json, now)?;
+    print_status(&tenants, fleet.as_ref(), wanted.is_some(), args.json, now)?;
     Ok(ExitStatus::Ok)
 }
 
 /// The bots' counters as the store lists them: tenant, name, value.
 type CounterRows = Vec<(TenantId, String, i64)>;
 
-/// The tenants' rows and the bots' counters, read from the state store.
-async fn read_status(cfg: &DaemonConfig) -> anyhow::Result<(Vec<TenantStatusRow>, CounterRows)> {
+/// The tenants' rows, the bots' counters and in fleet mode the fleet (when a node joined),
+/// read from the state store.
+async fn read_status(
+    cfg: &DaemonConfig,
+) -> anyhow::Result<(Vec<TenantStatusRow>, CounterRows, Option<FleetStatus>)> {
     let store = open_store(cfg).await?;
+    let fleet = if super::fleet::fleet_store(cfg) {
+        let view = store.fleet_view().await.context("cannot read the fleet")?;
+        Some(FleetStatus::new(&view, super::fleet::this_node(cfg))).filter(|f| !f.nodes.is_empty())
+    } else {
+        None
+    };
     let rows = store
         .snapshot()
         .await
@@ -261,7 +270,7 @@ async fn read_status(cfg: &DaemonConfig) -> anyhow::Result<(Vec<TenantStatusRow>
         .await
         .context("cannot read the bots' counters")?;
     store.close().await;
-    Ok((rows, counters))
+    Ok((rows, counters, fleet))
 }
 
 /// The status of every tenant, or of `wanted` only: the store's rows against the tenant files,
@@ -318,9 +327,11 @@ fn failed_files(desired: &LoadedDir) -> Vec<(TenantId, Vec<Diagnostic>)> {
         .collect()
 }
 
-/// Prints the tenants as JSON, or the one tenant asked for in detail, or the fleet's table.
+/// Prints the tenants as JSON, or the one tenant asked for in detail, or the fleet's table;
+/// with their nodes in fleet mode (`fleet` given).
 fn print_status(
     tenants: &[TenantStatus],
+    fleet: Option<&FleetStatus>,
     one_wanted: bool,
     json: bool,
     now: Timestamp,
@@ -329,7 +340,7 @@ fn print_status(
     if json {
         let values: Vec<serde_json::Value> = tenants
             .iter()
-            .map(|t| render::tenant_value(t, true, now))
+            .map(|t| render::tenant_value(t, true, now, fleet))
             .collect();
         match (one_wanted, values.as_slice()) {
             (true, [one]) => serde_json::to_writer_pretty(&mut out, one)?,
@@ -338,8 +349,11 @@ fn print_status(
         writeln!(out)?;
     } else if let (true, [one]) = (one_wanted, tenants) {
         write!(out, "{}", text::detail(one, now))?;
+        if let Some(f) = fleet {
+            write!(out, "{}", text::detail_placement(one, f))?;
+        }
     } else {
-        write!(out, "{}", text::table(tenants, now))?;
+        write!(out, "{}", text::table_on_nodes(tenants, fleet, now))?;
     }
     out.flush().context("cannot write the status")?;
     Ok(())

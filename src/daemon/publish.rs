@@ -2,10 +2,10 @@
 //! endpoint's requests for fresh QR codes.
 //!
 //! Owns `Publisher`: the channel the snapshot goes out on, when the daemon started, whether
-//! the first pass is done, and when QR codes were last requested per tenant. A snapshot is
-//! built from memory (the cached status rows patched with the live supervision state);
-//! requests read it, never the database. It also writes systemd's one-line summary. It
-//! changes no worker.
+//! the first pass is done, when QR codes were last requested per tenant, and in fleet mode
+//! the fleet as last read (which the snapshots carry). A snapshot is built from memory (the
+//! cached status rows patched with the live supervision state); requests read it, never the
+//! database. It also writes systemd's one-line summary. It changes no worker.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,8 +14,8 @@ use jiff::Timestamp;
 use tracing::info;
 
 use crate::config::TenantId;
-use crate::status::StatusSnapshot;
 use crate::status::model::tenants_from;
+use crate::status::{FleetStatus, StatusSnapshot};
 
 use super::Daemon;
 use super::slot::Phase;
@@ -34,6 +34,8 @@ pub(super) struct Publisher {
     ready: bool,
     /// When fresh QR codes were last requested per tenant.
     qr_requested: BTreeMap<TenantId, Timestamp>,
+    /// The fleet as last read from the store (fleet mode only).
+    fleet: Option<Arc<FleetStatus>>,
 }
 
 impl Publisher {
@@ -44,6 +46,7 @@ impl Publisher {
             started_at,
             ready: false,
             qr_requested: BTreeMap::new(),
+            fleet: None,
         }
     }
 
@@ -66,6 +69,13 @@ impl Publisher {
     /// The first pass is done: the daemon is ready when the store is up.
     pub(super) fn set_ready(&mut self) {
         self.ready = true;
+    }
+
+    /// The fleet the next snapshots show (`None`: single-host mode); set after each read of
+    /// the fleet view.
+    #[allow(dead_code, reason = "the fleet loop calls it after each lease renewal")]
+    pub(super) fn set_fleet(&mut self, fleet: Option<FleetStatus>) {
+        self.fleet = fleet.map(Arc::new);
     }
 
     /// Whether fresh QR codes may be asked of `tenant`'s worker at `now`.
@@ -152,6 +162,7 @@ impl Daemon {
             source_diagnostics,
             metrics: self.metrics.clone(),
             source: self.follow.health(),
+            fleet: self.status.fleet.clone(),
         };
         tx.send_replace(Arc::new(snapshot));
     }

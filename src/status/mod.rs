@@ -12,7 +12,9 @@
 //! Also owns `derive` (the operator-facing tenant status), used by `flowhq status` as well.
 
 pub mod derive;
+pub mod fleet;
 pub mod link;
+pub mod metrics;
 pub mod model;
 pub mod render;
 mod server;
@@ -30,6 +32,7 @@ use tokio::sync::watch;
 use crate::config::daemon::StatusConfig;
 
 pub use derive::{TenantState, derive};
+pub use fleet::FleetStatus;
 pub use model::{FleetMetrics, SourceHealth, StatusSnapshot, TenantStatus};
 
 /// Failures to start the status endpoint.

@@ -1,11 +1,13 @@
 //! The status snapshot: plain data the daemon's loop publishes and the endpoint renders.
 //!
 //! Owns `StatusSnapshot`, `TenantStatus` (with its worker and session parts), `FleetMetrics`
-//! with its histogram, and the conversion from the store's `TenantStatusRow`. It does not read
-//! the store, does not render anything (that is `render.rs`) and does not publish (the daemon
-//! owns the `watch::Sender`).
+//! with its histogram, and the conversion from the store's `TenantStatusRow`; in fleet mode the
+//! snapshot also holds the fleet (`fleet::FleetStatus`). It does not read the store, does not
+//! render anything (that is `render.rs`) and does not publish (the daemon owns the
+//! `watch::Sender`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -16,6 +18,7 @@ use crate::store::model::{
 };
 
 use super::derive::{Derived, Facts, TenantState, derive};
+use super::fleet::FleetStatus;
 
 /// Everything the status endpoint shows, as of `generated_at`. Requests only read it; they
 /// never touch the database.
@@ -42,6 +45,9 @@ pub struct StatusSnapshot {
     /// Health of the git source (a followed repository or a checkout); `None` for a plain
     /// directory.
     pub source: Option<SourceHealth>,
+    /// In fleet mode, the whole fleet as this node last read it from the store (`None` in
+    /// single-host mode: every view then looks as it always did).
+    pub fleet: Option<Arc<FleetStatus>>,
 }
 
 /// Health of the source of desired state when it is git: which commit runs, which one was
@@ -94,6 +100,7 @@ impl StatusSnapshot {
             source_diagnostics: Vec::new(),
             metrics: FleetMetrics::default(),
             source: None,
+            fleet: None,
         }
     }
 

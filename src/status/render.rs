@@ -1,10 +1,11 @@
-//! Renderings of a status snapshot: the JSON API, the HTML pages, Prometheus text and QR codes.
+//! Renderings of a status snapshot: the JSON API, the HTML pages and QR codes.
 //!
 //! Owns the JSON views (with personal data redacted unless the caller may see it), HTML escaping,
-//! the overview and QR pages (plain HTML, meta refresh, no JavaScript), the `/metrics` text and
-//! the QR SVG. Every function is pure over the snapshot except `metrics`, which reads
-//! `/proc/self` for the daemon's own memory and file descriptors. It does not decide who may see
-//! what (the server passes `personal`), and does not touch sockets.
+//! the overview and QR pages (plain HTML, meta refresh, no JavaScript) and the QR SVG; in fleet
+//! mode a tenant's node in the JSON and the overview, and the overview's node table (rendered
+//! by `fleet.rs`). Every function is pure over the snapshot. It does not decide who may see
+//! what (the server passes `personal`), does not touch sockets, and does not write `/metrics`
+//! (`metrics.rs`).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -16,9 +17,8 @@ use serde::Serialize;
 use crate::config::Diagnostic;
 
 use super::derive::TenantState;
-use super::model::{
-    FleetMetrics, SessionView, SourceHealth, StatusSnapshot, TenantStatus, WorkerView,
-};
+use super::fleet::FleetStatus;
+use super::model::{SessionView, SourceHealth, StatusSnapshot, TenantStatus, WorkerView};
 
 /// The version of the JSON documents (`docs/status-api.md`).
 pub const API_VERSION: u32 = 1;
@@ -80,6 +80,12 @@ struct TenantJson<'a> {
     business_name: &'a str,
     status: TenantState,
     status_reason: Option<Cow<'a, str>>,
+    /// Fleet mode only: the node the tenant is placed on (`null` while on none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<Option<&'a str>>,
+    /// Fleet mode only: the tenant's placement (`null` before the placer placed it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    placement: Option<Option<PlacementJson<'a>>>,
     redacted: bool,
     phone: Option<&'a str>,
     desired: Desired<'a>,
@@ -92,8 +98,19 @@ struct TenantJson<'a> {
 }
 
 #[derive(Serialize)]
+struct PlacementJson<'a> {
+    generation: i64,
+    handoff_from: Option<&'a str>,
+    reason: &'a str,
+    note: Option<String>,
+}
+
+#[derive(Serialize)]
 struct ListJson<'a> {
     version: u32,
+    /// Fleet mode only: the node serving this document.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<&'a str>,
     generated_at: String,
     started_at: String,
     ready: bool,
@@ -135,12 +152,26 @@ fn whatsapp_json(s: &SessionView, personal: bool, at: Timestamp) -> WhatsappJson
     }
 }
 
-fn tenant_json(t: &TenantStatus, personal: bool, at: Timestamp) -> TenantJson<'_> {
+fn tenant_json<'a>(
+    t: &'a TenantStatus,
+    personal: bool,
+    at: Timestamp,
+    fleet: Option<&'a FleetStatus>,
+) -> TenantJson<'a> {
     TenantJson {
         id: t.id.as_str(),
         business_name: &t.business_name,
         status: t.status,
         status_reason: t.status_reason.as_deref().map(|e| scrub(e, personal)),
+        node: fleet.map(|f| f.node_of(&t.id)),
+        placement: fleet.map(|f| {
+            f.placement(&t.id).map(|p| PlacementJson {
+                generation: p.generation,
+                handoff_from: p.handoff_from.as_deref(),
+                reason: &p.reason,
+                note: f.note(&t.id),
+            })
+        }),
         redacted: !personal,
         phone: t.phone.as_deref().filter(|_| personal),
         desired: Desired {
@@ -209,8 +240,10 @@ fn has_long_digit_run(text: &str) -> bool {
 
 /// `/v1/tenants`: the whole fleet. Ages are computed as of the snapshot's `generated_at`.
 pub fn tenants_json(snap: &StatusSnapshot, personal: bool) -> Vec<u8> {
+    let fleet = snap.fleet.as_deref();
     let doc = ListJson {
         version: API_VERSION,
+        node: fleet.map(|f| f.me.as_str()),
         generated_at: snap.generated_at.to_string(),
         started_at: snap.started_at.to_string(),
         ready: snap.ready,
@@ -222,7 +255,7 @@ pub fn tenants_json(snap: &StatusSnapshot, personal: bool) -> Vec<u8> {
         tenants: snap
             .tenants
             .iter()
-            .map(|t| tenant_json(t, personal, snap.generated_at))
+            .map(|t| tenant_json(t, personal, snap.generated_at, fleet))
             .collect(),
         diagnostics: if personal {
             Cow::Borrowed(snap.source_diagnostics.as_slice())
@@ -243,12 +276,36 @@ pub fn tenants_json(snap: &StatusSnapshot, personal: bool) -> Vec<u8> {
 
 /// `/v1/tenants/{id}`: one tenant.
 pub fn tenant_json_doc(snap: &StatusSnapshot, t: &TenantStatus, personal: bool) -> Vec<u8> {
-    to_json(&tenant_json(t, personal, snap.generated_at))
+    to_json(&tenant_json(
+        t,
+        personal,
+        snap.generated_at,
+        snap.fleet.as_deref(),
+    ))
 }
 
-/// The JSON of one tenant as a value, for `flowhq status --json`.
-pub fn tenant_value(t: &TenantStatus, personal: bool, at: Timestamp) -> serde_json::Value {
-    serde_json::to_value(tenant_json(t, personal, at)).unwrap_or(serde_json::Value::Null)
+/// The JSON of one tenant as a value, for `flowhq status --json` (with its node in fleet mode,
+/// `fleet` given).
+pub fn tenant_value(
+    t: &TenantStatus,
+    personal: bool,
+    at: Timestamp,
+    fleet: Option<&FleetStatus>,
+) -> serde_json::Value {
+    serde_json::to_value(tenant_json(t, personal, at, fleet)).unwrap_or(serde_json::Value::Null)
+}
+
+/// `/v1/nodes`: every node of the fleet, this one marked; `None` in single-host mode.
+pub fn nodes_json(snap: &StatusSnapshot) -> Option<Vec<u8>> {
+    let fleet = snap.fleet.as_deref()?;
+    let mut doc = fleet.json();
+    if let Some(map) = doc.as_object_mut() {
+        map.insert(
+            "generated_at".to_owned(),
+            serde_json::Value::String(snap.generated_at.to_string()),
+        );
+    }
+    Some(to_json(&doc))
 }
 
 /// A JSON error document: `{"error": "..."}`.
@@ -355,17 +412,49 @@ pub fn overview_html(snap: &StatusSnapshot) -> String {
             escape(&scrub(&d.to_string(), false))
         );
     }
-    body.push_str(
-        "<table><tr><th>Tenant</th><th>Business</th><th>Status</th><th>Worker</th><th>PID</th>\
-<th>Restarts</th><th>WhatsApp</th><th>Last seen</th><th>Error</th></tr>\n",
+    let fleet = snap.fleet.as_deref();
+    if let Some(f) = fleet {
+        body.push_str(&f.html());
+        body.push_str("<h2>Tenants</h2>");
+    }
+    overview_table(&mut body, snap, fleet);
+    let _ = write!(
+        body,
+        "</table><p class=\"muted\">JSON: <a href=\"/v1/tenants\">/v1/tenants</a> · {}\
+<a href=\"/metrics\">/metrics</a>. QR pages need a token or a link from \
+<code>flowhq link-url TENANT</code>.</p>",
+        if fleet.is_some() {
+            "<a href=\"/v1/nodes\">/v1/nodes</a> · "
+        } else {
+            ""
+        }
+    );
+    page("Flow HQ status", 10, &body)
+}
+
+/// The overview's tenant table (without its closing tag), with a Node column in fleet mode.
+fn overview_table(body: &mut String, snap: &StatusSnapshot, fleet: Option<&FleetStatus>) {
+    let now = snap.generated_at;
+    let _ = writeln!(
+        body,
+        "<table><tr><th>Tenant</th>{}<th>Business</th><th>Status</th><th>Worker</th><th>PID</th>\
+<th>Restarts</th><th>WhatsApp</th><th>Last seen</th><th>Error</th></tr>",
+        if fleet.is_some() { "<th>Node</th>" } else { "" }
     );
     for t in &snap.tenants {
         let id = escape(t.id.as_str());
         let w = t.worker.as_ref();
         let s = t.session.as_ref();
+        let node = fleet
+            .map(|f| format!("<td>{}</td>", opt(f.node_of(&t.id))))
+            .unwrap_or_default();
+        let error = t
+            .error()
+            .map(|e| scrub(e, false).into_owned())
+            .or_else(|| fleet.and_then(|f| f.note(&t.id)));
         let _ = writeln!(
             body,
-            "<tr><td><a href=\"/v1/tenants/{id}\">{id}</a></td><td>{}</td>\
+            "<tr><td><a href=\"/v1/tenants/{id}\">{id}</a></td>{node}<td>{}</td>\
 <td class=\"{st}\">{st}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&t.business_name),
             w.map(|w| w.state.as_str()).unwrap_or("–"),
@@ -375,16 +464,10 @@ pub fn overview_html(snap: &StatusSnapshot) -> String {
             w.map(|w| w.restarts).unwrap_or(0),
             s.map(|s| s.state.as_str()).unwrap_or("–"),
             ago(s.and_then(|s| s.last_seen_at), now),
-            opt(t.error().map(|e| scrub(e, false)).as_deref()),
+            opt(error.as_deref()),
             st = t.status.as_str(),
         );
     }
-    body.push_str(
-        "</table><p class=\"muted\">JSON: <a href=\"/v1/tenants\">/v1/tenants</a> · \
-<a href=\"/metrics\">/metrics</a>. QR pages need a token or a link from \
-<code>flowhq link-url TENANT</code>.</p>",
-    );
-    page("Flow HQ status", 10, &body)
 }
 
 /// The QR payload as an SVG document (no XML declaration, so it can be inlined in HTML).
@@ -455,229 +538,6 @@ pub fn message_html(title: &str, text: &str) -> String {
     )
 }
 
-/// Escapes a Prometheus label value.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// The daemon's resident memory in bytes, from `/proc/self/status`.
-fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// The daemon's open file descriptors, from `/proc/self/fd`.
-fn open_fds() -> Option<usize> {
-    Some(std::fs::read_dir("/proc/self/fd").ok()?.count())
-}
-
-/// `/metrics`: Prometheus text format 0.0.4. Heartbeat ages are as of `now` (scrape time).
-pub fn metrics(snap: &StatusSnapshot, now: Timestamp) -> String {
-    let mut o = String::with_capacity(4096 + snap.tenants.len() * 160);
-    metrics_daemon(&mut o, snap, now);
-    metrics_reconcile(&mut o, &snap.metrics);
-    metrics_fleet(&mut o, snap);
-    metrics_bots(&mut o, snap, now);
-    metrics_workers(&mut o, snap);
-    metrics_process(&mut o, snap);
-    o
-}
-
-/// The daemon's build, readiness, store health and snapshot age.
-fn metrics_daemon(o: &mut String, snap: &StatusSnapshot, now: Timestamp) {
-    let m = &snap.metrics;
-    let _ = writeln!(
-        o,
-        concat!(
-            "# HELP flowhq_build_info Build of the running daemon.\n",
-            "# TYPE flowhq_build_info gauge\n",
-            "flowhq_build_info{{version=\"{}\"}} 1",
-        ),
-        env!("CARGO_PKG_VERSION")
-    );
-    let _ = writeln!(
-        o,
-        "# HELP flowhq_ready Whether the first plan was applied.\n# TYPE flowhq_ready gauge\n\
-flowhq_ready {}\n# HELP flowhq_store_up Whether the state store answered the last call.\n\
-# TYPE flowhq_store_up gauge\nflowhq_store_up {}\n\
-# HELP flowhq_store_errors_total Failed store calls of the loop.\n\
-# TYPE flowhq_store_errors_total counter\nflowhq_store_errors_total {}\n\
-# HELP flowhq_snapshot_age_seconds Age of the status snapshot.\n\
-# TYPE flowhq_snapshot_age_seconds gauge\nflowhq_snapshot_age_seconds {}",
-        u8::from(snap.ready),
-        u8::from(snap.store_up),
-        m.store_errors,
-        now.duration_since(snap.generated_at).as_secs_f64().max(0.0),
-    );
-}
-
-/// The reconcile passes' durations, the actions applied and the restarts, by kind.
-fn metrics_reconcile(o: &mut String, m: &FleetMetrics) {
-    let h = &m.reconcile_seconds;
-    o.push_str(
-        "# HELP flowhq_reconcile_duration_seconds Duration of reconcile passes.\n\
-# TYPE flowhq_reconcile_duration_seconds histogram\n",
-    );
-    for (bound, count) in h.cumulative() {
-        let _ = writeln!(
-            o,
-            "flowhq_reconcile_duration_seconds_bucket{{le=\"{bound}\"}} {count}"
-        );
-    }
-    let _ = writeln!(
-        o,
-        "flowhq_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {}\n\
-flowhq_reconcile_duration_seconds_sum {}\nflowhq_reconcile_duration_seconds_count {}",
-        h.count, h.sum, h.count
-    );
-    o.push_str(
-        "# HELP flowhq_actions_total Applied reconcile actions by kind.\n\
-# TYPE flowhq_actions_total counter\n",
-    );
-    for (kind, n) in &m.actions {
-        let _ = writeln!(o, "flowhq_actions_total{{kind=\"{}\"}} {n}", label(kind));
-    }
-    o.push_str(
-        "# HELP flowhq_restarts_total Worker restarts by reason.\n\
-# TYPE flowhq_restarts_total counter\n",
-    );
-    for (reason, n) in &m.restarts {
-        let _ = writeln!(
-            o,
-            "flowhq_restarts_total{{reason=\"{}\"}} {n}",
-            label(reason)
-        );
-    }
-}
-
-/// Workers by supervision state, tenants by derived status, and files with errors.
-fn metrics_fleet(o: &mut String, snap: &StatusSnapshot) {
-    o.push_str(
-        "# HELP flowhq_workers Workers by supervision state.\n# TYPE flowhq_workers gauge\n",
-    );
-    for state in crate::store::model::WorkerStatus::ALL {
-        let n = snap
-            .tenants
-            .iter()
-            .filter(|t| t.worker.as_ref().is_some_and(|w| w.state == *state))
-            .count();
-        let _ = writeln!(o, "flowhq_workers{{state=\"{}\"}} {n}", state.as_str());
-    }
-    o.push_str("# HELP flowhq_tenants Tenants by derived status.\n# TYPE flowhq_tenants gauge\n");
-    for status in TenantState::ALL {
-        let n = snap.tenants.iter().filter(|t| t.status == *status).count();
-        let _ = writeln!(o, "flowhq_tenants{{status=\"{}\"}} {n}", status.as_str());
-    }
-    let config_errors = snap
-        .tenants
-        .iter()
-        .filter(|t| t.config_error.is_some())
-        .count()
-        + snap
-            .source_diagnostics
-            .iter()
-            .filter(|d| d.is_error())
-            .count();
-    let _ = writeln!(
-        o,
-        "# HELP flowhq_config_errors Tenant files and config files with errors.\n\
-# TYPE flowhq_config_errors gauge\nflowhq_config_errors {config_errors}"
-    );
-}
-
-/// Per tenant: the bot's counters and the age of the worker's last heartbeat.
-fn metrics_bots(o: &mut String, snap: &StatusSnapshot, now: Timestamp) {
-    o.push_str(
-        "# HELP flowhq_bot_messages_total Messages each tenant's bot dropped, deduplicated, \
-rate-limited or refused, and failed sends and log writes, by reason (its counters).\n\
-# TYPE flowhq_bot_messages_total counter\n",
-    );
-    for t in &snap.tenants {
-        for (reason, n) in &t.counters {
-            let _ = writeln!(
-                o,
-                "flowhq_bot_messages_total{{tenant=\"{}\",reason=\"{}\"}} {n}",
-                label(t.id.as_str()),
-                label(reason)
-            );
-        }
-    }
-    o.push_str(
-        "# HELP flowhq_heartbeat_age_seconds Time since each worker's last heartbeat.\n\
-# TYPE flowhq_heartbeat_age_seconds gauge\n",
-    );
-    for t in &snap.tenants {
-        if let Some(seen) = t.session.as_ref().and_then(|s| s.last_seen_at) {
-            let _ = writeln!(
-                o,
-                "flowhq_heartbeat_age_seconds{{tenant=\"{}\"}} {}",
-                label(t.id.as_str()),
-                now.duration_since(seen).as_secs_f64().max(0.0)
-            );
-        }
-    }
-}
-
-/// Per tenant: the worker's memory and restarts.
-fn metrics_workers(o: &mut String, snap: &StatusSnapshot) {
-    o.push_str(
-        "# HELP flowhq_worker_memory_bytes Proportional memory (PSS) of each worker's process tree, browser included.\n\
-# TYPE flowhq_worker_memory_bytes gauge\n",
-    );
-    for t in &snap.tenants {
-        if let Some(bytes) = t.worker.as_ref().and_then(|w| w.memory_bytes) {
-            let _ = writeln!(
-                o,
-                "flowhq_worker_memory_bytes{{tenant=\"{}\"}} {bytes}",
-                label(t.id.as_str())
-            );
-        }
-    }
-    o.push_str(
-        "# HELP flowhq_worker_restarts Restarts of each worker since its last healthy period.\n\
-# TYPE flowhq_worker_restarts gauge\n",
-    );
-    for t in &snap.tenants {
-        if let Some(w) = &t.worker {
-            let _ = writeln!(
-                o,
-                "flowhq_worker_restarts{{tenant=\"{}\"}} {}",
-                label(t.id.as_str()),
-                w.restarts
-            );
-        }
-    }
-}
-
-/// The daemon process itself: memory, file descriptors, start time.
-fn metrics_process(o: &mut String, snap: &StatusSnapshot) {
-    if let Some(rss) = rss_bytes() {
-        let _ = writeln!(
-            o,
-            "# HELP process_resident_memory_bytes Resident memory of the daemon.\n\
-# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
-        );
-    }
-    if let Some(fds) = open_fds() {
-        let _ = writeln!(
-            o,
-            "# HELP process_open_fds Open file descriptors of the daemon.\n\
-# TYPE process_open_fds gauge\nprocess_open_fds {fds}"
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP process_start_time_seconds When the daemon started.\n\
-# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {}",
-        snap.started_at.as_second()
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -708,9 +568,69 @@ mod tests {
         assert_eq!(scrub("1+2 = 3", false), "1+2 = 3");
     }
 
+    /// `alpha` (placed on `a`) and `lost` (fits on no node), shown by node `b`, or alone.
+    fn snapshot(fleet: bool) -> StatusSnapshot {
+        let at = Timestamp::from_second(1_800_000_000).unwrap();
+        let mut snap = StatusSnapshot::starting(at);
+        for id in ["alpha", "lost"] {
+            let id = crate::config::TenantId::parse(id).unwrap();
+            snap.tenants.push(TenantStatus::new(id, "Biz".into()));
+        }
+        if fleet {
+            let view = crate::status::fleet::tests::view();
+            snap.fleet = Some(std::sync::Arc::new(FleetStatus::new(&view, "b")));
+        }
+        snap
+    }
+
     #[test]
-    fn label_values_escape_quotes_backslashes_and_newlines() {
-        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    fn in_a_fleet_the_tenants_json_names_each_tenants_node_and_this_node() {
+        let doc: serde_json::Value =
+            serde_json::from_slice(&tenants_json(&snapshot(true), false)).unwrap();
+        assert_eq!(doc["node"], "b");
+        assert_eq!(doc["tenants"][0]["node"], "a");
+        assert_eq!(doc["tenants"][0]["placement"]["generation"], 2);
+        assert_eq!(doc["tenants"][1]["node"], serde_json::Value::Null);
+        assert!(
+            doc["tenants"][1]["placement"]["note"]
+                .as_str()
+                .unwrap()
+                .starts_with("fits on no node")
+        );
+        let alone: serde_json::Value =
+            serde_json::from_slice(&tenants_json(&snapshot(false), false)).unwrap();
+        assert!(alone.get("node").is_none());
+        assert!(alone["tenants"][0].get("node").is_none());
+        assert!(alone["tenants"][0].get("placement").is_none());
+        assert!(nodes_json(&snapshot(false)).is_none());
+        let nodes: serde_json::Value =
+            serde_json::from_slice(&nodes_json(&snapshot(true)).unwrap()).unwrap();
+        assert_eq!(nodes["this_node"], "b");
+        assert_eq!(nodes["nodes"][1]["self"], true);
+        assert_eq!(nodes["generated_at"], "2027-01-15T08:00:00Z");
+    }
+
+    #[test]
+    fn in_a_fleet_the_overview_has_a_node_column_and_the_node_table() {
+        let html = overview_html(&snapshot(true));
+        assert!(html.contains("<h2>Nodes</h2>"), "{html}");
+        assert!(
+            html.contains("<th>Tenant</th><th>Node</th><th>Business</th>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<a href=\"/v1/tenants/alpha\">alpha</a></td><td>a</td>"),
+            "{html}"
+        );
+        assert!(html.contains("<td>–</td><td>Biz</td>"), "{html}");
+        assert!(html.contains("fits on no node"), "{html}");
+        assert!(
+            html.contains("<a href=\"/v1/nodes\">/v1/nodes</a>"),
+            "{html}"
+        );
+        let alone = overview_html(&snapshot(false));
+        assert!(!alone.contains("Node"), "{alone}");
+        assert!(!alone.contains("/v1/nodes"), "{alone}");
     }
 
     #[test]

@@ -223,7 +223,10 @@ impl Shared {
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" => readyz(&snap),
             "/metrics" => {
-                let mut resp = text(StatusCode::OK, render::metrics(&snap, Timestamp::now()));
+                let mut resp = text(
+                    StatusCode::OK,
+                    super::metrics::metrics(&snap, Timestamp::now()),
+                );
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -241,6 +244,15 @@ impl Shared {
                 }
                 resp
             }
+            "/v1/nodes" => match render::nodes_json(&snap) {
+                Some(body) => json(StatusCode::OK, Bytes::from(body)),
+                None => json(
+                    StatusCode::NOT_FOUND,
+                    Bytes::from(render::error_json(
+                        "fleet mode is off: this daemon runs alone (no [fleet] in its flowhq.toml)",
+                    )),
+                ),
+            },
             _ => match path.strip_prefix("/v1/tenants/") {
                 Some(rest) => self.tenant_route(req, &snap, rest),
                 None => not_found(),

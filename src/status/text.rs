@@ -11,6 +11,7 @@ use jiff::Timestamp;
 
 use crate::store::model::MessageRecord;
 
+use super::fleet::FleetStatus;
 use super::model::{SessionView, TenantStatus, WorkerView};
 
 /// `12s ago`, `3m 4s ago`, or `-`.
@@ -52,7 +53,18 @@ fn cut(text: &str, max: usize) -> String {
 /// The fleet in one table: tenant, status, worker state, pid, restarts, WhatsApp state, last
 /// seen, error (cut to fit a wide terminal line).
 pub fn table(tenants: &[TenantStatus], now: Timestamp) -> String {
-    const HEAD: [&str; 8] = [
+    table_on_nodes(tenants, None, now)
+}
+
+/// [`table`], with a NODE column after TENANT in fleet mode (`fleet` given): the node the
+/// tenant is placed on, `-` while it is on none; a tenant that fits on no node or is moving
+/// says so in the ERROR column (when it has no error of its own).
+pub fn table_on_nodes(
+    tenants: &[TenantStatus],
+    fleet: Option<&FleetStatus>,
+    now: Timestamp,
+) -> String {
+    let mut head = vec![
         "TENANT",
         "STATUS",
         "WORKER",
@@ -62,12 +74,19 @@ pub fn table(tenants: &[TenantStatus], now: Timestamp) -> String {
         "LAST SEEN",
         "ERROR",
     ];
-    let rows: Vec<[String; 8]> = tenants
+    if fleet.is_some() {
+        head.insert(1, "NODE");
+    }
+    let rows: Vec<Vec<String>> = tenants
         .iter()
         .map(|t| {
             let w = t.worker.as_ref();
             let s = t.session.as_ref();
-            [
+            let error = t
+                .error()
+                .map(str::to_owned)
+                .or_else(|| fleet.and_then(|f| f.note(&t.id)));
+            let mut row = vec![
                 t.id.to_string(),
                 t.status.to_string(),
                 w.map(|w| w.state.to_string()).unwrap_or_else(|| "-".into()),
@@ -78,21 +97,31 @@ pub fn table(tenants: &[TenantStatus], now: Timestamp) -> String {
                     .unwrap_or_else(|| "0".into()),
                 s.map(|s| s.state.to_string()).unwrap_or_else(|| "-".into()),
                 ago(s.and_then(|s| s.last_seen_at), now),
-                t.error().map(|e| cut(e, 70)).unwrap_or_default(),
-            ]
+                error.map(|e| cut(&e, 70)).unwrap_or_default(),
+            ];
+            if let Some(f) = fleet {
+                row.insert(1, sanitize(f.node_of(&t.id).unwrap_or("-")));
+            }
+            row
         })
         .collect();
-    let mut widths = HEAD.map(str::len);
-    for row in &rows {
+    columns(&head, &rows)
+}
+
+/// A table with a head line: each column as wide as its widest cell plus two spaces, the
+/// last one unpadded, trailing blanks trimmed.
+pub fn columns(head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row.iter()) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    let mut line = |cells: &[&str]| {
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
         let mut l = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths.iter()).enumerate() {
-            if i + 1 == cells.len() {
+        for (i, (cell, w)) in cells.zip(widths.iter()).enumerate() {
+            if i + 1 == widths.len() {
                 l.push_str(cell);
             } else {
                 let pad = w.saturating_sub(cell.chars().count());
@@ -103,10 +132,9 @@ pub fn table(tenants: &[TenantStatus], now: Timestamp) -> String {
         out.push_str(l.trim_end());
         out.push('\n');
     };
-    line(&HEAD);
-    for row in &rows {
-        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
-        line(&cells);
+    line(&mut head.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
     }
     out
 }
@@ -246,6 +274,25 @@ fn detail_counters(o: &mut String, t: &TenantStatus) {
     }
 }
 
+/// The lines `flowhq status TENANT` adds in fleet mode: the tenant's node and placement.
+pub fn detail_placement(t: &TenantStatus, fleet: &FleetStatus) -> String {
+    let mut o = String::new();
+    match fleet.placement(&t.id) {
+        Some(p) => {
+            let _ = writeln!(o, "node:               {}", opt(p.node.as_deref()));
+            let _ = writeln!(o, "  generation:       {}", p.generation);
+            let _ = writeln!(o, "  placed because:   {}", sanitize(&p.reason));
+            if let Some(note) = fleet.note(&t.id) {
+                let _ = writeln!(o, "  note:             {}", sanitize(&note));
+            }
+        }
+        None => {
+            let _ = writeln!(o, "node:               - (not placed yet)");
+        }
+    }
+    o
+}
+
 /// The QR payload in half-block characters (two modules per character row), with a quiet zone.
 pub fn qr_blocks(payload: &str) -> Option<String> {
     let code = qrcode::QrCode::new(payload.as_bytes()).ok()?;
@@ -322,6 +369,47 @@ mod tests {
         assert_eq!(
             lines[2],
             "longer-name  NEW     -       -    0         -         -          bad�[31m"
+        );
+    }
+
+    #[test]
+    fn in_a_fleet_the_table_has_a_node_column_and_says_who_fits_nowhere() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let fleet = FleetStatus::new(&crate::status::fleet::tests::view(), "a");
+        let tenants = [
+            tenant("alpha", None),
+            tenant("lost", None),
+            tenant("new", None),
+        ];
+        let out = table_on_nodes(&tenants, Some(&fleet), now);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0],
+            "TENANT  NODE  STATUS  WORKER  PID  RESTARTS  WHATSAPP  LAST SEEN  ERROR"
+        );
+        assert_eq!(
+            lines[1],
+            "alpha   a     NEW     -       -    0         -         -"
+        );
+        assert!(
+            lines[2].starts_with(
+                "lost    -     NEW     -       -    0         -         -          fits on no node"
+            ),
+            "{out}"
+        );
+        assert_eq!(
+            lines[3],
+            "new     -     NEW     -       -    0         -         -"
+        );
+        assert_eq!(table_on_nodes(&tenants, None, now), table(&tenants, now));
+        let detail = detail_placement(&tenants[0], &fleet);
+        assert_eq!(
+            detail,
+            "node:               a\n  generation:       2\n  placed because:   new tenant\n"
+        );
+        assert_eq!(
+            detail_placement(&tenants[2], &fleet),
+            "node:               - (not placed yet)\n"
         );
     }
 

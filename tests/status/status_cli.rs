@@ -109,7 +109,7 @@ fn flowhq(env: &Env, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     assert!(
         o.status.success(),
         "exit {:?}: {}",
