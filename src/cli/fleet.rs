@@ -29,9 +29,10 @@ pub(super) fn fleet_store(cfg: &DaemonConfig) -> bool {
     Backend::from_url(&cfg.database_url) == Some(Backend::Postgres)
 }
 
-/// The node an operator's command runs as: none, so no node is marked as "this node".
-pub(super) fn this_node(_cfg: &DaemonConfig) -> &str {
-    ""
+/// The node an operator's command runs as: `[fleet] node` of its config (marked as "this
+/// node"), or none.
+pub(super) fn this_node(cfg: &DaemonConfig) -> &str {
+    cfg.fleet.as_ref().map_or("", |f| f.node.as_str())
 }
 
 /// Runs a fleet command: the config (78 when it does not validate or its store is SQLite),

@@ -73,7 +73,6 @@ impl Publisher {
 
     /// The fleet the next snapshots show (`None`: single-host mode); set after each read of
     /// the fleet view.
-    #[allow(dead_code, reason = "the fleet loop calls it after each lease renewal")]
     pub(super) fn set_fleet(&mut self, fleet: Option<FleetStatus>) {
         self.fleet = fleet.map(Arc::new);
     }

@@ -106,21 +106,6 @@ impl FleetLink {
         self.cfg.is_some()
     }
 
-    /// The last fleet view, if any.
-    pub(super) fn view(&self) -> Option<&Arc<FleetView>> {
-        self.view.as_ref()
-    }
-
-    /// Whether this node holds the placer lease.
-    pub(super) fn is_placer(&self) -> bool {
-        self.placer
-    }
-
-    /// Whether this node is fenced (its lease lapsed).
-    pub(super) fn is_fenced(&self) -> bool {
-        self.fenced
-    }
-
     /// The extra environment of `tenant`'s worker: its fence (node and generation), which
     /// its store connections carry. Records the generation as the one the worker runs.
     pub(super) fn worker_env(&mut self, tenant: &TenantId) -> Vec<(OsString, OsString)> {
@@ -209,6 +194,10 @@ impl Daemon {
         self.fleet.placer = r.placer;
         self.fleet.draining = r.draining;
         self.fleet.trusted_until = Some(r.trusted_until);
+        self.status
+            .set_fleet(Some(crate::status::fleet::FleetStatus::new(
+                &r.view, &self.node,
+            )));
         self.fleet.view = Some(r.view);
         self.refresh_placement();
         true
