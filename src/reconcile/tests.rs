@@ -619,3 +619,77 @@ fn a_bad_file_at_each_new_revision_records_that_revision_as_attempted() {
         third.to_text()
     );
 }
+
+impl World {
+    /// Fleet mode: this node owns `owned`, of which `runnable` may start now.
+    fn placed(mut self, owned: &[&str], runnable: &[&str]) -> Self {
+        self.observed.placement = Some(std::sync::Arc::new(Placement {
+            owned: owned.iter().map(|s| id(s)).collect(),
+            runnable: runnable.iter().map(|s| id(s)).collect(),
+            ..Placement::default()
+        }));
+        self
+    }
+}
+
+#[test]
+fn a_fleet_node_acts_only_on_its_own_tenants_and_stops_a_worker_of_one_that_moved() {
+    let (mine, theirs, moved) = (spec("mine"), spec("theirs"), spec("moved"));
+    World::new()
+        .file(mine)
+        .file(theirs.clone())
+        .applied(theirs, Lifecycle::Active)
+        .steady(moved)
+        .placed(&["mine"], &["mine"])
+        .expect(
+            20,
+            "
+apply         mine                     new tenant file
+spawn         mine                     new tenant
+stop          moved                    placed on another node",
+        );
+}
+
+#[test]
+fn a_fleet_tenant_waiting_for_its_handoff_gets_its_row_but_no_worker() {
+    World::new().file(spec("salon")).placed(&["salon"], &[]).expect(
+        20,
+        "
+apply         salon                    new tenant file
+problem: salon: waiting: the previous node is handing this tenant over, or its saved login is being restored here",
+    );
+}
+
+#[test]
+fn a_fenced_node_stops_everything_and_one_without_a_lease_yet_does_nothing() {
+    let s = spec("salon");
+    let mut w = World::new().steady(s).placed(&["salon"], &["salon"]);
+    w.observed.placement = Some(std::sync::Arc::new(Placement {
+        fenced: true,
+        ..Placement::default()
+    }));
+    w.expect(
+        20,
+        "stop          salon                    this node's fleet lease was not renewed in time (self-fencing)",
+    );
+    w.observed.placement = Some(std::sync::Arc::new(Placement {
+        hold: true,
+        ..Placement::default()
+    }));
+    let plan = w.plan_at(20);
+    assert!(plan.actions.is_empty());
+    assert!(
+        plan.problems
+            .iter()
+            .any(|p| p.message.contains("first lease renewal"))
+    );
+}
+
+#[test]
+fn a_fleet_node_never_retires_another_nodes_tenant() {
+    let gone = spec("gone");
+    World::new()
+        .applied(gone, Lifecycle::Active)
+        .placed(&[], &[])
+        .expect(20, "no changes: every tenant matches its file");
+}

@@ -18,6 +18,20 @@ use crate::support::nodes::{LEASE_TTL, Nodes};
 const FAILOVER: Duration = Duration::from_secs(LEASE_TTL.as_secs() + 10);
 const WAIT: Duration = Duration::from_secs(60);
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_on_sqlite_is_a_configuration_error() {
+    let mut f = crate::support::fleet::Fleet::sqlite();
+    f.sections = "[fleet]\nnode = \"a\"\n".to_owned();
+    f.start();
+    assert_eq!(f.wait_daemon(), Some(78), "{}", f.daemon_log());
+    assert!(
+        f.daemon_log()
+            .contains("[fleet] needs the PostgreSQL store"),
+        "{}",
+        f.daemon_log()
+    );
+}
+
 async fn three(capacity: u32) -> Option<Nodes> {
     let db = TestDb::postgres().await?;
     Some(Nodes::new(
@@ -156,9 +170,10 @@ async fn a_worker_stopped_past_its_lease_is_refused_when_it_wakes_and_exits() {
     let (frozen, pid) = (frozen.clone(), pids[0]);
     fleet.exempt(&frozen);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
-    // The daemon dies with it frozen: nothing on node a can stop the worker any more.
-    let daemon = fleet.get("a").daemon_pid();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon), Signal::SIGKILL).unwrap();
+    // Its daemon is frozen too, so nothing on node a can stop the worker. (Killing the daemon
+    // instead would orphan the worker's process group, and the kernel wakes the stopped
+    // members of an orphaned group with SIGCONT.)
+    fleet.signal("a", Signal::SIGSTOP);
     fleet
         .until(FAILOVER, &format!("{frozen} runs on b"), |f| {
             f.live()
@@ -293,12 +308,31 @@ async fn a_drained_node_hands_its_tenants_over_and_takes_none() {
         })
         .await;
     let store = fleet.store().await;
-    assert!(store.set_node_draining("b", true).await.unwrap());
+    // The operator's command, run with node a's config, waits until b ran its last tenant.
+    let drain = std::process::Command::new(env!("CARGO_BIN_EXE_flowhq"))
+        .args(["drain", "b", "--wait", "--timeout", "60s", "--config"])
+        .arg(fleet.get("a").config_path())
+        .output()
+        .unwrap();
+    assert!(
+        drain.status.success(),
+        "flowhq drain b --wait: {}{}\n{}",
+        String::from_utf8_lossy(&drain.stdout),
+        String::from_utf8_lossy(&drain.stderr),
+        fleet.logs()
+    );
     fleet
         .until(WAIT, "b's tenants run on a and c", |f| {
             f.converged_on(&ids, &["a", "c"])
         })
         .await;
+    // Every node's endpoint shows the whole fleet and marks itself.
+    let addr = fleet.get("c").wait_status_addr().await;
+    let nodes = crate::support::http::get(addr.parse().unwrap(), "/v1/nodes")
+        .await
+        .body;
+    assert!(nodes.contains("\"draining\":true"), "{nodes}");
+    assert!(nodes.contains("\"self\":true"), "{nodes}");
     let view = fleet.view().await;
     assert!(
         view.assignments

@@ -601,4 +601,47 @@ messages = "30days"
         q.make_absolute(Path::new("/srv"));
         assert_eq!(q.database_url, "sqlite:///srv/data/f.db?mode=rwc");
     }
+
+    #[test]
+    fn a_fleet_section_needs_postgresql_and_reads_its_keys() {
+        let err = load_str("[fleet]\nnode = \"a\"\n", &[]).unwrap_err();
+        assert!(
+            err.iter()
+                .any(|e| e.contains("[fleet] needs the PostgreSQL store")),
+            "{err:?}"
+        );
+        let pg = "database_url = \"postgres://db/flowhq\"\n";
+        let c = load_str(
+            &format!("{pg}[fleet]\nnode = \"node-1\"\ncapacity = 40\n"),
+            &[],
+        )
+        .unwrap();
+        let fleet = c.fleet.expect("fleet mode");
+        assert_eq!(fleet.node, "node-1");
+        assert_eq!(fleet.capacity, 40);
+        assert_eq!(fleet.lease_ttl, secs(15));
+        assert_eq!(fleet.renew_interval, secs(5));
+        assert_eq!(fleet.trust(), secs(12));
+        assert!(
+            load_str(pg, &[]).unwrap().fleet.is_none(),
+            "no [fleet]: single host"
+        );
+        let env = load_str(pg, &[("FLOWHQ_FLEET_NODE", "b")]).unwrap();
+        assert_eq!(env.fleet.map(|f| f.node), Some("b".to_owned()));
+        let err = load_str(
+            &format!("{pg}[fleet]\nlease_ttl = \"10s\"\nrenew_interval = \"5s\"\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            err.iter()
+                .any(|e| e.contains("renew_interval` must be positive and at most half")),
+            "{err:?}"
+        );
+        let err = load_str(&format!("{pg}[fleet]\nnode = \"a b\"\n"), &[]).unwrap_err();
+        assert!(
+            err.iter().any(|e| e.contains("is not a node name")),
+            "{err:?}"
+        );
+    }
 }
