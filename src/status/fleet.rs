@@ -35,6 +35,8 @@ pub struct FleetStatus {
     pub nodes: Vec<NodeStatus>,
     /// Every tenant's placement, by tenant (`node` is `None` for a tenant that fits nowhere).
     pub placements: Vec<AssignmentRecord>,
+    /// Logins this node restored from another node's saved snapshot, by tenant: which one.
+    pub restored: std::collections::BTreeMap<TenantId, String>,
 }
 
 /// One node, with what the assignments say about it.
@@ -133,6 +135,7 @@ impl FleetStatus {
             epoch: view.epoch,
             nodes,
             placements,
+            restored: std::collections::BTreeMap::new(),
         }
     }
 
@@ -178,6 +181,18 @@ impl FleetStatus {
             )),
             (Some(_), None) => None,
         }
+    }
+
+    /// [`note`](Self::note), and for a tenant waiting for a QR scan after its saved login was
+    /// restored here, that the login did not hold.
+    pub fn note_for(&self, tenant: &TenantId, waiting_for_qr: bool) -> Option<String> {
+        self.note(tenant).or_else(|| {
+            let login = self.restored.get(tenant).filter(|_| waiting_for_qr)?;
+            Some(format!(
+                "the saved login restored here ({login}) no longer logs in: scan the QR code \
+                 to link the phone again"
+            ))
+        })
     }
 
     /// How far draining `node` is: `(tenants still assigned to it, tenants it still hands

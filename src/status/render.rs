@@ -169,7 +169,7 @@ fn tenant_json<'a>(
                 generation: p.generation,
                 handoff_from: p.handoff_from.as_deref(),
                 reason: &p.reason,
-                note: f.note(&t.id),
+                note: f.note_for(&t.id, t.status == TenantState::QrPending),
             })
         }),
         redacted: !personal,
@@ -451,7 +451,7 @@ fn overview_table(body: &mut String, snap: &StatusSnapshot, fleet: Option<&Fleet
         let error = t
             .error()
             .map(|e| scrub(e, false).into_owned())
-            .or_else(|| fleet.and_then(|f| f.note(&t.id)));
+            .or_else(|| fleet.and_then(|f| f.note_for(&t.id, t.status == TenantState::QrPending)));
         let _ = writeln!(
             body,
             "<tr><td><a href=\"/v1/tenants/{id}\">{id}</a></td>{node}<td>{}</td>\

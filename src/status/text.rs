@@ -11,6 +11,7 @@ use jiff::Timestamp;
 
 use crate::store::model::MessageRecord;
 
+use super::derive::TenantState;
 use super::fleet::FleetStatus;
 use super::model::{SessionView, TenantStatus, WorkerView};
 
@@ -85,7 +86,7 @@ pub fn table_on_nodes(
             let error = t
                 .error()
                 .map(str::to_owned)
-                .or_else(|| fleet.and_then(|f| f.note(&t.id)));
+                .or_else(|| fleet.and_then(|f| f.note_for(&t.id, t.status == TenantState::QrPending)));
             let mut row = vec![
                 t.id.to_string(),
                 t.status.to_string(),
@@ -282,7 +283,7 @@ pub fn detail_placement(t: &TenantStatus, fleet: &FleetStatus) -> String {
             let _ = writeln!(o, "node:               {}", opt(p.node.as_deref()));
             let _ = writeln!(o, "  generation:       {}", p.generation);
             let _ = writeln!(o, "  placed because:   {}", sanitize(&p.reason));
-            if let Some(note) = fleet.note(&t.id) {
+            if let Some(note) = fleet.note_for(&t.id, t.status == TenantState::QrPending) {
                 let _ = writeln!(o, "  note:             {}", sanitize(&note));
             }
         }

@@ -27,6 +27,8 @@ pub struct JobDone {
     kind: Kind,
     /// What happened, for the log and the events; `Err` when the job failed.
     result: Result<String, String>,
+    /// A restore that put another node's saved login in place: which one.
+    login: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,15 +69,19 @@ impl Daemon {
         &self,
         ctx: Ctx,
         kind: Kind,
-        job: impl Future<Output = Result<String, String>> + Send + 'static,
+        job: impl Future<Output = Result<(String, Option<String>), String>> + Send + 'static,
     ) {
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let result = job.await;
+            let (result, login) = match job.await {
+                Ok((what, login)) => (Ok(what), login),
+                Err(why) => (Err(why), None),
+            };
             let done = JobDone {
                 tenant: ctx.tenant,
                 kind,
                 result,
+                login,
             };
             let _ = tx.send(Event::Fleet(FleetReport::Job(done))).await;
         });
@@ -105,7 +111,7 @@ impl Daemon {
                 .finish_handoff(&t, &node)
                 .await
                 .map_err(|err| crate::error::chain(&err).to_string())?;
-            Ok(saved.unwrap_or_else(|| "no login to save".to_owned()))
+            Ok((saved.unwrap_or_else(|| "no login to save".to_owned()), None))
         });
     }
 
@@ -160,7 +166,7 @@ impl Daemon {
                     .map_err(|err| crate::error::chain(&err).to_string())?
                     .map(|m| m.fingerprint);
                 let saved = save(&store, &node, &profile, &t, generation, "periodic", last).await?;
-                Ok(saved.unwrap_or_else(|| "unchanged".to_owned()))
+                Ok((saved.unwrap_or_else(|| "unchanged".to_owned()), None))
             });
         }
     }
@@ -169,6 +175,10 @@ impl Daemon {
     pub(super) fn on_job_done(&mut self, done: JobDone) -> bool {
         self.fleet.busy.remove(&done.tenant);
         let tenant = done.tenant;
+        match &done.login {
+            Some(login) => self.fleet.logins.insert(tenant.clone(), login.clone()),
+            None => self.fleet.logins.remove(&tenant),
+        };
         match (done.kind, done.result) {
             (Kind::Handoff, Ok(what)) => {
                 info!(target: LOG_TARGET, tenant = %tenant, "fleet: handed over: {what}");
@@ -305,12 +315,13 @@ async fn restore(
     node: &str,
     profile: &std::path::Path,
     tenant: &TenantId,
-) -> Result<String, String> {
+) -> Result<(String, Option<String>), String> {
     let chain = |err: crate::store::Error| crate::error::chain(&err).to_string();
     let Some(meta) = store.latest_session_snapshot(tenant).await.map_err(chain)? else {
-        return Ok(
+        return Ok((
             "no saved login: the tenant links with a QR code if it is not linked here".to_owned(),
-        );
+            None,
+        ));
     };
     let dir = profile.to_path_buf();
     let local = tokio::task::spawn_blocking(move || archive::fingerprint(&dir))
@@ -318,9 +329,12 @@ async fn restore(
         .map_err(|err| format!("read the local login: {err}"))?
         .map_err(|err| crate::error::chain(&err).to_string())?;
     if meta.node == node && local.as_deref() == Some(meta.fingerprint.as_str()) {
-        return Ok(format!(
-            "the local login is the newest saved one (generation {})",
-            meta.generation
+        return Ok((
+            format!(
+                "the local login is the newest saved one (generation {})",
+                meta.generation
+            ),
+            None,
         ));
     }
     let started = StdInstant::now();
@@ -337,14 +351,21 @@ async fn restore(
         .await
         .map_err(|err| format!("restore the login: {err}"))?
         .map_err(|err| crate::error::chain(&err).to_string())?;
-    Ok(format!(
-        "restored the login saved by node {} at {} (generation {}, {}): {} files, {} bytes, in {} ms",
-        meta.node,
-        meta.taken_at,
-        meta.generation,
-        meta.cause,
-        restored.files,
-        restored.raw_bytes,
-        started.elapsed().as_millis()
+    let login = format!(
+        "saved by node {} at {}, {}",
+        meta.node, meta.taken_at, meta.cause
+    );
+    Ok((
+        format!(
+            "restored the login saved by node {} at {} (generation {}, {}): {} files, {} bytes, in {} ms",
+            meta.node,
+            meta.taken_at,
+            meta.generation,
+            meta.cause,
+            restored.files,
+            restored.raw_bytes,
+            started.elapsed().as_millis()
+        ),
+        Some(login),
     ))
 }

@@ -81,6 +81,8 @@ pub(super) struct FleetLink {
     placement: Option<Arc<Placement>>,
     /// The generation each owned tenant's login was restored (or found current) for.
     restored: BTreeMap<TenantId, i64>,
+    /// Logins restored here from another node's snapshot, by tenant (for the status).
+    logins: BTreeMap<TenantId, String>,
     /// The generation each local worker was started (or adopted) under.
     running: BTreeMap<TenantId, i64>,
     /// Tenants with a session job in flight.
