@@ -18,7 +18,8 @@
 //! classification, and the migrations. The reads and writes of each table group are `impl
 //! Store` blocks in a file of their own: `tenants`, `workers`, `sessions`, `messages`,
 //! `events`, `contacts`, `counters`, `snapshot` (the status query across tables) and `prune`
-//! (retention); `model` holds the records and their row conversions.
+//! (retention); `model` holds the records and their row conversions; `tls` reads a TLS
+//! connection to PostgreSQL that was refused.
 
 mod contacts;
 mod counters;
@@ -157,6 +158,18 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+    /// `connect` over TLS was refused for a reason no retry mends (certificate, host name,
+    /// CA file); `problem` says which.
+    #[error("cannot connect to {url} over TLS: {problem}")]
+    Tls {
+        /// The URL with any password replaced by `***`.
+        url: String,
+        /// What is wrong, in an operator's words.
+        problem: String,
+        /// The cause (the driver's error, or the CA file's I/O error).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Applying the embedded migrations failed.
     #[error("migrate {backend} database")]
     Migrate {
@@ -182,6 +195,12 @@ impl Error {
     /// True when the database could not be reached and the call may succeed later.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Error::Unavailable { .. })
+    }
+
+    /// True when the database URL itself must change (it does not parse, or its TLS settings
+    /// are refused): waiting will not help.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, Error::InvalidUrl { .. } | Error::Tls { .. })
     }
 }
 
@@ -461,7 +480,11 @@ fn connect_op(url: &str) -> String {
     format!("connect to {}", redact(url))
 }
 
-/// A PostgreSQL pool for `role`, after one direct connection proved the server answers.
+mod tls;
+
+/// A PostgreSQL pool for `role`, after one direct connection proved the server answers (over
+/// TLS when the URL's `sslmode` asks for it; a certificate that does not verify is an
+/// `Error::Tls`, not an outage).
 async fn connect_postgres(url: &str, role: Role) -> Result<PgPool> {
     let options = PgConnectOptions::from_str(url)
         .map_err(invalid_url(url))?
@@ -470,6 +493,8 @@ async fn connect_postgres(url: &str, role: Role) -> Result<PgPool> {
             Role::Worker => "flowhq-worker",
             Role::Client => "flowhq-cli",
         });
+    let target = tls::Target::of(url, &options);
+    target.check_root_cert(url)?;
     let (max, idle) = match role {
         Role::Daemon => (8, Duration::from_secs(300)),
         Role::Worker | Role::Client => (2, Duration::from_secs(30)),
@@ -480,7 +505,11 @@ async fn connect_postgres(url: &str, role: Role) -> Result<PgPool> {
     let probe = tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&options))
         .await
         .unwrap_or(Err(sqlx::Error::PoolTimedOut))
-        .map_err(|err| classify(Backend::Postgres, connect_op(url), err))?;
+        .map_err(|err| {
+            target
+                .refused(url, err)
+                .unwrap_or_else(|err| classify(Backend::Postgres, connect_op(url), err))
+        })?;
     // Closing the probe is a courtesy to the server; a failure here changes nothing.
     probe.close().await.ok();
     Ok(PgPoolOptions::new()
