@@ -1,6 +1,7 @@
 //! The state store on both backends: its records and queries (`store`), the `flowhq migrate`
 //! and operator commands on a database (`store_cli`), outages of the database under a store
-//! (`store_outage`), and many processes writing to one database at once (`store_concurrency`).
+//! (`store_outage`), many processes writing to one database at once (`store_concurrency`), and
+//! TLS to PostgreSQL (`tls`).
 //!
 //! One test binary; `support` is the shared harness of `tests/support/`.
 
@@ -12,3 +13,4 @@ mod store;
 mod store_cli;
 mod store_concurrency;
 mod store_outage;
+mod tls;
