@@ -3,7 +3,8 @@
 //! CA really is encrypted, and so is `sslmode=require`; a CA that did not sign the server's
 //! certificate (made here with openssl) and a missing CA file are configuration errors that
 //! say so, from `Store::connect`, `flowhq migrate` (exit 78) and the daemon's start-up alike;
-//! `flowhq migrate` works over the verify-full URL.
+//! so is a host name the certificate does not name (reached through `hostaddr`), which
+//! `verify-ca` does not check; `flowhq migrate` works over the verify-full URL.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -161,6 +162,41 @@ async fn a_certificate_another_ca_signed_is_refused_as_a_configuration_error() {
         missing.display()
     );
     assert!(text.contains(&named), "{text}");
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL"]
+async fn verify_full_refuses_a_host_name_the_certificate_does_not_name_and_verify_ca_does_not_check_it()
+ {
+    let Some(db) = support::pg_test_db().await else {
+        return;
+    };
+    let Some(ca) = pg_test_ca() else {
+        return;
+    };
+    // The server's address, under a name its certificate (127.0.0.1, localhost) does not
+    // carry: `hostaddr` is where to connect, the host is what the certificate must name.
+    let renamed = db.url().replacen("@127.0.0.1:", "@db.flowhq.invalid:", 1);
+    assert_ne!(
+        renamed,
+        db.url(),
+        "the test cluster is expected on 127.0.0.1"
+    );
+    let url = with_params(&verify_full(&renamed, &ca), "hostaddr=127.0.0.1");
+    let err = Store::connect(&url, Role::Client).await.unwrap_err();
+    assert!(err.is_configuration(), "{err:?}");
+    let text = flowhq::error::chain(&err).to_string();
+    assert!(
+        text.contains(
+            "host name mismatch: the server certificate is not valid for `db.flowhq.invalid`"
+        ),
+        "{text}"
+    );
+    let url = url.replace("sslmode=verify-full", "sslmode=verify-ca");
+    let store = Store::connect(&url, Role::Client).await.unwrap();
+    store.ping().await.unwrap();
+    store.close().await;
+    assert!(session_is_encrypted(&url).await);
 }
 
 #[tokio::test]
