@@ -14,6 +14,8 @@ if [ "$mode" = deb ]; then
 fi
 if [ "$mode" = test ]; then
   pkgs+=(postgresql mandoc groff nginx procps psmisc util-linux mount)
+  # scripts/pg.sh makes the test cluster's throwaway CA and TLS certificate with openssl.
+  pkgs+=(openssl)
   # The resource fault tests (tests/daemon/resource_faults.rs): an ext4 image (mkfs.ext4, e2fsck).
   pkgs+=(e2fsprogs)
   # The package test (tests/system/package.rs): build, lint, install and check the .deb and its unit.

@@ -12,6 +12,10 @@ scripts/deps.sh test
 pg_url=$(scripts/pg.sh start)
 trap 'scripts/pg.sh stop' EXIT
 export FLOWHQ_TEST_PG_URL="$pg_url"
+# The CA the cluster's TLS certificate verifies against (tests/store/tls.rs); empty when the
+# cluster runs without TLS, which those tests then report.
+FLOWHQ_TEST_PG_CA=$(scripts/pg.sh ca) || FLOWHQ_TEST_PG_CA=
+export FLOWHQ_TEST_PG_CA
 # Tests that need PostgreSQL or Chromium fail (never skip) when this is set.
 export FLOWHQ_REQUIRE_EXTERNAL=1
 

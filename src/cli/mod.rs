@@ -127,7 +127,8 @@ fn migrate(args: &MigrateArgs) -> anyhow::Result<ExitStatus> {
     runtime.block_on(async {
         let store = match Store::connect(&url, Role::Daemon).await {
             Ok(store) => store,
-            Err(err @ store::Error::InvalidUrl { .. }) => {
+            Err(err) if err.is_configuration() => {
+                let err = flowhq::error::chain(&err);
                 writeln!(std::io::stderr(), "flowhq: error: {err}")?;
                 return Ok(ExitStatus::Config);
             }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::store::{self, Role, Store};
 
@@ -124,7 +124,14 @@ impl StoreLink {
 
     fn mark_down(&mut self, err: &store::Error) {
         let why = crate::error::chain(err).to_string();
-        if self.down.as_deref() != Some(why.as_str()) {
+        if self.down.as_deref() != Some(why.as_str()) && err.is_configuration() {
+            error!(
+                target: LOG_TARGET,
+                error = %why,
+                retry_in = ?self.retry_delay,
+                "store refused by the settings of database_url (fix them); supervising from the files",
+            );
+        } else if self.down.as_deref() != Some(why.as_str()) {
             warn!(
                 target: LOG_TARGET,
                 error = %why,

@@ -83,10 +83,9 @@ pub fn table_on_nodes(
         .map(|t| {
             let w = t.worker.as_ref();
             let s = t.session.as_ref();
-            let error = t
-                .error()
-                .map(str::to_owned)
-                .or_else(|| fleet.and_then(|f| f.note_for(&t.id, t.status == TenantState::QrPending)));
+            let error = t.error().map(str::to_owned).or_else(|| {
+                fleet.and_then(|f| f.note_for(&t.id, t.status == TenantState::QrPending))
+            });
             let mut row = vec![
                 t.id.to_string(),
                 t.status.to_string(),

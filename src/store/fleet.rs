@@ -10,6 +10,8 @@
 //!
 //! It does not decide placement (`fleet::place`) nor when to renew (`daemon::fleet`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use jiff::Timestamp;
 
 use super::model::{RowError, from_millis};
@@ -495,4 +497,45 @@ fn columns(changes: &[AssignmentChange]) -> MoveColumns<'_> {
         cols.5.push(&c.reason);
     }
     cols
+}
+
+/// A fleet worker's claim on its tenant: the node that started it and the generation of the
+/// tenant's placement it was started under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The node.
+    pub node: String,
+    /// The generation.
+    pub generation: i64,
+}
+
+/// Whether any call of a store was refused by the fleet fence; a fenced worker waits on it.
+#[derive(Debug, Default)]
+pub struct FenceFlag {
+    set: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl FenceFlag {
+    /// Whether a write was refused.
+    pub fn is_set(&self) -> bool {
+        self.set.load(Ordering::SeqCst)
+    }
+
+    /// Marks the store fenced and wakes every waiter.
+    pub fn set(&self) {
+        self.set.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Returns once a write was refused.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_set() {
+                return;
+            }
+            notified.await;
+        }
+    }
 }

@@ -18,7 +18,8 @@
 //! classification, and the migrations. The reads and writes of each table group are `impl
 //! Store` blocks in a file of their own: `tenants`, `workers`, `sessions`, `messages`,
 //! `events`, `contacts`, `counters`, `snapshot` (the status query across tables) and `prune`
-//! (retention); `model` holds the records and their row conversions.
+//! (retention); `model` holds the records and their row conversions; `tls` reads a TLS
+//! connection to PostgreSQL that was refused.
 
 mod contacts;
 mod counters;
@@ -31,6 +32,7 @@ mod session_snapshots;
 mod sessions;
 mod snapshot;
 mod tenants;
+mod tls;
 mod workers;
 
 use std::fmt;
@@ -48,6 +50,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use fleet::{Fence, FenceFlag};
 use model::RowError;
 pub use model::{
     Direction, EventRecord, Inserted, Lifecycle, MessageRecord, NewEvent, NewMessage, PruneCounts,
@@ -66,16 +69,6 @@ pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
-
-/// A fleet worker's claim on its tenant: the node that started it and the generation of the
-/// tenant's placement it was started under.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fence {
-    /// The node.
-    pub node: String,
-    /// The generation.
-    pub generation: i64,
-}
 
 /// Which process opens the store; decides the pool size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +163,18 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+    /// `connect` over TLS was refused for a reason no retry mends (certificate, host name,
+    /// CA file); `problem` says which.
+    #[error("cannot connect to {url} over TLS: {problem}")]
+    Tls {
+        /// The URL with any password replaced by `***`.
+        url: String,
+        /// What is wrong, in an operator's words.
+        problem: String,
+        /// The cause (the driver's error, or the CA file's I/O error).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Applying the embedded migrations failed.
     #[error("migrate {backend} database")]
     Migrate {
@@ -214,6 +219,12 @@ impl Error {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Error::Unavailable { .. })
     }
+
+    /// True when the database URL itself must change (it does not parse, or its TLS settings
+    /// are refused): waiting will not help.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, Error::InvalidUrl { .. } | Error::Tls { .. })
+    }
 }
 
 /// The result of a store call.
@@ -226,37 +237,6 @@ pub struct Store {
     disk: Arc<DiskFailures>,
     /// Set once the database refused a write with the fleet fence (`Error::Fenced`).
     fenced: Arc<FenceFlag>,
-}
-
-/// Whether any call of a store was refused by the fleet fence; a fenced worker waits on it.
-#[derive(Debug, Default)]
-pub struct FenceFlag {
-    set: std::sync::atomic::AtomicBool,
-    notify: tokio::sync::Notify,
-}
-
-impl FenceFlag {
-    /// Whether a write was refused.
-    pub fn is_set(&self) -> bool {
-        self.set.load(Ordering::SeqCst)
-    }
-
-    /// Marks the store fenced and wakes every waiter.
-    pub fn set(&self) {
-        self.set.store(true, Ordering::SeqCst);
-        self.notify.notify_waiters();
-    }
-
-    /// Returns once a write was refused.
-    pub async fn wait(&self) {
-        loop {
-            let notified = self.notify.notified();
-            if self.is_set() {
-                return;
-            }
-            notified.await;
-        }
-    }
 }
 
 /// When a SQLite call last failed because of the disk under the database file (read-only,
@@ -551,7 +531,9 @@ fn connect_op(url: &str) -> String {
     format!("connect to {}", redact(url))
 }
 
-/// A PostgreSQL pool for `role`, after one direct connection proved the server answers.
+/// A PostgreSQL pool for `role`, after one direct connection proved the server answers (over
+/// TLS when the URL's `sslmode` asks for it; a certificate that does not verify is an
+/// `Error::Tls`, not an outage). A fleet worker's connections carry its `fence`.
 async fn connect_postgres(url: &str, role: Role, fence: Option<&Fence>) -> Result<PgPool> {
     let mut options = PgConnectOptions::from_str(url)
         .map_err(invalid_url(url))?
@@ -566,6 +548,8 @@ async fn connect_postgres(url: &str, role: Role, fence: Option<&Fence>) -> Resul
             ("flowhq.fence_generation", fence.generation.to_string()),
         ]);
     }
+    let target = tls::Target::of(url, &options);
+    target.check_root_cert(url)?;
     let (max, idle) = match role {
         Role::Daemon => (8, Duration::from_secs(300)),
         Role::Worker | Role::Client => (2, Duration::from_secs(30)),
@@ -576,7 +560,11 @@ async fn connect_postgres(url: &str, role: Role, fence: Option<&Fence>) -> Resul
     let probe = tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&options))
         .await
         .unwrap_or(Err(sqlx::Error::PoolTimedOut))
-        .map_err(|err| classify(Backend::Postgres, connect_op(url), err))?;
+        .map_err(|err| {
+            target
+                .refused(url, err)
+                .unwrap_or_else(|err| classify(Backend::Postgres, connect_op(url), err))
+        })?;
     // Closing the probe is a courtesy to the server; a failure here changes nothing.
     probe.close().await.ok();
     Ok(PgPoolOptions::new()
@@ -735,129 +723,4 @@ pub fn redact(url: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backends_are_chosen_by_url_scheme() {
-        assert_eq!(
-            Backend::from_url("postgres://u@h/db"),
-            Some(Backend::Postgres)
-        );
-        assert_eq!(
-            Backend::from_url("postgresql://u@h/db"),
-            Some(Backend::Postgres)
-        );
-        assert_eq!(
-            Backend::from_url("sqlite:///var/lib/flowhq/flowhq.db"),
-            Some(Backend::Sqlite)
-        );
-        assert_eq!(Backend::from_url("sqlite::memory:"), Some(Backend::Sqlite));
-        assert_eq!(Backend::from_url("mysql://u@h/db"), None);
-    }
-
-    #[test]
-    fn redact_hides_only_the_password() {
-        assert_eq!(
-            redact("postgres://flowhq:s3cret@db.example:5432/flowhq"),
-            "postgres://flowhq:***@db.example:5432/flowhq"
-        );
-        assert_eq!(
-            redact("postgres://postgres@127.0.0.1:55433/postgres"),
-            "postgres://postgres@127.0.0.1:55433/postgres"
-        );
-        assert_eq!(redact("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
-    }
-
-    #[test]
-    fn lost_connections_are_unavailable_and_refusals_are_not() {
-        for backend in [Backend::Postgres, Backend::Sqlite] {
-            let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
-            assert!(is_unavailable(backend, &sqlx::Error::Io(refused)));
-            assert!(is_unavailable(backend, &sqlx::Error::PoolTimedOut));
-            assert!(is_unavailable(backend, &sqlx::Error::PoolClosed));
-            assert!(!is_unavailable(backend, &sqlx::Error::RowNotFound));
-            let err = classify(backend, "ping".to_owned(), sqlx::Error::PoolTimedOut);
-            assert!(err.is_unavailable());
-            assert_eq!(
-                err.to_string(),
-                format!("{backend} database unavailable: ping")
-            );
-            let err = classify(backend, "ping".to_owned(), sqlx::Error::RowNotFound);
-            assert!(matches!(err, Error::Query { .. }));
-        }
-    }
-
-    #[test]
-    fn connections_opened_before_a_disk_failure_are_retired_and_later_ones_kept() {
-        let disk = DiskFailures::new();
-        let old = Duration::from_secs(3600);
-        assert!(!disk.predates_failure(old), "no failure yet");
-        std::thread::sleep(Duration::from_millis(5));
-        disk.record();
-        assert!(disk.predates_failure(old));
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(!disk.predates_failure(Duration::from_millis(1)));
-        let protocol = sqlx::Error::Protocol("not a database error".to_owned());
-        assert!(!is_disk_failure(Backend::Sqlite, &protocol));
-        assert!(!is_disk_failure(
-            Backend::Postgres,
-            &sqlx::Error::PoolTimedOut
-        ));
-    }
-
-    #[tokio::test]
-    async fn a_sqlite_store_takes_a_write_check_without_changing_its_data() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/flowhq.db", dir.path().display());
-        let store = Store::connect(&url, Role::Daemon).await.unwrap();
-        store.migrate().await.unwrap();
-        store.check_writable().await.unwrap();
-        store.check_writable().await.unwrap();
-        let Pool::Sqlite(pool) = &store.pool else {
-            panic!("a sqlite url makes a sqlite pool");
-        };
-        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
-            .fetch_one(pool)
-            .await
-            .unwrap();
-        assert_eq!(version, 0);
-        store.close().await;
-    }
-
-    #[tokio::test]
-    async fn after_a_disk_failure_a_sqlite_store_reopens_its_file_and_never_creates_it_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("flowhq.db");
-        let url = format!("sqlite://{}", file.display());
-        let store = Store::connect(&url, Role::Daemon).await.unwrap();
-        store.migrate().await.unwrap();
-        assert!(store.tenants().await.unwrap().is_empty());
-        // The disk under the file goes away (unmounted): the open connections still read the
-        // old file, but after a failure the store opens the path again, finds nothing there
-        // and says so, instead of creating an empty database.
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
-        }
-        assert!(
-            store.tenants().await.is_ok(),
-            "old connections see the old file"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-        store.disk.record();
-        let err = store.tenants().await.unwrap_err();
-        assert!(err.is_unavailable(), "{err:?}");
-        assert!(!file.exists(), "the database was created again");
-        store.close().await;
-    }
-
-    #[tokio::test]
-    async fn an_unknown_scheme_is_an_invalid_url_not_a_connection_attempt() {
-        let err = Store::connect("mysql://root:pw@localhost/x", Role::Daemon)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, Error::InvalidUrl { .. }), "{err:?}");
-        assert!(!err.is_unavailable());
-        assert!(err.to_string().contains("mysql://root:***@localhost/x"));
-    }
-}
+mod tests;

@@ -4,7 +4,8 @@
 //! (`CREATE DATABASE flowhq_test_<unique>`) on the cluster named by `FLOWHQ_TEST_PG_URL`,
 //! dropped again when its guard goes out of scope, so PostgreSQL tests run in parallel. When
 //! `FLOWHQ_TEST_PG_URL` is unset, PostgreSQL tests skip with a printed note, unless
-//! `FLOWHQ_REQUIRE_EXTERNAL=1` (CI), where they fail. It does not start PostgreSQL: that is
+//! `FLOWHQ_REQUIRE_EXTERNAL=1` (CI), where they fail; the same holds for the CA of the
+//! cluster's TLS certificate (`FLOWHQ_TEST_PG_CA`). It does not start PostgreSQL: that is
 //! `scripts/pg.sh`, run by `scripts/test.sh`.
 //!
 //! Call `TestDb::sqlite()` and `TestDb::postgres()` directly, or generate a pair with
@@ -34,6 +35,26 @@ pub fn pg_admin_url() -> Option<String> {
         }
         _ => {
             eprintln!("note: {PG_URL_VAR} is not set; skipping the PostgreSQL part of this test");
+            None
+        }
+    }
+}
+
+/// The CA certificate the test cluster's TLS certificate verifies against.
+pub const PG_CA_VAR: &str = "FLOWHQ_TEST_PG_CA";
+
+/// The CA certificate of the test cluster (`FLOWHQ_TEST_PG_CA`, which `scripts/test.sh` sets
+/// from `scripts/pg.sh ca`); `None` (after a note on stderr) when unset, the cluster then
+/// having no TLS. Panics when unset and `FLOWHQ_REQUIRE_EXTERNAL=1`.
+pub fn pg_test_ca() -> Option<std::path::PathBuf> {
+    match std::env::var(PG_CA_VAR) {
+        Ok(path) if !path.is_empty() => Some(path.into()),
+        _ if external_required() => panic!(
+            "{PG_CA_VAR} is not set but {REQUIRE_VAR}=1: the test cluster must run with TLS \
+             (scripts/pg.sh start makes its certificate; scripts/pg.sh ca names the CA)"
+        ),
+        _ => {
+            eprintln!("note: {PG_CA_VAR} is not set; skipping this test of TLS to PostgreSQL");
             None
         }
     }
