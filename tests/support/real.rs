@@ -131,6 +131,22 @@ stale_after = "{stale_after}"
         code
     }
 
+    /// Kills the daemon, its workers (every process working in its state directory) and their
+    /// browsers with SIGKILL: a host that died.
+    pub fn kill_9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let state = self.root.join("state");
+        for pid in super::fleet::pids() {
+            if std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == state) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        chromium::kill_all(&self.sessions());
+    }
+
     /// Waits up to `within` until no Chromium runs on any profile, or fails with `what`.
     pub async fn until_no_chromium(&self, within: Duration, what: &str) {
         let deadline = Instant::now() + within;

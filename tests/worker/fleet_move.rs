@@ -4,7 +4,9 @@
 //! the tenant is placed on; the operator drains that node; the tenant is handed over (its
 //! worker stopped, its Local Storage and IndexedDB saved to the store) and restored on the
 //! other node, where it is CONNECTED without a new QR code and answers the next customer.
-//! Every customer message is answered exactly once across the move.
+//! Then that node dies (SIGKILL of the daemon, the worker and Chromium) after a periodic save
+//! of the login, and the tenant comes back linked on the first node from that save. Every
+//! customer message is answered exactly once across both moves.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -55,6 +57,15 @@ async fn customer_writes(page: &FakeWa, store: &Store, id: &TenantId, body: &str
     }
 }
 
+/// Every daemon's and worker's log.
+fn all_logs(daemons: &[RealDaemon]) -> String {
+    daemons
+        .iter()
+        .map(RealDaemon::log)
+        .collect::<Vec<_>>()
+        .join("\n=====\n")
+}
+
 /// Links the business phone on the worker of `profile`.
 async fn link(profile: &Path) -> FakeWa {
     let page = FakeWa::attach(profile, WAIT).await.unwrap();
@@ -98,18 +109,11 @@ async fn a_drained_tenant_keeps_its_whatsapp_login_on_its_new_node() {
         fake_config: "qrIntervalMs: 20000",
     };
     let roots = [tmp.path().join("a"), tmp.path().join("b")];
-    let daemons: Vec<RealDaemon> = ["a", "b"]
+    let mut daemons: Vec<RealDaemon> = ["a", "b"]
         .iter()
         .zip(&roots)
         .map(|(node, root)| RealDaemon::start_with(root, &cfg, &tenants, &fleet_section(node)))
         .collect();
-    let logs = || {
-        daemons
-            .iter()
-            .map(RealDaemon::log)
-            .collect::<Vec<_>>()
-            .join("\n=====\n")
-    };
     let id = TenantId::parse("duka").unwrap();
     let deadline = Instant::now() + WAIT;
     let store = loop {
@@ -120,7 +124,7 @@ async fn a_drained_tenant_keeps_its_whatsapp_login_on_its_new_node() {
         {
             break s;
         }
-        assert!(Instant::now() < deadline, "duka never placed\n{}", logs());
+        assert!(Instant::now() < deadline, "duka never placed\n{}", all_logs(&daemons));
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let view = store.fleet_view().await.unwrap();
@@ -166,14 +170,14 @@ async fn a_drained_tenant_keeps_its_whatsapp_login_on_its_new_node() {
         assert!(
             Instant::now() < deadline,
             "duka not connected on node {to} after the drain (states {states:?})\n{}",
-            logs()
+            all_logs(&daemons)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
         !states.contains(&SessionState::QrReady),
         "the moved tenant asked for a new QR scan: {states:?}\n{}",
-        logs()
+        all_logs(&daemons)
     );
     assert!(
         chromium::on_profile(&src.sessions().join("duka")).is_empty(),
@@ -195,27 +199,70 @@ async fn a_drained_tenant_keeps_its_whatsapp_login_on_its_new_node() {
         .await
         .unwrap();
     customer_writes(&page, &store, &id, "nataka miadi kesho", 2).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let rows = store.messages(&id, 100).await.unwrap();
-    let ins: Vec<_> = rows
-        .iter()
-        .filter(|m| m.direction == Direction::In)
-        .collect();
-    let outs: Vec<_> = rows
-        .iter()
-        .filter(|m| m.direction == Direction::Out)
-        .collect();
-    assert_eq!(ins.len(), 2, "{rows:?}");
-    assert_eq!(
-        outs.len(),
-        2,
-        "each message answered exactly once: {rows:?}"
-    );
     let outbox = page.call("outbox()").await.unwrap();
     assert_eq!(
         outbox.as_array().map(Vec::len),
         Some(1),
         "the new node's page sent exactly the one reply after the move: {outbox}"
     );
+    drop(page);
+
+    // The new node dies after a periodic save; the tenant comes back on the first node.
+    assert!(store.set_node_draining(&from, false).await.unwrap());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let latest = store.latest_session_snapshot(&id).await.unwrap();
+        if latest.is_some_and(|m| m.cause == "periodic" && m.node == to) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no periodic save on node {to}\n{}", all_logs(&daemons));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let dst_index = usize::from(to == "b");
+    daemons[dst_index].kill_9();
+    let killed = jiff::Timestamp::now();
+    let src = &daemons[1 - dst_index];
+    let deadline = Instant::now() + WAIT;
+    let mut states = Vec::new();
+    loop {
+        let view = store.fleet_view().await.unwrap();
+        let a = view.assignment(&id).unwrap();
+        let session = store.session(&id).await.unwrap().unwrap();
+        if states.last() != Some(&session.state) {
+            states.push(session.state);
+        }
+        if a.node.as_deref() == Some(from.as_str())
+            && session.state == SessionState::Connected
+            && session.updated_at > killed
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "duka not back on node {from} (states {states:?})\n{}",
+            all_logs(&daemons)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !states.contains(&SessionState::QrReady),
+        "the tenant asked for a new QR scan after the crash: {states:?}"
+    );
+    let events = store.events(Some(&id), 200).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "session_restored" && e.reason.contains("periodic")),
+        "{events:?}"
+    );
+    let page = FakeWa::attach(&src.sessions().join("duka"), WAIT)
+        .await
+        .unwrap();
+    customer_writes(&page, &store, &id, "asante", 3).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rows = store.messages(&id, 100).await.unwrap();
+    let ins = rows.iter().filter(|m| m.direction == Direction::In).count();
+    let outs = rows.iter().filter(|m| m.direction == Direction::Out).count();
+    assert_eq!((ins, outs), (3, 3), "each message answered exactly once: {rows:?}");
     drop(daemons);
 }
