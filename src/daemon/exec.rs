@@ -148,6 +148,8 @@ impl Daemon {
             return;
         }
         let started = Instant::now();
+        // A lease that lapsed since the last tick fences before anything starts.
+        self.check_lease(started);
         self.send_placer_input();
         // The applied records move into the observation for planning and back right after,
         // instead of being cloned on every pass.

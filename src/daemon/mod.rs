@@ -190,6 +190,7 @@ pub async fn plan_once(
     }
     d.store.connect_read_only().await;
     d.load_from_store().await;
+    d.preview_fleet().await;
     d.adopt();
     d.source.rescan();
     d.refresh_heartbeats().await;

@@ -99,6 +99,16 @@ impl Guard {
     async fn ask(&self) -> bool {
         let asked = trust::now();
         match self.store.check_fence(&self.tenant).await {
+            Ok(left) if left.unwrap_or_default() <= DB_MARGIN => {
+                // Still the owner, but the lease ends too soon to act on: its node stopped
+                // renewing, and another node may take the tenant right after it ends.
+                tracing::warn!(
+                    tenant = %self.tenant,
+                    "fleet: the node's lease is about to end unrenewed; this worker stops"
+                );
+                self.flag.set();
+                false
+            }
             Ok(left) => {
                 let left = left.unwrap_or_default().saturating_sub(DB_MARGIN);
                 let until = trust::after(asked, left.min(DB_TRUST_MAX));

@@ -165,20 +165,26 @@ async fn a_worker_stopped_past_its_lease_is_refused_when_it_wakes_and_exits() {
             f.converged_on(&ids, &["a", "b"])
         })
         .await;
-    let workers_a = fleet.get("a").workers();
-    let (frozen, pids) = workers_a.iter().next().expect("node a runs a tenant");
+    // Node a is frozen below; with all tenants on b, the roles swap.
+    let (here, there) = if fleet.get("a").workers().is_empty() {
+        ("b", "a")
+    } else {
+        ("a", "b")
+    };
+    let workers = fleet.get(here).workers();
+    let (frozen, pids) = workers.iter().next().expect("the node runs a tenant");
     let (frozen, pid) = (frozen.clone(), pids[0]);
     fleet.exempt(&frozen);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
     // Its daemon is frozen too, so nothing on node a can stop the worker. (Killing the daemon
     // instead would orphan the worker's process group, and the kernel wakes the stopped
     // members of an orphaned group with SIGCONT.)
-    fleet.signal("a", Signal::SIGSTOP);
+    fleet.signal(here, Signal::SIGSTOP);
     fleet
-        .until(FAILOVER, &format!("{frozen} runs on b"), |f| {
+        .until(FAILOVER, &format!("{frozen} runs on {there}"), |f| {
             f.live()
                 .get(&frozen)
-                .is_some_and(|at| at.iter().any(|(n, _)| n == "b"))
+                .is_some_and(|at| at.iter().any(|(n, _)| n == there))
         })
         .await;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGCONT).unwrap();
@@ -187,13 +193,13 @@ async fn a_worker_stopped_past_its_lease_is_refused_when_it_wakes_and_exits() {
             crate::support::fleet::is_zombie(pid)
         })
         .await;
-    let log = fleet.get("a").worker_log(&frozen);
+    let log = fleet.get(here).worker_log(&frozen);
     assert!(log.contains("fenced: exiting 75"), "{log}");
     assert!(
         !log.contains("heartbeat failed") || log.contains("refused by the fleet fence"),
         "a write of the woken worker went through or failed otherwise:\n{log}"
     );
-    assert!(fleet.converged_on(&ids, &["b"]), "{:?}", fleet.live());
+    assert!(fleet.converged_on(&ids, &[there]), "{:?}", fleet.live());
     fleet.assert_never_doubled();
 }
 
@@ -308,40 +314,53 @@ async fn a_drained_node_hands_its_tenants_over_and_takes_none() {
         })
         .await;
     let store = fleet.store().await;
-    // The operator's command, run with node a's config, waits until b ran its last tenant.
+    let per_node = fleet.per_node();
+    let busiest = per_node.iter().max_by_key(|(_, n)| **n).unwrap().0.clone();
+    let rest: Vec<&str> = ["a", "b", "c"]
+        .into_iter()
+        .filter(|n| *n != busiest)
+        .collect();
+    // The operator's command, run with another node's config, waits until the drained node
+    // ran its last tenant.
     let drain = std::process::Command::new(env!("CARGO_BIN_EXE_flowhq"))
-        .args(["drain", "b", "--wait", "--timeout", "60s", "--config"])
-        .arg(fleet.get("a").config_path())
+        .args(["drain", &busiest, "--wait", "--timeout", "60s", "--config"])
+        .arg(fleet.get(rest[0]).config_path())
         .output()
         .unwrap();
     assert!(
         drain.status.success(),
-        "flowhq drain b --wait: {}{}\n{}",
+        "flowhq drain {busiest} --wait: {}{}\n{}",
         String::from_utf8_lossy(&drain.stdout),
         String::from_utf8_lossy(&drain.stderr),
         fleet.logs()
     );
+    assert!(per_node[&busiest] > 0);
     fleet
-        .until(WAIT, "b's tenants run on a and c", |f| {
-            f.converged_on(&ids, &["a", "c"])
+        .until(WAIT, &format!("{busiest}'s tenants run on {rest:?}"), |f| {
+            f.converged_on(&ids, &rest)
         })
         .await;
-    // Every node's endpoint shows the whole fleet and marks itself.
-    let addr = fleet.get("c").wait_status_addr().await;
-    let nodes = crate::support::http::get(addr.parse().unwrap(), "/v1/nodes")
-        .await
-        .body;
-    assert!(nodes.contains("\"draining\":true"), "{nodes}");
-    assert!(nodes.contains("\"self\":true"), "{nodes}");
+    // Every node's endpoint shows the whole fleet (as of its last renewal) and marks itself.
+    let addr: std::net::SocketAddr = fleet.get(rest[1]).wait_status_addr().await.parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let nodes = crate::support::http::get(addr, "/v1/nodes").await.body;
+        if nodes.contains("\"draining\":true") {
+            assert!(nodes.contains("\"self\":true"), "{nodes}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{nodes}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let view = fleet.view().await;
     assert!(
         view.assignments
             .iter()
-            .all(|a| a.node.as_deref() != Some("b"))
+            .all(|a| a.node.as_deref() != Some(busiest.as_str()))
     );
     assert!(view.assignments.iter().all(|a| a.handoff_from.is_none()));
-    let log = fleet.get("b").daemon_log();
+    let log = fleet.get(&busiest).daemon_log();
     assert!(log.contains("handed over"), "{}", fleet.logs());
-    assert!(store.set_node_draining("b", false).await.unwrap());
+    assert!(store.set_node_draining(&busiest, false).await.unwrap());
     fleet.assert_never_doubled();
 }

@@ -124,7 +124,11 @@ async fn a_drained_tenant_keeps_its_whatsapp_login_on_its_new_node() {
         {
             break s;
         }
-        assert!(Instant::now() < deadline, "duka never placed\n{}", all_logs(&daemons));
+        assert!(
+            Instant::now() < deadline,
+            "duka never placed\n{}",
+            all_logs(&daemons)
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let view = store.fleet_view().await.unwrap();
@@ -215,7 +219,11 @@ async fn a_drained_tenant_keeps_its_whatsapp_login_on_its_new_node() {
         if latest.is_some_and(|m| m.cause == "periodic" && m.node == to) {
             break;
         }
-        assert!(Instant::now() < deadline, "no periodic save on node {to}\n{}", all_logs(&daemons));
+        assert!(
+            Instant::now() < deadline,
+            "no periodic save on node {to}\n{}",
+            all_logs(&daemons)
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let dst_index = usize::from(to == "b");
@@ -262,7 +270,14 @@ async fn a_drained_tenant_keeps_its_whatsapp_login_on_its_new_node() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rows = store.messages(&id, 100).await.unwrap();
     let ins = rows.iter().filter(|m| m.direction == Direction::In).count();
-    let outs = rows.iter().filter(|m| m.direction == Direction::Out).count();
-    assert_eq!((ins, outs), (3, 3), "each message answered exactly once: {rows:?}");
+    let outs = rows
+        .iter()
+        .filter(|m| m.direction == Direction::Out)
+        .count();
+    assert_eq!(
+        (ins, outs),
+        (3, 3),
+        "each message answered exactly once: {rows:?}"
+    );
     drop(daemons);
 }

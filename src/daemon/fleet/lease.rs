@@ -68,6 +68,7 @@ impl LeaseTask {
                     jitter(self.fleet.renew_interval)
                 }
                 Err(why) => {
+                    placer.renewed(false, Instant::now());
                     if !self.fail(why).await {
                         return;
                     }
@@ -115,6 +116,7 @@ impl LeaseTask {
                 )
             })?
             .map_err(|err| crate::error::chain(&err).to_string())?;
+        placer.renewed(true, started);
         let trust = self.fleet.trust();
         if let Err(err) = trust::write(&self.trust_file, trust::after(started_mono, trust)) {
             warn!(

@@ -128,6 +128,30 @@ impl FleetLink {
 }
 
 impl Daemon {
+    /// For `flowhq plan` in fleet mode: plans as this node would, for the tenants the store
+    /// places on it (every one of them as if it could start now).
+    pub(super) async fn preview_fleet(&mut self) {
+        let Some(cfg) = self.cfg.fleet.clone() else {
+            return;
+        };
+        let view = match self.store.get() {
+            Some(store) => store.fleet_view().await.ok(),
+            None => None,
+        };
+        let owned: BTreeSet<TenantId> = view
+            .iter()
+            .flat_map(|v| v.assignments.iter())
+            .filter(|a| a.node.as_deref() == Some(cfg.node.as_str()))
+            .map(|a| a.tenant.clone())
+            .collect();
+        self.fleet.placement = Some(Arc::new(Placement {
+            hold: view.is_none(),
+            runnable: owned.clone(),
+            owned,
+            ..Placement::default()
+        }));
+    }
+
     /// In fleet mode: holds every start until the first renewal, and starts the lease task.
     pub(super) fn start_fleet(&mut self) {
         let Some(cfg) = self.cfg.fleet.clone() else {
@@ -172,6 +196,12 @@ impl Daemon {
     }
 
     fn on_renewed(&mut self, r: Renewed) -> bool {
+        if Instant::now() >= r.trusted_until {
+            // A report that waited (the daemon was stopped, or its loop slow) past the trust it
+            // carries: acting on its view could start a tenant another node now runs.
+            warn!(target: LOG_TARGET, "fleet: a lease renewal arrived after its trust window; ignored");
+            return self.check_lease(Instant::now());
+        }
         if self.fleet.failing.take().is_some() || self.fleet.fenced {
             info!(target: LOG_TARGET, "fleet: lease renewed");
             self.event(

@@ -54,6 +54,8 @@ impl PlacerInput {
 pub(in crate::daemon) struct PlacerState {
     /// When each recent rebalancing move was made (the last minute's).
     moves: VecDeque<Instant>,
+    /// Since when this node's renewals have succeeded without a break.
+    renewing_since: Option<Instant>,
     /// The last refusal to remove placements, reported once.
     refused: Option<usize>,
 }
@@ -62,6 +64,15 @@ impl PlacerState {
     /// This node lost the placer lease: the budget starts afresh when it comes back.
     pub(in crate::daemon) fn lost(&mut self) {
         self.moves.clear();
+    }
+
+    /// A renewal succeeded (`true`) or failed.
+    pub(in crate::daemon) fn renewed(&mut self, ok: bool, now: Instant) {
+        match (ok, self.renewing_since) {
+            (true, None) => self.renewing_since = Some(now),
+            (false, _) => self.renewing_since = None,
+            (true, Some(_)) => {}
+        }
     }
 
     /// One placement pass under `term`; returns the changes it persisted.
@@ -88,7 +99,20 @@ impl PlacerState {
         let budget = cfg
             .max_moves_per_minute
             .saturating_sub(u32::try_from(self.moves.len()).unwrap_or(u32::MAX));
-        let nodes = nodes(&view, cfg.grace);
+        // Until this node has renewed for a whole TTL without a break, it cannot tell a dead
+        // node from one that could not reach the database either (after an outage every node
+        // comes back within a second or two): nobody's tenants move off an expired lease yet.
+        let settled = self
+            .renewing_since
+            .is_some_and(|since| now.duration_since(since) >= cfg.lease_ttl);
+        let mut nodes = nodes(&view, cfg.grace);
+        if !settled {
+            for n in &mut nodes {
+                if n.state == NodeState::Expired {
+                    n.state = NodeState::Suspect;
+                }
+            }
+        }
         let tenants: Vec<place::Tenant> = input
             .tenants
             .iter()
