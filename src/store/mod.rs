@@ -7,7 +7,8 @@
 //! `sqlite:`). Both backends run the same SQL text wherever the dialects agree (`$N` parameters,
 //! `ON CONFLICT`, `RETURNING`, `->>`); only the schema files and the way a write transaction
 //! starts differ. Times are unix milliseconds in both databases and `jiff::Timestamp` here; every
-//! write takes its time from the caller, never from a database clock.
+//! write takes its time from the caller, never from a database clock, except fleet leases
+//! (`fleet.rs`), which live on the database's clock by design.
 //!
 //! It does not decide anything: which rows to write, what a status means and when to prune are
 //! the daemon's and the worker's business. It does not retry: a down database is reported as
