@@ -101,6 +101,20 @@ impl Supervision {
         }
     }
 
+    /// Forgets the slot of a tenant placed on another node once no process of it runs here:
+    /// its worker row is the new node's to write now.
+    pub(super) fn forget_if_gone(&mut self, tenant: &TenantId) {
+        if self
+            .slots
+            .get(tenant)
+            .is_some_and(|s| s.live_pid().is_none())
+        {
+            self.slots.remove(tenant);
+            self.deferred.remove(tenant);
+            self.pending_reloads.remove(tenant);
+        }
+    }
+
     pub(super) fn slot_mut(&mut self, tenant: &TenantId) -> Option<&mut Slot> {
         self.slots.get_mut(tenant)
     }

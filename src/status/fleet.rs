@@ -571,4 +571,28 @@ pub(crate) mod tests {
         );
         assert!(html.contains("1 tenant fits on no node: lost"), "{html}");
     }
+
+    #[test]
+    fn a_restored_login_waiting_for_a_scan_is_said_to_no_longer_log_in() {
+        let mut f = FleetStatus::new(&view(), "a");
+        let placed = f
+            .placements
+            .iter()
+            .find(|p| p.node.is_some() && p.handoff_from.is_none())
+            .map(|p| p.tenant.clone())
+            .expect("a tenant placed and not moving");
+        f.restored.insert(
+            placed.clone(),
+            "saved by node b at 12:00, periodic".to_owned(),
+        );
+        assert_eq!(f.note_for(&placed, false), None, "linked: nothing to say");
+        let note = f
+            .note_for(&placed, true)
+            .expect("a note while the QR code waits");
+        assert!(
+            note.contains("saved by node b at 12:00, periodic"),
+            "{note}"
+        );
+        assert!(note.contains("no longer logs in"), "{note}");
+    }
 }

@@ -296,6 +296,9 @@ impl Daemon {
                 if a.handoff_from.as_deref() == Some(me) && !local {
                     self.start_handoff(tenant, a.generation);
                 }
+                if !local {
+                    self.sup.forget_if_gone(tenant);
+                }
                 continue;
             }
             if local {
