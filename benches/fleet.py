@@ -512,8 +512,13 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     pg = Pg(args.pg_url)
     only = args.only.split(",")
-    results = {"cpus": os.cpu_count(), "loadavg_at_start": loadavg()}
     path = os.path.join(args.out, "results.json")
+    # A run of some scenarios (--only) keeps the other scenarios' last results.
+    results = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            results = json.load(f)
+    results.update({"cpus": os.cpu_count(), "loadavg_at_start": loadavg()})
 
     def save():
         with open(path, "w") as f:
@@ -528,10 +533,20 @@ def main():
                 results[f"failover_{label}"].append(failover(args, pg, lease, label, run))
                 save()
     if "dbload" in only:
-        results["dbload"] = [dbload(args, pg, int(n)) for n in args.dbload_tenants.split(",")]
-        save()
+        results["dbload"] = []
+        for n in args.dbload_tenants.split(","):
+            try:
+                results["dbload"].append(dbload(args, pg, int(n)))
+            except TimeoutError as err:
+                log(f"dbload {n}: {err}")
+                results["dbload"].append({"tenants": int(n), "error": str(err)})
+            save()
     if "join" in only:
-        results["join"] = join(args, pg)
+        try:
+            results["join"] = join(args, pg)
+        except TimeoutError as err:
+            log(f"join: {err}")
+            results["join"] = {"error": str(err)}
         save()
     log(f"results in {path}")
 

@@ -26,6 +26,15 @@ ulimit -n "$(ulimit -Hn)"
 out=target/bench-fleet
 mkdir -p "$out"
 url=$(scripts/pg.sh start)
+# Every worker holds up to two connections (three while it starts), so 300 tenants on one node
+# need more than pg.sh's 400: the cluster is restarted with the same options and a higher limit.
+max_conn=${FLOWHQ_BENCH_PG_MAX_CONNECTIONS:-1000}
+bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+as_pg=()
+[ "$(id -u)" -eq 0 ] && as_pg=(runuser -u postgres --)
+"${as_pg[@]}" "$bindir/pg_ctl" -D "$FLOWHQ_PG_DIR/data" -l "$FLOWHQ_PG_DIR/server.log" -w -t 30 \
+  -o "-p $FLOWHQ_PG_PORT -k $FLOWHQ_PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=$max_conn" \
+  restart >/dev/null
 # Whatever happens, the cluster of this run does not outlive it (the driver kills its own
 # daemons and workers by pid).
 cleanup() {
