@@ -6,7 +6,7 @@
 # binaries, starts a throwaway PostgreSQL cluster of its own (scripts/pg.sh on its own port
 # and directory; never the test cluster), runs benches/fleet.py against it, stops and removes
 # the cluster. Raw numbers go to target/bench-fleet/results.json, the run's log to
-# target/bench-fleet.log. A full run takes about 25 minutes plus the release build.
+# target/bench-fleet.log. A full run takes about 12 minutes plus the release build.
 # Usage: scripts/bench-fleet.sh [benches/fleet.py options, e.g. --runs 1 --only failover]
 set -euo pipefail
 cd "$(dirname "$0")/.."
