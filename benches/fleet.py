@@ -28,6 +28,7 @@ tenant had two live workers (there must be none). Results go to OUT/results.json
 """
 
 import argparse
+import datetime
 import json
 import os
 import re
@@ -405,7 +406,6 @@ def dbload(args, pg, n):
         pg.run("ALTER SYSTEM RESET log_line_prefix")
         pg.run("SELECT pg_reload_conf()")
         counts, kinds = {}, {}
-        import datetime
         with open(logpath, "rb") as f:
             f.seek(offset)
             for raw in f:
