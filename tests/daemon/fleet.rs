@@ -46,14 +46,7 @@ async fn thirty_tenants_are_placed_within_capacities_and_a_killed_placer_node_mo
     let Some(mut fleet) = three(15).await else {
         return;
     };
-    let ids = fleet.write_tenants(30);
-    fleet.watch();
-    fleet.start_all();
-    fleet
-        .until(WAIT, "30 tenants run once across a, b and c", |f| {
-            f.converged_on(&ids, &["a", "b", "c"])
-        })
-        .await;
+    let ids = fleet.start_converged(30).await;
     for (node, n) in fleet.per_node() {
         assert!(
             n <= 15,
@@ -98,14 +91,7 @@ async fn a_daemon_stopped_past_its_lease_leaves_workers_that_fence_themselves() 
     let Some(mut fleet) = three(9).await else {
         return;
     };
-    let ids = fleet.write_tenants(9);
-    fleet.watch();
-    fleet.start_all();
-    fleet
-        .until(WAIT, "9 tenants run once", |f| {
-            f.converged_on(&ids, &["a", "b", "c"])
-        })
-        .await;
+    let ids = fleet.start_converged(9).await;
     // The node with the most tenants is stopped (the first to start may have them all).
     let per_node = fleet.per_node();
     let victim = per_node
@@ -157,14 +143,7 @@ async fn a_worker_stopped_past_its_lease_is_refused_when_it_wakes_and_exits() {
         return;
     };
     let mut fleet = Nodes::new(db, &[("a", 4), ("b", 4)]);
-    let ids = fleet.write_tenants(4);
-    fleet.watch();
-    fleet.start_all();
-    fleet
-        .until(WAIT, "4 tenants run once", |f| {
-            f.converged_on(&ids, &["a", "b"])
-        })
-        .await;
+    let ids = fleet.start_converged(4).await;
     // Node a is frozen below; with all tenants on b, the roles swap.
     let (here, there) = if fleet.get("a").workers().is_empty() {
         ("b", "a")
@@ -212,14 +191,7 @@ async fn killed_database_connections_and_a_rolling_restart_move_nothing_twice() 
     for f in fleet.nodes.values_mut() {
         f.extra_config = "shutdown = \"keep-workers\"\n".to_owned();
     }
-    let ids = fleet.write_tenants(12);
-    fleet.watch();
-    fleet.start_all();
-    fleet
-        .until(WAIT, "12 tenants run once", |f| {
-            f.converged_on(&ids, &["a", "b", "c"])
-        })
-        .await;
+    let ids = fleet.start_converged(12).await;
     let mut admin = sqlx::PgConnection::connect(fleet.url()).await.unwrap();
     for _ in 0..3 {
         // Every daemon's and worker's connection to the fleet's database.
@@ -278,14 +250,7 @@ async fn a_postgresql_restart_stops_the_fleet_safely_and_it_comes_back() {
     };
     let url = crate::support::with_database(&admin, "postgres");
     let mut fleet = Nodes::with_url(None, &url, &[("a", 4), ("b", 4), ("c", 4)]);
-    let ids = fleet.write_tenants(9);
-    fleet.watch();
-    fleet.start_all();
-    fleet
-        .until(WAIT, "9 tenants run once", |f| {
-            f.converged_on(&ids, &["a", "b", "c"])
-        })
-        .await;
+    let ids = fleet.start_converged(9).await;
     cluster.pg_sh("stop");
     tokio::time::sleep(Duration::from_secs(5)).await;
     cluster.pg_sh("start");
@@ -305,14 +270,7 @@ async fn a_drained_node_hands_its_tenants_over_and_takes_none() {
     let Some(mut fleet) = three(10).await else {
         return;
     };
-    let ids = fleet.write_tenants(12);
-    fleet.watch();
-    fleet.start_all();
-    fleet
-        .until(WAIT, "12 tenants run once", |f| {
-            f.converged_on(&ids, &["a", "b", "c"])
-        })
-        .await;
+    let ids = fleet.start_converged(12).await;
     let store = fleet.store().await;
     let per_node = fleet.per_node();
     let busiest = per_node.iter().max_by_key(|(_, n)| **n).unwrap().0.clone();

@@ -112,6 +112,23 @@ impl Nodes {
             .collect()
     }
 
+    /// Writes `n` tenant files, starts the watcher and every node, and waits until each tenant
+    /// runs exactly once somewhere; returns the tenant ids.
+    pub async fn start_converged(&mut self, n: u32) -> Vec<String> {
+        let ids = self.write_tenants(n);
+        self.watch();
+        self.start_all();
+        let names: Vec<String> = self.nodes.keys().cloned().collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.until(
+            Duration::from_secs(60),
+            &format!("{n} tenants run once"),
+            |f| f.converged_on(&ids, &names),
+        )
+        .await;
+        ids
+    }
+
     /// Starts every node.
     pub fn start_all(&mut self) {
         for f in self.nodes.values_mut() {

@@ -57,6 +57,69 @@ async fn customer_writes(page: &FakeWa, store: &Store, id: &TenantId, body: &str
     }
 }
 
+/// Waits until `id` is placed on `node` (its handoff done) and its session is CONNECTED again
+/// after `since`; returns the session states seen on the way.
+async fn until_connected_on(
+    store: &Store,
+    id: &TenantId,
+    node: &str,
+    since: jiff::Timestamp,
+    daemons: &[RealDaemon],
+) -> Vec<SessionState> {
+    let deadline = Instant::now() + WAIT;
+    let mut states = Vec::new();
+    loop {
+        let view = store.fleet_view().await.unwrap();
+        let a = view.assignment(id).unwrap();
+        let session = store.session(id).await.unwrap().unwrap();
+        if states.last() != Some(&session.state) {
+            states.push(session.state);
+        }
+        if a.node.as_deref() == Some(node)
+            && a.handoff_from.is_none()
+            && session.state == SessionState::Connected
+            && session.updated_at > since
+        {
+            return states;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} not connected on node {node} (states {states:?})\n{}",
+            all_logs(daemons)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the fake WhatsApp Web's login key is in the profile's Local Storage files.
+async fn until_login_on_disk(profile: &Path, daemons: &[RealDaemon]) {
+    let dir = profile.join("Default/Local Storage/leveldb");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let on_disk = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                std::fs::read(e.path()).is_ok_and(|bytes| {
+                    bytes
+                        .windows(b"fakewa.session".len())
+                        .any(|w| w == b"fakewa.session")
+                })
+            });
+        if on_disk {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the login never reached {}\n{}",
+            dir.display(),
+            all_logs(daemons)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Every daemon's and worker's log.
 fn all_logs(daemons: &[RealDaemon]) -> String {
     daemons
@@ -150,34 +213,18 @@ async fn a_drained_tenant_keeps_its_whatsapp_login_on_its_new_node() {
     .await;
     customer_writes(&page, &store, &id, "Habari", 1).await;
     drop(page);
+    // Chromium writes Local Storage to disk in batches a few seconds apart; what travels is
+    // what is on disk (docs/fleet.md says so of a drain right after linking).
+    until_login_on_disk(&src.sessions().join("duka"), &daemons).await;
 
     // Drain the node: the tenant moves, its login with it.
     assert!(store.set_node_draining(&from, true).await.unwrap());
     let drained = jiff::Timestamp::now();
-    let deadline = Instant::now() + WAIT;
-    let mut states = Vec::new();
-    loop {
-        let view = store.fleet_view().await.unwrap();
-        let a = view.assignment(&id).unwrap();
-        let session = store.session(&id).await.unwrap().unwrap();
-        if states.last() != Some(&session.state) {
-            states.push(session.state);
-        }
-        let moved = a.node.as_deref() == Some(to) && a.handoff_from.is_none();
-        if moved
-            && session.state == SessionState::Connected
-            && session.updated_at > drained
-            && !chromium::on_profile(&dst.sessions().join("duka")).is_empty()
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "duka not connected on node {to} after the drain (states {states:?})\n{}",
-            all_logs(&daemons)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let states = until_connected_on(&store, &id, to, drained, &daemons).await;
+    assert!(
+        !chromium::on_profile(&dst.sessions().join("duka")).is_empty(),
+        "no browser for duka on node {to}"
+    );
     assert!(
         !states.contains(&SessionState::QrReady),
         "the moved tenant asked for a new QR scan: {states:?}\n{}",
@@ -230,28 +277,7 @@ async fn a_drained_tenant_keeps_its_whatsapp_login_on_its_new_node() {
     daemons[dst_index].kill_9();
     let killed = jiff::Timestamp::now();
     let src = &daemons[1 - dst_index];
-    let deadline = Instant::now() + WAIT;
-    let mut states = Vec::new();
-    loop {
-        let view = store.fleet_view().await.unwrap();
-        let a = view.assignment(&id).unwrap();
-        let session = store.session(&id).await.unwrap().unwrap();
-        if states.last() != Some(&session.state) {
-            states.push(session.state);
-        }
-        if a.node.as_deref() == Some(from.as_str())
-            && session.state == SessionState::Connected
-            && session.updated_at > killed
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "duka not back on node {from} (states {states:?})\n{}",
-            all_logs(&daemons)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let states = until_connected_on(&store, &id, &from, killed, &daemons).await;
     assert!(
         !states.contains(&SessionState::QrReady),
         "the tenant asked for a new QR scan after the crash: {states:?}"

@@ -60,12 +60,15 @@ impl LeaseTask {
                     }
                 },
             };
+            let round = Instant::now();
             let next = match self.round(&conn, &mut placer).await {
                 Ok(report) => {
                     if self.tx.send(Event::Fleet(report)).await.is_err() {
                         return;
                     }
-                    jitter(self.fleet.renew_interval)
+                    // Counted from the round's start: a slow placement pass must not push the
+                    // node's own next renewal back.
+                    jitter(self.fleet.renew_interval).saturating_sub(round.elapsed())
                 }
                 Err(why) => {
                     placer.renewed(false, Instant::now());
