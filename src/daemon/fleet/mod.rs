@@ -281,6 +281,11 @@ impl Daemon {
         let (Some(cfg), Some(view)) = (self.fleet.cfg.clone(), self.fleet.view.clone()) else {
             return;
         };
+        // A fenced node (or one whose trust just ran out) keeps its empty placement: the last
+        // view may be stale, and only a fresh renewal may hand it tenants again.
+        if self.check_lease(Instant::now()) || self.fleet.fenced {
+            return;
+        }
         let me = cfg.node.as_str();
         let mut placement = Placement::default();
         let now = Instant::now();
