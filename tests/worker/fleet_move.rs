@@ -234,7 +234,15 @@ async fn a_drained_tenant_keeps_its_whatsapp_login_on_its_new_node() {
         chromium::on_profile(&src.sessions().join("duka")).is_empty(),
         "the drained node still runs a browser for duka"
     );
-    let events = store.events(Some(&id), 200).await.unwrap();
+    // Each node writes its events at its next pass.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let events = store.events(Some(&id), 200).await.unwrap();
+        if events.iter().any(|e| e.kind == "handed_over") || Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let restored = events
         .iter()
         .find(|e| e.kind == "session_restored" && e.reason.starts_with("restored the login"))

@@ -183,12 +183,13 @@ impl Daemon {
             (Kind::Handoff, Ok(what)) => {
                 info!(target: LOG_TARGET, tenant = %tenant, "fleet: handed over: {what}");
                 self.event(Some(tenant), "handed_over", what);
-                false
+                // The pass that follows writes the event now, not at the next change.
+                true
             }
             (Kind::Handoff, Err(why)) => {
                 warn!(target: LOG_TARGET, tenant = %tenant, "fleet: handoff failed (retried): {why}");
                 self.event(Some(tenant), "handoff_failed", why);
-                false
+                true
             }
             (Kind::Restore(generation), result) => {
                 let (kind, text) = match result {
