@@ -103,16 +103,7 @@ async fn run(cfg: DaemonConfig, tenant: TenantId) -> u8 {
         }
     };
     if let Some(fence) = &fence {
-        say!(
-            "stub worker {tenant}: fleet node {} generation {}",
-            fence.node,
-            fence.generation
-        );
-        flowhq::worker::fence::install(flowhq::worker::fence::Guard::new(
-            tenant.clone(),
-            store.clone(),
-            &cfg.runtime_dir,
-        ));
+        guard(&cfg, &tenant, &store, fence);
     }
     let mut spec = record.spec;
     say!(
@@ -165,17 +156,35 @@ async fn run(cfg: DaemonConfig, tenant: TenantId) -> u8 {
                 Ok(None) => say_err!("stub worker {tenant}: reload found no spec; keeping the old one"),
                 Err(err) => say_err!("stub worker {tenant}: reload failed: {err:#}"),
             },
-            _ = term.recv() => {
-                say!("stub worker {tenant}: stopping ({} MiB of ballast)", ballast.len() >> 20);
-                store.close().await;
-                if flowhq::worker::fence::fenced_exit() {
-                    say!("stub worker {tenant}: fenced: exiting 75");
-                    return 75;
-                }
-                return 0;
-            }
+            _ = term.recv() => return stop(&tenant, &store, ballast.len() >> 20).await,
         }
     }
+}
+
+/// SIGTERM: closes the store; exits 75 when the fleet fence was the cause, else 0.
+async fn stop(tenant: &TenantId, store: &Store, ballast_mib: usize) -> u8 {
+    say!("stub worker {tenant}: stopping ({ballast_mib} MiB of ballast)");
+    store.close().await;
+    if flowhq::worker::fence::fenced_exit() {
+        say!("stub worker {tenant}: fenced: exiting 75");
+        return 75;
+    }
+    0
+}
+
+/// A fleet worker's guard, as the real worker installs it: a refused write or a lapsed claim
+/// ends the stub with exit 75.
+fn guard(cfg: &DaemonConfig, tenant: &TenantId, store: &Store, fence: &flowhq::store::Fence) {
+    say!(
+        "stub worker {tenant}: fleet node {} generation {}",
+        fence.node,
+        fence.generation
+    );
+    flowhq::worker::fence::install(flowhq::worker::fence::Guard::new(
+        tenant.clone(),
+        store.clone(),
+        &cfg.runtime_dir,
+    ));
 }
 
 /// Runs `flowhq worker --tenant ID` as a child (same environment, stdout, stderr and inherited

@@ -89,68 +89,15 @@ impl PlacerState {
             .await
             .map_err(|err| crate::error::chain(&err).to_string())?;
         let now = Instant::now();
-        while self
-            .moves
-            .front()
-            .is_some_and(|at| now.duration_since(*at) >= Duration::from_secs(60))
-        {
-            self.moves.pop_front();
-        }
-        let budget = cfg
-            .max_moves_per_minute
-            .saturating_sub(u32::try_from(self.moves.len()).unwrap_or(u32::MAX));
-        // Until this node has renewed for a whole TTL without a break, it cannot tell a dead
-        // node from one that could not reach the database either (after an outage every node
-        // comes back within a second or two): nobody's tenants move off an expired lease yet.
-        let settled = self
-            .renewing_since
-            .is_some_and(|since| now.duration_since(since) >= cfg.lease_ttl);
-        let mut nodes = nodes(&view, cfg.grace);
-        if !settled {
-            for n in &mut nodes {
-                if n.state == NodeState::Expired {
-                    n.state = NodeState::Suspect;
-                }
-            }
-        }
-        let tenants: Vec<place::Tenant> = input
-            .tenants
-            .iter()
-            .map(|(id, counted)| place::Tenant {
-                id: id.clone(),
-                counted: *counted,
-                current: view.assignment(id).map(|a| Current {
-                    node: a.node.clone(),
-                    generation: a.generation,
-                }),
-            })
-            .collect();
+        let budget = self.budget(cfg, now);
+        let nodes = self.nodes(&view, cfg, now);
+        let tenants = tenants(&view, input);
         let out = place::place(&place::Input {
             nodes: &nodes,
             tenants: &tenants,
             rebalance_budget: budget,
         });
-        let changes: Vec<AssignmentChange> = out
-            .changes
-            .iter()
-            .map(|c| AssignmentChange {
-                tenant: c.tenant.clone(),
-                node: c.node.clone(),
-                generation: c.generation,
-                from: c.from.clone(),
-                counted: input.tenants.get(&c.tenant).copied().unwrap_or(true),
-                reason: c.why.to_string(),
-            })
-            .collect();
-        let recount: Vec<(TenantId, bool)> = view
-            .assignments
-            .iter()
-            .filter_map(|a| {
-                let counted = *input.tenants.get(&a.tenant)?;
-                (counted != a.counted && !out.changes.iter().any(|c| c.tenant == a.tenant))
-                    .then(|| (a.tenant.clone(), counted))
-            })
-            .collect();
+        let (changes, recount) = writes(&view, input, &out);
         let gone = self.gone(&view, input, max_share, allow_mass);
         if changes.is_empty() && recount.is_empty() && gone.is_empty() && !has_stale_handoff(&view)
         {
@@ -176,6 +123,38 @@ impl PlacerState {
             );
         }
         Ok(changes)
+    }
+
+    /// The rebalancing moves left in the sliding minute.
+    fn budget(&mut self, cfg: &FleetConfig, now: Instant) -> u32 {
+        while self
+            .moves
+            .front()
+            .is_some_and(|at| now.duration_since(*at) >= Duration::from_secs(60))
+        {
+            self.moves.pop_front();
+        }
+        cfg.max_moves_per_minute
+            .saturating_sub(u32::try_from(self.moves.len()).unwrap_or(u32::MAX))
+    }
+
+    /// The nodes as the placer sees them now. Until this node has renewed for a whole TTL
+    /// without a break, it cannot tell a dead node from one that could not reach the database
+    /// either (after an outage every node comes back within a second or two): nobody's
+    /// tenants move off an expired lease yet.
+    fn nodes(&self, view: &FleetView, cfg: &FleetConfig, now: Instant) -> Vec<Node> {
+        let settled = self
+            .renewing_since
+            .is_some_and(|since| now.duration_since(since) >= cfg.lease_ttl);
+        let mut nodes = nodes(view, cfg.grace);
+        if !settled {
+            for n in &mut nodes {
+                if n.state == NodeState::Expired {
+                    n.state = NodeState::Suspect;
+                }
+            }
+        }
+        nodes
     }
 
     /// Placements of tenants whose file is gone, unless the source is incomplete or too
@@ -215,6 +194,55 @@ impl PlacerState {
         self.refused = None;
         gone
     }
+}
+
+/// The tenants to place, each with its persisted assignment.
+fn tenants(view: &FleetView, input: &PlacerInput) -> Vec<place::Tenant> {
+    input
+        .tenants
+        .iter()
+        .map(|(id, counted)| place::Tenant {
+            id: id.clone(),
+            counted: *counted,
+            current: view.assignment(id).map(|a| Current {
+                node: a.node.clone(),
+                generation: a.generation,
+            }),
+        })
+        .collect()
+}
+
+/// What to write: the placement's moves, and the tenants that only started or stopped counting
+/// against capacity (paused or resumed).
+fn writes(
+    view: &FleetView,
+    input: &PlacerInput,
+    out: &place::Placement,
+) -> (Vec<AssignmentChange>, Vec<(TenantId, bool)>) {
+    let changes: Vec<AssignmentChange> = out
+        .changes
+        .iter()
+        .map(|c| AssignmentChange {
+            tenant: c.tenant.clone(),
+            node: c.node.clone(),
+            generation: c.generation,
+            from: c.from.clone(),
+            counted: input.tenants.get(&c.tenant).copied().unwrap_or(true),
+            reason: c.why.to_string(),
+        })
+        .collect();
+    let moved: std::collections::BTreeSet<&TenantId> =
+        out.changes.iter().map(|c| &c.tenant).collect();
+    let recount = view
+        .assignments
+        .iter()
+        .filter_map(|a| {
+            let counted = *input.tenants.get(&a.tenant)?;
+            (counted != a.counted && !moved.contains(&a.tenant))
+                .then(|| (a.tenant.clone(), counted))
+        })
+        .collect();
+    (changes, recount)
 }
 
 /// Whether an assignment still names a handing-over node that is dead (the placer clears
