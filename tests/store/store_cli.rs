@@ -9,7 +9,8 @@ use flowhq::store::{Role, Store};
 
 use crate::support;
 
-fn flowhq_migrate(url: &str) -> Output {
+/// `flowhq migrate --database-url URL`, without a `DATABASE_URL` from the environment.
+pub(crate) fn flowhq_migrate(url: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_flowhq"))
         .args(["migrate", "--database-url", url])
         .env_remove("DATABASE_URL")

@@ -9,11 +9,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use flowhq::store::{self, Role, Store};
 use sqlx::{Connection, PgConnection};
 
+use crate::store_cli::flowhq_migrate;
 use crate::support;
 use crate::support::db::pg_test_ca;
 use crate::support::fleet::Fleet;
@@ -64,12 +65,12 @@ fn another_ca(dir: &Path) -> PathBuf {
     ca
 }
 
-fn flowhq_migrate(url: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flowhq"))
-        .args(["migrate", "--database-url", url])
-        .env_remove("DATABASE_URL")
-        .output()
-        .unwrap()
+/// A fresh database on the test cluster and the cluster's CA; `None` when PostgreSQL tests
+/// skip or the cluster has no TLS (`pg_test_ca` fails instead under FLOWHQ_REQUIRE_EXTERNAL=1).
+async fn tls_db() -> Option<(support::PgTestDb, PathBuf)> {
+    let db = support::pg_test_db().await?;
+    let ca = pg_test_ca()?;
+    Some((db, ca))
 }
 
 fn refused_text(ca: &Path) -> String {
@@ -82,10 +83,7 @@ fn refused_text(ca: &Path) -> String {
 #[tokio::test]
 #[ignore = "needs PostgreSQL"]
 async fn a_store_on_verify_full_with_the_cluster_ca_is_encrypted() {
-    let Some(db) = support::pg_test_db().await else {
-        return;
-    };
-    let Some(ca) = pg_test_ca() else {
+    let Some((db, ca)) = tls_db().await else {
         return;
     };
     let url = verify_full(db.url(), &ca);
@@ -118,12 +116,9 @@ async fn a_store_on_verify_full_with_the_cluster_ca_is_encrypted() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL"]
 async fn sslmode_require_encrypts_without_checking_a_ca() {
-    let Some(db) = support::pg_test_db().await else {
+    let Some((db, _)) = tls_db().await else {
         return;
     };
-    if pg_test_ca().is_none() {
-        return;
-    }
     let url = with_params(db.url(), "sslmode=require");
     let store = Store::connect(&url, Role::Client).await.unwrap();
     store.ping().await.unwrap();
@@ -134,12 +129,9 @@ async fn sslmode_require_encrypts_without_checking_a_ca() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL"]
 async fn a_certificate_another_ca_signed_is_refused_as_a_configuration_error() {
-    let Some(db) = support::pg_test_db().await else {
+    let Some((db, _)) = tls_db().await else {
         return;
     };
-    if pg_test_ca().is_none() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let other = another_ca(dir.path());
     let err = Store::connect(&verify_full(db.url(), &other), Role::Daemon)
@@ -168,10 +160,7 @@ async fn a_certificate_another_ca_signed_is_refused_as_a_configuration_error() {
 #[ignore = "needs PostgreSQL"]
 async fn verify_full_refuses_a_host_name_the_certificate_does_not_name_and_verify_ca_does_not_check_it()
  {
-    let Some(db) = support::pg_test_db().await else {
-        return;
-    };
-    let Some(ca) = pg_test_ca() else {
+    let Some((db, ca)) = tls_db().await else {
         return;
     };
     // The server's address, under a name its certificate (127.0.0.1, localhost) does not
@@ -202,10 +191,7 @@ async fn verify_full_refuses_a_host_name_the_certificate_does_not_name_and_verif
 #[tokio::test]
 #[ignore = "needs PostgreSQL"]
 async fn flowhq_migrate_works_over_verify_full_and_names_a_certificate_it_refuses() {
-    let Some(db) = support::pg_test_db().await else {
-        return;
-    };
-    let Some(ca) = pg_test_ca() else {
+    let Some((db, ca)) = tls_db().await else {
         return;
     };
     let out = flowhq_migrate(&verify_full(db.url(), &ca));
@@ -227,12 +213,9 @@ async fn flowhq_migrate_works_over_verify_full_and_names_a_certificate_it_refuse
 #[tokio::test]
 #[ignore = "needs PostgreSQL"]
 async fn the_daemon_names_a_refused_certificate_at_start_and_supervises_from_the_files() {
-    let Some(db) = support::pg_test_db().await else {
+    let Some((db, _)) = tls_db().await else {
         return;
     };
-    if pg_test_ca().is_none() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let other = another_ca(dir.path());
     let mut fleet = Fleet::with_url(&verify_full(db.url(), &other));

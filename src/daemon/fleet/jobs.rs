@@ -65,20 +65,21 @@ impl Daemon {
         })
     }
 
-    fn run_job(
-        &self,
-        ctx: Ctx,
-        kind: Kind,
-        job: impl Future<Output = Result<(String, Option<String>), String>> + Send + 'static,
-    ) {
+    /// Runs `job` on `ctx` off the loop and reports its end to the loop.
+    fn run_job<F>(&self, ctx: Ctx, kind: Kind, job: impl FnOnce(Ctx) -> F)
+    where
+        F: Future<Output = Result<(String, Option<String>), String>> + Send + 'static,
+    {
         let tx = self.tx.clone();
+        let tenant = ctx.tenant.clone();
+        let job = job(ctx);
         tokio::spawn(async move {
             let (result, login) = match job.await {
                 Ok((what, login)) => (Ok(what), login),
                 Err(why) => (Err(why), None),
             };
             let done = JobDone {
-                tenant: ctx.tenant,
+                tenant,
                 kind,
                 result,
                 login,
@@ -99,20 +100,23 @@ impl Daemon {
             .get(tenant)
             .copied()
             .unwrap_or(generation - 1);
-        let (store, node, profile, t) = (
-            ctx.store.clone(),
-            ctx.node.clone(),
-            ctx.profile.clone(),
-            ctx.tenant.clone(),
+        self.run_job(
+            ctx,
+            Kind::Handoff,
+            |Ctx {
+                 store,
+                 node,
+                 profile,
+                 tenant: t,
+             }| async move {
+                let saved = save(&store, &node, &profile, &t, ran, "handoff", None).await?;
+                store
+                    .finish_handoff(&t, &node)
+                    .await
+                    .map_err(|err| crate::error::chain(&err).to_string())?;
+                Ok((saved.unwrap_or_else(|| "no login to save".to_owned()), None))
+            },
         );
-        self.run_job(ctx, Kind::Handoff, async move {
-            let saved = save(&store, &node, &profile, &t, ran, "handoff", None).await?;
-            store
-                .finish_handoff(&t, &node)
-                .await
-                .map_err(|err| crate::error::chain(&err).to_string())?;
-            Ok((saved.unwrap_or_else(|| "no login to save".to_owned()), None))
-        });
     }
 
     /// Restores the newest saved login of `tenant` before its first start here under
@@ -121,15 +125,16 @@ impl Daemon {
         let Some(ctx) = self.job_ctx(tenant) else {
             return;
         };
-        let (store, node, profile, t) = (
-            ctx.store.clone(),
-            ctx.node.clone(),
-            ctx.profile.clone(),
-            ctx.tenant.clone(),
+        self.run_job(
+            ctx,
+            Kind::Restore(generation),
+            |Ctx {
+                 store,
+                 node,
+                 profile,
+                 tenant: t,
+             }| async move { restore(&store, &node, &profile, &t).await },
         );
-        self.run_job(ctx, Kind::Restore(generation), async move {
-            restore(&store, &node, &profile, &t).await
-        });
     }
 
     /// Starts the periodic saves that are due: a running tenant's login at most once per
@@ -153,21 +158,25 @@ impl Daemon {
             let Some(ctx) = self.job_ctx(&tenant) else {
                 continue;
             };
-            let (store, node, profile, t) = (
-                ctx.store.clone(),
-                ctx.node.clone(),
-                ctx.profile.clone(),
-                ctx.tenant.clone(),
+            self.run_job(
+                ctx,
+                Kind::Snapshot,
+                |Ctx {
+                     store,
+                     node,
+                     profile,
+                     tenant: t,
+                 }| async move {
+                    let last = store
+                        .latest_session_snapshot(&t)
+                        .await
+                        .map_err(|err| crate::error::chain(&err).to_string())?
+                        .map(|m| m.fingerprint);
+                    let saved =
+                        save(&store, &node, &profile, &t, generation, "periodic", last).await?;
+                    Ok((saved.unwrap_or_else(|| "unchanged".to_owned()), None))
+                },
             );
-            self.run_job(ctx, Kind::Snapshot, async move {
-                let last = store
-                    .latest_session_snapshot(&t)
-                    .await
-                    .map_err(|err| crate::error::chain(&err).to_string())?
-                    .map(|m| m.fingerprint);
-                let saved = save(&store, &node, &profile, &t, generation, "periodic", last).await?;
-                Ok((saved.unwrap_or_else(|| "unchanged".to_owned()), None))
-            });
         }
     }
 

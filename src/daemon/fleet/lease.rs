@@ -4,7 +4,8 @@
 //! It runs beside the loop, not in it, so a slow pass never delays a renewal. Each round is
 //! one renewal statement (the node's lease, the placer lease and the assignments' epoch), then
 //! the trust file for the workers, then, as placer, one placement pass, then one read of the
-//! fleet for the loop and the status endpoint. A failed renewal is retried every second; the
+//! fleet for the loop and the status endpoint (the placement pass's own read when it wrote
+//! nothing). A failed renewal is retried every second; the
 //! loop fences the node when the trust window it was last given runs out.
 
 use std::sync::Arc;
@@ -128,6 +129,7 @@ impl LeaseTask {
             );
         }
         let mut placed = Vec::new();
+        let mut read = None;
         if let Some(term) = renewal.placer_term {
             let input = self.desired.borrow().clone();
             if let Some(input) = input {
@@ -135,19 +137,23 @@ impl LeaseTask {
                     .pass(store, &self.fleet, term, &input, self.prune_guard())
                     .await
                 {
-                    Ok(changes) => placed = changes,
+                    Ok(pass) => {
+                        placed = pass.changes;
+                        read = pass.unchanged;
+                    }
                     Err(why) => warn!("fleet: placement pass failed: {why}"),
                 }
             }
         } else {
             placer.lost();
         }
-        let view: Arc<FleetView> = Arc::new(
-            store
+        let view: Arc<FleetView> = Arc::new(match read {
+            Some(view) => view,
+            None => store
                 .fleet_view()
                 .await
                 .map_err(|err| crate::error::chain(&err).to_string())?,
-        );
+        });
         Ok(FleetReport::Renewed(Box::new(Renewed {
             view,
             trusted_until: started + trust,

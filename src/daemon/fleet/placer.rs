@@ -49,6 +49,15 @@ impl PlacerInput {
     }
 }
 
+/// What a placement pass did.
+pub(in crate::daemon) struct Pass {
+    /// The changes it persisted.
+    pub(in crate::daemon) changes: Vec<AssignmentChange>,
+    /// The fleet it read, when it wrote nothing: still the fleet, so the round need not read it
+    /// again.
+    pub(in crate::daemon) unchanged: Option<FleetView>,
+}
+
 /// The placer's memory between rounds.
 #[derive(Default)]
 pub(in crate::daemon) struct PlacerState {
@@ -83,7 +92,7 @@ impl PlacerState {
         term: i64,
         input: &PlacerInput,
         (max_share, allow_mass): (f64, bool),
-    ) -> Result<Vec<AssignmentChange>, String> {
+    ) -> Result<Pass, String> {
         let view = store
             .fleet_view()
             .await
@@ -101,7 +110,10 @@ impl PlacerState {
         let gone = self.gone(&view, input, max_share, allow_mass);
         if changes.is_empty() && recount.is_empty() && gone.is_empty() && !has_stale_handoff(&view)
         {
-            return Ok(Vec::new());
+            return Ok(Pass {
+                changes: Vec::new(),
+                unchanged: Some(view),
+            });
         }
         let written = store
             .apply_placement(&cfg.node, term, &changes, &recount, &gone, cfg.grace)
@@ -122,7 +134,10 @@ impl PlacerState {
                 "fleet: placement written"
             );
         }
-        Ok(changes)
+        Ok(Pass {
+            changes,
+            unchanged: None,
+        })
     }
 
     /// The rebalancing moves left in the sliding minute.
