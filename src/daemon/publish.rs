@@ -138,6 +138,7 @@ impl Daemon {
                     .get(&t.id)
                     .and_then(|d| d.spec.limits.memory_max)
                     .or(self.cfg.worker.memory_max);
+                w.login_saved_at = self.fleet.login_saved_at(&t.id);
             }
             if let Some(counters) = self.seen.counters(&t.id) {
                 t.counters.clone_from(counters);

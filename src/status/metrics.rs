@@ -3,7 +3,8 @@
 //! Owns the series, their help texts and labels: the daemon's own series (build, readiness,
 //! store, reconcile passes, actions, restarts, slow loop iterations, the stale-heartbeat
 //! limit, workers and tenants by state), the per-tenant series (status, the bot's counters,
-//! heartbeat age, worker memory and its limit, restarts), the daemon process's
+//! heartbeat age, worker memory and its limit, restarts, the age of the saved login in fleet
+//! mode), the daemon process's
 //! figures read from `/proc/self`, and in fleet mode the fleet's (every node's capacity,
 //! tenants, lease age, liveness, draining, the placer, the tenants that fit nowhere). In fleet
 //! mode the daemon's own series carry `node` = this node and per-tenant series the node the
@@ -94,7 +95,7 @@ pub fn metrics(snap: &StatusSnapshot, now: Timestamp) -> String {
     metrics_loop(&mut o, &l, snap);
     metrics_tenants(&mut o, &l, snap);
     metrics_bots(&mut o, &l, snap, now);
-    metrics_workers(&mut o, &l, snap);
+    metrics_workers(&mut o, &l, snap, now);
     metrics_process(&mut o, &l, snap);
     if let Some(fleet) = l.fleet {
         metrics_nodes(&mut o, fleet);
@@ -280,8 +281,8 @@ rate-limited or refused, and failed sends and log writes, by reason (its counter
     }
 }
 
-/// Per tenant: the worker's memory and restarts.
-fn metrics_workers(o: &mut String, l: &Labels<'_>, snap: &StatusSnapshot) {
+/// Per tenant: the worker's memory, its limit, its restarts and the age of its saved login.
+fn metrics_workers(o: &mut String, l: &Labels<'_>, snap: &StatusSnapshot, now: Timestamp) {
     o.push_str(
         "# HELP flowhq_worker_memory_bytes Proportional memory (PSS) of each worker's process tree, browser included.\n\
 # TYPE flowhq_worker_memory_bytes gauge\n",
@@ -316,6 +317,21 @@ fn metrics_workers(o: &mut String, l: &Labels<'_>, snap: &StatusSnapshot) {
                 "flowhq_worker_restarts{} {}",
                 l.tenant(t, ""),
                 w.restarts
+            );
+        }
+    }
+    o.push_str(
+        "# HELP flowhq_login_saved_age_seconds Fleet mode: time since this node last made sure \
+the store holds each worker's current login (saved, unchanged or restored).\n\
+# TYPE flowhq_login_saved_age_seconds gauge\n",
+    );
+    for t in &snap.tenants {
+        if let Some(at) = t.worker.as_ref().and_then(|w| w.login_saved_at) {
+            let _ = writeln!(
+                o,
+                "flowhq_login_saved_age_seconds{} {}",
+                l.tenant(t, ""),
+                now.duration_since(at).as_secs_f64().max(0.0)
             );
         }
     }
@@ -444,6 +460,7 @@ mod tests {
                 started_at: None,
                 memory_bytes: None,
                 memory_limit_bytes: Some(512 << 20),
+                login_saved_at: None,
             });
             snap.tenants.push(t);
         }
@@ -489,6 +506,9 @@ mod tests {
         let mut snap = snapshot();
         let fleet = FleetStatus::new(&crate::status::fleet::tests::view(), "b");
         snap.fleet = Some(std::sync::Arc::new(fleet));
+        if let Some(w) = &mut snap.tenants[1].worker {
+            w.login_saved_at = Some(Timestamp::from_second(1_799_999_990).unwrap());
+        }
         let out = metrics(&snap, Timestamp::from_second(1_800_000_001).unwrap());
         for line in [
             "flowhq_ready{node=\"b\"} 0",
@@ -502,6 +522,7 @@ mod tests {
             "flowhq_worker_restarts{tenant=\"alpha\",node=\"a\"} 1",
             "flowhq_worker_restarts{tenant=\"beta\",node=\"b\"} 1",
             "flowhq_worker_restarts{tenant=\"lost\"} 1",
+            "flowhq_login_saved_age_seconds{tenant=\"beta\",node=\"b\"} 11",
             "flowhq_fleet_node_capacity{node=\"a\"} 3",
             "flowhq_fleet_node_tenants{node=\"a\"} 2",
             "flowhq_fleet_node_handing_over{node=\"b\"} 1",

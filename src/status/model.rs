@@ -178,6 +178,9 @@ pub struct WorkerView {
     pub memory_bytes: Option<u64>,
     /// The `memory_max` in force for the worker (the tenant's, else the daemon's), if any.
     pub memory_limit_bytes: Option<u64>,
+    /// Fleet mode: when this node last made sure the store holds the worker's current login
+    /// (saved it, found it unchanged, or restored it); `None` before that and without a fleet.
+    pub login_saved_at: Option<Timestamp>,
 }
 
 /// A tenant's WhatsApp session as its worker reported it.
@@ -213,6 +216,7 @@ impl WorkerView {
             started_at: w.started_at,
             memory_bytes: None,
             memory_limit_bytes: None,
+            login_saved_at: None,
         }
     }
 

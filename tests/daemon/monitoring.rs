@@ -2,7 +2,8 @@
 //! `flowhq daemon` with stub workers is scraped, `promtool check metrics` lints the scrape,
 //! `promtool check rules` and `promtool test rules` check the alert rules and their unit tests
 //! (`flowhq-rules.test.yml`), and every metric the Grafana dashboard's queries and the rules'
-//! expressions name is one the scrape holds.
+//! expressions name is one the scrape holds; the same for a fleet node on PostgreSQL, whose
+//! scrape adds the fleet's series and the saved-login age.
 //!
 //! promtool comes from Debian's `prometheus` package (scripts/deps.sh). Without it the test
 //! fails under CI (`CI=true`) or `FLOWHQ_REQUIRE_EXTERNAL=1`, and is skipped with a message
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use flowhq::config::TenantId;
 use jiff::Timestamp;
 
+use crate::support::nodes::Nodes;
 use crate::support::{self, fleet, http};
 use fleet::{Fleet, WAIT};
 use support::TestDb;
@@ -254,6 +256,37 @@ fn rule_exprs(rules: &str) -> Vec<String> {
     out
 }
 
+/// `promtool check metrics` accepts `scrape`, and every metric the dashboard and the rules
+/// read is in it.
+fn check_against(tool: &Path, scrape: &str) {
+    let dir = monitoring_dir();
+    run_promtool(tool, &["check", "metrics"], Some(scrape));
+    let exported = exported_names(scrape);
+
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("flowhq-dashboard.json")).unwrap())
+            .unwrap();
+    let queries = dashboard_queries(&doc);
+    assert!(queries.len() > 20, "{queries:?}");
+    let rules = std::fs::read_to_string(dir.join("flowhq-rules.yml")).unwrap();
+    let exprs = rule_exprs(&rules);
+    assert_eq!(exprs.len(), rules.matches("- alert:").count(), "{exprs:?}");
+    for (what, expr) in queries
+        .iter()
+        .map(|q| ("dashboard", q))
+        .chain(exprs.iter().map(|e| ("rules", e)))
+    {
+        let names = promql_metrics(expr);
+        assert!(!names.is_empty(), "{what}: `{expr}` reads no metric");
+        for name in names {
+            assert!(
+                exported.contains(&name) || SYNTHETIC.contains(&name.as_str()),
+                "{what}: `{expr}` reads `{name}`, which the daemon does not export:\n{scrape}"
+            );
+        }
+    }
+}
+
 #[test]
 fn the_promql_reader_finds_metrics_and_skips_functions_labels_and_durations() {
     let names = promql_metrics(
@@ -269,7 +302,6 @@ fn the_promql_reader_finds_metrics_and_skips_functions_labels_and_durations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_and_rules_name_only_series_a_live_daemon_exports() {
     let Some(tool) = promtool() else { return };
-    let dir = monitoring_dir();
     run_promtool(&tool, &["check", "rules", "flowhq-rules.yml"], None);
     run_promtool(&tool, &["test", "rules", "flowhq-rules.test.yml"], None);
 
@@ -311,29 +343,39 @@ async fn the_dashboard_and_rules_name_only_series_a_live_daemon_exports() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    run_promtool(&tool, &["check", "metrics"], Some(&scrape));
-    let exported = exported_names(&scrape);
+    check_against(&tool, &scrape);
+}
 
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("flowhq-dashboard.json")).unwrap())
-            .unwrap();
-    let queries = dashboard_queries(&doc);
-    assert!(queries.len() > 20, "{queries:?}");
-    let rules = std::fs::read_to_string(dir.join("flowhq-rules.yml")).unwrap();
-    let exprs = rule_exprs(&rules);
-    assert_eq!(exprs.len(), rules.matches("- alert:").count(), "{exprs:?}");
-    for (what, expr) in queries
+/// In fleet mode the scrape also has the fleet's series and each worker's saved-login age,
+/// which the dashboard shows: promtool accepts it, and the dashboard and rules read only
+/// series it exports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL"]
+async fn a_fleet_node_exports_the_saved_login_age_and_passes_the_same_checks() {
+    let Some(tool) = promtool() else { return };
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let mut nodes = Nodes::new(db, &[("a", 10)]);
+    let ids = nodes.start_converged(2).await;
+    let addr = nodes.get("a").wait_status_addr().await;
+    // The first periodic check of each login is due `snapshot_interval` (10 s) after start.
+    let wanted: Vec<String> = ids
         .iter()
-        .map(|q| ("dashboard", q))
-        .chain(exprs.iter().map(|e| ("rules", e)))
-    {
-        let names = promql_metrics(expr);
-        assert!(!names.is_empty(), "{what}: `{expr}` reads no metric");
-        for name in names {
-            assert!(
-                exported.contains(&name) || SYNTHETIC.contains(&name.as_str()),
-                "{what}: `{expr}` reads `{name}`, which the daemon does not export:\n{scrape}"
-            );
+        .map(|id| format!("flowhq_login_saved_age_seconds{{tenant=\"{id}\",node=\"a\"}} "))
+        .chain(["flowhq_fleet_node_live{node=\"a\"} 1".to_owned()])
+        .collect();
+    let deadline = Instant::now() + WAIT;
+    let scrape = loop {
+        let body = http::get_blocking(&addr, "/metrics").body;
+        if wanted.iter().all(|w| body.contains(w.as_str())) {
+            break body;
         }
-    }
+        assert!(
+            Instant::now() < deadline,
+            "the scrape never had all of {wanted:?}:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    check_against(&tool, &scrape);
 }

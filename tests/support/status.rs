@@ -57,6 +57,7 @@ pub fn running(pid: u32, now: Timestamp) -> WorkerView {
         started_at: Some(now),
         memory_bytes: None,
         memory_limit_bytes: None,
+        login_saved_at: None,
     }
 }
 
