@@ -607,7 +607,11 @@ mod tests {
         m.count_action("spawn");
         m.count_restart("crash");
         m.observe_reconcile(Duration::from_millis(3));
+        m.count_slow_iteration(Duration::from_millis(1500));
+        m.count_slow_iteration(Duration::from_millis(1250));
         assert_eq!(m.actions.get("spawn"), Some(&2));
+        assert_eq!(m.slow_iterations, 2);
+        assert!((m.last_slow_iteration_seconds - 1.25).abs() < 1e-9);
         assert_eq!(m.restarts.get("crash"), Some(&1));
         assert_eq!(m.reconcile_seconds.count, 1);
     }
