@@ -41,6 +41,8 @@ fn tenant(i: usize, now: Timestamp) -> anyhow::Result<TenantStatus> {
             next_retry_at: None,
             started_at: Some(now - SignedDuration::from_secs(3600)),
             memory_bytes: Some(280 << 20),
+            memory_limit_bytes: Some(800 << 20),
+            login_saved_at: None,
         }),
         session: Some(SessionView {
             state: if connected {

@@ -43,6 +43,10 @@ install -D -m 0644 "$pkg/etc/flowhq.toml" "$stage/etc/flowhq/flowhq.toml"
 install -d -m 0755 "$stage/etc/flowhq/tenants.d"
 install -D -m 0644 "$pkg/logrotate/flowhq" "$stage/etc/logrotate.d/flowhq"
 install -D -m 0644 "$pkg/nginx/flowhq.conf" "$stage/etc/nginx/sites-available/flowhq"
+# The Grafana dashboard and the Prometheus alert rules with their unit tests (docs/monitoring.md).
+install -d -m 0755 "$stage/usr/share/flowhq/monitoring"
+install -m 0644 "$pkg"/monitoring/flowhq-dashboard.json "$pkg"/monitoring/flowhq-rules.yml \
+	"$pkg"/monitoring/flowhq-rules.test.yml "$stage/usr/share/flowhq/monitoring/"
 
 # Manual pages, compressed reproducibly (no name or time stamp in the gzip header).
 for page in "$src"/man/*.[1-8]; do

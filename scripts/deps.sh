@@ -20,6 +20,9 @@ if [ "$mode" = test ]; then
   pkgs+=(e2fsprogs)
   # The package test (tests/system/package.rs): build, lint, install and check the .deb and its unit.
   pkgs+=(dpkg-dev binutils lintian adduser systemd man-db logrotate)
+  # The monitoring test (tests/daemon/monitoring.rs): promtool checks the alert rules and a
+  # live /metrics scrape.
+  pkgs+=(prometheus)
 fi
 for p in "${pkgs[@]}"; do have "$p" || need+=("$p"); done
 

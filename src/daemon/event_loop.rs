@@ -181,7 +181,9 @@ impl Daemon {
             }
             self.notifier.status(&self.summary());
             self.notifier.loop_done();
-            steps.report(slow);
+            if let Some(took) = steps.report(slow) {
+                self.metrics.count_slow_iteration(took);
+            }
         }
         self.shutdown().await;
     }
@@ -336,17 +338,17 @@ impl Steps {
         (took > limit).then_some((took, self.slowest.0, self.slowest.1))
     }
 
-    /// Warns when the whole iteration took longer than `limit`.
-    fn report(&self, limit: Duration) {
-        if let Some((took, step, step_took)) = self.late(limit, Instant::now()) {
-            warn!(
-                target: LOG_TARGET,
-                took_ms = took.as_millis() as u64,
-                slowest_step = step,
-                slowest_ms = step_took.as_millis() as u64,
-                "slow loop iteration"
-            );
-        }
+    /// Warns when the whole iteration took longer than `limit`; returns how long it took then.
+    fn report(&self, limit: Duration) -> Option<Duration> {
+        let (took, step, step_took) = self.late(limit, Instant::now())?;
+        warn!(
+            target: LOG_TARGET,
+            took_ms = took.as_millis() as u64,
+            slowest_step = step,
+            slowest_ms = step_took.as_millis() as u64,
+            "slow loop iteration"
+        );
+        Some(took)
     }
 }
 

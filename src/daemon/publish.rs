@@ -133,6 +133,12 @@ impl Daemon {
         for t in &mut tenants {
             if let Some(w) = &mut t.worker {
                 w.memory_bytes = self.house.pss(&t.id);
+                w.memory_limit_bytes = desired
+                    .tenants
+                    .get(&t.id)
+                    .and_then(|d| d.spec.limits.memory_max)
+                    .or(self.cfg.worker.memory_max);
+                w.login_saved_at = self.fleet.login_saved_at(&t.id);
             }
             if let Some(counters) = self.seen.counters(&t.id) {
                 t.counters.clone_from(counters);
@@ -162,6 +168,7 @@ impl Daemon {
             metrics: self.metrics.clone(),
             source: self.follow.health(),
             fleet: self.status.fleet.clone(),
+            stale_after: Some(self.cfg.worker.stale_after),
         };
         tx.send_replace(Arc::new(snapshot));
     }

@@ -1,8 +1,10 @@
 //! `/metrics`: a status snapshot in the Prometheus text format 0.0.4.
 //!
 //! Owns the series, their help texts and labels: the daemon's own series (build, readiness,
-//! store, reconcile passes, actions, restarts, workers and tenants by state), the per-tenant
-//! series (the bot's counters, heartbeat age, worker memory and restarts), the daemon process's
+//! store, reconcile passes, actions, restarts, slow loop iterations, the stale-heartbeat
+//! limit, workers and tenants by state), the per-tenant series (status, the bot's counters,
+//! heartbeat age, worker memory and its limit, restarts, the age of the saved login in fleet
+//! mode), the daemon process's
 //! figures read from `/proc/self`, and in fleet mode the fleet's (every node's capacity,
 //! tenants, lease age, liveness, draining, the placer, the tenants that fit nowhere). In fleet
 //! mode the daemon's own series carry `node` = this node and per-tenant series the node the
@@ -90,9 +92,10 @@ pub fn metrics(snap: &StatusSnapshot, now: Timestamp) -> String {
     let l = Labels::new(snap);
     metrics_daemon(&mut o, &l, snap, now);
     metrics_reconcile(&mut o, &l, &snap.metrics);
+    metrics_loop(&mut o, &l, snap);
     metrics_tenants(&mut o, &l, snap);
     metrics_bots(&mut o, &l, snap, now);
-    metrics_workers(&mut o, &l, snap);
+    metrics_workers(&mut o, &l, snap, now);
     metrics_process(&mut o, &l, snap);
     if let Some(fleet) = l.fleet {
         metrics_nodes(&mut o, fleet);
@@ -171,7 +174,34 @@ flowhq_reconcile_duration_seconds_sum{own} {}\nflowhq_reconcile_duration_seconds
     }
 }
 
-/// Workers by supervision state, tenants by derived status, and files with errors.
+/// Slow loop iterations, and the heartbeat age above which a running worker is stale.
+fn metrics_loop(o: &mut String, l: &Labels<'_>, snap: &StatusSnapshot) {
+    let own = l.own("");
+    let m = &snap.metrics;
+    let _ = writeln!(
+        o,
+        "# HELP flowhq_loop_slow_iterations_total Loop iterations slower than 1 s (or a quarter \
+of the systemd watchdog interval): each delayed events and watchdog pings.\n\
+# TYPE flowhq_loop_slow_iterations_total counter\nflowhq_loop_slow_iterations_total{own} {}\n\
+# HELP flowhq_loop_last_slow_iteration_seconds Duration of the last slow loop iteration.\n\
+# TYPE flowhq_loop_last_slow_iteration_seconds gauge\n\
+flowhq_loop_last_slow_iteration_seconds{own} {}",
+        m.slow_iterations, m.last_slow_iteration_seconds,
+    );
+    if let Some(stale) = snap.stale_after {
+        let _ = writeln!(
+            o,
+            "# HELP flowhq_heartbeat_stale_after_seconds Heartbeat age above which a running \
+worker is stale ([worker] stale_after).\n\
+# TYPE flowhq_heartbeat_stale_after_seconds gauge\n\
+flowhq_heartbeat_stale_after_seconds{own} {}",
+            stale.as_secs_f64()
+        );
+    }
+}
+
+/// Workers by supervision state, tenants by derived status (in all and each tenant's), and
+/// files with errors.
 fn metrics_tenants(o: &mut String, l: &Labels<'_>, snap: &StatusSnapshot) {
     o.push_str(
         "# HELP flowhq_workers Workers by supervision state.\n# TYPE flowhq_workers gauge\n",
@@ -190,6 +220,19 @@ fn metrics_tenants(o: &mut String, l: &Labels<'_>, snap: &StatusSnapshot) {
         let n = snap.tenants.iter().filter(|t| t.status == *status).count();
         let status = l.own(&format!("status=\"{}\"", status.as_str()));
         let _ = writeln!(o, "flowhq_tenants{status} {n}");
+    }
+    o.push_str(
+        "# HELP flowhq_tenant_status Each tenant's derived status, and its worker's state \
+when it has a worker (1 for the current pair).\n# TYPE flowhq_tenant_status gauge\n",
+    );
+    for t in &snap.tenants {
+        let worker = t
+            .worker
+            .as_ref()
+            .map(|w| format!(",worker=\"{}\"", w.state.as_str()))
+            .unwrap_or_default();
+        let pair = format!("status=\"{}\"{worker}", t.status.as_str());
+        let _ = writeln!(o, "flowhq_tenant_status{} 1", l.tenant(t, &pair));
     }
     let config_errors = snap
         .tenants
@@ -238,8 +281,8 @@ rate-limited or refused, and failed sends and log writes, by reason (its counter
     }
 }
 
-/// Per tenant: the worker's memory and restarts.
-fn metrics_workers(o: &mut String, l: &Labels<'_>, snap: &StatusSnapshot) {
+/// Per tenant: the worker's memory, its limit, its restarts and the age of its saved login.
+fn metrics_workers(o: &mut String, l: &Labels<'_>, snap: &StatusSnapshot, now: Timestamp) {
     o.push_str(
         "# HELP flowhq_worker_memory_bytes Proportional memory (PSS) of each worker's process tree, browser included.\n\
 # TYPE flowhq_worker_memory_bytes gauge\n",
@@ -247,6 +290,20 @@ fn metrics_workers(o: &mut String, l: &Labels<'_>, snap: &StatusSnapshot) {
     for t in &snap.tenants {
         if let Some(bytes) = t.worker.as_ref().and_then(|w| w.memory_bytes) {
             let _ = writeln!(o, "flowhq_worker_memory_bytes{} {bytes}", l.tenant(t, ""));
+        }
+    }
+    o.push_str(
+        "# HELP flowhq_worker_memory_limit_bytes The memory_max in force for each worker \
+(the tenant's, else the daemon's); above it the worker is restarted.\n\
+# TYPE flowhq_worker_memory_limit_bytes gauge\n",
+    );
+    for t in &snap.tenants {
+        if let Some(limit) = t.worker.as_ref().and_then(|w| w.memory_limit_bytes) {
+            let _ = writeln!(
+                o,
+                "flowhq_worker_memory_limit_bytes{} {limit}",
+                l.tenant(t, "")
+            );
         }
     }
     o.push_str(
@@ -260,6 +317,21 @@ fn metrics_workers(o: &mut String, l: &Labels<'_>, snap: &StatusSnapshot) {
                 "flowhq_worker_restarts{} {}",
                 l.tenant(t, ""),
                 w.restarts
+            );
+        }
+    }
+    o.push_str(
+        "# HELP flowhq_login_saved_age_seconds Fleet mode: time since this node last made sure \
+the store holds each worker's current login (saved, unchanged or restored).\n\
+# TYPE flowhq_login_saved_age_seconds gauge\n",
+    );
+    for t in &snap.tenants {
+        if let Some(at) = t.worker.as_ref().and_then(|w| w.login_saved_at) {
+            let _ = writeln!(
+                o,
+                "flowhq_login_saved_age_seconds{} {}",
+                l.tenant(t, ""),
+                now.duration_since(at).as_secs_f64().max(0.0)
             );
         }
     }
@@ -387,6 +459,8 @@ mod tests {
                 next_retry_at: None,
                 started_at: None,
                 memory_bytes: None,
+                memory_limit_bytes: Some(512 << 20),
+                login_saved_at: None,
             });
             snap.tenants.push(t);
         }
@@ -394,6 +468,7 @@ mod tests {
         snap.metrics.count_action("spawn");
         snap.metrics
             .observe_reconcile(std::time::Duration::from_millis(2));
+        snap.stale_after = Some(std::time::Duration::from_secs(120));
         snap
     }
 
@@ -415,6 +490,15 @@ mod tests {
             out.contains("\nflowhq_reconcile_duration_seconds_bucket{le=\"+Inf\"} 1\n"),
             "{out}"
         );
+        for line in [
+            "flowhq_tenant_status{tenant=\"alpha\",status=\"NEW\",worker=\"RUNNING\"} 1",
+            "flowhq_worker_memory_limit_bytes{tenant=\"beta\"} 536870912",
+            "flowhq_loop_slow_iterations_total 0",
+            "flowhq_loop_last_slow_iteration_seconds 0",
+            "flowhq_heartbeat_stale_after_seconds 120",
+        ] {
+            assert!(out.lines().any(|l| l == line), "no `{line}` in\n{out}");
+        }
     }
 
     #[test]
@@ -422,6 +506,9 @@ mod tests {
         let mut snap = snapshot();
         let fleet = FleetStatus::new(&crate::status::fleet::tests::view(), "b");
         snap.fleet = Some(std::sync::Arc::new(fleet));
+        if let Some(w) = &mut snap.tenants[1].worker {
+            w.login_saved_at = Some(Timestamp::from_second(1_799_999_990).unwrap());
+        }
         let out = metrics(&snap, Timestamp::from_second(1_800_000_001).unwrap());
         for line in [
             "flowhq_ready{node=\"b\"} 0",
@@ -435,6 +522,7 @@ mod tests {
             "flowhq_worker_restarts{tenant=\"alpha\",node=\"a\"} 1",
             "flowhq_worker_restarts{tenant=\"beta\",node=\"b\"} 1",
             "flowhq_worker_restarts{tenant=\"lost\"} 1",
+            "flowhq_login_saved_age_seconds{tenant=\"beta\",node=\"b\"} 11",
             "flowhq_fleet_node_capacity{node=\"a\"} 3",
             "flowhq_fleet_node_tenants{node=\"a\"} 2",
             "flowhq_fleet_node_handing_over{node=\"b\"} 1",

@@ -48,6 +48,9 @@ pub struct StatusSnapshot {
     /// In fleet mode, the whole fleet as this node last read it from the store (`None` in
     /// single-host mode: every view then looks as it always did).
     pub fleet: Option<Arc<FleetStatus>>,
+    /// `[worker] stale_after` of the daemon that published the snapshot (`None` before the
+    /// loop published one): a running worker's heartbeat older than this is stale.
+    pub stale_after: Option<Duration>,
 }
 
 /// Health of the source of desired state when it is git: which commit runs, which one was
@@ -101,6 +104,7 @@ impl StatusSnapshot {
             metrics: FleetMetrics::default(),
             source: None,
             fleet: None,
+            stale_after: None,
         }
     }
 
@@ -172,6 +176,11 @@ pub struct WorkerView {
     pub started_at: Option<Timestamp>,
     /// Resident memory of the worker's process group, if the daemon measured it.
     pub memory_bytes: Option<u64>,
+    /// The `memory_max` in force for the worker (the tenant's, else the daemon's), if any.
+    pub memory_limit_bytes: Option<u64>,
+    /// Fleet mode: when this node last made sure the store holds the worker's current login
+    /// (saved it, found it unchanged, or restored it); `None` before that and without a fleet.
+    pub login_saved_at: Option<Timestamp>,
 }
 
 /// A tenant's WhatsApp session as its worker reported it.
@@ -206,6 +215,8 @@ impl WorkerView {
             next_retry_at: w.next_restart_at,
             started_at: w.started_at,
             memory_bytes: None,
+            memory_limit_bytes: None,
+            login_saved_at: None,
         }
     }
 
@@ -448,6 +459,11 @@ pub struct FleetMetrics {
     pub restarts: BTreeMap<String, u64>,
     /// Failed store calls of the loop.
     pub store_errors: u64,
+    /// Loop iterations slower than the slow-iteration limit (1 s, or a quarter of the
+    /// systemd watchdog interval when shorter): each delayed every event and watchdog ping.
+    pub slow_iterations: u64,
+    /// How long the last slow iteration took (0 before the first).
+    pub last_slow_iteration_seconds: f64,
 }
 
 impl Default for FleetMetrics {
@@ -457,6 +473,8 @@ impl Default for FleetMetrics {
             actions: BTreeMap::new(),
             restarts: BTreeMap::new(),
             store_errors: 0,
+            slow_iterations: 0,
+            last_slow_iteration_seconds: 0.0,
         }
     }
 }
@@ -480,6 +498,12 @@ impl FleetMetrics {
     /// Counts one failed store call.
     pub fn count_store_error(&mut self) {
         self.store_errors += 1;
+    }
+
+    /// Counts one loop iteration that took `took`, longer than the slow-iteration limit.
+    pub fn count_slow_iteration(&mut self, took: Duration) {
+        self.slow_iterations += 1;
+        self.last_slow_iteration_seconds = took.as_secs_f64();
     }
 }
 
@@ -583,7 +607,11 @@ mod tests {
         m.count_action("spawn");
         m.count_restart("crash");
         m.observe_reconcile(Duration::from_millis(3));
+        m.count_slow_iteration(Duration::from_millis(1500));
+        m.count_slow_iteration(Duration::from_millis(1250));
         assert_eq!(m.actions.get("spawn"), Some(&2));
+        assert_eq!(m.slow_iterations, 2);
+        assert!((m.last_slow_iteration_seconds - 1.25).abs() < 1e-9);
         assert_eq!(m.restarts.get("crash"), Some(&1));
         assert_eq!(m.reconcile_seconds.count, 1);
     }

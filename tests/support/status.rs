@@ -56,6 +56,8 @@ pub fn running(pid: u32, now: Timestamp) -> WorkerView {
         next_retry_at: None,
         started_at: Some(now),
         memory_bytes: None,
+        memory_limit_bytes: None,
+        login_saved_at: None,
     }
 }
 

@@ -1,7 +1,8 @@
 //! The Debian package, end to end, on this machine: `packaging/build-deb.sh` (the script
 //! `make deb` runs) packages the test build of `flowhq`; lintian checks the package; `dpkg`
 //! installs it system-wide; then the binary, the man pages, the system user, the directories,
-//! the unit (`systemd-analyze verify`) and the logrotate file are checked, the daemon is started
+//! the monitoring files (`/usr/share/flowhq/monitoring`), the unit (`systemd-analyze verify`)
+//! and the logrotate file are checked, the daemon is started
 //! by hand as the `flowhq` user with the packaged configuration (no systemd runs here), tells a
 //! `NOTIFY_SOCKET` it is ready, converges an example tenant with the stub worker, and answers
 //! through a real Nginx running the packaged site. An upgrade keeps a changed conffile and the
@@ -367,6 +368,26 @@ fn the_package_installs_runs_the_daemon_as_flowhq_upgrades_and_purges() {
         std::fs::symlink_metadata("/etc/nginx/sites-enabled/flowhq").is_err(),
         "the site is installed but not enabled"
     );
+    for file in [
+        "flowhq-dashboard.json",
+        "flowhq-rules.yml",
+        "flowhq-rules.test.yml",
+    ] {
+        let installed = Path::new("/usr/share/flowhq/monitoring").join(file);
+        assert_eq!(
+            std::fs::read_to_string(&installed).unwrap(),
+            std::fs::read_to_string(Path::new(SRC).join("packaging/monitoring").join(file))
+                .unwrap(),
+            "{}",
+            installed.display()
+        );
+        assert_eq!(
+            std::fs::metadata(&installed).unwrap().mode() & 0o777,
+            0o644,
+            "{}",
+            installed.display()
+        );
+    }
 
     // systemd-analyze exits 0 on unknown keys and bad values, so its words count too.
     let verify = Command::new("systemd-analyze")

@@ -202,7 +202,12 @@ impl Daemon {
             }
             (Kind::Restore(generation), result) => {
                 let (kind, text) = match result {
-                    Ok(what) => ("session_restored", what),
+                    Ok(what) => {
+                        self.fleet
+                            .login_saved_at
+                            .insert(tenant.clone(), Timestamp::now());
+                        ("session_restored", what)
+                    }
                     Err(why) => (
                         "session_restore_failed",
                         format!(
@@ -217,6 +222,9 @@ impl Daemon {
                 true
             }
             (Kind::Snapshot, Ok(what)) => {
+                self.fleet
+                    .login_saved_at
+                    .insert(tenant.clone(), Timestamp::now());
                 tracing::debug!(target: LOG_TARGET, tenant = %tenant, "fleet: periodic save: {what}");
                 false
             }

@@ -89,6 +89,9 @@ pub(super) struct FleetLink {
     busy: BTreeSet<TenantId>,
     /// When each running tenant's login is next checked for a periodic snapshot.
     snapshot_due: BTreeMap<TenantId, Instant>,
+    /// When this node last made sure the store holds each running tenant's current login
+    /// (saved, unchanged or restored), for the status.
+    login_saved_at: BTreeMap<TenantId, jiff::Timestamp>,
     /// The placer's input, sent when it changed.
     desired_tx: Option<watch::Sender<Option<Arc<PlacerInput>>>>,
     /// The lease task, aborted at shutdown.
@@ -106,6 +109,11 @@ impl FleetLink {
     /// Whether fleet mode is on.
     pub(super) fn enabled(&self) -> bool {
         self.cfg.is_some()
+    }
+
+    /// When this node last made sure the store holds `tenant`'s current login.
+    pub(super) fn login_saved_at(&self, tenant: &TenantId) -> Option<jiff::Timestamp> {
+        self.login_saved_at.get(tenant).copied()
     }
 
     /// The extra environment of `tenant`'s worker: its fence (node and generation), which
@@ -298,6 +306,7 @@ impl Daemon {
                 .is_some_and(|s| s.live_pid().is_some());
             if a.node.as_deref() != Some(me) {
                 self.fleet.snapshot_due.remove(tenant);
+                self.fleet.login_saved_at.remove(tenant);
                 if a.handoff_from.as_deref() == Some(me) && !local {
                     self.start_handoff(tenant, a.generation);
                 }
@@ -369,6 +378,7 @@ impl Daemon {
         if self.fleet.enabled() {
             self.fleet.running.remove(tenant);
             self.fleet.snapshot_due.remove(tenant);
+            self.fleet.login_saved_at.remove(tenant);
             // A tenant that moved away is handed over as soon as its worker is gone.
             self.refresh_placement();
         }
