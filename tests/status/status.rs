@@ -630,3 +630,34 @@ async fn phone_numbers_in_error_texts_are_scrubbed_from_public_views() {
         "tenants.d/evil.toml:2:9: error: phone `+255711111111` is also used by tenant `acme`"
     );
 }
+
+#[tokio::test]
+async fn a_tenants_page_shows_phone_numbers_only_with_the_token() {
+    let (_dir, server, _tx) = start_default().await;
+    let addr = server.local_addr();
+    let r = get(addr, "/tenants/acme").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(r.body.contains("<h1>Acme Salon</h1>"), "{}", r.body);
+    assert!(!r.body.contains("255711111111"), "{}", r.body);
+    assert!(r.body.contains("hidden (needs the token)"));
+    assert!(
+        !r.body.contains("<script"),
+        "a tenant's page runs no script"
+    );
+    let r = get_with_token(addr, "/tenants/acme").await;
+    assert!(r.body.contains("+255711111111"), "{}", r.body);
+    let r = get(addr, "/tenants/evil").await;
+    assert!(
+        r.body
+            .contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;")
+    );
+    for path in [
+        "/tenants/nobody",
+        "/tenants/../v1/tenants",
+        "/tenants/ACME",
+        "/tenants/",
+    ] {
+        assert_eq!(get(addr, path).await.status, 404, "{path}");
+    }
+}
