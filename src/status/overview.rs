@@ -389,10 +389,12 @@ fn table(body: &mut String, snap: &StatusSnapshot, view: &View, fleet: Option<&F
     body.push_str("</tr></thead>\n<tbody>\n");
     let q = view.q.to_lowercase();
     for (i, r) in ordered(snap, view, fleet).iter().enumerate() {
-        let text: String = r.cells.iter().map(|c| c.text.as_str()).collect();
         let st = r.tenant.status.as_str();
-        let shown = view.status.as_deref().is_none_or(|s| s == st)
-            && (q.is_empty() || text.to_lowercase().contains(&q));
+        let matches = || {
+            let text: String = r.cells.iter().map(|c| c.text.as_str()).collect();
+            text.to_lowercase().contains(&q)
+        };
+        let shown = view.status.as_deref().is_none_or(|s| s == st) && (q.is_empty() || matches());
         let _ = write!(
             body,
             "<tr data-i=\"{i}\" data-id=\"{}\" data-status=\"{st}\"{}>",
