@@ -18,6 +18,7 @@ use crate::config::Diagnostic;
 
 use super::derive::TenantState;
 use super::fleet::FleetStatus;
+use super::history::TenantHistory;
 use super::model::{SessionView, SourceHealth, StatusSnapshot, TenantStatus, WorkerView};
 
 /// The version of the JSON documents (`docs/status-api.md`).
@@ -274,14 +275,70 @@ pub fn tenants_json(snap: &StatusSnapshot, personal: bool) -> Vec<u8> {
     to_json(&doc)
 }
 
-/// `/v1/tenants/{id}`: one tenant.
+#[derive(Serialize)]
+struct TenantDoc<'a> {
+    #[serde(flatten)]
+    tenant: TenantJson<'a>,
+    history: HistoryJson<'a>,
+}
+
+#[derive(Serialize)]
+struct HistoryJson<'a> {
+    events: Vec<EventJson<'a>>,
+    worker_runs: Vec<RunJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct EventJson<'a> {
+    at: String,
+    kind: &'a str,
+    reason: Cow<'a, str>,
+    revision: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct RunJson<'a> {
+    pid: Option<u32>,
+    started_at: String,
+    start: Cow<'a, str>,
+    ended_at: Option<String>,
+    end: Option<Cow<'a, str>>,
+    exit: Option<&'a str>,
+    restarts: u32,
+}
+
+fn history_json(h: Option<&TenantHistory>, personal: bool) -> HistoryJson<'_> {
+    let events = h.map(|h| &h.events).into_iter().flatten().rev();
+    let runs = h.map(|h| &h.runs).into_iter().flatten().rev();
+    HistoryJson {
+        events: events
+            .map(|e| EventJson {
+                at: e.at.to_string(),
+                kind: &e.kind,
+                reason: scrub(&e.reason, personal),
+                revision: e.revision.as_deref(),
+            })
+            .collect(),
+        worker_runs: runs
+            .map(|r| RunJson {
+                pid: r.pid,
+                started_at: r.started_at.to_string(),
+                start: scrub(&r.start, personal),
+                ended_at: ts(r.ended_at),
+                end: r.end.as_deref().map(|e| scrub(e, personal)),
+                exit: r.exit.as_deref(),
+                restarts: r.restarts,
+            })
+            .collect(),
+    }
+}
+
+/// `/v1/tenants/{id}`: one tenant, with its recent events and worker runs (newest first).
 pub fn tenant_json_doc(snap: &StatusSnapshot, t: &TenantStatus, personal: bool) -> Vec<u8> {
-    to_json(&tenant_json(
-        t,
-        personal,
-        snap.generated_at,
-        snap.fleet.as_deref(),
-    ))
+    to_json(&TenantDoc {
+        tenant: tenant_json(t, personal, snap.generated_at, snap.fleet.as_deref()),
+        history: history_json(t.history.as_deref(), personal),
+    })
 }
 
 /// The JSON of one tenant as a value, for `flowhq status --json` (with its node in fleet mode,

@@ -284,6 +284,20 @@ async fn the_pages_render_in_chromium_with_trouble_first_filters_sorting_and_his
     assert!(t["text"].as_str().unwrap().contains("code 1"), "{t:#}");
     assert_eq!(t["phone"], "hidden (needs the token)");
     assert!(!t["text"].as_str().unwrap().contains("2557"), "{t:#}");
+    // The same history in the tenant's JSON, newest first.
+    let doc = http::get_blocking(&addr, "/v1/tenants/crashy").json();
+    let kinds: Vec<&str> = doc["history"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"started") && kinds.contains(&"exited"),
+        "{doc:#}"
+    );
+    let run = &doc["history"]["worker_runs"][0];
+    assert!(run["pid"].as_u64().is_some(), "{doc:#}");
 
     // With a signed link for the tenant, as for its JSON, the number shows.
     let secret = flowhq::status::link::load_or_create_secret(&fleet.state_dir).unwrap();
