@@ -3,7 +3,8 @@
 //! overview and a tenant's page as the browser renders them: the counts, trouble first, the
 //! filter box hiding rows and a column title click reordering them (both by the page's own
 //! script, which the Content-Security-Policy must let run), the tenant's worker runs and
-//! events, and no phone number without access. Screenshots go to
+//! events, no phone number without access, and the overview with JavaScript off (the
+//! server filters and sorts). Screenshots go to
 //! `$CARGO_TARGET_TMPDIR/status-page/` (`target/tmp/status-page/overview.png` and
 //! `tenant.png`); the test prints their paths on
 //! standard error (`screenshot: PATH`; run with `--nocapture` to see them).
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chromiumoxide::browser::{Browser, BrowserConfig};
+use chromiumoxide::cdp::browser_protocol::emulation::SetScriptExecutionDisabledParams;
 use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
 use chromiumoxide::page::{Page, ScreenshotParams};
 use flowhq::config::TenantId;
@@ -297,6 +299,38 @@ async fn check_tenant_page(page: &Page, addr: &str, fleet: &Fleet) {
     assert_eq!(t["phone"], "+255700000003", "{t:#}");
 }
 
+/// The overview with JavaScript off, as the server alone serves it: the filter form's query
+/// hides rows, and a column title is a link that sorts.
+async fn check_without_script(browser: &Browser, addr: &str) {
+    let page = browser.new_page("about:blank").await.unwrap();
+    page.execute(SetScriptExecutionDisabledParams::new(true))
+        .await
+        .unwrap();
+    page.goto(format!("http://{addr}/?q=ZETA")).await.unwrap();
+    page.wait_for_navigation().await.unwrap();
+    let js = r#"() => ({
+      shown: Array.from(document.querySelectorAll('#tenants tbody tr'))
+        .filter(r => getComputedStyle(r).display !== 'none').map(r => r.dataset.id),
+      box: document.getElementById('q').value,
+      button: getComputedStyle(document.getElementById('go')).display,
+      ran: new URL(location.href).search,
+    })"#;
+    let v = eval(&page, js).await;
+    assert_eq!(strings(&v["shown"]), ["zeta"], "{v:#}");
+    assert_eq!(v["box"], "ZETA");
+    assert_ne!(
+        v["button"], "none",
+        "the Filter button shows without the script"
+    );
+    page.goto(format!("http://{addr}/?sort=restarts&dir=desc"))
+        .await
+        .unwrap();
+    page.wait_for_navigation().await.unwrap();
+    let v = eval(&page, js).await;
+    assert_eq!(strings(&v["shown"])[0], "crashy", "{v:#}");
+    page.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium"]
 async fn the_pages_render_in_chromium_with_trouble_first_filters_sorting_and_history() {
@@ -319,6 +353,8 @@ async fn the_pages_render_in_chromium_with_trouble_first_filters_sorting_and_his
     check_overview(&o);
 
     check_tenant_page(&page, &addr, &fleet).await;
+
+    check_without_script(&browser, &addr).await;
 
     browser.close().await.unwrap();
     let _ = browser.wait().await;
