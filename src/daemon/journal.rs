@@ -66,6 +66,7 @@ impl Daemon {
     /// Queues an event about `tenant` (or the fleet), stamped now with the current revision.
     pub(super) fn event(&mut self, tenant: Option<TenantId>, kind: &str, reason: String) {
         let at = Timestamp::now();
+        let revision = self.source.desired().revision.clone();
         if let Some(id) = &tenant {
             let worker = is_worker_kind(kind).then(|| {
                 self.sup
@@ -85,7 +86,7 @@ impl Daemon {
                 at,
                 kind: kind.to_owned(),
                 reason: reason.clone(),
-                revision: self.source.desired().revision.clone(),
+                revision: revision.clone(),
             };
             self.journal.history.record(id, event, worker);
         }
@@ -94,7 +95,7 @@ impl Daemon {
             at,
             kind: kind.to_owned(),
             reason,
-            revision: self.source.desired().revision.clone(),
+            revision,
             detail: None,
         });
     }
