@@ -67,6 +67,7 @@ fn tenant(i: usize, now: Timestamp) -> anyhow::Result<TenantStatus> {
         } else {
             Default::default()
         },
+        history: None,
     };
     t.rederive(now, Duration::from_secs(120));
     Ok(t)

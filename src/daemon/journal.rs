@@ -3,7 +3,9 @@
 //!
 //! Owns `Journal`: events are queued in memory by every part of the daemon and written in one
 //! transaction per pass, kept (up to `MAX_PENDING_EVENTS`) while the store is down; a problem
-//! is logged and recorded when it first appears, not on every pass. It decides nothing.
+//! is logged and recorded when it first appears, not on every pass. Each tenant's event also
+//! goes into its bounded in-memory history (`status::history`), which the status snapshot
+//! shares. It decides nothing.
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -12,6 +14,7 @@ use tracing::warn;
 
 use crate::config::TenantId;
 use crate::reconcile::Plan;
+use crate::status::history::{Histories, HistoryEvent, WorkerFacts, is_worker_kind};
 use crate::store::NewEvent;
 
 use super::Daemon;
@@ -27,6 +30,8 @@ const MAX_PENDING_EVENTS: usize = 10_000;
 pub(super) struct Journal {
     pending: VecDeque<NewEvent>,
     last_problems: BTreeSet<String>,
+    /// Each tenant's recent events and worker runs, for the status pages.
+    pub(super) history: Histories,
 }
 
 impl Journal {
@@ -60,12 +65,37 @@ impl Journal {
 impl Daemon {
     /// Queues an event about `tenant` (or the fleet), stamped now with the current revision.
     pub(super) fn event(&mut self, tenant: Option<TenantId>, kind: &str, reason: String) {
+        let at = Timestamp::now();
+        let revision = self.source.desired().revision.clone();
+        if let Some(id) = &tenant {
+            let worker = is_worker_kind(kind).then(|| {
+                self.sup
+                    .slots()
+                    .get(id)
+                    .map_or_else(WorkerFacts::default, |slot| {
+                        let rec = slot.record(id, &self.node, at);
+                        WorkerFacts {
+                            pid: rec.pid,
+                            restarts: rec.restarts,
+                            exit_code: rec.last_exit_code,
+                            exit_signal: rec.last_exit_signal,
+                        }
+                    })
+            });
+            let event = HistoryEvent {
+                at,
+                kind: kind.to_owned(),
+                reason: reason.clone(),
+                revision: revision.clone(),
+            };
+            self.journal.history.record(id, event, worker);
+        }
         self.journal.push(NewEvent {
             tenant,
-            at: Timestamp::now(),
+            at,
             kind: kind.to_owned(),
             reason,
-            revision: self.source.desired().revision.clone(),
+            revision,
             detail: None,
         });
     }

@@ -143,7 +143,10 @@ impl Daemon {
             if let Some(counters) = self.seen.counters(&t.id) {
                 t.counters.clone_from(counters);
             }
+            t.history = self.journal.history.get(&t.id);
         }
+        let known = |id: &TenantId| tenants.binary_search_by(|t| t.id.cmp(id)).is_ok();
+        self.journal.history.prune(tenants.len(), known);
         let source_diagnostics = self
             .source
             .diagnostics()

@@ -13,11 +13,14 @@
 
 pub mod derive;
 pub mod fleet;
+pub mod history;
 pub mod link;
 pub mod metrics;
 pub mod model;
+pub mod overview;
 pub mod render;
 mod server;
+pub mod tenant_page;
 pub mod text;
 
 use crate::config::TenantId;

@@ -1,7 +1,7 @@
 //! The status snapshot: plain data the daemon's loop publishes and the endpoint renders.
 //!
 //! Owns `StatusSnapshot`, `TenantStatus` (with its worker and session parts), `FleetMetrics`
-//! with its histogram, and the conversion from the store's `TenantStatusRow`; in fleet mode the
+//! with its histogram, a tenant's `history` (shared from the daemon's rings), and the conversion from the store's `TenantStatusRow`; in fleet mode the
 //! snapshot also holds the fleet (`fleet::FleetStatus`). It does not read the store, does not
 //! render anything (that is `render.rs`) and does not publish (the daemon owns the
 //! `watch::Sender`).
@@ -19,6 +19,7 @@ use crate::store::model::{
 
 use super::derive::{Derived, Facts, TenantState, derive};
 use super::fleet::FleetStatus;
+use super::history::TenantHistory;
 
 /// Everything the status endpoint shows, as of `generated_at`. Requests only read it; they
 /// never touch the database.
@@ -153,6 +154,9 @@ pub struct TenantStatus {
     /// The bot's counters (`tenant_counters`): messages dropped, deduplicated, rate-limited,
     /// refused on a full queue, and failed sends or writes, by name. Empty until one counts.
     pub counters: BTreeMap<String, i64>,
+    /// The tenant's recent events and worker runs since the daemon started (`None` until the
+    /// daemon journaled one).
+    pub history: Option<Arc<TenantHistory>>,
 }
 
 /// A tenant's worker process.
@@ -265,6 +269,7 @@ impl TenantStatus {
             worker: None,
             session: None,
             counters: BTreeMap::new(),
+            history: None,
         }
     }
 
@@ -290,6 +295,7 @@ impl TenantStatus {
             worker: row.worker.as_ref().map(WorkerView::from_record),
             session: row.session.as_ref().map(SessionView::from_record),
             counters: BTreeMap::new(),
+            history: None,
         };
         status.rederive(now, stale_after);
         status

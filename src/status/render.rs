@@ -1,15 +1,15 @@
-//! Renderings of a status snapshot: the JSON API, the HTML pages and QR codes.
+//! Renderings of a status snapshot: the JSON API, the shared parts of the HTML pages and QR codes.
 //!
 //! Owns the JSON views (with personal data redacted unless the caller may see it), HTML escaping,
-//! the overview and QR pages (plain HTML, meta refresh, no JavaScript) and the QR SVG; in fleet
-//! mode a tenant's node in the JSON and the overview, and the overview's node table (rendered
-//! by `fleet.rs`). Every function is pure over the snapshot. It does not decide who may see
-//! what (the server passes `personal`), does not touch sockets, and does not write `/metrics`
+//! the page frame and style every HTML page shares (with the status badges' colours), the QR page
+//! (plain HTML, meta refresh, no JavaScript) and the QR SVG; in fleet mode a tenant's node in the
+//! JSON. The overview is `overview.rs`, a tenant's page `tenant_page.rs`, the node table
+//! `fleet.rs`. Every function is pure over the snapshot. It does not decide who may see what (the
+//! server passes `personal`), does not touch sockets, and does not write `/metrics`
 //! (`metrics.rs`).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use jiff::Timestamp;
 use serde::Serialize;
@@ -18,6 +18,7 @@ use crate::config::Diagnostic;
 
 use super::derive::TenantState;
 use super::fleet::FleetStatus;
+use super::history::TenantHistory;
 use super::model::{SessionView, SourceHealth, StatusSnapshot, TenantStatus, WorkerView};
 
 /// The version of the JSON documents (`docs/status-api.md`).
@@ -28,7 +29,7 @@ fn ts(t: Option<Timestamp>) -> Option<String> {
 }
 
 /// Whole seconds from `from` to `to`, never negative.
-fn age(from: Option<Timestamp>, to: Timestamp) -> Option<i64> {
+pub(super) fn age(from: Option<Timestamp>, to: Timestamp) -> Option<i64> {
     from.map(|f| to.duration_since(f).as_secs().max(0))
 }
 
@@ -274,14 +275,70 @@ pub fn tenants_json(snap: &StatusSnapshot, personal: bool) -> Vec<u8> {
     to_json(&doc)
 }
 
-/// `/v1/tenants/{id}`: one tenant.
+#[derive(Serialize)]
+struct TenantDoc<'a> {
+    #[serde(flatten)]
+    tenant: TenantJson<'a>,
+    history: HistoryJson<'a>,
+}
+
+#[derive(Serialize)]
+struct HistoryJson<'a> {
+    events: Vec<EventJson<'a>>,
+    worker_runs: Vec<RunJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct EventJson<'a> {
+    at: String,
+    kind: &'a str,
+    reason: Cow<'a, str>,
+    revision: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct RunJson<'a> {
+    pid: Option<u32>,
+    started_at: String,
+    start: Cow<'a, str>,
+    ended_at: Option<String>,
+    end: Option<Cow<'a, str>>,
+    exit: Option<&'a str>,
+    restarts: u32,
+}
+
+fn history_json(h: Option<&TenantHistory>, personal: bool) -> HistoryJson<'_> {
+    let events = h.map(|h| &h.events).into_iter().flatten().rev();
+    let runs = h.map(|h| &h.runs).into_iter().flatten().rev();
+    HistoryJson {
+        events: events
+            .map(|e| EventJson {
+                at: e.at.to_string(),
+                kind: &e.kind,
+                reason: scrub(&e.reason, personal),
+                revision: e.revision.as_deref(),
+            })
+            .collect(),
+        worker_runs: runs
+            .map(|r| RunJson {
+                pid: r.pid,
+                started_at: r.started_at.to_string(),
+                start: scrub(&r.start, personal),
+                ended_at: ts(r.ended_at),
+                end: r.end.as_deref().map(|e| scrub(e, personal)),
+                exit: r.exit.as_deref(),
+                restarts: r.restarts,
+            })
+            .collect(),
+    }
+}
+
+/// `/v1/tenants/{id}`: one tenant, with its recent events and worker runs (newest first).
 pub fn tenant_json_doc(snap: &StatusSnapshot, t: &TenantStatus, personal: bool) -> Vec<u8> {
-    to_json(&tenant_json(
-        t,
-        personal,
-        snap.generated_at,
-        snap.fleet.as_deref(),
-    ))
+    to_json(&TenantDoc {
+        tenant: tenant_json(t, personal, snap.generated_at, snap.fleet.as_deref()),
+        history: history_json(t.history.as_deref(), personal),
+    })
 }
 
 /// The JSON of one tenant as a value, for `flowhq status --json` (with its node in fleet mode,
@@ -338,13 +395,41 @@ pub fn escape(text: &str) -> String {
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\
 table{border-collapse:collapse}td,th{padding:.3em .7em;border-bottom:1px solid #ddd;text-align:left}\
+th a{color:inherit}th[aria-sort=ascending] a::after{content:' ▲'}th[aria-sort=descending] a::after{content:' ▼'}\
 .ERROR{color:#b00020;font-weight:bold}.ACTIVE{color:#1b7a1b}.QR_PENDING{color:#a06000}\
+.badge{display:inline-block;padding:.05em .5em;border:1px solid #999;border-radius:.8em;\
+background:#f4f4f4;color:#333;font-weight:600;text-decoration:none}\
+.badge.NEW{background:#e3ecf7;color:#1a4d8f;border-color:#1a4d8f}\
+.badge.QR_PENDING{background:#fff1d6;color:#8a5300;border-color:#8a5300}\
+.badge.ACTIVE{background:#dff3df;color:#1b6b1b;border-color:#1b6b1b}\
+.badge.PAUSED{background:#ececec;color:#555;border-color:#777}\
+.badge.ERROR{background:#fde2e4;color:#a3001b;border-color:#a3001b}\
+.badge.RETIRED{background:#eee5f5;color:#5b3a7a;border-color:#5b3a7a}\
+#counts{margin:.8em 0}.count{margin-right:.4em}.trouble{color:#a3001b}\
+#filter{margin:.8em 0}#filter input{min-width:18em}\
 .muted{color:#777}code{font-size:.9em}";
 
-fn page(title: &str, refresh_secs: u32, body: &str) -> String {
+pub(super) fn page(title: &str, refresh_secs: u32, body: &str) -> String {
+    page_parts(
+        title,
+        &format!("<meta http-equiv=\"refresh\" content=\"{refresh_secs}\">"),
+        body,
+    )
+}
+
+/// A page that runs `script` (a constant the Content-Security-Policy allows by its hash):
+/// the script refreshes it, and without JavaScript a `<noscript>` meta refresh does.
+pub(super) fn page_with_script(title: &str, refresh_secs: u32, body: &str, script: &str) -> String {
+    page_parts(
+        title,
+        &format!("<noscript><meta http-equiv=\"refresh\" content=\"{refresh_secs}\"></noscript>"),
+        &format!("{body}\n<script>{script}</script>"),
+    )
+}
+
+fn page_parts(title: &str, refresh: &str, body: &str) -> String {
     format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta http-equiv=\"refresh\" content=\"{refresh_secs}\">\
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">{refresh}\
 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
 <meta name=\"robots\" content=\"noindex\">\
 <title>{}</title><style>{STYLE}</style></head><body>\n{body}\n</body></html>\n",
@@ -352,11 +437,11 @@ fn page(title: &str, refresh_secs: u32, body: &str) -> String {
     )
 }
 
-fn opt(text: Option<&str>) -> String {
+pub(super) fn opt(text: Option<&str>) -> String {
     text.map(escape).unwrap_or_else(|| "–".to_owned())
 }
 
-fn ago(t: Option<Timestamp>, now: Timestamp) -> String {
+pub(super) fn ago(t: Option<Timestamp>, now: Timestamp) -> String {
     match age(t, now) {
         Some(secs) => format!(
             "{} ago",
@@ -365,108 +450,6 @@ fn ago(t: Option<Timestamp>, now: Timestamp) -> String {
             ))
         ),
         None => "–".to_owned(),
-    }
-}
-
-/// `/`: the fleet in one table, refreshed every 10 seconds. Every tenant-supplied string is
-/// escaped; personal data is never shown here.
-pub fn overview_html(snap: &StatusSnapshot) -> String {
-    let now = snap.generated_at;
-    let mut body = String::new();
-    let _ = write!(
-        body,
-        "<h1>Flow HQ</h1><p>{} · store {} · revision <code>{}</code> · {} tenants · as of {}</p>",
-        if snap.ready {
-            "ready"
-        } else {
-            "<b>not ready</b>"
-        },
-        if snap.store_up {
-            "up".to_owned()
-        } else {
-            format!(
-                "<b class=\"ERROR\">down</b> {}",
-                opt(snap.store_error.as_deref())
-            )
-        },
-        opt(snap.revision.as_deref()),
-        snap.tenants.len(),
-        escape(&now.to_string()),
-    );
-    if let Some(src) = &snap.source
-        && let Some(err) = &src.error
-    {
-        let _ = write!(
-            body,
-            "<p class=\"ERROR\">{} source: {} (failures in a row: {}, newest commit seen <code>{}</code>)</p>",
-            escape(src.kind),
-            escape(&scrub(err, false)),
-            src.failures,
-            opt(src.fetched_revision.as_deref()),
-        );
-    }
-    for d in &snap.source_diagnostics {
-        let _ = write!(
-            body,
-            "<p class=\"ERROR\"><code>{}</code></p>",
-            escape(&scrub(&d.to_string(), false))
-        );
-    }
-    let fleet = snap.fleet.as_deref();
-    if let Some(f) = fleet {
-        body.push_str(&f.html());
-        body.push_str("<h2>Tenants</h2>");
-    }
-    overview_table(&mut body, snap, fleet);
-    let _ = write!(
-        body,
-        "</table><p class=\"muted\">JSON: <a href=\"/v1/tenants\">/v1/tenants</a> · {}\
-<a href=\"/metrics\">/metrics</a>. QR pages need a token or a link from \
-<code>flowhq link-url TENANT</code>.</p>",
-        if fleet.is_some() {
-            "<a href=\"/v1/nodes\">/v1/nodes</a> · "
-        } else {
-            ""
-        }
-    );
-    page("Flow HQ status", 10, &body)
-}
-
-/// The overview's tenant table (without its closing tag), with a Node column in fleet mode.
-fn overview_table(body: &mut String, snap: &StatusSnapshot, fleet: Option<&FleetStatus>) {
-    let now = snap.generated_at;
-    let _ = writeln!(
-        body,
-        "<table><tr><th>Tenant</th>{}<th>Business</th><th>Status</th><th>Worker</th><th>PID</th>\
-<th>Restarts</th><th>WhatsApp</th><th>Last seen</th><th>Error</th></tr>",
-        if fleet.is_some() { "<th>Node</th>" } else { "" }
-    );
-    for t in &snap.tenants {
-        let id = escape(t.id.as_str());
-        let w = t.worker.as_ref();
-        let s = t.session.as_ref();
-        let node = fleet
-            .map(|f| format!("<td>{}</td>", opt(f.node_of(&t.id))))
-            .unwrap_or_default();
-        let error = t
-            .error()
-            .map(|e| scrub(e, false).into_owned())
-            .or_else(|| fleet.and_then(|f| f.note_for(&t.id, t.status == TenantState::QrPending)));
-        let _ = writeln!(
-            body,
-            "<tr><td><a href=\"/v1/tenants/{id}\">{id}</a></td>{node}<td>{}</td>\
-<td class=\"{st}\">{st}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&t.business_name),
-            w.map(|w| w.state.as_str()).unwrap_or("–"),
-            w.and_then(|w| w.pid)
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "–".into()),
-            w.map(|w| w.restarts).unwrap_or(0),
-            s.map(|s| s.state.as_str()).unwrap_or("–"),
-            ago(s.and_then(|s| s.last_seen_at), now),
-            opt(error.as_deref()),
-            st = t.status.as_str(),
-        );
     }
 }
 
@@ -610,16 +593,18 @@ mod tests {
         assert_eq!(nodes["generated_at"], "2027-01-15T08:00:00Z");
     }
 
+    use crate::status::overview::{View, overview_html};
+
     #[test]
     fn in_a_fleet_the_overview_has_a_node_column_and_the_node_table() {
-        let html = overview_html(&snapshot(true));
+        let html = overview_html(&snapshot(true), &View::default());
         assert!(html.contains("<h2>Nodes</h2>"), "{html}");
         assert!(
-            html.contains("<th>Tenant</th><th>Node</th><th>Business</th>"),
+            html.contains("<a href=\"?sort=tenant\">Tenant</a></th><th data-col=\"node\"><a href=\"?sort=node\">Node</a></th>"),
             "{html}"
         );
         assert!(
-            html.contains("<a href=\"/v1/tenants/alpha\">alpha</a></td><td>a</td>"),
+            html.contains("<a href=\"/tenants/alpha\">alpha</a></td><td>a</td>"),
             "{html}"
         );
         assert!(html.contains("<td>–</td><td>Biz</td>"), "{html}");
@@ -628,7 +613,7 @@ mod tests {
             html.contains("<a href=\"/v1/nodes\">/v1/nodes</a>"),
             "{html}"
         );
-        let alone = overview_html(&snapshot(false));
+        let alone = overview_html(&snapshot(false), &View::default());
         assert!(!alone.contains("Node"), "{alone}");
         assert!(!alone.contains("/v1/nodes"), "{alone}");
     }

@@ -1,12 +1,14 @@
 //! The accept loop, per-connection limits, routing and access rules of the status endpoint.
 //!
 //! Owns what happens to a TCP connection from accept to close: the connection cap (503 and
-//! close when full), hyper's header limits and read timeout, the routes, the bearer-token and
-//! signed-link checks, and the response headers. It only reads the snapshot channel. It logs
-//! method and path, never query strings (signatures), headers (tokens) or personal data.
+//! close when full), hyper's header limits and read timeout, the routes (the overview's view
+//! from its query string, a tenant's page), the bearer-token and signed-link checks, and the
+//! response headers (with the Content-Security-Policy that allows only the overview's script).
+//! It only reads the snapshot channel. It logs method and path, never query strings
+//! (signatures, filters), headers (tokens) or personal data.
 
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -219,7 +221,10 @@ impl Shared {
         tracing::debug!(method = %req.method(), path, "status request");
         let snap = self.snapshot.borrow().clone();
         match path {
-            "/" => html(StatusCode::OK, render::overview_html(&snap)),
+            "/" => {
+                let view = super::overview::View::from_query(req.uri().query());
+                html(StatusCode::OK, super::overview::overview_html(&snap, &view))
+            }
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" => readyz(&snap),
             "/metrics" => {
@@ -253,11 +258,34 @@ impl Shared {
                     )),
                 ),
             },
-            _ => match path.strip_prefix("/v1/tenants/") {
-                Some(rest) => self.tenant_route(req, &snap, rest),
-                None => not_found(),
+            _ => match (
+                path.strip_prefix("/v1/tenants/"),
+                path.strip_prefix("/tenants/"),
+            ) {
+                (Some(rest), _) => self.tenant_route(req, &snap, rest),
+                (None, Some(id)) => self.tenant_page(req, &snap, id),
+                (None, None) => not_found(),
             },
         }
+    }
+
+    /// `/tenants/{id}`: the tenant's HTML page; personal data with a token or a signed link
+    /// for `{id}`, as for its JSON.
+    fn tenant_page(
+        &self,
+        req: &Request<Incoming>,
+        snap: &StatusSnapshot,
+        id: &str,
+    ) -> Response<Full<Bytes>> {
+        // Only a valid tenant id can name a tenant: `..`, `%2e`, slashes and the like are 404.
+        let Some(tenant) = TenantId::parse(id).ok().and_then(|_| snap.tenant(id)) else {
+            return not_found();
+        };
+        let personal = self.access(req, Some(id)).personal();
+        html(
+            StatusCode::OK,
+            super::tenant_page::tenant_html(snap, tenant, personal),
+        )
     }
 
     fn tenant_route(
@@ -436,13 +464,26 @@ fn html(status: StatusCode, body: String) -> Response<Full<Bytes>> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'",
-        ),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, csp().clone());
     resp
+}
+
+/// The Content-Security-Policy of every HTML page: nothing from elsewhere, inline style, and
+/// no script but the overview's own (allowed by its hash, so an injected one never runs).
+fn csp() -> &'static HeaderValue {
+    static CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
+        let policy = format!(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; script-src {}; \
+form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+            super::overview::script_hash()
+        );
+        HeaderValue::from_str(&policy).unwrap_or_else(|_| {
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'",
+            )
+        })
+    });
+    &CSP
 }
 
 fn not_found() -> Response<Full<Bytes>> {

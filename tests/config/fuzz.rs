@@ -916,6 +916,10 @@ fn request_parts() -> impl Strategy<Value = RequestParts> {
             "*",
             "/v1/tenants/acme/qr?exp=1&sig=AAAA",
             "/v1/tenants?x=%00",
+            "/tenants/acme",
+            "/tenants/../etc/passwd",
+            "/?q=%3Cscript%3E&status=ERROR&sort=pid&dir=desc",
+            "/?q=%FF%00&sort=%00",
         ])
         .prop_map(str::to_owned),
         "/[a-z0-9._%/?&=-]{0,64}",

@@ -308,11 +308,12 @@ async fn the_overview_is_plain_html_that_escapes_tenant_text() {
     assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
     assert!(
         r.body
-            .contains("<meta http-equiv=\"refresh\" content=\"10\">")
+            .contains("<noscript><meta http-equiv=\"refresh\" content=\"10\"></noscript>")
     );
-    assert!(
-        !r.body.contains("<script"),
-        "no script, and no injected one"
+    assert_eq!(
+        r.body.matches("<script").count(),
+        1,
+        "the page's own script only, no injected one"
     );
     assert!(!r.body.contains("<b>bold</b>"));
     assert!(
@@ -323,16 +324,20 @@ async fn the_overview_is_plain_html_that_escapes_tenant_text() {
         r.body
             .contains("unknown template `&lt;b&gt;bold&lt;/b&gt;`")
     );
-    assert!(r.body.contains("<td class=\"QR_PENDING\">QR_PENDING</td>"));
+    assert!(
+        r.body
+            .contains("<span class=\"badge QR_PENDING\">QR_PENDING</span>")
+    );
     assert!(
         !r.body.contains("+2557"),
         "no phone numbers on the overview"
     );
     assert!(!r.body.contains("Bistro Owner"));
+    let csp = r.header("content-security-policy").unwrap();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
     assert!(
-        r.header("content-security-policy")
-            .unwrap()
-            .contains("default-src 'none'")
+        csp.contains("script-src 'sha256-"),
+        "only the page's own script runs: {csp}"
     );
 }
 
@@ -624,4 +629,35 @@ async fn phone_numbers_in_error_texts_are_scrubbed_from_public_views() {
         doc["config_error"],
         "tenants.d/evil.toml:2:9: error: phone `+255711111111` is also used by tenant `acme`"
     );
+}
+
+#[tokio::test]
+async fn a_tenants_page_shows_phone_numbers_only_with_the_token() {
+    let (_dir, server, _tx) = start_default().await;
+    let addr = server.local_addr();
+    let r = get(addr, "/tenants/acme").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(r.body.contains("<h1>Acme Salon</h1>"), "{}", r.body);
+    assert!(!r.body.contains("255711111111"), "{}", r.body);
+    assert!(r.body.contains("hidden (needs the token)"));
+    assert!(
+        !r.body.contains("<script"),
+        "a tenant's page runs no script"
+    );
+    let r = get_with_token(addr, "/tenants/acme").await;
+    assert!(r.body.contains("+255711111111"), "{}", r.body);
+    let r = get(addr, "/tenants/evil").await;
+    assert!(
+        r.body
+            .contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;")
+    );
+    for path in [
+        "/tenants/nobody",
+        "/tenants/../v1/tenants",
+        "/tenants/ACME",
+        "/tenants/",
+    ] {
+        assert_eq!(get(addr, path).await.status, 404, "{path}");
+    }
 }
