@@ -366,16 +366,17 @@ impl<T: Transport + 'static> Bot<T> {
         self.inner.flush_counters().await;
     }
 
-    /// Waits until every chat queue is empty and no message is being handled (tests,
-    /// benchmarks; unlike `shutdown` it keeps accepting messages).
+    /// Waits until every chat queue is empty, no message is being handled and no chat is
+    /// being marked read (tests, benchmarks; unlike `shutdown` it keeps accepting messages).
     pub async fn idle(&self) {
         loop {
             let drained = self.inner.drained.notified();
             if lock(&self.inner.queues).is_empty() {
-                return;
+                break;
             }
             drained.await;
         }
+        self.inner.marks_done().await;
     }
 }
 

@@ -79,7 +79,6 @@ impl Rig {
     async fn deliver(&self, msg: IncomingMessage) {
         self.bot.on_message(msg).await;
         self.bot.idle().await;
-        self.bot.inner.marks_done().await;
     }
 
     async fn counters(&self) -> HashMap<String, i64> {
