@@ -160,14 +160,15 @@
   const textOf = (msg) => (MEDIA_TYPES.includes(msg.type) || !!msg.directPath
     ? String(msg.caption || '')
     : String(msg.body || ''));
-  // Ids of the messages __flowhqSend created, so their `add` is reported as our own reply and
-  // not as something the business typed on its phone. Bounded: the oldest go first.
+  // Ids of the messages __flowhqSend created, so their `add` (and any later one of the same
+  // message) is reported as our own reply and not as something the business typed on its
+  // phone. Bounded: the oldest go first.
   const sentHere = new Set();
   const rememberSent = (id) => {
     sentHere.add(id);
     if (sentHere.size > 1000) sentHere.delete(sentHere.values().next().value);
   };
-  const takeSent = (id) => sentHere.delete(id);
+  const sentByUs = (id) => sentHere.has(id);
 
   // ---- messages -------------------------------------------------------------------------
   const serialize = (msg) => {
@@ -188,7 +189,7 @@
       isNewMsg: !!msg.isNewMsg,
       isStatusV3: !!msg.isStatusV3,
       hasMedia: !!(msg.directPath || msg.mediaKey || msg.mediaData),
-      ownReply: !!id.fromMe && takeSent(wid(id._serialized || id)),
+      ownReply: !!id.fromMe && sentByUs(wid(id._serialized || id)),
     };
   };
   Msg.on('add', (msg) => {

@@ -422,4 +422,24 @@ mod tests {
         assert_eq!(m.author.as_deref(), Some("255700000002@c.us"));
         assert_eq!(m.chat, "120363@g.us");
     }
+
+    #[test]
+    fn only_a_message_of_the_linked_account_can_be_an_own_reply() {
+        let raw = |from_me: bool| {
+            format!(
+                r#"{{"ev":"message","id":"x_255700000001@c.us_A","shortId":"A",
+                "remote":"255700000001@c.us","participant":null,"fromMe":{from_me},
+                "from":"255700000001@c.us","to":null,"author":null,"body":"","type":"chat",
+                "t":1700000000,"notifyName":null,"isNewMsg":true,"isStatusV3":false,
+                "hasMedia":false,"ownReply":true}}"#
+            )
+        };
+        for (from_me, own) in [(true, true), (false, false)] {
+            let PageEvent::Message(m) = serde_json::from_str::<PageEvent>(&raw(from_me)).unwrap()
+            else {
+                panic!("not a message");
+            };
+            assert_eq!(m.into_incoming().unwrap().is_own_reply, own);
+        }
+    }
 }
