@@ -2,16 +2,16 @@
 //! quoted reply, for one tenant.
 //!
 //! Owns, in pipeline order: the event filters (`filter.rs`: not ready, own messages, groups,
-//! status and broadcast lists, channels, history sync, system notices), deduplication (a 1,000-entry / 5-minute memory
-//! window in front of the message log's unique constraint, so a restarted worker never answers
-//! a message twice), one FIFO per chat (chats run in parallel, one chat in order, 50 pending at
-//! most), logging IN, opt-out/opt-in, the reply limits (per tenant and per contact), the reply
-//! text (`reply.rs`, `hours.rs`), the quoted send, marking the chat read (`receipts.rs`),
-//! logging OUT, `last_seen`, and counters of everything it did not answer (the writes beside
-//! the replies, opt-out state, `last_seen`, counters and the log retry, are in
-//! `bookkeeping.rs`; errors and log redaction in `error.rs`; the [`Clock`] in `clock.rs`). It
-//! does not own the browser, the session state, the heartbeat or signals: that is the worker
-//! process, which calls this API.
+//! status and broadcast lists, channels, history sync, system notices), deduplication (a
+//! 1,000-entry / 5-minute memory window in front of the message log's unique constraint, so a
+//! restarted worker never answers a message twice), one FIFO per chat (chats run in parallel,
+//! one chat in order, 50 pending at most), logging IN, opt-out/opt-in, the reply limits (per
+//! tenant and per contact), the reply text (`reply.rs`, `hours.rs`), the quoted send, marking
+//! the chat read (`receipts.rs`), logging OUT, `last_seen`, and counters of everything it did
+//! not answer (the writes beside the replies, opt-out state, `last_seen`, counters and the log
+//! retry, are in `bookkeeping.rs`; errors and log redaction in `error.rs`; the [`Clock`] in
+//! `clock.rs`). It does not own the browser, the session state, the heartbeat or signals: that
+//! is the worker process, which calls this API.
 //!
 //! # API for the worker
 //!
