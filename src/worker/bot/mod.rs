@@ -76,7 +76,7 @@ pub mod reply;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -186,8 +186,9 @@ struct Inner<T> {
     counters: Mutex<Counters>,
     log_retry: Mutex<LogRetry>,
     last_seen: Mutex<Option<Timestamp>>,
-    /// Mark-read tasks still running; `shutdown` waits for them.
-    marking: AtomicUsize,
+    /// Chats being marked read, each with whether another mark was asked for meanwhile;
+    /// `shutdown` waits until it is empty.
+    marking: Mutex<HashMap<String, bool>>,
     marked: Notify,
 }
 
@@ -247,7 +248,7 @@ impl<T: Transport + 'static> Bot<T> {
                 counters: Mutex::default(),
                 log_retry: Mutex::default(),
                 last_seen: Mutex::default(),
-                marking: AtomicUsize::new(0),
+                marking: Mutex::default(),
                 marked: Notify::new(),
             }),
         }

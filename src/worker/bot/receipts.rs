@@ -8,35 +8,53 @@
 //! the transport's business.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use super::Inner;
 use super::error::{Error, chat_tag};
+use super::{Inner, lock};
 use crate::worker::transport::Transport;
 
 impl<T: Transport + 'static> Inner<T> {
     /// Marks `chat` read in a task of its own when the tenant wants it, so the chat's next
-    /// message never waits for it.
+    /// message never waits for it. While a chat's mark runs, more replies to it ask for one
+    /// more mark after it, not one each: a burst costs a chat at most two.
     pub(super) fn mark_read_later(self: &Arc<Self>, chat: &str) {
         if !self.config().spec.mark_read {
             return;
         }
-        self.marking.fetch_add(1, Ordering::SeqCst);
+        {
+            let mut marking = lock(&self.marking);
+            if let Some(again) = marking.get_mut(chat) {
+                *again = true;
+                return;
+            }
+            marking.insert(chat.to_owned(), false);
+        }
         let inner = Arc::clone(self);
         let chat = chat.to_owned();
         tokio::spawn(async move {
-            if let Err(source) = inner.transport.mark_read(&chat).await {
-                inner.report(
-                    &Error::MarkRead {
-                        tenant: inner.tenant.clone(),
-                        chat: chat_tag(&chat),
-                        source,
-                    },
-                    "mark_read_failed",
-                );
-            }
-            if inner.marking.fetch_sub(1, Ordering::SeqCst) == 1 {
-                inner.marked.notify_waiters();
+            loop {
+                if let Err(source) = inner.transport.mark_read(&chat).await {
+                    inner.report(
+                        &Error::MarkRead {
+                            tenant: inner.tenant.clone(),
+                            chat: chat_tag(&chat),
+                            source,
+                        },
+                        "mark_read_failed",
+                    );
+                }
+                let mut marking = lock(&inner.marking);
+                if let Some(again) = marking.get_mut(&chat)
+                    && *again
+                {
+                    *again = false;
+                    continue;
+                }
+                marking.remove(&chat);
+                if marking.is_empty() {
+                    inner.marked.notify_waiters();
+                }
+                return;
             }
         });
     }
@@ -45,7 +63,7 @@ impl<T: Transport + 'static> Inner<T> {
     pub(super) async fn marks_done(self: &Arc<Self>) {
         loop {
             let marked = self.marked.notified();
-            if self.marking.load(Ordering::SeqCst) == 0 {
+            if lock(&self.marking).is_empty() {
                 return;
             }
             marked.await;

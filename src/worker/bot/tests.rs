@@ -1,7 +1,8 @@
 //! The pipeline's newer rules on a real SQLite store and the in-memory transport: read
-//! receipts after the reply (on, off, failing), own replies coming back uncounted, opt-out
-//! failing closed when the store cannot say, and media without a caption getting the menu.
-//! The older rules are tested end to end in tests/worker/bot.rs.
+//! receipts after the reply (on, off, failing, one more mark for replies during a mark), own
+//! replies coming back uncounted, opt-out failing closed when the store cannot say, and media
+//! without a caption getting the menu. The older rules are tested end to end in
+//! tests/worker/bot.rs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -217,4 +218,72 @@ async fn a_media_message_without_caption_gets_the_menu_and_with_one_the_captions
                 .to_owned(),
         ]
     );
+}
+
+/// The in-memory transport with marks that wait for a permit.
+#[derive(Clone)]
+struct SlowMarks {
+    inner: MemoryTransport,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl Transport for SlowMarks {
+    async fn send_reply(
+        &self,
+        chat: &str,
+        quoted: &str,
+        text: &str,
+    ) -> Result<SentMessage, crate::worker::transport::Error> {
+        self.inner.send_reply(chat, quoted, text).await
+    }
+    async fn mark_read(&self, chat: &str) -> Result<(), crate::worker::transport::Error> {
+        self.gate.acquire().await.unwrap().forget();
+        self.inner.mark_read(chat).await
+    }
+    async fn logout(&self) -> Result<(), crate::worker::transport::Error> {
+        self.inner.logout().await
+    }
+    async fn takeover(&self) -> Result<(), crate::worker::transport::Error> {
+        self.inner.takeover().await
+    }
+    async fn close(self) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_while_a_chat_is_being_marked_read_ask_for_one_more_mark_not_one_each() {
+    let rig = rig(spec("")).await;
+    let (inner, _events) = MemoryTransport::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let slow = SlowMarks {
+        inner: inner.clone(),
+        gate: Arc::clone(&gate),
+    };
+    let bot = Bot::new(tenant(), spec(""), rig.store.clone(), Arc::new(slow));
+    bot.set_ready(true);
+    for n in 0..4 {
+        bot.on_message(msg(&format!("G{n}"), "hello")).await;
+    }
+    // Every reply is out while the first mark still waits.
+    let replies = || {
+        inner
+            .commands()
+            .iter()
+            .filter(|c| matches!(c, MemoryCommand::Reply { .. }))
+            .count()
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while replies() < 4 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("four replies while the first mark waits");
+    gate.add_permits(10);
+    bot.idle().await;
+    let marks = inner
+        .commands()
+        .into_iter()
+        .filter(|c| matches!(c, MemoryCommand::MarkRead { .. }))
+        .count();
+    assert_eq!(marks, 2, "{:?}", inner.commands());
 }
