@@ -354,6 +354,19 @@ pub struct TenantSpec {
     pub replies: BTreeMap<Language, BTreeMap<ReplyKey, String>>,
     /// Any new value restarts the worker once.
     pub restart: Option<String>,
+    /// Mark a chat read on the phone after the bot answers it (default on). Left out of the
+    /// serialized form while on, so specs written before the field hash as they did.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub mark_read: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 /// A 256-bit digest of a spec's canonical JSON form, as lowercase hex.
@@ -442,6 +455,11 @@ impl TenantSpec {
             self.replies != new.replies,
         );
         check("restart", FieldClass::Restart, self.restart != new.restart);
+        check(
+            "mark_read",
+            FieldClass::HotReload,
+            self.mark_read != new.mark_read,
+        );
         // `id` never differs: specs are compared per tenant id.
         out
     }
@@ -476,6 +494,7 @@ impl TenantSpec {
             limits: Limits::default(),
             replies: BTreeMap::new(),
             restart: None,
+            mark_read: true,
         }
     }
 }
@@ -535,6 +554,7 @@ mod tests {
             "replies",
             Reload,
         );
+        check(|s| s.mark_read = false, "mark_read", Reload);
     }
 
     #[test]
@@ -579,5 +599,17 @@ mod tests {
             spec().hash().0,
             "8b1054fc60f6c90f3b62e618a1f6cbe20ab2ce08c4aaef049c07425681832026"
         );
+        // `mark_read` appears only when off; a stored spec without it reads as on.
+        let off = TenantSpec {
+            mark_read: false,
+            ..spec()
+        };
+        let json = serde_json::to_string(&off).unwrap();
+        assert!(
+            json.ends_with(r#""restart":null,"mark_read":false}"#),
+            "{json}"
+        );
+        let read: TenantSpec = serde_json::from_str(canonical).unwrap();
+        assert!(read.mark_read);
     }
 }

@@ -24,7 +24,7 @@ pub const MAX_BUSINESS_NAME_CHARS: usize = 100;
 pub const MAX_REPLY_CHARS: usize = 4096;
 
 /// What a tenant file may contain at its top level.
-const TOP_KEYS: [&str; 10] = [
+const TOP_KEYS: [&str; 11] = [
     "business_name",
     "phone",
     "template",
@@ -35,6 +35,7 @@ const TOP_KEYS: [&str; 10] = [
     "limits",
     "replies",
     "restart",
+    "mark_read",
 ];
 
 /// The smallest per-tenant memory limit: below it no browser can run.
@@ -101,6 +102,10 @@ pub(crate) fn validate(ctx: &mut FileCtx<'_>) -> Option<TenantSpec> {
         Some(v) => replies(ctx, v, template, language),
         None => Some(BTreeMap::new()),
     };
+    let mark_read = match root.get("mark_read") {
+        Some(v) => ctx.boolean("mark_read", v),
+        None => Some(true),
+    };
     let restart = match root.get("restart") {
         Some(v) => restart(ctx, v).map(Some),
         None => Some(None),
@@ -118,6 +123,7 @@ pub(crate) fn validate(ctx: &mut FileCtx<'_>) -> Option<TenantSpec> {
         limits: limits?,
         replies: replies?,
         restart: restart?,
+        mark_read: mark_read?,
     })
 }
 

@@ -543,6 +543,7 @@ mod tests {
             limits: crate::config::Limits::default(),
             replies: BTreeMap::new(),
             restart: None,
+            mark_read: true,
         }
     }
 

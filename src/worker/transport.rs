@@ -4,7 +4,7 @@
 //! Owns the events a transport delivers (QR, authenticated, ready, messages, acks, state
 //! changes, disconnects, logout, fatal faults), the commands the worker may issue (send a
 //! text as a quoted reply, log out, take over a conflicting session, close, ping for the
-//! heartbeat), the classification of WhatsApp Web connection states and message ids, and an
+//! heartbeat, mark a chat read), the classification of WhatsApp Web connection states and message ids, and an
 //! in-memory transport for tests of everything above this layer.
 //!
 //! Deliberately does not know about Chromium, CDP or the page script: that lives in
@@ -245,7 +245,8 @@ pub struct IncomingMessage {
     pub author: Option<String>,
     /// The recipient as WhatsApp Web reports `to`.
     pub to: Option<String>,
-    /// Text body (caption for media).
+    /// The text: the body of a text message, the caption of a media message (image, video,
+    /// voice note, audio, document, sticker; empty without one), never a media thumbnail.
     pub body: String,
     /// Unix seconds.
     pub timestamp: i64,
@@ -255,6 +256,9 @@ pub struct IncomingMessage {
     pub push_name: Option<String>,
     /// Sent by the linked account itself (from the phone or by us).
     pub from_me: bool,
+    /// Sent by this transport (a reply of the bot's coming back as a new message), as opposed
+    /// to typed on the phone or another linked device. Only meaningful with `from_me`.
+    pub is_own_reply: bool,
     /// The chat is a group.
     pub is_group: bool,
     /// The chat is `status@broadcast`.
@@ -286,6 +290,7 @@ impl IncomingMessage {
             kind: "chat".to_owned(),
             push_name: None,
             from_me: false,
+            is_own_reply: false,
             is_group: false,
             is_status: false,
             is_broadcast: false,
@@ -380,6 +385,14 @@ pub trait Transport: Send + Sync {
         text: &str,
     ) -> impl Future<Output = Result<SentMessage, Error>> + Send;
 
+    /// Marks `chat` as read on the linked phone, as WhatsApp Web does when its user opens the
+    /// chat (read receipts to the sender follow the account's privacy setting). A transport
+    /// without read state has nothing to do.
+    fn mark_read(&self, chat: &str) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = chat;
+        std::future::ready(Ok(()))
+    }
+
     /// Unlinks this device (WhatsApp Web's own logout); [`TransportEvent::LoggedOut`]
     /// follows on the event stream.
     fn logout(&self) -> impl Future<Output = Result<(), Error>> + Send;
@@ -421,6 +434,11 @@ pub enum MemoryCommand {
         /// The id returned.
         id: String,
     },
+    /// `mark_read(chat)`.
+    MarkRead {
+        /// Chat id.
+        chat: String,
+    },
     /// `logout()`.
     Logout,
     /// `takeover()`.
@@ -435,6 +453,7 @@ pub struct MemoryTransport {
     tx: mpsc::UnboundedSender<TransportEvent>,
     commands: Arc<Mutex<Vec<MemoryCommand>>>,
     fail_sends: Arc<Mutex<Option<String>>>,
+    fail_mark_read: Arc<Mutex<Option<String>>>,
     hung: Arc<AtomicBool>,
     closed: Arc<AtomicBool>,
 }
@@ -447,6 +466,7 @@ impl MemoryTransport {
             tx,
             commands: Arc::default(),
             fail_sends: Arc::default(),
+            fail_mark_read: Arc::default(),
             hung: Arc::default(),
             closed: Arc::default(),
         };
@@ -466,6 +486,14 @@ impl MemoryTransport {
     /// Makes later sends fail with [`Error::Rejected`] and this reason (`None` heals).
     pub fn fail_sends(&self, reason: Option<&str>) {
         if let Ok(mut f) = self.fail_sends.lock() {
+            *f = reason.map(str::to_owned);
+        }
+    }
+
+    /// Makes later `mark_read` calls fail with [`Error::Rejected`] and this reason (`None`
+    /// heals); failed calls are not recorded.
+    pub fn fail_mark_read(&self, reason: Option<&str>) {
+        if let Ok(mut f) = self.fail_mark_read.lock() {
             *f = reason.map(str::to_owned);
         }
     }
@@ -519,6 +547,20 @@ impl Transport for MemoryTransport {
             id: id.clone(),
         });
         Ok(SentMessage { id, quoted: true })
+    }
+
+    async fn mark_read(&self, chat: &str) -> Result<(), Error> {
+        let failure = self.fail_mark_read.lock().ok().and_then(|f| f.clone());
+        if let Some(reason) = failure {
+            return Err(Error::Rejected {
+                chat: chat.to_owned(),
+                reason,
+            });
+        }
+        self.record(MemoryCommand::MarkRead {
+            chat: chat.to_owned(),
+        });
+        Ok(())
     }
 
     async fn logout(&self) -> Result<(), Error> {
@@ -612,9 +654,18 @@ mod tests {
         t.fail_sends(Some("chat not found"));
         let err = t.send_reply("x@c.us", "q", "t").await.unwrap_err();
         assert!(err.to_string().contains("chat not found"), "{err}");
+        t.mark_read("255700000001@c.us").await.unwrap();
+        t.fail_mark_read(Some("markedUnread"));
+        assert!(t.mark_read("255700000001@c.us").await.is_err());
         t.logout().await.unwrap();
         assert_eq!(events.recv().await, Some(TransportEvent::Authenticated));
         assert_eq!(events.recv().await, Some(TransportEvent::LoggedOut));
-        assert_eq!(t.commands().len(), 2);
+        assert_eq!(t.commands().len(), 3);
+        assert_eq!(
+            t.commands()[1],
+            MemoryCommand::MarkRead {
+                chat: "255700000001@c.us".to_owned()
+            }
+        );
     }
 }

@@ -27,6 +27,7 @@ pub fn spec(id: &str, business_name: &str) -> TenantSpec {
         limits: Limits::default(),
         replies: BTreeMap::new(),
         restart: None,
+        mark_read: true,
     }
 }
 

@@ -77,7 +77,10 @@ const BUSINESSES: [Business; 3] = [
                 "I want to order",
                 "Welcome to Duka la Baraka. Please tell us what product and quantity you want to order.",
             ),
-            ("2", "Prices at…"),
+            (
+                "2",
+                "Welcome to Duka la Baraka. Please tell us which product you want to know the price for.",
+            ),
         ],
     },
     Business {

@@ -1,4 +1,5 @@
-//! The worker: the bot's replies and rules in process (`bot`, `bot_replies`), the WhatsApp Web
+//! The worker: the bot's replies and rules in process (`bot`, `bot_replies`) and on the driver
+//! (`bot_browser`), the WhatsApp Web
 //! driver on the offline fake (`wa_web`), the `flowhq worker` process (`worker`), Chromium's
 //! sandbox under the service's hardening (`sandbox`), and the daemon running real workers
 //! (`worker_daemon`, and end to end with customers' messages, `e2e`).
@@ -11,6 +12,7 @@
 mod support;
 
 mod bot;
+mod bot_browser;
 mod bot_replies;
 mod e2e;
 mod fleet_move;

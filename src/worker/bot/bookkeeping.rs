@@ -7,10 +7,8 @@
 
 use std::sync::Arc;
 
-use super::{
-    COUNTER_FLUSH_DELAY, Error, Inner, LAST_SEEN_EVERY, LOG_RETRY_CAP, LOG_RETRY_EVERY, chat_tag,
-    describe, lock,
-};
+use super::error::{Error, chat_tag, describe};
+use super::{COUNTER_FLUSH_DELAY, Inner, LAST_SEEN_EVERY, LOG_RETRY_CAP, LOG_RETRY_EVERY, lock};
 use crate::store::NewMessage;
 use crate::worker::transport::Transport;
 
@@ -18,17 +16,18 @@ use crate::worker::transport::Transport;
 const LOG_TARGET: &str = "flowhq::worker::bot";
 
 impl<T: Transport + 'static> Inner<T> {
-    pub(super) async fn is_opted_out(self: &Arc<Self>, chat: &str) -> bool {
+    /// Whether `chat` opted out; `None` when the store could not say (not cached, so the
+    /// next message asks again).
+    pub(super) async fn is_opted_out(self: &Arc<Self>, chat: &str) -> Option<bool> {
         if let Some(known) = lock(&self.opted_out).get(chat) {
-            return *known;
+            return Some(*known);
         }
         match self.store.is_opted_out(&self.tenant, chat).await {
             Ok(value) => {
                 lock(&self.opted_out).insert(chat.to_owned(), value);
-                value
+                Some(value)
             }
             Err(source) => {
-                // Not cached: the next message asks the store again.
                 self.report(
                     &Error::OptOut {
                         op: "read",
@@ -38,7 +37,7 @@ impl<T: Transport + 'static> Inner<T> {
                     },
                     "store_failed",
                 );
-                false
+                None
             }
         }
     }

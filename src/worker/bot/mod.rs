@@ -1,16 +1,17 @@
 //! The bot that answers customers: the inbound pipeline from a WhatsApp message to a logged,
 //! quoted reply, for one tenant.
 //!
-//! Owns, in pipeline order: the event filters (not ready, own messages, groups, status and
-//! broadcast lists, channels, history sync, system notices), deduplication (a 1,000-entry / 5-minute memory
-//! window in front of the message log's unique constraint, so a restarted worker never answers
-//! a message twice), one FIFO per chat (chats run in parallel, one chat in order, 50 pending at
-//! most), logging IN, opt-out/opt-in, the reply limits (per tenant and per contact), the reply
-//! text (`reply.rs`, `hours.rs`), the quoted send, logging OUT, `last_seen`, and counters of
-//! everything it did not answer (the writes beside the replies, opt-out state, `last_seen`,
-//! counters and the log retry, are in `bookkeeping.rs`; the [`Clock`] is in `clock.rs`). It
-//! does not own the browser, the session state, the heartbeat or signals: that is the worker
-//! process, which calls this API.
+//! Owns, in pipeline order: the event filters (`filter.rs`: not ready, own messages, groups,
+//! status and broadcast lists, channels, history sync, system notices), deduplication (a
+//! 1,000-entry / 5-minute memory window in front of the message log's unique constraint, so a
+//! restarted worker never answers a message twice), one FIFO per chat (chats run in parallel,
+//! one chat in order, 50 pending at most), logging IN, opt-out/opt-in, the reply limits (per
+//! tenant and per contact), the reply text (`reply.rs`, `hours.rs`), the quoted send, marking
+//! the chat read (`receipts.rs`), logging OUT, `last_seen`, and counters of everything it did
+//! not answer (the writes beside the replies, opt-out state, `last_seen`, counters and the log
+//! retry, are in `bookkeeping.rs`; errors and log redaction in `error.rs`; the [`Clock`] in
+//! `clock.rs`). It does not own the browser, the session state, the heartbeat or signals: that
+//! is the worker process, which calls this API.
 //!
 //! # API for the worker
 //!
@@ -42,6 +43,14 @@
 //! - Opt-out ("stop", "acha", ... as the whole message) is stored per contact and confirmed;
 //!   the contact then gets no reply until it writes "start" or "anza" (also confirmed).
 //!   Confirmations go through the limits like any reply; the stored state changes regardless.
+//! - When a contact's opt-out state cannot be read (store down), the bot fails closed: no
+//!   reply to that message (counted `opt_out_unknown`, logged at warn), since an opted-out
+//!   customer must never be messaged; an opt-out word is still recorded, unconfirmed.
+//! - The bot's own replies come back from WhatsApp Web as new messages of the linked account;
+//!   the transport flags them (`is_own_reply`) and they are neither answered nor counted.
+//!   Messages the business typed on its phone are counted `dropped_own`.
+//! - After a reply is sent, the chat is marked read (tenant `mark_read`, default on) in a task
+//!   of its own: a slow or failing mark (counted `mark_read_failed`) never holds up a reply.
 //! - Every text the bot sends (replies, "slow down", "please wait", confirmations) is logged OUT
 //!   with the sent message's id; the "please wait" for a full queue is sent once per time the
 //!   queue fills up.
@@ -58,8 +67,11 @@
 
 mod bookkeeping;
 mod clock;
+mod error;
+mod filter;
 pub mod hours;
 mod limits;
+mod receipts;
 pub mod reply;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -73,8 +85,9 @@ use jiff::{SignedDuration, Timestamp};
 use tokio::sync::Notify;
 
 use crate::config::tenant::{ReplyKey, Template, TenantId, TenantSpec};
-use crate::store::{self, Direction, Inserted, NewMessage, Store};
-use crate::worker::transport::{self, ChatKind, IncomingMessage, SentMessage, Transport};
+use crate::store::{Direction, Inserted, NewMessage, Store};
+use crate::worker::transport::{IncomingMessage, SentMessage, Transport};
+use filter::Filtered;
 use hours::Opening;
 use limits::{DedupWindow, FixedWindow, Verdict};
 use reply::{OptCommand, Placeholders};
@@ -92,24 +105,6 @@ pub const TENANT_WINDOW: SignedDuration = SignedDuration::from_secs(60);
 pub const CONTACT_WINDOW: SignedDuration = SignedDuration::from_secs(600);
 /// How long counter increments wait in memory before they are written.
 pub const COUNTER_FLUSH_DELAY: Duration = Duration::from_secs(1);
-/// WhatsApp message types that are notices, not something a customer wrote (encryption
-/// notices, group events, calls, deletions, edits, reactions, not-yet-decrypted messages).
-pub const SYSTEM_KINDS: [&str; 14] = [
-    "e2e_notification",
-    "notification",
-    "notification_template",
-    "gp2",
-    "broadcast_notification",
-    "call_log",
-    "protocol",
-    "revoked",
-    "ciphertext",
-    "reaction",
-    "pinned_message",
-    "keep_in_chat",
-    "poll_update",
-    "debug",
-];
 /// Log rows whose write failed that are kept for another try.
 pub const LOG_RETRY_CAP: usize = 10_000;
 /// How often log rows whose write failed are tried again.
@@ -118,117 +113,8 @@ pub const LOG_RETRY_EVERY: Duration = Duration::from_secs(1);
 pub const LAST_SEEN_EVERY: SignedDuration = SignedDuration::from_secs(1);
 
 pub use clock::{Clock, ManualClock, SystemClock};
-
-/// Why a step of handling a message failed. Logged (with the chat reduced to its last four
-/// digits) and counted; never returned to the worker, which keeps running.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Writing the incoming message to the log failed.
-    #[error("log incoming message in chat {chat} for tenant `{tenant}`")]
-    LogIncoming {
-        /// The tenant.
-        tenant: TenantId,
-        /// The chat, redacted.
-        chat: String,
-        /// The cause.
-        #[source]
-        source: store::Error,
-    },
-    /// Writing the sent reply to the log failed.
-    #[error("log reply in chat {chat} for tenant `{tenant}`")]
-    LogOutgoing {
-        /// The tenant.
-        tenant: TenantId,
-        /// The chat, redacted.
-        chat: String,
-        /// The cause.
-        #[source]
-        source: store::Error,
-    },
-    /// The transport did not send the reply.
-    #[error("send reply in chat {chat} for tenant `{tenant}`")]
-    Send {
-        /// The tenant.
-        tenant: TenantId,
-        /// The chat, redacted.
-        chat: String,
-        /// The cause.
-        #[source]
-        source: transport::Error,
-    },
-    /// Reading or writing a contact's opt-out failed.
-    #[error("{op} opt-out of chat {chat} for tenant `{tenant}`")]
-    OptOut {
-        /// `read` or `store`.
-        op: &'static str,
-        /// The tenant.
-        tenant: TenantId,
-        /// The chat, redacted.
-        chat: String,
-        /// The cause.
-        #[source]
-        source: store::Error,
-    },
-    /// Recording `last_seen` failed.
-    #[error("record last seen of tenant `{tenant}`")]
-    LastSeen {
-        /// The tenant.
-        tenant: TenantId,
-        /// The cause.
-        #[source]
-        source: store::Error,
-    },
-    /// Writing a counter failed (the increments are kept for the next flush).
-    #[error("write counter `{name}` of tenant `{tenant}`")]
-    Counter {
-        /// The tenant.
-        tenant: TenantId,
-        /// The counter.
-        name: &'static str,
-        /// The cause.
-        #[source]
-        source: store::Error,
-    },
-}
-
-/// The last four digits of a chat id's user part, for logs: `…5678`.
-pub fn chat_tag(chat: &str) -> String {
-    let user = chat.split('@').next().unwrap_or(chat);
-    let digits: Vec<char> = user.chars().filter(char::is_ascii_digit).collect();
-    let tail: String = digits[digits.len().saturating_sub(4)..].iter().collect();
-    format!("…{tail}")
-}
-
-/// The error and its causes as one line, with every run of eight or more digits (a phone
-/// number or chat id, whichever chat it names) cut to its last four, so causes that quote a
-/// chat id do not leak phone numbers into logs.
-fn describe(err: &(dyn std::error::Error + 'static)) -> String {
-    scrub_numbers(&crate::error::chain(err).to_string())
-}
-
-fn scrub_numbers(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut digits = String::new();
-    let flush = |digits: &mut String, out: &mut String| {
-        if digits.len() >= 8 {
-            out.push('…');
-            out.push_str(&digits[digits.len() - 4..]);
-        } else {
-            out.push_str(digits);
-        }
-        digits.clear();
-    };
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-        } else {
-            flush(&mut digits, &mut out);
-            out.push(c);
-        }
-    }
-    flush(&mut digits, &mut out);
-    out
-}
+pub use error::{Error, chat_tag};
+pub use filter::SYSTEM_KINDS;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -300,6 +186,10 @@ struct Inner<T> {
     counters: Mutex<Counters>,
     log_retry: Mutex<LogRetry>,
     last_seen: Mutex<Option<Timestamp>>,
+    /// Chats being marked read, each with whether another mark was asked for meanwhile;
+    /// `shutdown` waits until it is empty.
+    marking: Mutex<HashMap<String, bool>>,
+    marked: Notify,
 }
 
 /// The bot of one tenant. A cheap handle: clones share everything.
@@ -358,6 +248,8 @@ impl<T: Transport + 'static> Bot<T> {
                 counters: Mutex::default(),
                 log_retry: Mutex::default(),
                 last_seen: Mutex::default(),
+                marking: Mutex::default(),
+                marked: Notify::new(),
             }),
         }
     }
@@ -398,31 +290,20 @@ impl<T: Transport + 'static> Bot<T> {
     /// chat. Returns without waiting for the reply.
     pub async fn on_message(&self, msg: IncomingMessage) {
         let inner = &self.inner;
-        let kind = ChatKind::of(&msg.chat);
-        let dropped = if inner.closing.load(Ordering::SeqCst) {
-            Some("dropped_closing")
-        } else if !inner.ready.load(Ordering::SeqCst) {
-            Some("dropped_not_ready")
-        } else if msg.from_me {
-            Some("dropped_own")
-        } else if msg.is_group || kind.is_group {
-            Some("dropped_group")
-        } else if msg.is_status || kind.is_status || msg.is_broadcast || kind.is_broadcast {
-            Some("dropped_status")
-        } else if msg.is_newsletter || kind.is_newsletter {
-            Some("dropped_newsletter")
-        } else if msg.is_history {
-            Some("dropped_history")
-        } else if SYSTEM_KINDS.contains(&msg.kind.as_str()) {
-            Some("dropped_system")
-        } else {
-            None
-        };
-        if let Some(reason) = dropped {
-            tracing::info!(tenant = %inner.tenant, chat = %chat_tag(&msg.chat), reason,
-                "message dropped");
-            inner.count(reason);
-            return;
+        let closing = inner.closing.load(Ordering::SeqCst);
+        match filter::filter(&msg, closing, inner.ready.load(Ordering::SeqCst)) {
+            Filtered::Keep => {}
+            Filtered::OwnReply => {
+                tracing::debug!(tenant = %inner.tenant, chat = %chat_tag(&msg.chat),
+                    "own reply came back from whatsapp web");
+                return;
+            }
+            Filtered::Drop(reason) => {
+                tracing::info!(tenant = %inner.tenant, chat = %chat_tag(&msg.chat), reason,
+                    "message dropped");
+                inner.count(reason);
+                return;
+            }
         }
         let now = inner.clock.now();
         if !lock(&inner.dedup).insert(&msg.id, now) {
@@ -472,6 +353,7 @@ impl<T: Transport + 'static> Bot<T> {
             }
             drained.await;
         }
+        inner.marks_done().await;
         if !inner.retry_log().await {
             tracing::warn!(tenant = %inner.tenant, kept = lock(&inner.log_retry).rows.len(),
                 "log rows not written yet (store unavailable); retrying while the process runs");
@@ -485,16 +367,17 @@ impl<T: Transport + 'static> Bot<T> {
         self.inner.flush_counters().await;
     }
 
-    /// Waits until every chat queue is empty and no message is being handled (tests,
-    /// benchmarks; unlike `shutdown` it keeps accepting messages).
+    /// Waits until every chat queue is empty, no message is being handled and no chat is
+    /// being marked read (tests, benchmarks; unlike `shutdown` it keeps accepting messages).
     pub async fn idle(&self) {
         loop {
             let drained = self.inner.drained.notified();
             if lock(&self.inner.queues).is_empty() {
-                return;
+                break;
             }
             drained.await;
         }
+        self.inner.marks_done().await;
     }
 }
 
@@ -571,26 +454,8 @@ impl<T: Transport + 'static> Inner<T> {
             }
         }
 
-        let command = reply::opt_command(&msg.body);
-        let opted_out = self.is_opted_out(&msg.chat).await;
-        let key = match (command, opted_out) {
-            (Some(OptCommand::Out), false) => {
-                self.set_opted_out(&msg.chat, true).await;
-                tracing::info!(tenant = %self.tenant, chat = %tag, "contact opted out");
-                ReplyKey::OptedOut
-            }
-            (Some(OptCommand::In), true) => {
-                self.set_opted_out(&msg.chat, false).await;
-                tracing::info!(tenant = %self.tenant, chat = %tag, "contact opted back in");
-                ReplyKey::OptedIn
-            }
-            (_, true) => {
-                tracing::info!(tenant = %self.tenant, chat = %tag,
-                    "contact opted out; no reply");
-                self.count("opted_out");
-                return;
-            }
-            (_, false) => reply::classify(spec.template, spec.language, &msg.body),
+        let Some(key) = self.opt_step(&msg, spec).await else {
+            return;
         };
 
         let now = self.clock.now();
@@ -611,6 +476,46 @@ impl<T: Transport + 'static> Inner<T> {
         let text = compose(&config, key, now);
         if self.send_and_log(&msg, &text).await.is_some() {
             self.touch_last_seen().await;
+        }
+    }
+
+    /// The opt-out step: the reply key for `msg`, or `None` when the contact gets no reply
+    /// (opted out, or its state unknown because the store is down: fail closed).
+    async fn opt_step(
+        self: &Arc<Self>,
+        msg: &IncomingMessage,
+        spec: &TenantSpec,
+    ) -> Option<ReplyKey> {
+        let tag = chat_tag(&msg.chat);
+        let command = reply::opt_command(&msg.body);
+        match (command, self.is_opted_out(&msg.chat).await) {
+            (Some(OptCommand::Out), Some(false)) => {
+                self.set_opted_out(&msg.chat, true).await;
+                tracing::info!(tenant = %self.tenant, chat = %tag, "contact opted out");
+                Some(ReplyKey::OptedOut)
+            }
+            (Some(OptCommand::In), Some(true)) => {
+                self.set_opted_out(&msg.chat, false).await;
+                tracing::info!(tenant = %self.tenant, chat = %tag, "contact opted back in");
+                Some(ReplyKey::OptedIn)
+            }
+            (_, Some(true)) => {
+                tracing::info!(tenant = %self.tenant, chat = %tag,
+                    "contact opted out; no reply");
+                self.count("opted_out");
+                None
+            }
+            (_, Some(false)) => Some(reply::classify(spec.template, spec.language, &msg.body)),
+            (command, None) => {
+                if command == Some(OptCommand::Out) {
+                    // Recording an opt-out can only make the bot quieter.
+                    self.set_opted_out(&msg.chat, true).await;
+                }
+                tracing::warn!(tenant = %self.tenant, chat = %tag,
+                    "opt-out state unknown (store unavailable); no reply");
+                self.count("opt_out_unknown");
+                None
+            }
         }
     }
 
@@ -674,6 +579,7 @@ impl<T: Transport + 'static> Inner<T> {
             }
         };
         tracing::info!(tenant = %self.tenant, chat = %tag, quoted = sent.quoted, "reply sent");
+        self.mark_read_later(&msg.chat);
         let outgoing = NewMessage {
             tenant: self.tenant.clone(),
             direction: Direction::Out,
@@ -742,21 +648,4 @@ pub fn preview(spec: &TenantSpec, body: &str, now: Timestamp) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chat_tags_keep_only_the_last_four_digits() {
-        assert_eq!(chat_tag("255712345678@c.us"), "…5678");
-        assert_eq!(chat_tag("12@lid"), "…12");
-    }
-
-    #[test]
-    fn logged_errors_keep_only_the_last_four_digits_of_long_numbers() {
-        let err = std::io::Error::other("refused to send to 255712345678@c.us (SQLSTATE 23505)");
-        assert_eq!(
-            describe(&err),
-            "refused to send to …5678@c.us (SQLSTATE 23505)"
-        );
-    }
-}
+mod tests;

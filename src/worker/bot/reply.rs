@@ -103,13 +103,28 @@ pub fn classify(template: Template, language: Language, text: &str) -> ReplyKey 
     ReplyKey::Menu
 }
 
+/// The keyword reply a numbered menu item names, when the original answered that item's
+/// word: booking 1 (booking), ecommerce 2 (price) and 3 (order), support 1 (problem). Such an
+/// item answers with exactly that reply's text; the other items have texts of their own.
+pub fn menu_alias(template: Template, key: ReplyKey) -> Option<ReplyKey> {
+    match (template, key) {
+        (Template::Booking, ReplyKey::Menu1) => Some(ReplyKey::Booking),
+        (Template::Ecommerce, ReplyKey::Menu2) => Some(ReplyKey::Price),
+        (Template::Ecommerce, ReplyKey::Menu3) => Some(ReplyKey::Order),
+        (Template::Support, ReplyKey::Menu1) => Some(ReplyKey::Problem),
+        _ => None,
+    }
+}
+
 /// The built-in text for `key`, with `{business}` (and `{opens}` in `closed`, `{hours}` in the
 /// support template's fourth menu item) still to substitute. Keys a template never produces
-/// (`price` under booking) fall back to that template's menu.
+/// (`price` under booking) fall back to that template's menu; a menu item that names a
+/// keyword reply ([`menu_alias`]) is that reply's text.
 pub fn default_text(template: Template, language: Language, key: ReplyKey) -> &'static str {
     use Language::{En, Sw};
     use ReplyKey as K;
     use Template::{Booking, Ecommerce, Support};
+    let key = menu_alias(template, key).unwrap_or(key);
     match (key, language) {
         (K::Closed, Sw) => return "Samahani, {business} imefungwa kwa sasa. Tutafunguliwa {opens}.",
         (K::Closed, En) => return "Sorry, {business} is closed right now. We open again {opens}.",
@@ -135,13 +150,8 @@ pub fn default_text(template: Template, language: Language, key: ReplyKey) -> &'
         (Booking, En, K::Booking) => {
             "Welcome to {business}. Please tell us what service you want and the date (e.g., Facial, Feb 26)."
         }
-        // Booking: 1) Booking 2) Services 3) Prices 4) Contact.
-        (Booking, Sw, K::Menu1) => {
-            "Kuweka miadi {business}, tafadhali taja huduma unayotaka na tarehe (mf: Facial, 26 Feb)."
-        }
-        (Booking, En, K::Menu1) => {
-            "To book at {business}, please tell us the service you want and the date (e.g., Facial, Feb 26)."
-        }
+        // Booking: 1) Booking (the booking reply, see `menu_alias`) 2) Services 3) Prices
+        // 4) Contact.
         (Booking, Sw, K::Menu2) => {
             "Huduma za {business}: taja huduma unayoipenda nasi tutakutumia maelezo yake."
         }
@@ -176,24 +186,13 @@ pub fn default_text(template: Template, language: Language, key: ReplyKey) -> &'
         (Ecommerce, En, K::Order) => {
             "Welcome to {business}. Please tell us what product and quantity you want to order."
         }
-        // Ecommerce: 1) Products 2) Prices 3) Order 4) Delivery.
+        // Ecommerce: 1) Products 2) Prices 3) Order 4) Delivery; 2 and 3 are the price and
+        // order replies (`menu_alias`).
         (Ecommerce, Sw, K::Menu1) => {
             "Bidhaa za {business}: taja unachotafuta nasi tutakutumia bidhaa tulizo nazo."
         }
         (Ecommerce, En, K::Menu1) => {
             "Products at {business}: tell us what you are looking for and we will send you what we have in stock."
-        }
-        (Ecommerce, Sw, K::Menu2) => {
-            "Bei za {business}: tafadhali taja bidhaa unayotaka kujua bei."
-        }
-        (Ecommerce, En, K::Menu2) => {
-            "Prices at {business}: please tell us which product you want to know the price for."
-        }
-        (Ecommerce, Sw, K::Menu3) => {
-            "Kuagiza kutoka {business}, tafadhali taja bidhaa na idadi unayotaka."
-        }
-        (Ecommerce, En, K::Menu3) => {
-            "To order from {business}, please tell us the product and the quantity you want."
         }
         (Ecommerce, Sw, K::Menu4) => {
             "Usafiri: tafadhali tuma eneo au anwani yako na {business} itakueleza gharama na muda wa kufikisha."
@@ -215,13 +214,8 @@ pub fn default_text(template: Template, language: Language, key: ReplyKey) -> &'
         (Support, En, K::Problem) => {
             "Sorry for the inconvenience. Please describe your issue in detail and we will help you."
         }
-        // Support: 1) Issues 2) Questions 3) Contact 4) Working hours.
-        (Support, Sw, K::Menu1) => {
-            "Samahani kwa usumbufu. Tafadhali elezea shida yako kwa undani na {business} itakusaidia haraka iwezekanavyo."
-        }
-        (Support, En, K::Menu1) => {
-            "Sorry for the inconvenience. Please describe your issue in detail and {business} will help you as soon as possible."
-        }
+        // Support: 1) Issues (the problem reply, `menu_alias`) 2) Questions 3) Contact
+        // 4) Working hours.
         (Support, Sw, K::Menu2) => "Tafadhali andika swali lako na {business} itakujibu hapa.",
         (Support, En, K::Menu2) => {
             "Please write your question and {business} will answer you right here."
@@ -255,11 +249,16 @@ pub struct Placeholders<'a> {
 /// The text for `key` in the tenant's language: the tenant's override when it has one, else the
 /// built-in text, with placeholders substituted.
 pub fn render(spec: &TenantSpec, key: ReplyKey, values: Placeholders<'_>) -> String {
-    let text = spec
-        .replies
-        .get(&spec.language)
-        .and_then(|texts| texts.get(&key))
-        .map(String::as_str)
+    let own = |key| {
+        spec.replies
+            .get(&spec.language)
+            .and_then(|texts| texts.get(&key))
+            .map(String::as_str)
+    };
+    // A menu item naming a keyword reply gets that reply, override included, unless the item
+    // itself is overridden.
+    let text = own(key)
+        .or_else(|| menu_alias(spec.template, key).and_then(own))
         .unwrap_or_else(|| default_text(spec.template, spec.language, key));
     let mut out = text.replace("{business}", &spec.business_name);
     if let Some(opens) = values.opens {
@@ -299,6 +298,66 @@ mod tests {
         assert_eq!(
             classify(Template::Booking, Language::En, "1 2"),
             ReplyKey::Menu
+        );
+    }
+
+    #[test]
+    fn menu_items_naming_an_original_keyword_answer_with_its_exact_text() {
+        use Language::{En, Sw};
+        use Template::{Booking, Ecommerce, Support};
+        for language in [Sw, En] {
+            for (template, item, keyword) in [
+                (Booking, ReplyKey::Menu1, ReplyKey::Booking),
+                (Ecommerce, ReplyKey::Menu2, ReplyKey::Price),
+                (Ecommerce, ReplyKey::Menu3, ReplyKey::Order),
+                (Support, ReplyKey::Menu1, ReplyKey::Problem),
+            ] {
+                assert_eq!(
+                    default_text(template, language, item),
+                    default_text(template, language, keyword),
+                    "{template:?} {language:?} {item:?}"
+                );
+            }
+            // Items the original never answered keep texts of their own.
+            for (template, item) in [
+                (Booking, ReplyKey::Menu2),
+                (Ecommerce, ReplyKey::Menu1),
+                (Ecommerce, ReplyKey::Menu4),
+                (Support, ReplyKey::Menu2),
+            ] {
+                assert_ne!(
+                    default_text(template, language, item),
+                    default_text(template, language, ReplyKey::Menu)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_menu_item_naming_a_keyword_follows_that_keywords_override_unless_overridden_itself() {
+        use crate::config::tenant::{Phone, TenantId};
+        let mut spec = TenantSpec::for_tests(
+            TenantId::parse("mama-asha").unwrap(),
+            "Mama Asha".to_owned(),
+            Phone::parse("+255712345678").unwrap(),
+        );
+        spec.replies
+            .entry(Language::Sw)
+            .or_default()
+            .insert(ReplyKey::Booking, "Weka miadi na {business}.".to_owned());
+        let one = render(&spec, ReplyKey::Menu1, Placeholders::default());
+        assert_eq!(one, "Weka miadi na Mama Asha.");
+        assert_eq!(
+            one,
+            render(&spec, ReplyKey::Booking, Placeholders::default())
+        );
+        spec.replies
+            .entry(Language::Sw)
+            .or_default()
+            .insert(ReplyKey::Menu1, "Moja.".to_owned());
+        assert_eq!(
+            render(&spec, ReplyKey::Menu1, Placeholders::default()),
+            "Moja."
         );
     }
 

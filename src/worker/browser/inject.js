@@ -3,9 +3,9 @@
 //
 // Owns: looking up WhatsApp Web's internal modules through `window.require`, reporting what
 // happens (QR payloads, state, authenticated/ready, messages, acks, logout) to Rust through the
-// CDP binding `__flowhqEmit` (one JSON string per call), and the three commands Rust calls:
-// `window.__flowhqSend(chat, quotedId, text)`, `window.__flowhqLogout()`,
-// `window.__flowhqTakeover()`.
+// CDP binding `__flowhqEmit` (one JSON string per call), and the commands Rust calls:
+// `window.__flowhqSend(chat, quotedId, text)`, `window.__flowhqSeen(chat)`,
+// `window.__flowhqLogout()`, `window.__flowhqTakeover()`.
 // Does not: touch the DOM, patch WhatsApp functions, filter or dedup messages (the bot
 // pipeline does), or call anything on the test-only `window.__fakeWa`.
 //
@@ -153,6 +153,23 @@
   Cmd.on('logout', () => emit('logout', { source: 'logout' }));
   Cmd.on('logout_from_bridge', () => emit('logout', { source: 'logout_from_bridge' }));
 
+  // ---- message text and own sends ---------------------------------------------------------------
+  // A media message's `body` holds its thumbnail (base64), not text: its text is the caption,
+  // empty without one (whatsapp-web.js reads media the same way).
+  const MEDIA_TYPES = ['image', 'video', 'ptt', 'audio', 'document', 'sticker'];
+  const textOf = (msg) => (MEDIA_TYPES.includes(msg.type) || !!msg.directPath
+    ? String(msg.caption || '')
+    : String(msg.body || ''));
+  // Ids of the messages __flowhqSend created, so their `add` (and any later one of the same
+  // message) is reported as our own reply and not as something the business typed on its
+  // phone. Bounded: the oldest go first.
+  const sentHere = new Set();
+  const rememberSent = (id) => {
+    sentHere.add(id);
+    if (sentHere.size > 1000) sentHere.delete(sentHere.values().next().value);
+  };
+  const sentByUs = (id) => sentHere.has(id);
+
   // ---- messages -------------------------------------------------------------------------
   const serialize = (msg) => {
     const id = msg.id || {};
@@ -165,13 +182,14 @@
       from: wid(msg.from),
       to: wid(msg.to),
       author: wid(msg.author),
-      body: String(msg.body || msg.caption || ''),
+      body: textOf(msg),
       type: String(msg.type || ''),
       t: Number(msg.t || 0),
       notifyName: msg.notifyName || null,
       isNewMsg: !!msg.isNewMsg,
       isStatusV3: !!msg.isStatusV3,
       hasMedia: !!(msg.directPath || msg.mediaKey || msg.mediaData),
+      ownReply: !!id.fromMe && sentByUs(wid(id._serialized || id)),
     };
   };
   Msg.on('add', (msg) => {
@@ -257,9 +275,26 @@
       isNewMsg: true,
       type: 'chat',
     }, ephemeral, quote);
+    rememberSent(key._serialized);
     const [added] = m.WAWebSendMsgChatAction.addAndSendMsgToChat(chat, data);
     await added;
     return { id: key._serialized, quoted };
+  };
+  // Marks a chat read as whatsapp-web.js does before each send: Stream.markAvailable(),
+  // WAWebUpdateUnreadChatAction.sendSeen({chat}), Stream.markUnavailable(). Looked up per call:
+  // a WhatsApp Web update that breaks read receipts must not stop the bot.
+  window.__flowhqSeen = async (chatId) => {
+    const chat = Chat.get(m.WAWebWidFactory.createWid(chatId));
+    if (!chat) throw new Error('chat not found');
+    const Stream = window.require('WAWebStreamModel').Stream;
+    const Unread = window.require('WAWebUpdateUnreadChatAction');
+    Stream.markAvailable();
+    try {
+      await Unread.sendSeen({ chat });
+    } finally {
+      Stream.markUnavailable();
+    }
+    return true;
   };
   window.__flowhqLogout = async () => { await Socket.logout(); return true; };
   window.__flowhqTakeover = async () => { await Socket.takeover(); return true; };

@@ -381,6 +381,10 @@ impl Transport for WaWebBrowser {
         })
     }
 
+    async fn mark_read(&self, chat: &str) -> Result<(), transport::Error> {
+        page::mark_read(self, chat).await
+    }
+
     async fn logout(&self) -> Result<(), transport::Error> {
         self.command("logout", "window.__flowhqLogout()").await
     }

@@ -21,9 +21,9 @@ use tokio::task::JoinHandle;
 
 use super::cdp::evaluate;
 use super::launch::{exit_status, wait_exit};
-use super::{Error, WA_WEB_URL};
+use super::{Error, WA_WEB_URL, WaWebBrowser};
 use crate::worker::transport::{
-    Ack, ChatKind, DisconnectReason, IncomingMessage, TransportEvent, WaState,
+    self, Ack, ChatKind, DisconnectReason, IncomingMessage, TransportEvent, WaState,
 };
 
 /// The target of this file's log lines: the browser driver's, as for the rest of it.
@@ -85,6 +85,9 @@ struct PageMessage {
     is_new_msg: bool,
     is_status_v3: bool,
     has_media: bool,
+    /// Sent by this driver (`inject.js` remembers the ids it sends).
+    #[serde(default)]
+    own_reply: bool,
 }
 
 impl PageMessage {
@@ -107,6 +110,7 @@ impl PageMessage {
             kind: self.kind,
             push_name: self.notify_name,
             from_me: self.from_me,
+            is_own_reply: self.from_me && self.own_reply,
             is_group: kind.is_group,
             is_status: kind.is_status || self.is_status_v3,
             is_broadcast: kind.is_broadcast,
@@ -380,6 +384,26 @@ async fn boot_page(page: &Page, wait: Duration, url: &str) -> Result<(), Error> 
     })
 }
 
+/// Marks `chat` read through the page script's `__flowhqSeen` (WhatsApp Web's seen step),
+/// within the command timeout; a throw in the page is WhatsApp Web refusing.
+pub(super) async fn mark_read(b: &WaWebBrowser, chat: &str) -> Result<(), transport::Error> {
+    let expr = format!("window.__flowhqSeen({})", super::js_string(chat));
+    match b.call("mark_read", expr, b.opts.command_timeout).await {
+        Ok(_) => Ok(()),
+        Err(transport::Error::Driver { source, .. })
+            if source
+                .downcast_ref::<Error>()
+                .is_some_and(|e| matches!(e, Error::Script { .. })) =>
+        {
+            Err(transport::Error::Rejected {
+                chat: chat.to_owned(),
+                reason: source.to_string(),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,5 +421,25 @@ mod tests {
         assert!(m.is_group && !m.is_history && !m.from_me);
         assert_eq!(m.author.as_deref(), Some("255700000002@c.us"));
         assert_eq!(m.chat, "120363@g.us");
+    }
+
+    #[test]
+    fn only_a_message_of_the_linked_account_can_be_an_own_reply() {
+        let raw = |from_me: bool| {
+            format!(
+                r#"{{"ev":"message","id":"x_255700000001@c.us_A","shortId":"A",
+                "remote":"255700000001@c.us","participant":null,"fromMe":{from_me},
+                "from":"255700000001@c.us","to":null,"author":null,"body":"","type":"chat",
+                "t":1700000000,"notifyName":null,"isNewMsg":true,"isStatusV3":false,
+                "hasMedia":false,"ownReply":true}}"#
+            )
+        };
+        for (from_me, own) in [(true, true), (false, false)] {
+            let PageEvent::Message(m) = serde_json::from_str::<PageEvent>(&raw(from_me)).unwrap()
+            else {
+                panic!("not a message");
+            };
+            assert_eq!(m.into_incoming().unwrap().is_own_reply, own);
+        }
     }
 }
