@@ -516,6 +516,8 @@ mod tests {
             next_retry_at: None,
             started_at: Some(at()),
             memory_bytes: None,
+            memory_limit_bytes: None,
+            login_saved_at: None,
         });
         t.session = session.map(|state| SessionView {
             state,
