@@ -29,6 +29,7 @@ pub mod fleet;
 mod messages;
 pub mod model;
 mod prune;
+mod requests;
 mod session_snapshots;
 mod sessions;
 mod snapshot;
@@ -59,6 +60,7 @@ pub use model::{
     WorkerRecord, WorkerStatus,
 };
 pub use prune::PRUNE_PAUSE;
+pub use requests::RestartRequest;
 pub use session_snapshots::{NewSnapshot, SNAPSHOT_CHUNK_BYTES, SnapshotMeta};
 
 /// How long a call waits for a pooled connection (or a new one) before it reports the database
