@@ -1,7 +1,8 @@
 //! `flowhq daemon` with stub workers, on both backends: reconciling the tenant directory,
 //! signals, systemd, the status endpoint, outages (`daemon`); following a git repository
-//! (`gitops`); and full or read-only disks and too few file descriptors (`resource_faults`,
-//! which needs root to mount file systems).
+//! (`gitops`); full or read-only disks and too few file descriptors (`resource_faults`,
+//! which needs root to mount file systems); and `flowhq restart` and `flowhq events` against
+//! a running daemon (`restart`).
 //!
 //! One test binary; `support` is the shared harness of `tests/support/` (`support::fleet` is
 //! the daemon launcher).
@@ -14,3 +15,4 @@ mod daemon;
 mod fleet;
 mod gitops;
 mod resource_faults;
+mod restart;
