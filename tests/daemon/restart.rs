@@ -196,6 +196,23 @@ backend_test!(restart_all_confirms_and_skips_paused_tenants, |db| {
     assert!(stderr(&out).contains("pass --yes"), "{}", stderr(&out));
     assert!(store.waiting_restarts().await.unwrap().is_empty());
 
+    // A store that cannot be opened is said to be so.
+    let missing = fleet.tmp.path().join("missing/flowhq.db");
+    let out = command(&fleet, &["restart", "salon"])
+        .env(
+            "FLOWHQ_DATABASE_URL",
+            format!("sqlite://{}", missing.display()),
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_status(&out, 1);
+    assert!(
+        stderr(&out).contains("cannot open the state store"),
+        "{}",
+        stderr(&out)
+    );
+
     // Clear refusals for one tenant.
     let out = flowhq(&fleet, &["restart", "pause"]);
     assert_status(&out, 1);
@@ -244,8 +261,24 @@ backend_test!(a_request_made_while_the_daemon_is_down_waits_for_it, |db| {
         "{}",
         stderr(&out)
     );
+    // With a status port to probe, the command knows at once that no daemon runs here.
+    let listen = format!("127.0.0.1:{}", crate::support::free_port());
+    let out = command(&fleet, &["restart", "salon"])
+        .env("FLOWHQ_STATUS_LISTEN", &listen)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_status(&out, 1);
+    assert!(
+        stderr(&out).contains(&format!(
+            "the daemon is not running on this host (nothing listens on {listen})"
+        )),
+        "{}",
+        stderr(&out)
+    );
     let store = fleet.store().await;
-    assert_eq!(store.waiting_restarts().await.unwrap().len(), 1);
+    let waiting = store.waiting_restarts().await.unwrap();
+    assert_eq!(waiting.len(), 2);
 
     fleet.start();
     fleet
@@ -257,6 +290,21 @@ backend_test!(a_request_made_while_the_daemon_is_down_waits_for_it, |db| {
         })
         .await;
     assert!(store.waiting_restarts().await.unwrap().is_empty());
+    // Both requests were carried out as one restart.
+    fleet
+        .until_store("the second request recorded as merged", async |s| {
+            events(s, "salon").await.iter().any(|e| {
+                e.starts_with("restart_skipped: ")
+                    && e.ends_with(&format!("already asked by request {}", waiting[0].id))
+            })
+        })
+        .await;
+    let restarts = events(&store, "salon")
+        .await
+        .iter()
+        .filter(|e| e.starts_with("restarting: requested by"))
+        .count();
+    assert_eq!(restarts, 1);
 });
 
 /// A `flowhq events --follow` child and the lines it printed so far.
