@@ -145,10 +145,7 @@ async fn follow(
             _ = tokio::signal::ctrl_c() => return Ok(ExitStatus::Ok),
             () = tokio::time::sleep(FOLLOW_EVERY) => {}
         }
-        let rows = match store
-            .events_after(tenant, cursor.after(), FOLLOW_BATCH)
-            .await
-        {
+        let rows = match store.events_after(cursor.after(), FOLLOW_BATCH).await {
             Ok(rows) => rows,
             Err(err) if err.is_unavailable() => {
                 if !failing {
@@ -163,8 +160,11 @@ async fn follow(
         failing = false;
         let now = Instant::now();
         let mut out = std::io::stdout().lock();
+        // Every tenant's new events are read (a range of ids), and this tenant's printed.
         for e in cursor.fresh(rows, now) {
-            table.row(&mut out, &e)?;
+            if tenant.is_none_or(|t| e.tenant.as_ref() == Some(t)) {
+                table.row(&mut out, &e)?;
+            }
         }
         out.flush()?;
         cursor.settle(now);
