@@ -86,7 +86,7 @@ async fn until_recorded(fleet: &Fleet, tenant: &str, pid: i32) {
         .until_store(
             &format!("{tenant} recorded as running pid {pid}"),
             async |s| {
-                s.worker(&tenant).await.unwrap().is_some_and(|w| {
+                s.worker(&tenant).await.ok().flatten().is_some_and(|w| {
                     w.status == WorkerStatus::Running && w.pid == u32::try_from(pid).ok()
                 })
             },
@@ -445,4 +445,40 @@ backend_test!(events_print_a_table_json_lines_and_follow_new_ones, |db| {
     );
     // The reader of the other follower is gone: its next write ends it, quietly.
     assert_eq!(closed.exit_code().await, Some(0));
+});
+
+/// Whether the store records `tenant`'s worker as held (false before the daemon migrated).
+async fn held(store: &Store, tenant: &str) -> bool {
+    store
+        .worker(&id(tenant))
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|w| w.status == WorkerStatus::Held)
+}
+
+backend_test!(a_held_worker_is_started_again_at_once, |db| {
+    let mut fleet = Fleet::with_db(db);
+    fleet.tenant_named("mbaya", 1, "Mbaya stub:exit=78");
+    fleet.start();
+    fleet
+        .until_store("mbaya held", async |s| held(s, "mbaya").await)
+        .await;
+    let store = fleet.store().await;
+    let exits = |trail: &[String]| trail.iter().filter(|e| e.starts_with("exited")).count();
+    assert_eq!(exits(&events(&store, "mbaya").await), 1);
+
+    let out = flowhq(&fleet, &["restart", "mbaya"]);
+    assert_status(&out, 0);
+    assert!(
+        stdout(&out).contains("mbaya: starting its worker now (it was held"),
+        "{}",
+        stdout(&out)
+    );
+    // It runs again, exits 78 again and is held again: the file still asks for that.
+    fleet
+        .until_store("mbaya started and held again", async |s| {
+            exits(&events(s, "mbaya").await) == 2 && held(s, "mbaya").await
+        })
+        .await;
 });
