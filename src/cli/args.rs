@@ -55,6 +55,13 @@ pub(super) enum Command {
     Logs(LogsArgs),
     /// Print a signed link to a tenant's QR page that works for that tenant only, until `--ttl`.
     LinkUrl(LinkUrlArgs),
+    /// Ask the running daemon to restart a tenant's worker once (a graceful stop, then a
+    /// start), or every active tenant's with `--all`; the daemon records an event naming who
+    /// asked. Changes no tenant file and no desired state.
+    Restart(super::restart::RestartArgs),
+    /// Print the audit trail (what the daemon and the workers did, and why), newest last;
+    /// `--follow` keeps printing new events.
+    Events(super::events::EventsArgs),
     // ----- fleet mode: several hosts on one PostgreSQL store -----
     /// Show the fleet's nodes (capacity, tenants, lease age, state, the placer, version), the
     /// tenants that fit on no node and the tenants moving between nodes; `fleet remove NODE`

@@ -44,7 +44,8 @@ the tenant's file changes.
 .TP
 .B FLOWHQ_CONFIG
 The daemon configuration file, for the commands whose \fB\-\-config\fR option names it.
-Without either, \fBstatus\fR, \fBqr\fR, \fBlogs\fR, \fBlink\-url\fR, \fBplan\fR,
+Without either, \fBstatus\fR, \fBqr\fR, \fBlogs\fR, \fBlink\-url\fR, \fBrestart\fR,
+\fBevents\fR, \fBplan\fR,
 \fBmigrate\fR, \fBfleet\fR, \fBdrain\fR and \fBundrain\fR read \fI/etc/flowhq/flowhq.toml\fR when it exists (the Debian package's);
 otherwise, and always for \fBdaemon\fR and \fBcheck\fR, the built\-in defaults apply (tenant
 files in \fI./tenants.d\fR, state in \fI./.flowhq\fR).

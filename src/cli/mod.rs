@@ -6,9 +6,11 @@
 //! Maps outcomes to `ExitStatus`. anyhow is allowed here (in `src/cli/`) and in `main.rs` only.
 
 mod args;
+mod events;
 mod fleet;
 #[cfg(test)]
 mod man;
+mod restart;
 mod views;
 
 use std::io::Write;
@@ -34,6 +36,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Qr(args) => views::qr(&args),
         Command::Logs(args) => views::logs(&args),
         Command::LinkUrl(args) => views::link_url(&args),
+        Command::Restart(args) => restart::restart(&args),
+        Command::Events(args) => events::events(&args),
         Command::Fleet(args) => fleet::fleet(&args),
         Command::Drain(args) => fleet::drain(&args),
         Command::Undrain(args) => fleet::undrain(&args),

@@ -219,6 +219,8 @@ impl Daemon {
             }
             self.refresh_heartbeats().await;
             steps.lap("observe");
+            self.take_restart_requests().await;
+            steps.lap("restart requests");
             run_pass = true;
         }
         if due.rotate {

@@ -607,7 +607,7 @@ impl Daemon {
     }
 
     /// Starts stopping the worker of `tenant` in a task; `Event::Stopped` reports the end.
-    fn begin_stop(&mut self, tenant: &TenantId, then: AfterStop, why: Option<String>) {
+    pub(super) fn begin_stop(&mut self, tenant: &TenantId, then: AfterStop, why: Option<String>) {
         let Some(slot) = self.sup.slots.get_mut(tenant) else {
             return;
         };

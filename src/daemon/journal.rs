@@ -36,7 +36,7 @@ pub(super) struct Journal {
 
 impl Journal {
     /// Queues `event`, dropping the oldest when the queue is full.
-    fn push(&mut self, event: NewEvent) {
+    pub(super) fn push(&mut self, event: NewEvent) {
         if self.pending.len() >= MAX_PENDING_EVENTS {
             self.pending.pop_front();
         }

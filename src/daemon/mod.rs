@@ -10,7 +10,8 @@
 //! every input (file changes, worker exits, timers, signals) into a level-triggered pass:
 //! observe, `reconcile::plan`, execute the actions. It is the only module that talks to all the
 //! others; they never call each other. Long waits (stopping a worker) run as tasks that report
-//! back with an `Event`, so one slow tenant never blocks the loop.
+//! back with an `Event`, so one slow tenant never blocks the loop. `requests.rs` carries out
+//! the restarts operators ask for through the store (`flowhq restart`).
 
 mod event;
 mod event_loop;
@@ -21,6 +22,7 @@ mod journal;
 mod observe;
 mod publish;
 mod records;
+mod requests;
 mod slot;
 mod source;
 mod store_link;

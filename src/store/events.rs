@@ -3,6 +3,7 @@
 //!
 //! It does not define the events (`daemon::event` does) nor prune them (`prune.rs`).
 
+use jiff::Timestamp;
 use sqlx::types::Json;
 
 use super::model::{EventRow, to_millis};
@@ -73,5 +74,46 @@ impl Store {
                 i64::from(limit), tenant.as_str())),
         };
         self.decode_rows(rows, EventRow::into_record, op)
+    }
+
+    /// The latest `limit` events at or after `since`, newest first: one tenant's, or with
+    /// `None` the whole fleet's (`flowhq events`).
+    pub async fn events_since(
+        &self,
+        tenant: Option<&TenantId>,
+        since: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>> {
+        const ALL: &str = "SELECT id, tenant_id, at, kind, reason, revision, detail FROM events \
+             WHERE at >= $2 ORDER BY at DESC, id DESC LIMIT $1";
+        const ONE: &str = "SELECT id, tenant_id, at, kind, reason, revision, detail FROM events \
+             WHERE tenant_id = $3 AND at >= $2 ORDER BY at DESC, id DESC LIMIT $1";
+        let op = || "read events".to_owned();
+        let (limit, since) = (i64::from(limit), to_millis(since));
+        let rows = match tenant {
+            None => run_query!(self => fetch_all(sqlx::query_as(ALL), limit, since)),
+            Some(tenant) => run_query!(self => fetch_all(sqlx::query_as(ONE),
+                limit, since, tenant.as_str())),
+        };
+        self.decode_rows(rows, EventRow::into_record, op)
+    }
+
+    /// Up to `limit` events with an id above `after`, oldest first, of every tenant
+    /// (`flowhq events --follow`, which picks its tenant's). A range of the primary key: its
+    /// cost follows the events written since, not the table's size or one tenant's history.
+    pub async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<EventRecord>> {
+        const SQL: &str = "SELECT id, tenant_id, at, kind, reason, revision, detail FROM events \
+             WHERE id > $2 ORDER BY id LIMIT $1";
+        let op = || format!("read events after {after}");
+        let rows = run_query!(self => fetch_all(sqlx::query_as(SQL), i64::from(limit), after));
+        self.decode_rows(rows, EventRow::into_record, op)
+    }
+
+    /// The highest event id, 0 when there is none (where `--follow` starts after an empty list).
+    pub async fn last_event_id(&self) -> Result<i64> {
+        const SQL: &str = "SELECT COALESCE(MAX(id), 0) FROM events";
+        let id: i64 = run_query!(self => fetch_one(sqlx::query_scalar(SQL)))
+            .map_err(self.fail(|| "read the last event id".to_owned()))?;
+        Ok(id)
     }
 }

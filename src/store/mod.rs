@@ -18,9 +18,9 @@
 //! This file holds the handle (`Store`, one type), connecting, the error type and its
 //! classification, and the migrations. The reads and writes of each table group are `impl
 //! Store` blocks in a file of their own: `tenants`, `workers`, `sessions`, `messages`,
-//! `events`, `contacts`, `counters`, `snapshot` (the status query across tables) and `prune`
-//! (retention); `model` holds the records and their row conversions; `tls` reads a TLS
-//! connection to PostgreSQL that was refused.
+//! `events`, `contacts`, `counters`, `requests` (operators' restart requests), `snapshot` (the
+//! status query across tables) and `prune` (retention); `model` holds the records and their
+//! row conversions; `tls` reads a TLS connection to PostgreSQL that was refused.
 
 mod contacts;
 mod counters;
@@ -29,6 +29,7 @@ pub mod fleet;
 mod messages;
 pub mod model;
 mod prune;
+mod requests;
 mod session_snapshots;
 mod sessions;
 mod snapshot;
@@ -59,6 +60,7 @@ pub use model::{
     WorkerRecord, WorkerStatus,
 };
 pub use prune::PRUNE_PAUSE;
+pub use requests::RestartRequest;
 pub use session_snapshots::{NewSnapshot, SNAPSHOT_CHUNK_BYTES, SnapshotMeta};
 
 /// How long a call waits for a pooled connection (or a new one) before it reports the database

@@ -1,8 +1,9 @@
 //! `flowhq daemon` with stub workers, on both backends: reconciling the tenant directory,
 //! signals, systemd, the status endpoint, outages (`daemon`); following a git repository
 //! (`gitops`); full or read-only disks and too few file descriptors (`resource_faults`,
-//! which needs root to mount file systems); and the shipped Grafana dashboard and alert
-//! rules against a live `/metrics` (`monitoring`, with promtool).
+//! which needs root to mount file systems); the shipped Grafana dashboard and alert rules
+//! against a live `/metrics` (`monitoring`, with promtool); and `flowhq restart` and
+//! `flowhq events` against a running daemon (`restart`).
 //!
 //! One test binary; `support` is the shared harness of `tests/support/` (`support::fleet` is
 //! the daemon launcher).
@@ -16,3 +17,4 @@ mod fleet;
 mod gitops;
 mod monitoring;
 mod resource_faults;
+mod restart;
