@@ -65,6 +65,7 @@ fn tenant(i: usize, now: Timestamp) -> anyhow::Result<TenantStatus> {
         } else {
             Default::default()
         },
+        waiting: None,
     };
     t.rederive(now, Duration::from_secs(120));
     Ok(t)

@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::config::TenantId;
-use crate::config::daemon::DaemonConfig;
+use crate::config::daemon::{Capacity, DaemonConfig};
 use crate::reconcile::{self, Plan, Policy};
 use crate::source::dir::DirSource;
 use crate::source::watch::{self, Change};
@@ -240,8 +240,19 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn new(cfg: DaemonConfig, opts: Options, backoff: Backoff, tx: mpsc::Sender<Event>) -> Self {
+    fn new(
+        mut cfg: DaemonConfig,
+        opts: Options,
+        backoff: Backoff,
+        tx: mpsc::Sender<Event>,
+    ) -> Self {
+        let capacity = resolve_capacity(&cfg);
+        // A fleet node holds as many tenants as its workers may be (`[fleet] capacity` unset).
+        if let Some(fleet) = cfg.fleet.as_mut() {
+            fleet.capacity.get_or_insert(capacity);
+        }
         let policy = Policy {
+            capacity: Some(capacity),
             stale_after: cfg.worker.stale_after,
             memory_max: cfg.worker.memory_max,
             max_prune_share: cfg.prune.max_share,
@@ -324,6 +335,35 @@ impl Daemon {
             Event::Fleet(report) => self.on_fleet(report),
             Event::Shutdown | Event::QrWanted(_) => false,
         }
+    }
+}
+
+/// `[worker] capacity` as a number: `auto` is this host's `MemTotal`, less the system's reserve,
+/// over one tenant's measured cost (`supervisor::capacity`). The browser decides that cost;
+/// Chromium's is used here, the larger of the two, until the daemon knows which browser its
+/// workers run. Without a readable `MemTotal`, no limit.
+fn resolve_capacity(cfg: &DaemonConfig) -> u32 {
+    use supervisor::capacity;
+    match cfg.worker.capacity {
+        Capacity::Tenants(n) => n,
+        Capacity::Auto => match capacity::mem_total() {
+            Ok(total) => {
+                let per_tenant = capacity::CHROMIUM_TENANT_BYTES;
+                let n = capacity::auto_capacity(total, per_tenant);
+                info!(
+                    capacity = n,
+                    mem_total_mib = total >> 20,
+                    per_tenant_mib = per_tenant >> 20,
+                    reserve_mib = capacity::system_reserve(total) >> 20,
+                    "worker capacity (auto)"
+                );
+                n
+            }
+            Err(err) => {
+                warn!(error = %err, "cannot read MemTotal; worker capacity not limited");
+                u32::MAX
+            }
+        },
     }
 }
 

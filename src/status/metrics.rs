@@ -191,6 +191,18 @@ fn metrics_tenants(o: &mut String, l: &Labels<'_>, snap: &StatusSnapshot) {
         let status = l.own(&format!("status=\"{}\"", status.as_str()));
         let _ = writeln!(o, "flowhq_tenants{status} {n}");
     }
+    let waiting = snap
+        .tenants
+        .iter()
+        .filter(|t| t.status == TenantState::Waiting)
+        .count();
+    let _ = writeln!(
+        o,
+        "# HELP flowhq_tenants_waiting_capacity Tenants that should run but wait for a place \
+under [worker] capacity.\n# TYPE flowhq_tenants_waiting_capacity gauge\n\
+flowhq_tenants_waiting_capacity{} {waiting}",
+        l.own("")
+    );
     let config_errors = snap
         .tenants
         .iter()

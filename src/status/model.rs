@@ -149,6 +149,9 @@ pub struct TenantStatus {
     /// The bot's counters (`tenant_counters`): messages dropped, deduplicated, rate-limited,
     /// refused on a full queue, and failed sends or writes, by name. Empty until one counts.
     pub counters: BTreeMap<String, i64>,
+    /// Why the tenant waits for a place under `[worker] capacity`, while it does (the
+    /// daemon's last plan; `WAITING`).
+    pub waiting: Option<String>,
 }
 
 /// A tenant's worker process.
@@ -254,6 +257,7 @@ impl TenantStatus {
             worker: None,
             session: None,
             counters: BTreeMap::new(),
+            waiting: None,
         }
     }
 
@@ -279,6 +283,7 @@ impl TenantStatus {
             worker: row.worker.as_ref().map(WorkerView::from_record),
             session: row.session.as_ref().map(SessionView::from_record),
             counters: BTreeMap::new(),
+            waiting: None,
         };
         status.rederive(now, stale_after);
         status
@@ -312,6 +317,7 @@ impl TenantStatus {
                 .session
                 .as_ref()
                 .is_some_and(|s| s.linked_number.is_some()),
+            waiting: self.waiting.as_deref(),
         }
     }
 

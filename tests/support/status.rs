@@ -41,6 +41,7 @@ pub fn tenant(id: &str, name: &str) -> TenantStatus {
         worker: None,
         session: None,
         counters: Default::default(),
+        waiting: None,
     }
 }
 
