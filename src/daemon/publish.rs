@@ -182,6 +182,14 @@ impl Daemon {
             if t.config_error.is_none() {
                 t.config_error.clone_from(&a.config_error);
             }
+            if t.source_file.is_none() {
+                t.source_file = self
+                    .source
+                    .desired()
+                    .tenants
+                    .get(&t.id)
+                    .map(|d| d.file.display().to_string());
+            }
         }
         if t.worker.is_none()
             && let Some(slot) = self.sup.slots().get(&t.id)

@@ -1,5 +1,6 @@
 //! `flowhq daemon` with stub workers, on both backends: reconciling the tenant directory,
-//! signals, systemd, the status endpoint, outages (`daemon`); following a git repository
+//! signals, systemd, the status endpoint, outages (`daemon`); the status right after start,
+//! capacity admission and adopting wrapped workers (`capacity`); following a git repository
 //! (`gitops`); and full or read-only disks and too few file descriptors (`resource_faults`,
 //! which needs root to mount file systems).
 //!
@@ -10,6 +11,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod capacity;
 mod daemon;
 mod fleet;
 mod gitops;
