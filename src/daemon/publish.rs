@@ -214,8 +214,10 @@ impl Daemon {
             .filter(|s| matches!(s.phase(), Phase::Held { .. }))
             .count();
         let errors = self.source.desired().failed.len();
+        let waiting = self.sup.waiting().len();
         format!(
-            "{} tenants, {running} running, {backoff} backing off, {held} held, {errors} config errors, store {}",
+            "{} tenants, {running} running, {waiting} waiting for capacity, {backoff} backing off, \
+             {held} held, {errors} config errors, store {}",
             self.source.desired().tenants.len(),
             self.store.describe()
         )
