@@ -282,7 +282,10 @@ impl Daemon {
             status: Publisher::new(Timestamp::now()),
             house: Housekeeping::default(),
             journal: Journal::default(),
-            metrics: FleetMetrics::default(),
+            metrics: FleetMetrics {
+                worker_capacity: (capacity != u32::MAX).then_some(capacity),
+                ..FleetMetrics::default()
+            },
             fleet: fleet::FleetLink::default(),
         }
     }
@@ -348,7 +351,8 @@ fn resolve_capacity(cfg: &DaemonConfig) -> u32 {
         Capacity::Tenants(n) => n,
         Capacity::Auto => match capacity::mem_total() {
             Ok(total) => {
-                let per_tenant = capacity::CHROMIUM_TENANT_BYTES;
+                // Chromium until `[worker] browser` is read here (the larger cost: safe).
+                let per_tenant = capacity::tenant_bytes(false);
                 let n = capacity::auto_capacity(total, per_tenant);
                 info!(
                     capacity = n,

@@ -203,6 +203,14 @@ under [worker] capacity.\n# TYPE flowhq_tenants_waiting_capacity gauge\n\
 flowhq_tenants_waiting_capacity{} {waiting}",
         l.own("")
     );
+    if let Some(capacity) = snap.metrics.worker_capacity {
+        let _ = writeln!(
+            o,
+            "# HELP flowhq_worker_capacity Workers that may run at once ([worker] capacity).\n\
+# TYPE flowhq_worker_capacity gauge\nflowhq_worker_capacity{} {capacity}",
+            l.own("")
+        );
+    }
     let config_errors = snap
         .tenants
         .iter()

@@ -454,6 +454,8 @@ pub struct FleetMetrics {
     pub restarts: BTreeMap<String, u64>,
     /// Failed store calls of the loop.
     pub store_errors: u64,
+    /// `[worker] capacity` as the daemon resolved it (`None` before it did, or unlimited).
+    pub worker_capacity: Option<u32>,
 }
 
 impl Default for FleetMetrics {
@@ -463,6 +465,7 @@ impl Default for FleetMetrics {
             actions: BTreeMap::new(),
             restarts: BTreeMap::new(),
             store_errors: 0,
+            worker_capacity: None,
         }
     }
 }

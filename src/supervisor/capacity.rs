@@ -16,6 +16,15 @@ pub const CHROMIUM_TENANT_BYTES: u64 = 320 << 20;
 /// Debian's `chromium-headless-shell` (the old headless mode, a much smaller browser).
 pub const HEADLESS_SHELL_TENANT_BYTES: u64 = 200 << 20;
 
+/// One tenant's cost with Debian's headless shell (`true`) or with Chromium (`false`).
+pub fn tenant_bytes(headless_shell: bool) -> u64 {
+    if headless_shell {
+        HEADLESS_SHELL_TENANT_BYTES
+    } else {
+        CHROMIUM_TENANT_BYTES
+    }
+}
+
 /// Memory always left to the system (kernel, page cache, the daemon, sshd, a local database):
 /// a tenth of `MemTotal`, and at least this much.
 pub const SYSTEM_RESERVE_MIN_BYTES: u64 = 1 << 30;

@@ -114,7 +114,8 @@ async fn tenants_beyond_the_capacity_wait_in_line_and_start_as_places_free() {
         .await;
     let metrics = http::get_blocking(&addr, "/metrics").body;
     assert!(
-        metrics.contains("\nflowhq_tenants_waiting_capacity 2\n"),
+        metrics.contains("\nflowhq_tenants_waiting_capacity 2\n")
+            && metrics.contains("\nflowhq_worker_capacity 3\n"),
         "{metrics}"
     );
     fleet
