@@ -7,8 +7,8 @@
 //! time, the process group it leads (every worker is spawned as the leader of a
 //! group of its own), and the tenant lock it holds (inherited as fd 3). Its
 //! command line is not compared: a `worker.command` that is a script, or goes
-//! through `env`, `nice`, `chrt` or `systemd-run --scope`, runs another program
-//! than the one it named, and is adopted all the same.
+//! through `env`, `nice` or `chrt`, runs another program than the one it named,
+//! and is adopted all the same (as long as it keeps fd 3 and its group).
 //! Deliberately does not: read the records (the daemon does, from its pid files
 //! under `runtime_dir/workers/`, see `daemon::records`, never from the store) or
 //! deal with a worker that cannot be adopted (the daemon does: it stops a recorded
