@@ -887,6 +887,7 @@ rescan_interval = "10s"
 listen = "{status}"
 [worker]
 command = ["{root}/stub-worker"]
+capacity = 1000
 chromium = "{chromium}"
 wa_web_index = "{site}/index.html"
 kill_timeout = "10s"
