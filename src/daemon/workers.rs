@@ -131,6 +131,8 @@ fn stop_leftovers(tenant: &TenantId, pid: nix::unistd::Pid, start_time: u64) {
              stopping it",
         );
         let _ = supervisor::kill_group(pid, Signal::SIGTERM);
+        // A process that left its group is not reached through the group.
+        let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
     } else if supervisor::proc::group_members(pid)
         .iter()
         .any(|m| !m.is_zombie() && m.start_time >= start_time)
