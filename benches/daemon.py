@@ -187,6 +187,7 @@ class Flowhq(Manager):
                 f'database_url = "sqlite://{self.state}/flowhq.db"\n'
                 '[status]\nlisten = "127.0.0.1:0"\n'
                 f'[worker]\ncommand = ["{self.args.stub}"]\n'
+                'capacity = 100000\n'  # stub workers: no browser to make room for
                 'backoff = { initial = "0s", max = "5m" }\n'
             )
 

@@ -174,6 +174,7 @@ class Node:
                 f'database_url = "{url}"\n'
                 '[status]\nlisten = "127.0.0.1:0"\n'
                 f'[worker]\ncommand = ["{self.stub}"]\n'
+                'capacity = 100000\n'  # stub workers: no browser to make room for
                 f'heartbeat_interval = "{secs(args.heartbeat)}"\n'
                 f'[fleet]\nnode = "{name}"\ncapacity = {capacity}\n{keys}'
             )

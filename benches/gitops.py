@@ -83,6 +83,7 @@ def main():
             f'database_url = "sqlite://{state}/flowhq.db"\n'
             '[status]\nlisten = "127.0.0.1:0"\n'
             f'[worker]\ncommand = ["{args.stub}"]\n'
+            'capacity = 100000\n'  # stub workers: no browser to make room for
             'backoff = { initial = "0s", max = "5m" }\n'
             f'[source.git]\nurl = "file://{origin}"\nbranch = "main"\npath = "tenants.d"\n'
             'interval = "1h"\n'

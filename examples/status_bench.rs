@@ -68,6 +68,7 @@ fn tenant(i: usize, now: Timestamp) -> anyhow::Result<TenantStatus> {
             Default::default()
         },
         history: None,
+        waiting: None,
     };
     t.rederive(now, Duration::from_secs(120));
     Ok(t)

@@ -338,9 +338,10 @@ async fn the_lock_lives_with_the_worker_not_with_the_daemon_handles() {
         ProcIdentity::read(pid).is_some_and(|id| id.argv == argv)
     })
     .await;
-    let adopted = Worker::adopt(req.tenant.clone(), pid, start_time, &argv)
+    // Another program than the one started (`sh` exec'd `sleep`), and adopted all the same.
+    let adopted = Worker::adopt(req.tenant.clone(), pid, start_time, &req.lock_path)
         .unwrap()
-        .expect("the worker is alive and unchanged");
+        .expect("the worker is alive and holds the lock");
     within("stop", adopted.stop(Duration::from_secs(5))).await;
     assert!(!lock_is_held(&req.lock_path));
 }
@@ -606,8 +607,9 @@ fn last_number(path: &Path) -> u64 {
 async fn an_adopted_process_that_is_not_our_child_is_watched_through_its_pidfd() {
     let host = Host::new();
     // The worker's own child stands for a worker whose parent is no longer
-    // us (a previous daemon): it is alive and its parent is the shell.
-    let req = host.sh("adopt", "sleep 300 & echo $! > sleeper.pid; wait");
+    // us (a previous daemon): it is alive, its parent is the shell, and like a
+    // worker it leads a process group of its own and holds the tenant lock.
+    let req = host.sh("adopt", "setsid sleep 300 & echo $! > sleeper.pid; wait");
     let worker = host.spawn(&req);
     let pidfile = host.path().join("sleeper.pid");
     until("pid file", || {
@@ -629,9 +631,9 @@ async fn an_adopted_process_that_is_not_our_child_is_watched_through_its_pidfd()
     .await;
     let identity = ProcIdentity::read(pid).unwrap();
 
-    let adopted = Worker::adopt(req.tenant.clone(), pid, identity.start_time, &identity.argv)
+    let adopted = Worker::adopt(req.tenant.clone(), pid, identity.start_time, &req.lock_path)
         .unwrap()
-        .expect("alive and unchanged");
+        .expect("alive and holding the lock");
     assert!(!adopted.is_child());
     assert_eq!(adopted.try_exited(), None);
 
@@ -654,49 +656,86 @@ async fn an_adopted_child_is_still_reaped_with_its_status() {
     let worker = host.spawn(&req);
     let (pid, start_time) = (worker.pid(), worker.start_time());
     drop(worker);
-    let argv = req.argv.clone();
-    let adopted = Worker::adopt(req.tenant.clone(), pid, start_time, &argv)
+    let adopted = Worker::adopt(req.tenant.clone(), pid, start_time, &req.lock_path)
         .unwrap()
-        .expect("alive and unchanged");
+        .expect("alive and holding the lock");
     assert!(adopted.is_child());
     assert_eq!(within("exit", adopted.exited()).await, ExitInfo::Code(7));
     assert!(ProcStat::read(pid).is_none(), "left a zombie");
 }
 
 #[tokio::test]
-async fn adoption_refuses_a_different_process_behind_the_same_pid() {
-    let me = Pid::this();
-    let identity = ProcIdentity::read(me).unwrap();
-    let tenant = TenantId::parse("recycled").unwrap();
+async fn adoption_trusts_the_pid_start_time_group_and_lock_not_the_command_line() {
+    use flowhq::supervisor::adopt::{Refusal, check_identity};
+    let host = Host::new();
+    let (req, worker) = host
+        .spawn_ready("ident", "echo ready; exec sleep 300")
+        .await;
+    let (pid, start) = (worker.pid(), worker.start_time());
+    let other_lock = lock_path(&host.path().join("run"), &TenantId::parse("other").unwrap());
 
     // A recycled pid: same number, another start time.
-    let wrong_time =
-        Worker::adopt(tenant.clone(), me, identity.start_time + 1, &identity.argv).unwrap();
-    assert!(wrong_time.is_none());
+    assert_eq!(
+        check_identity(pid, start + 1, &req.lock_path),
+        Err(Refusal::Reused)
+    );
+    // The same process, but another tenant's lock.
+    assert_eq!(
+        check_identity(pid, start, &other_lock),
+        Err(Refusal::NoLock)
+    );
+    // The right one, whatever its command line became (`sh -c` exec'd `sleep`).
+    assert_eq!(check_identity(pid, start, &req.lock_path), Ok(()));
+    drop(worker);
+    let adopted = Worker::adopt(req.tenant.clone(), pid, start, &req.lock_path)
+        .unwrap()
+        .expect("alive, leading its group, holding the lock");
+    within("stop", adopted.stop(Duration::from_secs(5))).await;
 
-    // Same start time but another command line.
-    let other_argv = vec![OsString::from("/usr/bin/flowhq"), OsString::from("worker")];
-    let wrong_argv = Worker::adopt(tenant.clone(), me, identity.start_time, &other_argv).unwrap();
-    assert!(wrong_argv.is_none());
+    // A worker that closed its lock descriptor is not a worker any more.
+    let (req, closed) = host
+        .spawn_ready("closed", "exec 3>&-; echo ready; exec sleep 300")
+        .await;
+    assert!(!lock_is_held(&req.lock_path));
+    assert_eq!(
+        check_identity(closed.pid(), closed.start_time(), &req.lock_path),
+        Err(Refusal::NoLock)
+    );
+    within("stop", closed.stop(Duration::from_secs(5))).await;
+
+    // A process in a worker's group holding its lock, but not the group's leader.
+    let req = host.sh("member", "sleep 300 & echo $! > member.pid; wait");
+    let leader = host.spawn(&req);
+    let pidfile = host.path().join("member.pid");
+    until("pid file", || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
+    })
+    .await;
+    let member = Pid::from_raw(
+        std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap(),
+    );
+    let member_start = ProcIdentity::read(member).unwrap().start_time;
+    assert_eq!(
+        check_identity(member, member_start, &req.lock_path),
+        Err(Refusal::NotGroupLeader)
+    );
+    within("stop", leader.stop(Duration::from_secs(5))).await;
 
     // A process that is gone.
-    let host = Host::new();
     let gone = host.spawn(&host.request("gone", &["/bin/true"]));
     let (pid, start) = (gone.pid(), gone.start_time());
+    let lock = host.request("gone", &["/bin/true"]).lock_path;
     within("exit", gone.exited()).await;
-    let argv = vec![OsString::from("/bin/true")];
+    assert_eq!(check_identity(pid, start, &lock), Err(Refusal::Gone));
     assert!(
-        Worker::adopt(tenant.clone(), pid, start, &argv)
+        Worker::adopt(TenantId::parse("gone").unwrap(), pid, start, &lock)
             .unwrap()
             .is_none()
     );
-
-    // The matching identity is accepted (this very process, not our child).
-    let same = Worker::adopt(tenant, me, identity.start_time, &identity.argv)
-        .unwrap()
-        .expect("own identity matches");
-    assert!(!same.is_child());
-    assert_eq!(same.try_exited(), None);
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::{SpecHash, TenantId};
-use crate::reconcile::{self, Action, AppliedTenant, Lifecycle, Reason};
+use crate::reconcile::{self, Action, AppliedTenant, Lifecycle, Reason, Waiting};
 use crate::store::{TenantRecord, WorkerRecord};
 use crate::supervisor::{self, SpawnRequest};
 
@@ -42,6 +42,9 @@ pub(super) struct Supervision {
     /// and the reason. The worker re-reads its spec from there on SIGHUP, so the signal waits.
     pending_reloads: BTreeMap<TenantId, (i32, Reason)>,
     slots: BTreeMap<TenantId, Slot>,
+    /// The tenants the last plan left waiting for a place under `[worker] capacity`, with the
+    /// reason operators read (their place in line).
+    waiting: BTreeMap<TenantId, String>,
     /// The environment every worker starts with.
     worker_env: Vec<(OsString, OsString)>,
 }
@@ -52,6 +55,11 @@ impl Supervision {
             worker_env,
             ..Self::default()
         }
+    }
+
+    /// The tenants waiting for a place under the capacity, with why.
+    pub(super) fn waiting(&self) -> &BTreeMap<TenantId, String> {
+        &self.waiting
     }
 
     /// Every tenant's supervision record.
@@ -168,7 +176,7 @@ impl Daemon {
         // The applied records move into the observation for planning and back right after,
         // instead of being cloned on every pass.
         let observed = self.observed_taking_applied();
-        let plan = reconcile::plan(
+        let mut plan = reconcile::plan(
             self.source.desired(),
             &observed,
             &self.policy,
@@ -176,6 +184,7 @@ impl Daemon {
         );
         self.sup.put_applied(observed.tenants);
         self.note_problems(&plan);
+        self.note_waiting(std::mem::take(&mut plan.waiting));
         let n = plan.actions.len();
         if plan.actions.iter().any(is_row_action) {
             self.seen.rows_changed();
@@ -219,6 +228,34 @@ impl Daemon {
                 took_ms = started.elapsed().as_millis(),
                 "reconcile pass applied"
             );
+        }
+    }
+
+    /// Remembers the line of tenants waiting for capacity (the status shows it) and records
+    /// an event for each tenant that just joined it; moving up the line is no news.
+    fn note_waiting(&mut self, line: Vec<Waiting>) {
+        let joined: Vec<Waiting> = line
+            .iter()
+            .filter(|w| !self.sup.waiting.contains_key(&w.tenant))
+            .cloned()
+            .collect();
+        self.sup.waiting = line
+            .into_iter()
+            .map(|w| {
+                let why = w.reason();
+                (w.tenant, why)
+            })
+            .collect();
+        for w in joined {
+            info!(
+                target: LOG_TARGET,
+                tenant = %w.tenant,
+                position = w.position,
+                capacity = w.capacity,
+                "waiting for capacity",
+            );
+            let why = w.reason();
+            self.event(Some(w.tenant), "waiting", why);
         }
     }
 

@@ -151,12 +151,14 @@ mod tests {
         let plan = Plan {
             actions: Vec::new(),
             problems: vec![problem("a"), problem("b")],
+            waiting: Vec::new(),
         };
         assert_eq!(j.new_problems(&plan).len(), 2);
         assert!(j.new_problems(&plan).is_empty());
         let plan = Plan {
             actions: Vec::new(),
             problems: vec![problem("b"), problem("c")],
+            waiting: Vec::new(),
         };
         let new: Vec<_> = j
             .new_problems(&plan)

@@ -37,7 +37,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::config::TenantId;
-use crate::config::daemon::DaemonConfig;
+use crate::config::daemon::{Capacity, DaemonConfig};
 use crate::reconcile::{self, Plan, Policy};
 use crate::source::dir::DirSource;
 use crate::source::watch::{self, Change};
@@ -242,8 +242,19 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn new(cfg: DaemonConfig, opts: Options, backoff: Backoff, tx: mpsc::Sender<Event>) -> Self {
+    fn new(
+        mut cfg: DaemonConfig,
+        opts: Options,
+        backoff: Backoff,
+        tx: mpsc::Sender<Event>,
+    ) -> Self {
+        let capacity = resolve_capacity(&cfg);
+        // A fleet node holds as many tenants as its workers may be (`[fleet] capacity` unset).
+        if let Some(fleet) = cfg.fleet.as_mut() {
+            fleet.capacity.get_or_insert(capacity);
+        }
         let policy = Policy {
+            capacity: Some(capacity),
             stale_after: cfg.worker.stale_after,
             memory_max: cfg.worker.memory_max,
             max_prune_share: cfg.prune.max_share,
@@ -273,7 +284,10 @@ impl Daemon {
             status: Publisher::new(Timestamp::now()),
             house: Housekeeping::default(),
             journal: Journal::default(),
-            metrics: FleetMetrics::default(),
+            metrics: FleetMetrics {
+                worker_capacity: (capacity != u32::MAX).then_some(capacity),
+                ..FleetMetrics::default()
+            },
             fleet: fleet::FleetLink::default(),
         }
     }
@@ -326,6 +340,36 @@ impl Daemon {
             Event::Fleet(report) => self.on_fleet(report),
             Event::Shutdown | Event::QrWanted(_) => false,
         }
+    }
+}
+
+/// `[worker] capacity` as a number: `auto` is this host's `MemTotal`, less the system's reserve,
+/// over one tenant's measured cost (`supervisor::capacity`). The browser decides that cost;
+/// Chromium's is used here, the larger of the two, until the daemon knows which browser its
+/// workers run. Without a readable `MemTotal`, no limit.
+fn resolve_capacity(cfg: &DaemonConfig) -> u32 {
+    use supervisor::capacity;
+    match cfg.worker.capacity {
+        Capacity::Tenants(n) => n,
+        Capacity::Auto => match capacity::mem_total() {
+            Ok(total) => {
+                // Chromium until `[worker] browser` is read here (the larger cost: safe).
+                let per_tenant = capacity::tenant_bytes(false);
+                let n = capacity::auto_capacity(total, per_tenant);
+                info!(
+                    capacity = n,
+                    mem_total_mib = total >> 20,
+                    per_tenant_mib = per_tenant >> 20,
+                    reserve_mib = capacity::system_reserve(total) >> 20,
+                    "worker capacity (auto)"
+                );
+                n
+            }
+            Err(err) => {
+                warn!(error = %err, "cannot read MemTotal; worker capacity not limited");
+                u32::MAX
+            }
+        },
     }
 }
 

@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use tracing::info;
 
 use crate::config::TenantId;
-use crate::status::model::tenants_from;
+use crate::status::model::{TenantStatus, WorkerView, tenants_from};
 use crate::status::{FleetStatus, StatusSnapshot};
 
 use super::Daemon;
@@ -131,6 +131,7 @@ impl Daemon {
             self.cfg.worker.stale_after,
         );
         for t in &mut tenants {
+            self.patch_from_memory(t, now);
             if let Some(w) = &mut t.worker {
                 w.memory_bytes = self.house.pss(&t.id);
                 w.memory_limit_bytes = desired
@@ -176,6 +177,41 @@ impl Daemon {
         tx.send_replace(Arc::new(snapshot));
     }
 
+    /// Adds to `t` what the daemon knows now and the cached status rows may not hold yet: a
+    /// tenant applied and started by a pass after the rows were last read (every new tenant of
+    /// the first pass after start) gets its applied record and its worker from memory, so the
+    /// first snapshot after a pass shows the workers it started; a tenant waiting for a place
+    /// under the capacity says so. The status is derived again from the patched facts.
+    fn patch_from_memory(&self, t: &mut TenantStatus, now: Timestamp) {
+        if t.lifecycle.is_none()
+            && let Some(a) = self.sup.applied().get(&t.id)
+        {
+            t.lifecycle = Some(a.lifecycle);
+            t.applied_hash = Some(a.hash.0.clone());
+            t.applied_revision = a.revision.clone();
+            if t.config_error.is_none() {
+                t.config_error.clone_from(&a.config_error);
+            }
+            if t.source_file.is_none() {
+                t.source_file = self
+                    .source
+                    .desired()
+                    .tenants
+                    .get(&t.id)
+                    .map(|d| d.file.display().to_string());
+            }
+        }
+        if t.worker.is_none()
+            && let Some(slot) = self.sup.slots().get(&t.id)
+        {
+            t.worker = Some(WorkerView::from_record(
+                &slot.record(&t.id, &self.node, now),
+            ));
+        }
+        t.waiting = self.sup.waiting().get(&t.id).cloned();
+        t.rederive(now, self.cfg.worker.stale_after);
+    }
+
     /// A one-line summary for systemd's STATUS= and the logs.
     pub(super) fn summary(&self) -> String {
         let slots = self.sup.slots().values();
@@ -188,8 +224,10 @@ impl Daemon {
             .filter(|s| matches!(s.phase(), Phase::Held { .. }))
             .count();
         let errors = self.source.desired().failed.len();
+        let waiting = self.sup.waiting().len();
         format!(
-            "{} tenants, {running} running, {backoff} backing off, {held} held, {errors} config errors, store {}",
+            "{} tenants, {running} running, {waiting} waiting for capacity, {backoff} backing off, \
+             {held} held, {errors} config errors, store {}",
             self.source.desired().tenants.len(),
             self.store.describe()
         )

@@ -5,8 +5,6 @@
 //! facts for operators; these files are what adoption trusts, and they live on tmpfs (`/run`),
 //! so a reboot, which ends every worker, also clears them.
 
-use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -19,17 +17,13 @@ pub(crate) struct PidRecord {
     pub(crate) pid: i32,
     /// Clock ticks since boot (`/proc/PID/stat` field 22): with `pid`, identifies the process.
     pub(crate) start_time: u64,
-    /// The exact argv, bytes as given.
+    /// The argv it was started with, bytes as given: for people reading the record. Adoption
+    /// does not compare it (a script or `env` runs another program than it names); it trusts
+    /// the pid with its start time, the process group and the tenant lock.
     pub(crate) argv: Vec<Vec<u8>>,
     pub(crate) spec_hash: String,
     /// Unix milliseconds.
     pub(crate) started_at_ms: i64,
-}
-
-impl PidRecord {
-    pub(crate) fn argv_os(&self) -> Vec<OsString> {
-        self.argv.iter().cloned().map(OsString::from_vec).collect()
-    }
 }
 
 fn dir(runtime_dir: &Path) -> PathBuf {

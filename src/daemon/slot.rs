@@ -482,11 +482,8 @@ mod tests {
     fn this_process() -> Arc<Worker> {
         let pid = Pid::this();
         let me = ProcIdentity::read(pid).unwrap();
-        Arc::new(
-            Worker::adopt(tenant(), pid, me.start_time, &me.argv)
-                .unwrap()
-                .unwrap(),
-        )
+        let pidfd = crate::supervisor::spawn::pidfd_open(pid).unwrap();
+        Arc::new(Worker::new(tenant(), pid, me.start_time, pidfd, false))
     }
 
     fn running_slot(now: Timestamp) -> Slot {

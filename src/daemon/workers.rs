@@ -81,9 +81,9 @@ impl Daemon {
     pub(super) fn adopt(&mut self) {
         let now = Timestamp::now();
         for (tenant, rec) in records::read_all(&self.cfg.runtime_dir) {
-            let argv = rec.argv_os();
             let pid = nix::unistd::Pid::from_raw(rec.pid);
-            match Worker::adopt(tenant.clone(), pid, rec.start_time, &argv) {
+            let lock = supervisor::lock_path(&self.cfg.runtime_dir, &tenant);
+            match Worker::adopt(tenant.clone(), pid, rec.start_time, &lock) {
                 Ok(Some(worker)) => {
                     let worker = Arc::new(worker);
                     let started_at = Timestamp::from_millisecond(rec.started_at_ms).unwrap_or(now);
@@ -115,9 +115,10 @@ impl Daemon {
     }
 }
 
-/// A recorded worker that cannot be adopted: the same process with another command line is
-/// ours but unusable; anything else means the worker is gone. Either way, no duplicate can
-/// start while the old one holds the tenant lock, so what is left of it is stopped.
+/// A recorded worker that cannot be adopted: the same process that no longer leads its group
+/// or holds the tenant lock is ours but unusable; anything else means the worker is gone.
+/// Either way, no duplicate can start while the old one holds the tenant lock, so what is
+/// left of it is stopped.
 fn stop_leftovers(tenant: &TenantId, pid: nix::unistd::Pid, start_time: u64) {
     if let Some(found) = supervisor::ProcIdentity::read(pid)
         && found.start_time == start_time
@@ -126,9 +127,12 @@ fn stop_leftovers(tenant: &TenantId, pid: nix::unistd::Pid, start_time: u64) {
             target: LOG_TARGET,
             tenant = %tenant,
             pid = pid.as_raw(),
-            "recorded worker runs another command line; stopping it",
+            "recorded worker no longer leads its process group or holds the tenant lock; \
+             stopping it",
         );
         let _ = supervisor::kill_group(pid, Signal::SIGTERM);
+        // A process that left its group is not reached through the group.
+        let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
     } else if supervisor::proc::group_members(pid)
         .iter()
         .any(|m| !m.is_zombie() && m.start_time >= start_time)

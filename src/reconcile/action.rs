@@ -207,6 +207,8 @@ pub struct Plan {
     pub actions: Vec<Action>,
     /// Problems that need an operator.
     pub problems: Vec<Problem>,
+    /// Tenants that should run but wait for a place under `[worker] capacity`, in line order.
+    pub waiting: Vec<super::admission::Waiting>,
 }
 
 impl Plan {
@@ -218,11 +220,14 @@ impl Plan {
     /// The plan as text, one action per line, then the problems.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        if self.actions.is_empty() {
+        if self.actions.is_empty() && self.waiting.is_empty() {
             out.push_str("no changes: every tenant matches its file\n");
         }
         for a in &self.actions {
             let _ = writeln!(out, "{a}");
+        }
+        for w in &self.waiting {
+            let _ = writeln!(out, "waiting: {w}");
         }
         for p in &self.problems {
             let _ = writeln!(out, "problem: {p}");
@@ -245,6 +250,12 @@ impl Plan {
                     a.tenant(),
                     md_escape(&a.reason().to_string())
                 );
+            }
+        }
+        if !self.waiting.is_empty() {
+            out.push_str("\n**Waiting for capacity**\n\n");
+            for w in &self.waiting {
+                let _ = writeln!(out, "- {}", md_escape(&w.to_string()));
             }
         }
         if !self.problems.is_empty() {

@@ -2,11 +2,13 @@
 //!
 //! Owns every decision about what should happen to a tenant: apply a spec, start, reload,
 //! restart, stop or retire a worker, record or clear a config error, and which situations need
-//! an operator instead (the mass-prune guard, a held worker). It does no I/O, reads no clock and
-//! draws no random numbers; it is never told why it runs (level-triggered), so running it twice
-//! on the same inputs gives the same plan and applying a plan twice is harmless.
+//! an operator instead (the mass-prune guard, a held worker); `admission.rs` then holds back the
+//! starts `[worker] capacity` has no room for. It does no I/O, reads no clock and draws no random
+//! numbers; it is never told why it runs (level-triggered), so running it twice on the same
+//! inputs gives the same plan and applying a plan twice is harmless.
 
 pub mod action;
+pub mod admission;
 pub mod model;
 pub mod reason;
 
@@ -17,6 +19,7 @@ use jiff::Timestamp;
 use crate::config::{SpecHash, TenantId, TenantSpec};
 
 pub use action::{Action, Plan, Problem};
+pub use admission::Waiting;
 pub use model::{
     AppliedTenant, Desired, DesiredTenant, Lifecycle, Observed, ObservedWorker, Placement, Policy,
     Revision, WorkerPhase,
@@ -78,6 +81,7 @@ pub fn plan(desired: &Desired, observed: &Observed, policy: &Policy, now: Timest
             ctx.plan_absent(prune_blocked, &mut out);
         }
     }
+    admission::admit(observed, policy, &mut out);
     out
 }
 

@@ -160,6 +160,9 @@ pub struct Policy {
     pub max_prune_share: f64,
     /// Retire even when the share is exceeded.
     pub allow_mass_prune: bool,
+    /// At most this many workers at once (`[worker] capacity`, resolved); `None`: no limit.
+    /// See `admission.rs` for who gets a place.
+    pub capacity: Option<u32>,
 }
 
 impl Default for Policy {
@@ -169,6 +172,7 @@ impl Default for Policy {
             memory_max: None,
             max_prune_share: 0.5,
             allow_mass_prune: false,
+            capacity: None,
         }
     }
 }

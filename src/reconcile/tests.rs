@@ -693,3 +693,5 @@ fn a_fleet_node_never_retires_another_nodes_tenant() {
         .placed(&[], &[])
         .expect(20, "no changes: every tenant matches its file");
 }
+
+mod admission;

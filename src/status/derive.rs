@@ -1,4 +1,5 @@
-//! The operator-facing tenant status (NEW, QR_PENDING, ACTIVE, PAUSED, ERROR, RETIRED), derived.
+//! The operator-facing tenant status (NEW, WAITING, QR_PENDING, ACTIVE, PAUSED, ERROR, RETIRED),
+//! derived.
 //!
 //! Owns the one pure function that turns what the daemon applied (lifecycle), what it supervises
 //! (the worker row) and what the worker reported (the session row) into the single word an
@@ -20,6 +21,10 @@ pub enum TenantState {
     /// Recorded, but no worker has reported a WhatsApp session yet.
     #[serde(rename = "NEW")]
     New,
+    /// Should run, but `[worker] capacity` has no place for its worker yet: it starts when
+    /// one frees, in line order (the reason says where it stands).
+    #[serde(rename = "WAITING")]
+    Waiting,
     /// The worker runs and waits for the business phone to scan a QR code.
     #[serde(rename = "QR_PENDING")]
     QrPending,
@@ -41,6 +46,7 @@ impl TenantState {
     /// Every status, in display order.
     pub const ALL: &'static [TenantState] = &[
         TenantState::New,
+        TenantState::Waiting,
         TenantState::QrPending,
         TenantState::Active,
         TenantState::Paused,
@@ -52,6 +58,7 @@ impl TenantState {
     pub fn as_str(self) -> &'static str {
         match self {
             TenantState::New => "NEW",
+            TenantState::Waiting => "WAITING",
             TenantState::QrPending => "QR_PENDING",
             TenantState::Active => "ACTIVE",
             TenantState::Paused => "PAUSED",
@@ -85,6 +92,8 @@ pub struct Facts<'a> {
     pub last_seen_at: Option<Timestamp>,
     /// Whether a phone was ever linked (a linked number is known).
     pub linked: bool,
+    /// Why the tenant waits for a place under `[worker] capacity`, while it does.
+    pub waiting: Option<&'a str>,
 }
 
 /// A derived status and, for ERROR, why.
@@ -114,7 +123,8 @@ impl Derived {
 
 /// Derives the operator-facing status.
 ///
-/// In order: retired and paused tenants are that, whatever their worker does; then a worker the
+/// In order: retired and paused tenants are that, whatever their worker does; a tenant waiting
+/// for a place under the capacity is WAITING, with its place in line; then a worker the
 /// daemon gave up on (ERROR, HELD) or is backing off from is ERROR; then a running worker whose
 /// heartbeat is older than `stale_after` is ERROR; then the WhatsApp state decides: CONNECTED and
 /// AUTHENTICATED are ACTIVE; a QR on screen, an expired QR, a logged-out or unpaired session is
@@ -127,6 +137,12 @@ pub fn derive(facts: &Facts<'_>, now: Timestamp, stale_after: Duration) -> Deriv
         Some(Lifecycle::Retired) => return Derived::plain(TenantState::Retired),
         Some(Lifecycle::Paused) => return Derived::plain(TenantState::Paused),
         Some(Lifecycle::Active) | None => {}
+    }
+    if let Some(why) = facts.waiting {
+        return Derived {
+            state: TenantState::Waiting,
+            reason: Some(why.to_owned()),
+        };
     }
     let detail = |what: &str, err: Option<&str>| match err {
         Some(err) if !err.is_empty() => format!("{what}: {err}"),
@@ -204,6 +220,7 @@ mod tests {
             session_error: None,
             last_seen_at: Some(now()),
             linked: true,
+            waiting: None,
         }
     }
 
@@ -214,6 +231,19 @@ mod tests {
     #[test]
     fn a_connected_running_tenant_is_active() {
         assert_eq!(state(&facts()), TenantState::Active);
+    }
+
+    #[test]
+    fn a_tenant_waiting_for_capacity_is_waiting_with_its_place_in_line() {
+        let mut f = facts();
+        f.worker = Some(WorkerStatus::Held);
+        f.session = None;
+        f.waiting = Some("waiting for capacity (2 of 3 in line; 4 of 4 places taken)");
+        let d = derive(&f, now(), Duration::from_secs(120));
+        assert_eq!(d.state, TenantState::Waiting);
+        assert_eq!(d.reason.as_deref(), f.waiting);
+        f.lifecycle = Some(Lifecycle::Paused);
+        assert_eq!(state(&f), TenantState::Paused);
     }
 
     #[test]

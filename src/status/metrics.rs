@@ -234,6 +234,26 @@ when it has a worker (1 for the current pair).\n# TYPE flowhq_tenant_status gaug
         let pair = format!("status=\"{}\"{worker}", t.status.as_str());
         let _ = writeln!(o, "flowhq_tenant_status{} 1", l.tenant(t, &pair));
     }
+    let waiting = snap
+        .tenants
+        .iter()
+        .filter(|t| t.status == TenantState::Waiting)
+        .count();
+    let _ = writeln!(
+        o,
+        "# HELP flowhq_tenants_waiting_capacity Tenants that should run but wait for a place \
+under [worker] capacity.\n# TYPE flowhq_tenants_waiting_capacity gauge\n\
+flowhq_tenants_waiting_capacity{} {waiting}",
+        l.own("")
+    );
+    if let Some(capacity) = snap.metrics.worker_capacity {
+        let _ = writeln!(
+            o,
+            "# HELP flowhq_worker_capacity Workers that may run at once ([worker] capacity).\n\
+# TYPE flowhq_worker_capacity gauge\nflowhq_worker_capacity{} {capacity}",
+            l.own("")
+        );
+    }
     let config_errors = snap
         .tenants
         .iter()

@@ -157,6 +157,9 @@ pub struct TenantStatus {
     /// The tenant's recent events and worker runs since the daemon started (`None` until the
     /// daemon journaled one).
     pub history: Option<Arc<TenantHistory>>,
+    /// Why the tenant waits for a place under `[worker] capacity`, while it does (the
+    /// daemon's last plan; `WAITING`).
+    pub waiting: Option<String>,
 }
 
 /// A tenant's worker process.
@@ -270,6 +273,7 @@ impl TenantStatus {
             session: None,
             counters: BTreeMap::new(),
             history: None,
+            waiting: None,
         }
     }
 
@@ -296,6 +300,7 @@ impl TenantStatus {
             session: row.session.as_ref().map(SessionView::from_record),
             counters: BTreeMap::new(),
             history: None,
+            waiting: None,
         };
         status.rederive(now, stale_after);
         status
@@ -329,6 +334,7 @@ impl TenantStatus {
                 .session
                 .as_ref()
                 .is_some_and(|s| s.linked_number.is_some()),
+            waiting: self.waiting.as_deref(),
         }
     }
 
@@ -470,6 +476,8 @@ pub struct FleetMetrics {
     pub slow_iterations: u64,
     /// How long the last slow iteration took (0 before the first).
     pub last_slow_iteration_seconds: f64,
+    /// `[worker] capacity` as the daemon resolved it (`None` before it did, or unlimited).
+    pub worker_capacity: Option<u32>,
 }
 
 impl Default for FleetMetrics {
@@ -481,6 +489,7 @@ impl Default for FleetMetrics {
             store_errors: 0,
             slow_iterations: 0,
             last_slow_iteration_seconds: 0.0,
+            worker_capacity: None,
         }
     }
 }

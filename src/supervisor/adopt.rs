@@ -1,34 +1,81 @@
 //! Re-attaching to workers a previous daemon started, so that a daemon restart
 //! neither kills nor duplicates them.
 //!
-//! Owns: turning a recorded (pid, start time, argv) into a watched [`Worker`]
-//! only after `/proc` confirms it is the same process incarnation.
+//! Owns: turning a recorded (pid, start time) into a watched [`Worker`] only
+//! after `/proc` confirms it is the same process incarnation and still the
+//! tenant's worker, by what cannot be faked or reused: the pid with its start
+//! time, the process group it leads (every worker is spawned as the leader of a
+//! group of its own), and the tenant lock it holds (inherited as fd 3). Its
+//! command line is not compared: a `worker.command` that is a script, or goes
+//! through `env`, `nice` or `chrt`, runs another program than the one it named,
+//! and is adopted all the same (as long as it keeps fd 3 and its group).
 //! Deliberately does not: read the records (the daemon does, from its pid files
 //! under `runtime_dir/workers/`, see `daemon::records`, never from the store) or
 //! deal with a worker that cannot be adopted (the daemon does: it stops a recorded
-//! worker found running another command line, kills the process group a dead
-//! worker left behind, and deletes the record; the planner then starts a new one).
+//! worker that no longer holds its lock, kills the process group a dead worker
+//! left behind, and deletes the record; the planner then starts a new one).
 
-use std::ffi::OsString;
+use std::path::Path;
 
 use nix::errno::Errno;
 use nix::unistd::Pid;
 
 use super::Error;
-use super::proc::{ProcIdentity, ProcStat};
+use super::lock;
+use super::proc::ProcStat;
 use super::spawn::pidfd_open;
 use super::worker::Worker;
 use crate::config::tenant::TenantId;
 
-/// How often, and how far apart, adoption re-reads a process that shows an empty command line.
-const MID_EXEC_RETRIES: usize = 20;
-const MID_EXEC_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+/// Why a recorded process is not adopted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No such process, or a zombie.
+    Gone,
+    /// The pid now belongs to a process that started at another time.
+    Reused,
+    /// The same process, but it no longer leads its own process group.
+    NotGroupLeader,
+    /// The same process, but it does not hold the tenant lock.
+    NoLock,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refusal::Gone => "the process is gone",
+            Refusal::Reused => "the pid now belongs to a different process",
+            Refusal::NotGroupLeader => "the process no longer leads its own process group",
+            Refusal::NoLock => "the process does not hold the tenant lock",
+        })
+    }
+}
+
+/// Whether the live process `pid` is the worker recorded with `start_time` for the tenant
+/// whose lock file is `lock_path`.
+pub fn check_identity(pid: Pid, start_time: u64, lock_path: &Path) -> Result<(), Refusal> {
+    let stat = ProcStat::read(pid).ok_or(Refusal::Gone)?;
+    if stat.start_time != start_time {
+        return Err(Refusal::Reused);
+    }
+    if stat.is_zombie() {
+        return Err(Refusal::Gone);
+    }
+    if stat.pgid != pid {
+        return Err(Refusal::NotGroupLeader);
+    }
+    if !lock::held_by(pid, lock_path) {
+        return Err(Refusal::NoLock);
+    }
+    Ok(())
+}
 
 impl Worker {
-    /// Adopts the running process `pid` as `tenant`'s worker if it is the same
-    /// process that was recorded: its start time equals `start_time` and its
-    /// command line equals `expected_argv`. Returns `Ok(None)` when the process
-    /// is gone, a zombie, or a different process that reused the pid.
+    /// Adopts the running process `pid` as `tenant`'s worker if it is the process that was
+    /// recorded and still the tenant's worker ([`check_identity`]): its start time equals
+    /// `start_time`, it leads its own process group, and it holds the tenant lock at
+    /// `lock_path`. Returns `Ok(None)` otherwise (gone, a zombie, a different process that
+    /// reused the pid, or one that is no longer a worker), having logged why.
     ///
     /// The pidfd is opened *before* `/proc` is checked, so a pid reused between
     /// the two steps is caught by the check rather than watched by mistake.
@@ -40,7 +87,7 @@ impl Worker {
         tenant: TenantId,
         pid: Pid,
         start_time: u64,
-        expected_argv: &[OsString],
+        lock_path: &Path,
     ) -> Result<Option<Worker>, Error> {
         if pid.as_raw() <= 0 {
             return Ok(None);
@@ -54,30 +101,10 @@ impl Worker {
             }
             Err(e) => return Err(e),
         };
-        let Some(mut found) = ProcIdentity::read(pid) else {
-            return Ok(None);
-        };
-        // A process in the middle of exec has no command line yet (its new memory has no
-        // arguments until the kernel sets them up): give it a moment before judging it.
-        for _ in 0..MID_EXEC_RETRIES {
-            let zombie = ProcStat::read(pid).is_none_or(|s| s.is_zombie());
-            if !found.argv.is_empty() || found.start_time != start_time || zombie {
-                break;
+        if let Err(why) = check_identity(pid, start_time, lock_path) {
+            if why != Refusal::Gone {
+                tracing::info!(%tenant, %pid, reason = %why, "not adopting the recorded worker");
             }
-            std::thread::sleep(MID_EXEC_PAUSE);
-            match ProcIdentity::read(pid) {
-                Some(again) => found = again,
-                None => return Ok(None),
-            }
-        }
-        if found.start_time != start_time {
-            tracing::info!(%tenant, %pid, recorded = start_time, found = found.start_time,
-                "not adopting: pid now belongs to a different process");
-            return Ok(None);
-        }
-        if found.argv != expected_argv {
-            tracing::info!(%tenant, %pid, found = ?found.argv,
-                "not adopting: command line differs from the recorded worker");
             return Ok(None);
         }
         let is_child = ProcStat::read(pid).is_some_and(|s| s.ppid == Pid::this());

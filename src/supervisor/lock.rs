@@ -1,7 +1,7 @@
 //! The per-tenant lock file that makes two workers for one tenant impossible on a host.
 //!
 //! Owns: creating `runtime_dir/locks/<tenant>.lock`, taking `flock(LOCK_EX|LOCK_NB)`
-//! on it, and a diagnostic probe. The lock belongs to an open file description, so
+//! on it, a diagnostic probe, and telling whether a given process holds it (adoption). The lock belongs to an open file description, so
 //! it lives as long as any process holds a descriptor to it: the daemon takes it,
 //! the worker inherits it as fd 3 (see `spawn.rs`), and it survives daemon restarts.
 //! Deliberately does not: write pids into the file (the state store records pids)
@@ -9,7 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -94,8 +94,76 @@ pub fn lock_is_held(path: &Path) -> bool {
     }
 }
 
+/// Whether process `pid` holds the lock at `path`: one of its descriptors is the lock file
+/// (same device and inode) and the kernel lists a `FLOCK` write lock owned by that
+/// descriptor's open file description (`/proc/PID/fdinfo/N` shows only the locks of that
+/// description). A worker holds it through the descriptor it inherited (fd 3) whatever program
+/// it runs: a script, `env`, `nice` or the worker itself. Nobody else can: the lock is
+/// exclusive, and the daemon takes it only for a worker it starts.
+pub fn held_by(pid: nix::unistd::Pid, path: &Path) -> bool {
+    let Ok(lock) = std::fs::metadata(path) else {
+        return false;
+    };
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        let same_file = std::fs::metadata(fd.path())
+            .is_ok_and(|m| m.dev() == lock.dev() && m.ino() == lock.ino());
+        same_file
+            && std::fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                fd.file_name().to_string_lossy()
+            ))
+            .is_ok_and(|info| info.lines().any(is_flock_write))
+    })
+}
+
+/// A `lock:` line of fdinfo for an exclusive flock: `lock:\t1: FLOCK  ADVISORY  WRITE ...`.
+fn is_flock_write(line: &str) -> bool {
+    let mut words = line.split_whitespace();
+    words.next() == Some("lock:") && words.nth(1) == Some("FLOCK") && words.nth(1) == Some("WRITE")
+}
+
 /// `flock(LOCK_EX | LOCK_NB)` on `file`'s open file description.
 fn try_lock(file: &File) -> Result<(), Errno> {
     #[allow(deprecated)] // see `TenantLock`: the non-deprecated guard unlocks on drop
     nix::fcntl::flock(file.as_raw_fd(), FlockArg::LockExclusiveNonblock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_exclusive_flock_line_counts() {
+        assert!(is_flock_write(
+            "lock:\t1: FLOCK  ADVISORY  WRITE 1407 fe:00:10010687 0 EOF"
+        ));
+        assert!(!is_flock_write(
+            "lock:\t1: FLOCK  ADVISORY  READ 1407 fe:00:10010687 0 EOF"
+        ));
+        assert!(!is_flock_write(
+            "lock:\t1: POSIX  ADVISORY  WRITE 1407 fe:00:10010687 0 EOF"
+        ));
+        assert!(!is_flock_write("ino:\t10010687"));
+    }
+
+    #[test]
+    fn this_process_holds_the_lock_it_took_and_not_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let tenant = TenantId::parse("salon").unwrap();
+        let path = lock_path(dir.path(), &tenant);
+        let me = nix::unistd::Pid::this();
+        assert!(!held_by(me, &path));
+        let lock = TenantLock::acquire(&tenant, &path).unwrap();
+        assert!(held_by(me, &path));
+        // An open descriptor without the lock is not holding it.
+        let other = lock_path(dir.path(), &TenantId::parse("duka").unwrap());
+        std::fs::write(&other, b"").unwrap();
+        let _open = File::open(&other).unwrap();
+        assert!(!held_by(me, &other));
+        drop(lock);
+        assert!(!held_by(me, &path));
+    }
 }

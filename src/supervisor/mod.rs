@@ -11,6 +11,7 @@
 
 pub mod adopt;
 pub mod backoff;
+pub mod capacity;
 pub mod lock;
 pub mod logs;
 pub mod proc;

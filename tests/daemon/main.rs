@@ -1,5 +1,6 @@
 //! `flowhq daemon` with stub workers, on both backends: reconciling the tenant directory,
-//! signals, systemd, the status endpoint, outages (`daemon`); following a git repository
+//! signals, systemd, the status endpoint, outages (`daemon`); the status right after start,
+//! capacity admission and adopting wrapped workers (`capacity`); following a git repository
 //! (`gitops`); full or read-only disks and too few file descriptors (`resource_faults`,
 //! which needs root to mount file systems); the shipped Grafana dashboard and alert rules
 //! against a live `/metrics` (`monitoring`, with promtool); and `flowhq restart` and
@@ -12,6 +13,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod capacity;
 mod daemon;
 mod fleet;
 mod gitops;

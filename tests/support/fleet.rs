@@ -48,6 +48,10 @@ pub struct Fleet {
     pub stale_after: &'static str,
     /// Extra keys of the `[worker]` section, one per line.
     pub worker_extra: String,
+    /// `worker.capacity` (default: far more than any test starts; stub workers cost little).
+    pub capacity: String,
+    /// `worker.command` as a TOML array (default: the stub worker).
+    pub command: Option<String>,
     /// Sections after `[worker]`, such as `[source.git]`.
     pub sections: String,
     /// The tenant directory (default `<tmp>/tenants.d`).
@@ -100,6 +104,8 @@ impl Fleet {
             heartbeat: "500ms",
             stale_after: "8s",
             worker_extra: String::new(),
+            capacity: "100000".to_owned(),
+            command: None,
             sections: String::new(),
             tenants_dir,
         }
@@ -146,7 +152,8 @@ rescan_interval = "60s"
 listen = "127.0.0.1:0"
 
 [worker]
-command = ["{stub}"]
+command = {command}
+capacity = {capacity}
 kill_timeout = "3s"
 heartbeat_interval = "{heartbeat}"
 stale_after = "{stale_after}"
@@ -156,7 +163,11 @@ backoff = {{ initial = "300ms", max = "2s", reset_after = "10m", jitter = 0.1 }}
             dir = self.dir().display(),
             state = self.state_dir.display(),
             db = self.db_url,
-            stub = self.stub.display(),
+            command = self
+                .command
+                .clone()
+                .unwrap_or_else(|| format!("[\"{}\"]", self.stub.display())),
+            capacity = self.capacity,
             extra = self.extra_config,
             heartbeat = self.heartbeat,
             stale_after = self.stale_after,

@@ -42,6 +42,7 @@ pub fn tenant(id: &str, name: &str) -> TenantStatus {
         session: None,
         counters: Default::default(),
         history: None,
+        waiting: None,
     }
 }
 

@@ -29,8 +29,7 @@
 //! control `stub:real-worker` in their business name, which makes the stub run
 //! `flowhq worker --tenant ID` as its child (same environment, inherited tenant lock, SIGTERM and
 //! SIGHUP forwarded, SIGKILL passed on). The stub stays the process the daemon recorded, so a
-//! restarted daemon adopts it; an `exec` would change the command line and adoption would
-//! rightly refuse it.
+//! restarted daemon adopts it.
 //!
 //! What the fake cannot do: WhatsApp's servers redeliver messages a killed browser never handed
 //! to its client; the fake keeps received messages only in the page. So a kill of a real
@@ -888,6 +887,7 @@ rescan_interval = "10s"
 listen = "{status}"
 [worker]
 command = ["{root}/stub-worker"]
+capacity = 1000
 chromium = "{chromium}"
 wa_web_index = "{site}/index.html"
 kill_timeout = "10s"

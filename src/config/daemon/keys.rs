@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use super::reader::{Origin, Reader};
 use super::{
-    BackoffConfig, DaemonConfig, FleetConfig, GitSourceConfig, PruneConfig, RetentionConfig,
-    ShutdownMode, StatusConfig, WorkerConfig, parse_bytes,
+    BackoffConfig, Capacity, DaemonConfig, FleetConfig, GitSourceConfig, PruneConfig,
+    RetentionConfig, ShutdownMode, StatusConfig, WorkerConfig, parse_bytes,
 };
 use crate::config::walk::{list, suggest};
 
@@ -186,6 +186,9 @@ pub(super) const KEYS: &[Key] = &[
     key(WORKER, "log_files", "5", |r, k, d| {
         d.c.worker.log_files = r.integer(k, (1, 100));
     }),
+    key(WORKER, "capacity", "auto", |r, k, d| {
+        d.c.worker.capacity = r.capacity(k);
+    }),
     // Zero is allowed: no backoff, every restart immediate.
     key(BACKOFF, "initial", "1s", |r, k, d| {
         d.c.worker.backoff.initial = r.duration(k).0;
@@ -258,8 +261,11 @@ pub(super) const KEYS: &[Key] = &[
             None => host_name(),
         };
     }),
-    key(FLEET, "capacity", "60", |r, k, d| {
-        d.fleet.capacity = r.integer(k, (0, 100_000));
+    key(FLEET, "capacity", "<worker.capacity>", |r, k, d| {
+        d.fleet.capacity = match r.capacity(k) {
+            Capacity::Tenants(n) => Some(n),
+            Capacity::Auto => None,
+        };
     }),
     key(FLEET, "lease_ttl", "15s", |r, k, d| {
         d.fleet.lease_ttl = r.positive(k);
@@ -326,7 +332,7 @@ pub(super) fn build(r: &mut Reader<'_, '_>, file: Option<&Path>) -> DaemonConfig
         fleet_set: false,
         fleet: FleetConfig {
             node: String::new(),
-            capacity: 0,
+            capacity: None,
             lease_ttl: Duration::ZERO,
             renew_interval: Duration::ZERO,
             grace: Duration::ZERO,
@@ -452,6 +458,7 @@ fn blank(file: Option<&Path>) -> DaemonConfig {
             memory_max: None,
             log_max_bytes: 0,
             log_files: 0,
+            capacity: Capacity::Auto,
             backoff: BackoffConfig {
                 initial: Duration::ZERO,
                 max: Duration::ZERO,
@@ -476,7 +483,7 @@ fn blank(file: Option<&Path>) -> DaemonConfig {
 fn trusted_part(ttl: Duration) -> Duration {
     FleetConfig {
         node: String::new(),
-        capacity: 0,
+        capacity: None,
         lease_ttl: ttl,
         renew_interval: Duration::ZERO,
         grace: Duration::ZERO,

@@ -83,6 +83,34 @@ pub struct WorkerConfig {
     pub log_files: u32,
     /// Crash-loop backoff.
     pub backoff: BackoffConfig,
+    /// How many workers may run at once (default `auto`); tenants beyond it wait.
+    pub capacity: Capacity,
+}
+
+/// `[worker] capacity`: a number of tenants, or `auto` (the daemon derives it from the
+/// host's memory and the per-tenant cost of the browser, `supervisor::capacity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capacity {
+    /// From `MemTotal`, less room for the system, over the measured per-tenant cost.
+    Auto,
+    /// At most this many workers.
+    Tenants(u32),
+}
+
+impl Capacity {
+    /// `auto`, or a number of tenants from 0 to 100,000.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s == "auto" {
+            return Ok(Capacity::Auto);
+        }
+        match s.parse::<u32>() {
+            Ok(n) if n <= 100_000 => Ok(Capacity::Tenants(n)),
+            _ => Err(format!(
+                "must be \"auto\" or a number of tenants from 0 to 100000, found {s:?}"
+            )),
+        }
+    }
 }
 
 /// `[source.git]`: follow a config repository instead of a plain directory.
@@ -127,8 +155,9 @@ pub struct RetentionConfig {
 pub struct FleetConfig {
     /// This node's name, unique in the fleet (default: the host name).
     pub node: String,
-    /// Tenants with a worker this node may run (default 60).
-    pub capacity: u32,
+    /// Tenants with a worker this node may run; `None` (the default): the worker capacity,
+    /// resolved by the daemon when it starts.
+    pub capacity: Option<u32>,
     /// How long a lease lasts unless renewed, on the database's clock (default 15s).
     pub lease_ttl: Duration,
     /// How often the lease is renewed (default 5s).
@@ -618,7 +647,13 @@ messages = "30days"
         .unwrap();
         let fleet = c.fleet.expect("fleet mode");
         assert_eq!(fleet.node, "node-1");
-        assert_eq!(fleet.capacity, 40);
+        assert_eq!(fleet.capacity, Some(40));
+        assert_eq!(c.worker.capacity, Capacity::Auto);
+        let c = load_str(&format!("{pg}[worker]\ncapacity = 12\n[fleet]\n"), &[]).unwrap();
+        assert_eq!(c.worker.capacity, Capacity::Tenants(12));
+        assert_eq!(c.fleet.expect("fleet mode").capacity, None);
+        let err = load_str("[worker]\ncapacity = \"lots\"\n", &[]).unwrap_err();
+        assert!(format!("{err:?}").contains("worker.capacity"), "{err:?}");
         assert_eq!(fleet.lease_ttl, secs(15));
         assert_eq!(fleet.renew_interval, secs(5));
         assert_eq!(fleet.trust(), secs(12));

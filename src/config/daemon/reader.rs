@@ -13,7 +13,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::keys::{Key, allowed, sections};
-use super::{parse_bytes, parse_duration};
+use super::{Capacity, parse_bytes, parse_duration};
 use crate::config::diagnostic::{Diagnostic, Severity};
 use crate::config::walk::{FileCtx, int_value};
 
@@ -289,6 +289,36 @@ impl Reader<'_, '_> {
                 default
             }
         }
+    }
+
+    /// `"auto"` or a number of tenants (the `capacity` keys); `Auto` when unset or refused.
+    pub(super) fn capacity(&mut self, k: &Key) -> Capacity {
+        let (text, origin) = match self.find(k) {
+            None => return Capacity::Auto,
+            Some(Found::Env(var, v)) => (v, Origin::Env(var)),
+            Some(Found::File(v)) => {
+                let at = Origin::File(v.span().start);
+                match v.get_ref() {
+                    DeValue::Integer(i) => {
+                        (int_value(i).map_or(String::new(), |n| n.to_string()), at)
+                    }
+                    DeValue::String(s) => (s.to_string(), at),
+                    other => {
+                        let msg = format!(
+                            "`{}` must be \"auto\" or an integer, found {}",
+                            k.path(),
+                            other.type_str()
+                        );
+                        self.report(&at, msg);
+                        return Capacity::Auto;
+                    }
+                }
+            }
+        };
+        Capacity::parse(&text).unwrap_or_else(|msg| {
+            self.report(&origin, format!("`{}` {msg}", k.path()));
+            Capacity::Auto
+        })
     }
 
     /// An argv: an array of strings in the file; in the environment a TOML array

@@ -103,7 +103,8 @@ impl LeaseTask {
         let started_mono = trust::now();
         let lease = NodeLease {
             node: &self.fleet.node,
-            capacity: self.fleet.capacity,
+            // Resolved from the worker capacity when unset (`Daemon::new`).
+            capacity: self.fleet.capacity.unwrap_or_default(),
             version: env!("CARGO_PKG_VERSION"),
             status_url: &self.status_url,
             ttl: self.fleet.lease_ttl,
