@@ -400,6 +400,7 @@ th a{color:inherit}th[aria-sort=ascending] a::after{content:' ▲'}th[aria-sort=
 .badge{display:inline-block;padding:.05em .5em;border:1px solid #999;border-radius:.8em;\
 background:#f4f4f4;color:#333;font-weight:600;text-decoration:none}\
 .badge.NEW{background:#e3ecf7;color:#1a4d8f;border-color:#1a4d8f}\
+.badge.WAITING{background:#dff4f4;color:#00606b;border-color:#00606b}\
 .badge.QR_PENDING{background:#fff1d6;color:#8a5300;border-color:#8a5300}\
 .badge.ACTIVE{background:#dff3df;color:#1b6b1b;border-color:#1b6b1b}\
 .badge.PAUSED{background:#ececec;color:#555;border-color:#777}\
