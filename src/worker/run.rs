@@ -285,6 +285,7 @@ fn schedule(cfg: &DaemonConfig, opts: &RunOptions) -> Schedule {
     Schedule {
         heartbeat_interval: cfg.worker.heartbeat_interval,
         qr_timeout: cfg.worker.qr_timeout,
+        ready_timeout: cfg.worker.ready_timeout,
         reconnect: opts.reconnect,
         takeover_after: opts.takeover_after,
         qr_poll: opts.qr_poll,

@@ -3,7 +3,7 @@
 //! Owns what the worker does around the decisions of `session.rs`, on any [`Transport`]: the
 //! launch through a [`Launcher`] and its classification, the reconnect schedule and giving
 //! up, the session row and session events, the QR timeout and the idle wait for a fresh-QR
-//! request, the conflict takeover, the heartbeat (gated on the transport's ping while a
+//! request, the ready timeout (a linked session that never finishes syncing ends the worker), the conflict takeover, the heartbeat (gated on the transport's ping while a
 //! session runs), the reload and its retry, the profile wipe after a logout, and attaching
 //! and detaching the message sink around every session.
 //!
@@ -23,7 +23,9 @@ use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 
 use super::browser::{self, profile_processes};
 use super::run::MessageSink;
-use super::session::{LaunchFailure, ReconnectPolicy, Session, Step, classify_launch};
+use super::session::{
+    LaunchFailure, ReadyWatch, ReconnectPolicy, Session, Step, classify_launch, stalled_reason,
+};
 use super::transport::{Events, Transport};
 use crate::config::{TenantId, TenantSpec};
 use crate::exit::ExitStatus;
@@ -76,12 +78,13 @@ impl SignalSource {
     }
 }
 
-/// The loop's timing: `worker.heartbeat_interval` and `worker.qr_timeout` from the daemon
-/// config, the rest from `RunOptions` (and the reload retry, fixed in production).
+/// The loop's timing: `worker.heartbeat_interval`, `worker.qr_timeout` and
+/// `worker.ready_timeout` from the daemon config, the rest from `RunOptions` (and the reload retry, fixed in production).
 #[derive(Debug, Clone)]
 pub(super) struct Schedule {
     pub(super) heartbeat_interval: Duration,
     pub(super) qr_timeout: Duration,
+    pub(super) ready_timeout: Duration,
     pub(super) reconnect: ReconnectPolicy,
     pub(super) takeover_after: Duration,
     pub(super) qr_poll: Duration,
@@ -116,6 +119,7 @@ enum Launched<T> {
 #[derive(Default)]
 struct Timers {
     qr_deadline: Option<Instant>,
+    ready: ReadyWatch,
     takeover_at: Option<Instant>,
     was_ready: bool,
 }
@@ -310,6 +314,9 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
                 _ = sleep_until(timers.qr_deadline.unwrap_or(far)), if timers.qr_deadline.is_some() => {
                     Some(self.qr_timed_out().await)
                 }
+                _ = sleep_until(timers.ready.deadline().unwrap_or(far)), if timers.ready.deadline().is_some() => {
+                    Some(Ended::Exit(self.sync_stalled().await))
+                }
                 _ = sleep_until(timers.takeover_at.unwrap_or(far)), if timers.takeover_at.is_some() => {
                     timers.takeover_at = None;
                     self.take_over(transport).await;
@@ -336,6 +343,9 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
         timers: &mut Timers,
         transport: &L::Transport,
     ) -> Option<Ended> {
+        timers
+            .ready
+            .follow(&step, Instant::now(), self.schedule.ready_timeout);
         match step {
             Step::Ignore => {}
             Step::Qr(payload) => {
@@ -428,6 +438,16 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
         self.set_state(SessionState::QrTimeout, Some(&reason)).await;
         self.event("session", &reason).await;
         Ended::QrTimeout
+    }
+
+    /// Linked but never synced within `ready_timeout`: an error with the reason, and exit 1 so
+    /// the daemon restarts the worker through its backoff.
+    async fn sync_stalled(&mut self) -> ExitStatus {
+        let reason = stalled_reason(self.schedule.ready_timeout);
+        tracing::error!(target: LOG_TARGET, tenant = %self.tenant, "{reason}");
+        self.set_state(SessionState::Error, Some(&reason)).await;
+        self.event("ready_timeout", &reason).await;
+        ExitStatus::Failure
     }
 
     async fn take_over(&mut self, transport: &L::Transport) {

@@ -14,6 +14,7 @@ mod bot;
 mod bot_replies;
 mod e2e;
 mod fleet_move;
+mod link;
 mod sandbox;
 mod wa_web;
 mod worker;

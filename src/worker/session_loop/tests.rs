@@ -122,6 +122,7 @@ fn schedule() -> Schedule {
     Schedule {
         heartbeat_interval: Duration::from_millis(50),
         qr_timeout: Duration::from_secs(60),
+        ready_timeout: Duration::from_secs(60),
         reconnect: ReconnectPolicy {
             initial: Duration::from_millis(20),
             factor: 2,
@@ -582,4 +583,41 @@ async fn a_wrong_host_configuration_exits_78_and_a_changed_whatsapp_web_exits_1(
     let row = rig.until_state(SessionState::Error).await;
     assert_eq!(row.error.as_deref(), Some(line));
     assert_eq!(rig.exit().await, ExitStatus::Failure);
+}
+
+#[tokio::test]
+async fn a_session_linked_but_never_synced_is_an_error_and_ends_the_worker() {
+    let mut s = schedule();
+    s.ready_timeout = Duration::from_millis(300);
+    let mut rig = Rig::start(s, Vec::new(), false).await;
+    let t = rig.next_transport().await;
+    t.push(TransportEvent::Authenticated);
+    rig.until_state(SessionState::Authenticated).await;
+    let status = rig.exit().await;
+    assert_eq!(status, ExitStatus::Failure, "the daemon restarts it");
+    let row = rig.session().await.unwrap();
+    assert_eq!(row.state, SessionState::Error);
+    let reason = row.error.unwrap();
+    assert!(
+        reason.contains("did not finish syncing within 300ms"),
+        "{reason}"
+    );
+    rig.until_event(&format!("ready_timeout: {reason}")).await;
+    assert!(t.is_closed(), "the browser is closed before the exit");
+    assert!(!rig.calls().contains(&Call::Ready(true)));
+}
+
+#[tokio::test]
+async fn a_session_synced_in_time_keeps_running() {
+    let mut s = schedule();
+    s.ready_timeout = Duration::from_millis(300);
+    let mut rig = Rig::start(s, Vec::new(), false).await;
+    let t = rig.next_transport().await;
+    t.push(TransportEvent::Authenticated);
+    t.push(ready());
+    rig.until_state(SessionState::Connected).await;
+    // Well past the timeout: still connected, and the worker still runs.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(rig.session().await.unwrap().state, SessionState::Connected);
+    assert_eq!(rig.stop().await, ExitStatus::Ok);
 }
