@@ -7,6 +7,7 @@
 
 mod args;
 mod fleet;
+mod link_code;
 #[cfg(test)]
 mod man;
 mod views;
@@ -34,6 +35,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Qr(args) => views::qr(&args),
         Command::Logs(args) => views::logs(&args),
         Command::LinkUrl(args) => views::link_url(&args),
+        Command::LinkCode(args) => link_code::link_code(&args),
         Command::Fleet(args) => fleet::fleet(&args),
         Command::Drain(args) => fleet::drain(&args),
         Command::Undrain(args) => fleet::undrain(&args),

@@ -2,7 +2,10 @@
 //! worker on real Chromium and the offline fake WhatsApp Web; the test plays the phone through
 //! a second DevTools client (`support::fake_wa`).
 //!
-//! Covers the ready timeout: a session that is linked (AUTHENTICATED) but whose history sync
+//! Covers linking by phone number: `flowhq link-code` asks the worker for a pairing code for
+//! the tenant's phone, the page hands one out through WhatsApp Web's own module, the command
+//! prints it, the phone's owner types it in, and the tenant is linked and ACTIVE (the command
+//! refuses an unknown or already linked tenant). And the ready timeout: a session that is linked (AUTHENTICATED) but whose history sync
 //! never finishes is recorded as an error with the reason after `worker.ready_timeout`, the
 //! worker exits and the daemon restarts it through its backoff; once the sync finishes the
 //! tenant is ACTIVE. Without Chromium the tests skip with a note, unless
@@ -11,6 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flowhq::config::TenantId;
@@ -167,5 +171,120 @@ async fn a_linked_session_that_never_syncs_is_an_error_and_the_worker_restarts()
         })
         .await;
     assert_eq!(s.linked_number.as_deref(), Some(PHONE));
+    assert_eq!(daemon.stop(WAIT).await, Some(0), "{}", daemon.log());
+}
+
+/// Runs `flowhq ARGS --config ROOT/flowhq.toml` to the end: exit code, stdout, stderr.
+fn flowhq(root: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_flowhq"))
+        .args(args)
+        .arg("--config")
+        .arg(root.join("flowhq.toml"))
+        .env_remove("FLOWHQ_CONFIG")
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium"]
+async fn flowhq_link_code_links_the_tenant_phone_with_a_pairing_code() {
+    let Some(chromium) = support::chromium("the pairing code test") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (mut daemon, store) = start(root, &chromium, "qrIntervalMs: 20000", "").await;
+    let id = tenant();
+    daemon
+        .until_session(&store, &id, WAIT, "QR code", |s| s.qr.is_some())
+        .await;
+
+    let (code, _, err) = flowhq(root, &["link-code", "nobody"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no tenant `nobody`"), "{err}");
+
+    // The operator asks for a code; the command waits for the worker's and prints it.
+    let out_path = root.join("link-code.out");
+    let mut cli = Command::new(env!("CARGO_BIN_EXE_flowhq"))
+        .args(["link-code", TENANT, "--config"])
+        .arg(root.join("flowhq.toml"))
+        .env_remove("FLOWHQ_CONFIG")
+        .env_remove("DATABASE_URL")
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let shown = loop {
+        let out = std::fs::read_to_string(&out_path).unwrap_or_default();
+        if let Some(line) = out.lines().find(|l| l.starts_with("pairing code: ")) {
+            break line["pairing code: ".len()..].to_owned();
+        }
+        assert!(
+            cli.try_wait().unwrap().is_none(),
+            "link-code ended early: {out}\n{}",
+            daemon.log()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no code printed: {out}\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(shown.len(), 9, "ABCD-EFGH: {shown}");
+    let row = store.session(&id).await.unwrap().unwrap();
+    assert_eq!(
+        row.link_code.as_deref(),
+        Some(shown.replace('-', "").as_str())
+    );
+    assert_eq!(row.qr, None, "the page shows the code, not a QR");
+
+    // The page handed that code out for the tenant's own phone; the owner types it in.
+    let page = page_in_state(&daemon, "UNPAIRED").await;
+    let codes = page.call("pairingCodes()").await.unwrap();
+    let last = codes.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["phone"], PHONE);
+    assert_eq!(last["code"].as_str().unwrap(), shown.replace('-', ""));
+    page.call(&format!(
+        "enterCode({})",
+        json!({"code": shown, "pushname": "Salon Amani"})
+    ))
+    .await
+    .unwrap();
+    drop(page);
+
+    // Linked as with a QR: CONNECTED with the number, the command says so and ends, ACTIVE.
+    let s = daemon
+        .until_session(&store, &id, WAIT, "CONNECTED", |s| {
+            s.state == SessionState::Connected
+        })
+        .await;
+    assert_eq!(s.linked_number.as_deref(), Some(PHONE));
+    assert_eq!(s.link_code, None);
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = cli.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "link-code did not end");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let out = std::fs::read_to_string(&out_path).unwrap();
+    assert!(status.success(), "{out}");
+    assert!(out.contains("linked as Salon Amani"), "{out}");
+    let (code, json, err) = flowhq(root, &["status", TENANT, "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(json.contains("\"ACTIVE\""), "{json}");
+
+    let (code, _, err) = flowhq(root, &["link-code", TENANT]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("already linked as Salon Amani"), "{err}");
     assert_eq!(daemon.stop(WAIT).await, Some(0), "{}", daemon.log());
 }
