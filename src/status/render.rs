@@ -485,9 +485,11 @@ pub fn qr_svg(payload: &str) -> Option<String> {
     Some(svg)
 }
 
-/// `/v1/tenants/{id}/qr`: the QR to scan, "linked" once connected, or what the worker is doing.
-/// Refreshes every 3 seconds while waiting (WhatsApp rotates the QR about every 20 seconds).
-pub fn qr_html(snap: &StatusSnapshot, t: &TenantStatus) -> String {
+/// `/v1/tenants/{id}/qr`: the QR to scan, "linked" once connected, or what the worker is doing,
+/// with the choice to link with a phone number instead (the pairing-code page, with the same
+/// `query`: the signed link's). Refreshes every 3 seconds while waiting (WhatsApp rotates the
+/// QR about every 20 seconds).
+pub fn qr_html(snap: &StatusSnapshot, t: &TenantStatus, query: Option<&str>) -> String {
     let name = escape(&t.business_name);
     let id = escape(t.id.as_str());
     let s = t.session.as_ref();
@@ -515,18 +517,87 @@ pub fn qr_html(snap: &StatusSnapshot, t: &TenantStatus) -> String {
             format!(
                 "<h1>{name}</h1><p><code>{id}</code></p>\
 <p>On the business phone open WhatsApp → Settings → Linked devices → Link a device, and scan:</p>\
-<div id=\"qr\">{svg}</div><p class=\"muted\">QR issued {}; this page refreshes itself.</p>",
-                ago(session.qr_issued_at, snap.generated_at)
+<div id=\"qr\">{svg}</div><p class=\"muted\">QR issued {}; this page refreshes itself.</p>{}",
+                ago(session.qr_issued_at, snap.generated_at),
+                link_choice("link-code", query, "Link with phone number instead"),
             )
         }
         None => format!(
             "<h1>{name}</h1><p><code>{id}</code></p><p id=\"state\">Waiting for a QR code \
-(WhatsApp state: {}, status: {}). This page refreshes itself.</p>",
+(WhatsApp state: {}, status: {}). This page refreshes itself.</p>{}",
             s.map(|s| s.state.as_str()).unwrap_or("no session yet"),
             t.status.as_str(),
+            link_choice("link-code", query, "Link with phone number instead"),
         ),
     };
     page(&format!("{} – link WhatsApp", t.business_name), 3, &body)
+}
+
+/// `/v1/tenants/{id}/link-code`: linking with a phone number. The pairing code to type on the
+/// business phone (as WhatsApp shows it, `ABCD-EFGH`), or that one is being asked for (and why
+/// the last request failed), or the linked page; with the choice to scan a QR instead.
+/// Refreshes every 3 seconds (the worker renews the code every 3 minutes).
+pub fn link_code_html(snap: &StatusSnapshot, t: &TenantStatus, query: Option<&str>) -> String {
+    let s = t.session.as_ref();
+    let linked = s.is_some_and(|s| {
+        matches!(
+            s.state,
+            crate::store::model::SessionState::Connected
+                | crate::store::model::SessionState::Authenticated
+        )
+    });
+    if linked {
+        return qr_html(snap, t, query);
+    }
+    let name = escape(&t.business_name);
+    let id = escape(t.id.as_str());
+    let state = match s.and_then(|s| s.link_code.as_deref().map(|c| (s, c))) {
+        Some((session, code)) => {
+            let code = escape(code);
+            let shown = match code.split_at_checked(4) {
+                Some((a, b)) if code.len() == 8 => format!("{a}-{b}"),
+                _ => code.clone(),
+            };
+            format!(
+                "<p>On the business phone open WhatsApp → Settings → Linked devices → Link a \
+device → Link with phone number instead, and type:</p>\
+<p id=\"code\" style=\"font:bold 2.5em monospace;letter-spacing:.15em\">{shown}</p>\
+<p class=\"muted\">Code issued {}; WhatsApp renews it every 3 minutes until the phone is \
+linked; this page refreshes itself.</p>",
+                ago(session.link_code_issued_at, snap.generated_at)
+            )
+        }
+        None => {
+            let failed = s
+                .filter(|s| s.link_code_issued_at.is_some())
+                .and_then(|s| s.error.as_deref())
+                .map(|e| {
+                    format!(
+                        "<p class=\"ERROR\">The last request failed: {}</p>",
+                        escape(e)
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "<p id=\"state\">Asking WhatsApp for a pairing code for the business phone \
+(WhatsApp state: {}, status: {}). This page refreshes itself.</p>{failed}",
+                s.map(|s| s.state.as_str()).unwrap_or("no session yet"),
+                t.status.as_str(),
+            )
+        }
+    };
+    let body = format!(
+        "<h1>{name}</h1><p><code>{id}</code></p>{state}{}",
+        link_choice("qr", query, "Scan a QR code instead")
+    );
+    page(&format!("{} – link WhatsApp", t.business_name), 3, &body)
+}
+
+/// A link to the sibling page `page` of a tenant's linking pages, keeping the signed link's
+/// `query`.
+fn link_choice(page: &str, query: Option<&str>, label: &str) -> String {
+    let query = query.map(|q| format!("?{}", escape(q))).unwrap_or_default();
+    format!("<p><a id=\"switch\" href=\"{page}{query}\">{label}</a></p>")
 }
 
 /// A short HTML page explaining a refusal.

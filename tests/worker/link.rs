@@ -5,7 +5,8 @@
 //! Covers linking by phone number: `flowhq link-code` asks the worker for a pairing code for
 //! the tenant's phone, the page hands one out through WhatsApp Web's own module, the command
 //! prints it, the phone's owner types it in, and the tenant is linked and ACTIVE (the command
-//! refuses an unknown or already linked tenant). And the ready timeout: a session that is linked (AUTHENTICATED) but whose history sync
+//! refuses an unknown or already linked tenant); the signed QR page offers the same through
+//! its "link with phone number" page. And the ready timeout: a session that is linked (AUTHENTICATED) but whose history sync
 //! never finishes is recorded as an error with the reason after `worker.ready_timeout`, the
 //! worker exits and the daemon restarts it through its backoff; once the sync finishes the
 //! tenant is ACTIVE. Without Chromium the tests skip with a note, unless
@@ -23,7 +24,7 @@ use serde_json::json;
 
 use crate::support::fake_wa::FakeWa;
 use crate::support::real::{self, RealConfig, RealDaemon};
-use crate::support::{self};
+use crate::support::{self, http};
 
 const WAIT: Duration = Duration::from_secs(60);
 const TENANT: &str = "salon-amani";
@@ -191,7 +192,24 @@ fn flowhq(root: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
-#[tokio::test]
+/// `host:port` of the daemon's status endpoint, from its log.
+async fn status_addr(daemon: &RealDaemon) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let log = daemon.log();
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains("status endpoint listening") && l.contains("listen="))
+        {
+            let at = line.find("listen=").unwrap() + "listen=".len();
+            return line[at..].split_whitespace().next().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no status endpoint\n{log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Chromium"]
 async fn flowhq_link_code_links_the_tenant_phone_with_a_pairing_code() {
     let Some(chromium) = support::chromium("the pairing code test") else {
@@ -205,11 +223,55 @@ async fn flowhq_link_code_links_the_tenant_phone_with_a_pairing_code() {
         .until_session(&store, &id, WAIT, "QR code", |s| s.qr.is_some())
         .await;
 
+    // On the signed QR page, "link with phone number" leads to a page that asks the daemon
+    // for a code (the endpoint writes nothing) and shows it once the worker has one.
+    let addr = status_addr(&daemon).await;
+    let (code, url, err) = flowhq(
+        root,
+        &["link-url", TENANT, "--base", &format!("http://{addr}")],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let qr_path = &url.lines().next().unwrap()[format!("http://{addr}").len()..];
+    let qr_page = tokio::task::block_in_place(|| http::get_blocking(&addr, qr_path));
+    assert_eq!(qr_page.status, 200);
+    let query = &qr_path[qr_path.find('?').unwrap() + 1..];
+    let choice = format!("href=\"link-code?{}\"", query.replace('&', "&amp;"));
+    assert!(qr_page.body.contains(&choice), "{}", qr_page.body);
+    let code_path = qr_path.replace("/qr?", "/link-code?");
+    let deadline = Instant::now() + WAIT;
+    let on_page = loop {
+        let r = tokio::task::block_in_place(|| http::get_blocking(&addr, &code_path));
+        assert_eq!(r.status, 200, "{}", r.body);
+        if let Some(at) = r.body.find("<p id=\"code\"") {
+            let rest = &r.body[at..];
+            let text = &rest[rest.find('>').unwrap() + 1..rest.find("</p>").unwrap()];
+            break text.to_owned();
+        }
+        assert!(
+            r.body.contains("Asking WhatsApp for a pairing code"),
+            "{}",
+            r.body
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no code on the page\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(on_page.len(), 9, "ABCD-EFGH: {on_page}");
+    let row = store.session(&id).await.unwrap().unwrap();
+    assert_eq!(
+        row.link_code.as_deref(),
+        Some(on_page.replace('-', "").as_str())
+    );
+
     let (code, _, err) = flowhq(root, &["link-code", "nobody"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("no tenant `nobody`"), "{err}");
 
-    // The operator asks for a code; the command waits for the worker's and prints it.
+    // The operator asks for a code from the command line; it waits for the worker's (a new
+    // one) and prints it.
     let out_path = root.join("link-code.out");
     let mut cli = Command::new(env!("CARGO_BIN_EXE_flowhq"))
         .args(["link-code", TENANT, "--config"])
