@@ -522,6 +522,11 @@ pub fn qr_html(snap: &StatusSnapshot, t: &TenantStatus, query: Option<&str>) -> 
                 link_choice("link-code", query, "Link with phone number instead"),
             )
         }
+        None if s.is_some_and(|s| s.link_code.is_some()) => format!(
+            "<h1>{name}</h1><p><code>{id}</code></p><p id=\"state\">WhatsApp shows a pairing \
+code instead of a QR code now.</p>{}",
+            link_choice("link-code", query, "Show the pairing code"),
+        ),
         None => format!(
             "<h1>{name}</h1><p><code>{id}</code></p><p id=\"state\">Waiting for a QR code \
 (WhatsApp state: {}, status: {}). This page refreshes itself.</p>{}",
@@ -709,5 +714,58 @@ mod tests {
         let svg = qr_svg("2@abc,def,ghi==").unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..40]);
         assert!(svg.contains("<path") || svg.contains("<rect"));
+    }
+
+    /// A tenant `alpha` waiting for a link, showing `code` (or a QR when `None`).
+    fn linking(code: Option<&str>) -> (StatusSnapshot, TenantStatus) {
+        let snap = snapshot(false);
+        let mut t = snap.tenants[0].clone();
+        t.session = Some(SessionView {
+            state: crate::store::model::SessionState::QrReady,
+            qr: code.is_none().then(|| "2@abc,def,ghi==".to_owned()),
+            qr_issued_at: Some(snap.generated_at),
+            last_seen_at: None,
+            linked_number: None,
+            push_name: None,
+            error: None,
+            link_code: code.map(str::to_owned),
+            link_code_issued_at: code.map(|_| snap.generated_at),
+        });
+        (snap, t)
+    }
+
+    #[test]
+    fn the_qr_page_offers_the_pairing_code_page_with_the_same_signed_query() {
+        let (snap, t) = linking(None);
+        let html = qr_html(&snap, &t, Some("exp=1&sig=a"));
+        assert!(
+            html.contains("href=\"link-code?exp=1&amp;sig=a\""),
+            "{html}"
+        );
+        let (snap, t) = linking(Some("ABCD1234"));
+        let html = qr_html(&snap, &t, None);
+        assert!(html.contains("shows a pairing code"), "{html}");
+    }
+
+    #[test]
+    fn the_pairing_code_page_shows_the_code_as_whatsapp_does_or_that_one_is_asked_for() {
+        let (snap, t) = linking(Some("ABCD1234"));
+        let html = link_code_html(&snap, &t, Some("exp=1&sig=a"));
+        assert!(html.contains(">ABCD-1234<"), "{html}");
+        assert!(html.contains("href=\"qr?exp=1&amp;sig=a\""), "{html}");
+        let (snap, mut t) = linking(None);
+        if let Some(s) = &mut t.session {
+            s.error = Some("invalid phone number".to_owned());
+            s.link_code_issued_at = Some(snap.generated_at);
+        }
+        let html = link_code_html(&snap, &t, None);
+        assert!(
+            html.contains("Asking WhatsApp for a pairing code"),
+            "{html}"
+        );
+        assert!(
+            html.contains("The last request failed: invalid phone number"),
+            "{html}"
+        );
     }
 }
