@@ -56,6 +56,8 @@ fn tenant(i: usize, now: Timestamp) -> anyhow::Result<TenantStatus> {
             linked_number: connected.then(|| format!("2557{i:08}")),
             push_name: connected.then(|| format!("Owner {i}")),
             error: None,
+            link_code: None,
+            link_code_issued_at: None,
         }),
         // A bot that has been answering for a while has counted a few things.
         counters: if connected {

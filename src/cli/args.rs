@@ -53,6 +53,11 @@ pub(super) enum Command {
     Qr(QrArgs),
     /// Print a tenant's message log; `--follow` keeps printing new messages.
     Logs(LogsArgs),
+    /// Link a tenant's WhatsApp by phone number instead of a QR: ask its worker for an
+    /// 8-character pairing code for the tenant's `phone`, print it, and print the renewed codes
+    /// (every 3 minutes) until the phone is linked. Exit 1 when the tenant is unknown, already
+    /// linked or has no running worker, or no code came within `--timeout`.
+    LinkCode(LinkCodeArgs),
     /// Print a signed link to a tenant's QR page that works for that tenant only, until `--ttl`.
     LinkUrl(LinkUrlArgs),
     /// Ask the running daemon to restart a tenant's worker once (a graceful stop, then a
@@ -239,6 +244,22 @@ pub(super) struct QrArgs {
     #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
     pub(super) config: Option<PathBuf>,
     /// Draw the current state once and exit instead of following it until linked.
+    #[arg(long)]
+    pub(super) once: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct LinkCodeArgs {
+    /// The tenant whose phone is to be linked.
+    pub(super) tenant: String,
+    /// The daemon config file [default: /etc/flowhq/flowhq.toml when it exists (the Debian
+    /// package's), else built-in defaults, which use ./tenants.d and ./.flowhq].
+    #[arg(long, short = 'c', value_name = "FILE", env = "FLOWHQ_CONFIG")]
+    pub(super) config: Option<PathBuf>,
+    /// How long to wait for the worker's first code.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub(super) timeout: std::time::Duration,
+    /// Print the first code and exit instead of following it until linked.
     #[arg(long)]
     pub(super) once: bool,
 }

@@ -8,6 +8,7 @@
 mod args;
 mod events;
 mod fleet;
+mod link_code;
 #[cfg(test)]
 mod man;
 mod restart;
@@ -38,6 +39,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::LinkUrl(args) => views::link_url(&args),
         Command::Restart(args) => restart::restart(&args),
         Command::Events(args) => events::events(&args),
+        Command::LinkCode(args) => link_code::link_code(&args),
         Command::Fleet(args) => fleet::fleet(&args),
         Command::Drain(args) => fleet::drain(&args),
         Command::Undrain(args) => fleet::undrain(&args),

@@ -59,7 +59,7 @@ fn config_and_tenant(
 /// Runs `qr` or `logs`: with the config and the tenant (or the exit status
 /// [`config_and_tenant`] chose), quiet logging and the state store opened as a client, `run`
 /// gets the store and the tenant id.
-fn with_tenant_store(
+pub(super) fn with_tenant_store(
     config: Option<&Path>,
     tenant: &str,
     run: impl AsyncFnOnce(Store, TenantId) -> anyhow::Result<ExitStatus>,

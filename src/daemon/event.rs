@@ -33,6 +33,8 @@ pub enum Event {
     },
     /// Someone with access opened the QR page of a tenant whose worker stopped showing codes.
     QrWanted(TenantId),
+    /// Someone with access opened the pairing-code page of a tenant that shows no code.
+    CodeWanted(TenantId),
     /// Memory of the workers' process trees, measured off the loop.
     Memory(Vec<(TenantId, TreeMemory)>),
     /// SIGHUP: rescan everything now (and fetch the config repository).

@@ -163,6 +163,10 @@ impl Daemon {
                     self.request_qr(&tenant, Timestamp::now()).await;
                     steps.lap("qr request");
                 }
+                Wake::Event(Event::CodeWanted(tenant)) => {
+                    self.request_link_code(&tenant, Timestamp::now()).await;
+                    steps.lap("pairing code request");
+                }
                 Wake::Event(ev) => {
                     run_pass = self.handle(ev);
                     steps.lap("event");

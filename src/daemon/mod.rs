@@ -36,7 +36,6 @@ use jiff::Timestamp;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::config::TenantId;
 use crate::config::daemon::{Capacity, DaemonConfig};
 use crate::reconcile::{self, Plan, Policy};
 use crate::source::dir::DirSource;
@@ -113,11 +112,14 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
     let started_at = Timestamp::now();
     let (status_tx, status_rx) =
         tokio::sync::watch::channel(Arc::new(StatusSnapshot::starting(started_at)));
-    let (qr_tx, qr_rx) = mpsc::channel::<TenantId>(16);
+    let (qr_tx, qr_rx) = mpsc::channel::<status::LinkWanted>(16);
     let server = status::serve_with_qr_requests(&cfg.status, &cfg.state_dir, status_rx, qr_tx)
         .await
         .map_err(Error::Status)?;
-    forward(qr_rx, &tx, Event::QrWanted);
+    forward(qr_rx, &tx, |wanted| match wanted {
+        status::LinkWanted::FreshQr(tenant) => Event::QrWanted(tenant),
+        status::LinkWanted::PairingCode(tenant) => Event::CodeWanted(tenant),
+    });
     info!(listen = %server.local_addr(), "status endpoint listening");
 
     let mut d = Daemon::new(cfg, opts, backoff, tx);
@@ -338,7 +340,7 @@ impl Daemon {
                 false
             }
             Event::Fleet(report) => self.on_fleet(report),
-            Event::Shutdown | Event::QrWanted(_) => false,
+            Event::Shutdown | Event::QrWanted(_) | Event::CodeWanted(_) => false,
         }
     }
 }

@@ -34,6 +34,8 @@ pub(super) struct Publisher {
     ready: bool,
     /// When fresh QR codes were last requested per tenant.
     qr_requested: BTreeMap<TenantId, Timestamp>,
+    /// When pairing codes were last requested per tenant (the same limit).
+    code_requested: BTreeMap<TenantId, Timestamp>,
     /// The fleet as last read from the store (fleet mode only).
     fleet: Option<Arc<FleetStatus>>,
 }
@@ -46,6 +48,7 @@ impl Publisher {
             started_at,
             ready: false,
             qr_requested: BTreeMap::new(),
+            code_requested: BTreeMap::new(),
             fleet: None,
         }
     }
@@ -107,6 +110,34 @@ impl Daemon {
                 Some(tenant.clone()),
                 "qr_requested",
                 "QR page opened after the QR timeout".to_owned(),
+            );
+        }
+    }
+
+    /// Asks the worker of `tenant` for a pairing code (the signed page's "link with phone
+    /// number", opened while no code is shown), at most once every 30 s per tenant; the worker
+    /// renews a code it issued by itself.
+    pub(super) async fn request_link_code(&mut self, tenant: &TenantId, now: Timestamp) {
+        let due = self
+            .status
+            .code_requested
+            .get(tenant)
+            .is_none_or(|t| now.duration_since(*t) >= QR_REQUEST_EVERY);
+        let Some(store) = self.store.get().filter(|_| due) else {
+            return;
+        };
+        let res = store.session_request_link_code(tenant, now).await;
+        if self.store.check(res).is_some() {
+            self.status.code_requested.insert(tenant.clone(), now);
+            info!(
+                target: LOG_TARGET,
+                tenant = %tenant,
+                "pairing-code page opened: asked the worker for a code",
+            );
+            self.event(
+                Some(tenant.clone()),
+                "link_code_requested",
+                "pairing-code page opened".to_owned(),
             );
         }
     }

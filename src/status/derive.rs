@@ -126,8 +126,9 @@ impl Derived {
 /// In order: retired and paused tenants are that, whatever their worker does; a tenant waiting
 /// for a place under the capacity is WAITING, with its place in line; then a worker the
 /// daemon gave up on (ERROR, HELD) or is backing off from is ERROR; then a running worker whose
-/// heartbeat is older than `stale_after` is ERROR; then the WhatsApp state decides: CONNECTED and
-/// AUTHENTICATED are ACTIVE; a QR on screen, an expired QR, a logged-out or unpaired session is
+/// heartbeat is older than `stale_after` is ERROR; then the WhatsApp state decides: CONNECTED is
+/// ACTIVE; AUTHENTICATED (linked, still syncing: the bot does not answer yet, and the worker
+/// gives up after `worker.ready_timeout`) is QR_PENDING with that reason; a QR on screen, an expired QR, a logged-out or unpaired session is
 /// QR_PENDING; CONFLICT, TOS_BLOCK, DISCONNECTED and ERROR are ERROR; STARTING is ACTIVE when a
 /// phone was linked before (the worker is reconnecting) and NEW otherwise; no session is NEW.
 /// A config error does not change the status: the tenant keeps running on its last good spec,
@@ -180,9 +181,11 @@ pub fn derive(facts: &Facts<'_>, now: Timestamp, stale_after: Duration) -> Deriv
     }
     match facts.session {
         None => Derived::plain(TenantState::New),
-        Some(SessionState::Connected | SessionState::Authenticated) => {
-            Derived::plain(TenantState::Active)
-        }
+        Some(SessionState::Connected) => Derived::plain(TenantState::Active),
+        Some(SessionState::Authenticated) => Derived {
+            state: TenantState::QrPending,
+            reason: Some("linked; WhatsApp Web is still syncing".to_owned()),
+        },
         Some(SessionState::Starting) if facts.linked => Derived::plain(TenantState::Active),
         Some(SessionState::Starting) => Derived::plain(TenantState::New),
         Some(
@@ -281,6 +284,15 @@ mod tests {
             f.session = Some(s);
             assert_eq!(state(&f), TenantState::QrPending, "{s}");
         }
+    }
+
+    #[test]
+    fn linked_but_still_syncing_is_not_active() {
+        let mut f = facts();
+        f.session = Some(SessionState::Authenticated);
+        let d = derive(&f, now(), Duration::from_secs(120));
+        assert_eq!(d.state, TenantState::QrPending);
+        assert!(d.reason.unwrap().contains("still syncing"));
     }
 
     #[test]

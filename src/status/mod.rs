@@ -151,14 +151,25 @@ pub async fn serve_with_limits(
     serve_full(cfg, state_dir, snapshot, limits, None).await
 }
 
+/// What an authorized visit to a tenant's linking pages asks the daemon to request of the
+/// worker (the endpoint itself writes nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkWanted {
+    /// The QR page of a tenant whose worker stopped showing codes (QR_TIMEOUT).
+    FreshQr(TenantId),
+    /// The "link with phone number" page of a tenant that shows no pairing code.
+    PairingCode(TenantId),
+}
+
 /// `serve` for the daemon: an authorized visit to the QR page of a tenant whose worker stopped
-/// showing codes (QR_TIMEOUT) sends the tenant's id on `qr_wanted`, so the daemon can ask the
-/// worker for fresh ones. The endpoint itself still writes nothing.
+/// showing codes (QR_TIMEOUT), or to its pairing-code page while no code is shown, sends a
+/// [`LinkWanted`] on `qr_wanted`, so the daemon can ask the worker. The endpoint itself still
+/// writes nothing.
 pub async fn serve_with_qr_requests(
     cfg: &StatusConfig,
     state_dir: &Path,
     snapshot: watch::Receiver<Arc<StatusSnapshot>>,
-    qr_wanted: tokio::sync::mpsc::Sender<TenantId>,
+    qr_wanted: tokio::sync::mpsc::Sender<LinkWanted>,
 ) -> Result<ServerHandle, Error> {
     serve_full(cfg, state_dir, snapshot, Limits::default(), Some(qr_wanted)).await
 }
@@ -168,7 +179,7 @@ async fn serve_full(
     state_dir: &Path,
     snapshot: watch::Receiver<Arc<StatusSnapshot>>,
     limits: Limits,
-    qr_wanted: Option<tokio::sync::mpsc::Sender<TenantId>>,
+    qr_wanted: Option<tokio::sync::mpsc::Sender<LinkWanted>>,
 ) -> Result<ServerHandle, Error> {
     let token = match &cfg.token_file {
         Some(path) => {

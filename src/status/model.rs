@@ -207,6 +207,11 @@ pub struct SessionView {
     pub push_name: Option<String>,
     /// The error text that came with the state.
     pub error: Option<String>,
+    /// The pairing code to type on the phone, while one is shown. Personal data (it links
+    /// the account).
+    pub link_code: Option<String>,
+    /// When the worker last answered a pairing-code request.
+    pub link_code_issued_at: Option<Timestamp>,
 }
 
 impl WorkerView {
@@ -248,6 +253,8 @@ impl SessionView {
             linked_number: s.linked_number.clone(),
             push_name: s.push_name.clone(),
             error: s.error.clone(),
+            link_code: s.link_code.clone(),
+            link_code_issued_at: s.link_code_issued_at,
         }
     }
 }

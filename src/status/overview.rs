@@ -527,6 +527,8 @@ mod tests {
             linked_number: None,
             push_name: None,
             error: None,
+            link_code: None,
+            link_code_issued_at: None,
         });
         t
     }

@@ -469,9 +469,11 @@ pub fn qr_svg(payload: &str) -> Option<String> {
     Some(svg)
 }
 
-/// `/v1/tenants/{id}/qr`: the QR to scan, "linked" once connected, or what the worker is doing.
-/// Refreshes every 3 seconds while waiting (WhatsApp rotates the QR about every 20 seconds).
-pub fn qr_html(snap: &StatusSnapshot, t: &TenantStatus) -> String {
+/// `/v1/tenants/{id}/qr`: the QR to scan, "linked" once connected, or what the worker is doing,
+/// with the choice to link with a phone number instead (the pairing-code page, with the same
+/// `query`: the signed link's). Refreshes every 3 seconds while waiting (WhatsApp rotates the
+/// QR about every 20 seconds).
+pub fn qr_html(snap: &StatusSnapshot, t: &TenantStatus, query: Option<&str>) -> String {
     let name = escape(&t.business_name);
     let id = escape(t.id.as_str());
     let s = t.session.as_ref();
@@ -499,18 +501,92 @@ pub fn qr_html(snap: &StatusSnapshot, t: &TenantStatus) -> String {
             format!(
                 "<h1>{name}</h1><p><code>{id}</code></p>\
 <p>On the business phone open WhatsApp → Settings → Linked devices → Link a device, and scan:</p>\
-<div id=\"qr\">{svg}</div><p class=\"muted\">QR issued {}; this page refreshes itself.</p>",
-                ago(session.qr_issued_at, snap.generated_at)
+<div id=\"qr\">{svg}</div><p class=\"muted\">QR issued {}; this page refreshes itself.</p>{}",
+                ago(session.qr_issued_at, snap.generated_at),
+                link_choice("link-code", query, "Link with phone number instead"),
             )
         }
+        None if s.is_some_and(|s| s.link_code.is_some()) => format!(
+            "<h1>{name}</h1><p><code>{id}</code></p><p id=\"state\">WhatsApp shows a pairing \
+code instead of a QR code now.</p>{}",
+            link_choice("link-code", query, "Show the pairing code"),
+        ),
         None => format!(
             "<h1>{name}</h1><p><code>{id}</code></p><p id=\"state\">Waiting for a QR code \
-(WhatsApp state: {}, status: {}). This page refreshes itself.</p>",
+(WhatsApp state: {}, status: {}). This page refreshes itself.</p>{}",
             s.map(|s| s.state.as_str()).unwrap_or("no session yet"),
             t.status.as_str(),
+            link_choice("link-code", query, "Link with phone number instead"),
         ),
     };
     page(&format!("{} – link WhatsApp", t.business_name), 3, &body)
+}
+
+/// `/v1/tenants/{id}/link-code`: linking with a phone number. The pairing code to type on the
+/// business phone (as WhatsApp shows it, `ABCD-EFGH`), or that one is being asked for (and why
+/// the last request failed), or the linked page; with the choice to scan a QR instead.
+/// Refreshes every 3 seconds (the worker renews the code every 3 minutes).
+pub fn link_code_html(snap: &StatusSnapshot, t: &TenantStatus, query: Option<&str>) -> String {
+    let s = t.session.as_ref();
+    let linked = s.is_some_and(|s| {
+        matches!(
+            s.state,
+            crate::store::model::SessionState::Connected
+                | crate::store::model::SessionState::Authenticated
+        )
+    });
+    if linked {
+        return qr_html(snap, t, query);
+    }
+    let name = escape(&t.business_name);
+    let id = escape(t.id.as_str());
+    let state = match s.and_then(|s| s.link_code.as_deref().map(|c| (s, c))) {
+        Some((session, code)) => {
+            let code = escape(code);
+            let shown = match code.split_at_checked(4) {
+                Some((a, b)) if code.len() == 8 => format!("{a}-{b}"),
+                _ => code.clone(),
+            };
+            format!(
+                "<p>On the business phone open WhatsApp → Settings → Linked devices → Link a \
+device → Link with phone number instead, and type:</p>\
+<p id=\"code\" style=\"font:bold 2.5em monospace;letter-spacing:.15em\">{shown}</p>\
+<p class=\"muted\">Code issued {}; WhatsApp renews it every 3 minutes until the phone is \
+linked; this page refreshes itself.</p>",
+                ago(session.link_code_issued_at, snap.generated_at)
+            )
+        }
+        None => {
+            let failed = s
+                .filter(|s| s.link_code_issued_at.is_some())
+                .and_then(|s| s.error.as_deref())
+                .map(|e| {
+                    format!(
+                        "<p class=\"ERROR\">The last request failed: {}</p>",
+                        escape(e)
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "<p id=\"state\">Asking WhatsApp for a pairing code for the business phone \
+(WhatsApp state: {}, status: {}). This page refreshes itself.</p>{failed}",
+                s.map(|s| s.state.as_str()).unwrap_or("no session yet"),
+                t.status.as_str(),
+            )
+        }
+    };
+    let body = format!(
+        "<h1>{name}</h1><p><code>{id}</code></p>{state}{}",
+        link_choice("qr", query, "Scan a QR code instead")
+    );
+    page(&format!("{} – link WhatsApp", t.business_name), 3, &body)
+}
+
+/// A link to the sibling page `page` of a tenant's linking pages, keeping the signed link's
+/// `query`.
+fn link_choice(page: &str, query: Option<&str>, label: &str) -> String {
+    let query = query.map(|q| format!("?{}", escape(q))).unwrap_or_default();
+    format!("<p><a id=\"switch\" href=\"{page}{query}\">{label}</a></p>")
 }
 
 /// A short HTML page explaining a refusal.
@@ -624,5 +700,58 @@ mod tests {
         let svg = qr_svg("2@abc,def,ghi==").unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..40]);
         assert!(svg.contains("<path") || svg.contains("<rect"));
+    }
+
+    /// A tenant `alpha` waiting for a link, showing `code` (or a QR when `None`).
+    fn linking(code: Option<&str>) -> (StatusSnapshot, TenantStatus) {
+        let snap = snapshot(false);
+        let mut t = snap.tenants[0].clone();
+        t.session = Some(SessionView {
+            state: crate::store::model::SessionState::QrReady,
+            qr: code.is_none().then(|| "2@abc,def,ghi==".to_owned()),
+            qr_issued_at: Some(snap.generated_at),
+            last_seen_at: None,
+            linked_number: None,
+            push_name: None,
+            error: None,
+            link_code: code.map(str::to_owned),
+            link_code_issued_at: code.map(|_| snap.generated_at),
+        });
+        (snap, t)
+    }
+
+    #[test]
+    fn the_qr_page_offers_the_pairing_code_page_with_the_same_signed_query() {
+        let (snap, t) = linking(None);
+        let html = qr_html(&snap, &t, Some("exp=1&sig=a"));
+        assert!(
+            html.contains("href=\"link-code?exp=1&amp;sig=a\""),
+            "{html}"
+        );
+        let (snap, t) = linking(Some("ABCD1234"));
+        let html = qr_html(&snap, &t, None);
+        assert!(html.contains("shows a pairing code"), "{html}");
+    }
+
+    #[test]
+    fn the_pairing_code_page_shows_the_code_as_whatsapp_does_or_that_one_is_asked_for() {
+        let (snap, t) = linking(Some("ABCD1234"));
+        let html = link_code_html(&snap, &t, Some("exp=1&sig=a"));
+        assert!(html.contains(">ABCD-1234<"), "{html}");
+        assert!(html.contains("href=\"qr?exp=1&amp;sig=a\""), "{html}");
+        let (snap, mut t) = linking(None);
+        if let Some(s) = &mut t.session {
+            s.error = Some("invalid phone number".to_owned());
+            s.link_code_issued_at = Some(snap.generated_at);
+        }
+        let html = link_code_html(&snap, &t, None);
+        assert!(
+            html.contains("Asking WhatsApp for a pairing code"),
+            "{html}"
+        );
+        assert!(
+            html.contains("The last request failed: invalid phone number"),
+            "{html}"
+        );
     }
 }

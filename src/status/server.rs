@@ -46,7 +46,7 @@ pub(super) struct Shared {
     /// Where an authorized visit to a QR page whose worker gave up waiting (QR_TIMEOUT) sends
     /// the tenant id, so the daemon can ask the worker for fresh codes. The server itself
     /// writes nothing.
-    qr_wanted: Option<tokio::sync::mpsc::Sender<crate::config::TenantId>>,
+    qr_wanted: Option<tokio::sync::mpsc::Sender<super::LinkWanted>>,
 }
 
 /// The `/v1/tenants` bodies of one snapshot: `[public, personal]`, each plain and gzipped,
@@ -102,7 +102,7 @@ impl Shared {
         token: Option<Vec<u8>>,
         secret: LinkSecret,
         limits: Limits,
-        qr_wanted: Option<tokio::sync::mpsc::Sender<crate::config::TenantId>>,
+        qr_wanted: Option<tokio::sync::mpsc::Sender<super::LinkWanted>>,
     ) -> Self {
         Self {
             qr_wanted,
@@ -328,9 +328,12 @@ impl Shared {
                         .is_some_and(|s| s.state == crate::store::SessionState::QrTimeout);
                     if timed_out && let Some(tx) = &self.qr_wanted {
                         // Never waits: a full queue means a request is already on its way.
-                        let _ = tx.try_send(tenant.id.clone());
+                        let _ = tx.try_send(super::LinkWanted::FreshQr(tenant.id.clone()));
                     }
-                    return html(StatusCode::OK, render::qr_html(snap, tenant));
+                    return html(
+                        StatusCode::OK,
+                        render::qr_html(snap, tenant, req.uri().query()),
+                    );
                 }
                 match tenant
                     .session
@@ -349,8 +352,37 @@ impl Shared {
                     None => text(StatusCode::NOT_FOUND, "no QR code to show right now\n"),
                 }
             }
+            Some("link-code") => self.link_code_page(req, snap, tenant, access),
             Some(_) => not_found(),
         }
+    }
+
+    /// The pairing-code page: asks the daemon for a code while none is shown (never waits).
+    fn link_code_page(
+        &self,
+        req: &Request<Incoming>,
+        snap: &StatusSnapshot,
+        tenant: &crate::status::TenantStatus,
+        access: Access,
+    ) -> Response<Full<Bytes>> {
+        if let Access::Public(reason) = access {
+            return refused(reason);
+        }
+        let waiting = tenant.session.as_ref().is_none_or(|s| {
+            s.link_code.is_none()
+                && !matches!(
+                    s.state,
+                    crate::store::SessionState::Connected
+                        | crate::store::SessionState::Authenticated
+                )
+        });
+        if waiting && let Some(tx) = &self.qr_wanted {
+            let _ = tx.try_send(super::LinkWanted::PairingCode(tenant.id.clone()));
+        }
+        html(
+            StatusCode::OK,
+            render::link_code_html(snap, tenant, req.uri().query()),
+        )
     }
 }
 

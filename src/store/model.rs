@@ -206,6 +206,11 @@ pub struct SessionRecord {
     pub qr: Option<String>,
     /// When the current QR payload was issued.
     pub qr_issued_at: Option<Timestamp>,
+    /// The pairing code to type on the phone (linking by phone number), only while
+    /// `state` is `QR_READY`.
+    pub link_code: Option<String>,
+    /// When the worker last answered a pairing-code request (with a code or an error).
+    pub link_code_issued_at: Option<Timestamp>,
     /// The worker's last heartbeat.
     pub last_seen_at: Option<Timestamp>,
     /// The linked phone number, once authenticated.
@@ -455,6 +460,8 @@ pub(crate) struct SessionRow {
     push_name: Option<String>,
     error: Option<String>,
     updated_at: i64,
+    link_code: Option<String>,
+    link_code_issued_at: Option<i64>,
 }
 
 impl SessionRow {
@@ -464,6 +471,8 @@ impl SessionRow {
             state: self.state.parse()?,
             qr: self.qr,
             qr_issued_at: opt_time(self.qr_issued_at)?,
+            link_code: self.link_code,
+            link_code_issued_at: opt_time(self.link_code_issued_at)?,
             last_seen_at: opt_time(self.last_seen_at)?,
             linked_number: self.linked_number,
             push_name: self.push_name,
@@ -619,6 +628,8 @@ impl SnapshotRow {
                 state: state.parse()?,
                 qr: None,
                 qr_issued_at: opt_time(self.s_qr_issued_at)?,
+                link_code: None,
+                link_code_issued_at: None,
                 last_seen_at: opt_time(self.s_last_seen_at)?,
                 linked_number: self.s_linked_number,
                 push_name: self.s_push_name,

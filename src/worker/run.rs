@@ -137,6 +137,9 @@ pub struct RunOptions {
     /// How often an idle worker looks for a fresh-QR request (`FLOWHQ_WORKER_QR_POLL`,
     /// default 5 s).
     pub qr_poll: Duration,
+    /// How often a pairing code is renewed while no phone is linked
+    /// (`FLOWHQ_WORKER_LINK_CODE_REFRESH`, default 180 s as WhatsApp's own clients do).
+    pub link_code_refresh: Duration,
     /// Extra Chromium flags, whitespace-separated (`FLOWHQ_WORKER_CHROMIUM_ARGS`).
     pub chromium_args: Vec<String>,
 }
@@ -147,6 +150,7 @@ impl Default for RunOptions {
             reconnect: ReconnectPolicy::default(),
             takeover_after: Duration::from_secs(60),
             qr_poll: Duration::from_secs(5),
+            link_code_refresh: Duration::from_secs(180),
             chromium_args: Vec::new(),
         }
     }
@@ -193,6 +197,7 @@ impl RunOptions {
         )?;
         dur("FLOWHQ_WORKER_TAKEOVER_AFTER", &mut o.takeover_after)?;
         dur("FLOWHQ_WORKER_QR_POLL", &mut o.qr_poll)?;
+        dur("FLOWHQ_WORKER_LINK_CODE_REFRESH", &mut o.link_code_refresh)?;
         if let Some(v) = env("FLOWHQ_WORKER_CHROMIUM_ARGS") {
             o.chromium_args = v.split_whitespace().map(str::to_owned).collect();
         }
@@ -285,6 +290,8 @@ fn schedule(cfg: &DaemonConfig, opts: &RunOptions) -> Schedule {
     Schedule {
         heartbeat_interval: cfg.worker.heartbeat_interval,
         qr_timeout: cfg.worker.qr_timeout,
+        ready_timeout: cfg.worker.ready_timeout,
+        link_code_refresh: opts.link_code_refresh,
         reconnect: opts.reconnect,
         takeover_after: opts.takeover_after,
         qr_poll: opts.qr_poll,

@@ -1,12 +1,15 @@
 //! The worker's session lifecycle as pure decisions: what a transport event means for the
 //! tenant's session row and for the worker loop, how a failed launch is classified (exit 78,
-//! "WhatsApp Web changed", or retry), and the reconnect schedule.
+//! "WhatsApp Web changed", or retry), the reconnect schedule, and the ready timeout (how long a
+//! linked session may sync before it counts as stalled).
 //!
 //! Deliberately does no I/O: the loop in `session_loop.rs` performs the store writes, launches
 //! and closes the browser and sleeps; this file only decides, so every rule is unit-tested
 //! here.
 
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::browser;
 use super::transport::{DisconnectReason, IncomingMessage, TransportEvent, WaState};
@@ -151,6 +154,47 @@ pub fn linked_number(me: &str) -> String {
         Some((user, "c.us")) if !user.is_empty() => user.to_owned(),
         _ => me.to_owned(),
     }
+}
+
+/// The ready timeout: a session that reached `AUTHENTICATED` must be synced and ready within
+/// `worker.ready_timeout`, or it is stalled (WhatsApp Web can sit in its loading screen for
+/// ever; the original bot then showed the tenant as active and never answered). The clock
+/// starts at the first `Authenticated` of a session and is not restarted by later ones; it
+/// stops at `Ready`, and when the session goes back to a QR, is unlinked or reconnects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadyWatch {
+    deadline: Option<Instant>,
+}
+
+impl ReadyWatch {
+    /// Follows one decision of [`Session::step`] taken at `now`.
+    pub fn follow(&mut self, step: &Step, now: Instant, timeout: Duration) {
+        match step {
+            Step::Authenticated => {
+                self.deadline.get_or_insert(now + timeout);
+            }
+            Step::Ready { .. }
+            | Step::Qr(_)
+            | Step::Reconnect { .. }
+            | Step::Unlinked { .. }
+            | Step::WaWebChanged(_) => self.deadline = None,
+            Step::Message(_) | Step::Conflict | Step::Resumed | Step::Ignore => {}
+        }
+    }
+
+    /// When the session counts as stalled, while one is waiting to become ready.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+}
+
+/// Why a stalled session ends the worker: the session error, event and log line.
+pub fn stalled_reason(timeout: Duration) -> String {
+    format!(
+        "linked but WhatsApp Web did not finish syncing within {} (worker.ready_timeout); \
+         restarting the worker",
+        humantime::format_duration(timeout)
+    )
 }
 
 /// How a failed launch ends.
@@ -358,6 +402,41 @@ mod tests {
         assert!(
             matches!(classify_launch(&err), LaunchFailure::WaWebChanged(m) if m.contains("WAWebCmd"))
         );
+    }
+
+    #[test]
+    fn the_ready_clock_runs_from_the_first_authenticated_until_ready() {
+        let t0 = Instant::now();
+        let limit = Duration::from_secs(120);
+        let mut w = ReadyWatch::default();
+        w.follow(&Step::Qr("2@x".to_owned()), t0, limit);
+        assert_eq!(w.deadline(), None, "a QR on screen is not a sync");
+        w.follow(&Step::Authenticated, t0, limit);
+        assert_eq!(w.deadline(), Some(t0 + limit));
+        // A second AUTHENTICATED (the page reports CONNECTED again) keeps the first deadline.
+        w.follow(&Step::Authenticated, t0 + Duration::from_secs(60), limit);
+        w.follow(&Step::Ignore, t0 + Duration::from_secs(61), limit);
+        assert_eq!(w.deadline(), Some(t0 + limit));
+        w.follow(
+            &Step::Ready {
+                number: "1".to_owned(),
+                push_name: None,
+            },
+            t0 + Duration::from_secs(90),
+            limit,
+        );
+        assert_eq!(w.deadline(), None);
+        w.follow(&Step::Authenticated, t0, limit);
+        w.follow(
+            &Step::Reconnect {
+                state: SessionState::Disconnected,
+                reason: "crash".to_owned(),
+            },
+            t0,
+            limit,
+        );
+        assert_eq!(w.deadline(), None, "a new session starts its own clock");
+        assert!(stalled_reason(limit).contains("did not finish syncing within 2m"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Owns what the worker does around the decisions of `session.rs`, on any [`Transport`]: the
 //! launch through a [`Launcher`] and its classification, the reconnect schedule and giving
 //! up, the session row and session events, the QR timeout and the idle wait for a fresh-QR
-//! request, the conflict takeover, the heartbeat (gated on the transport's ping while a
+//! request, pairing codes while unlinked (`link_code.rs`), the ready timeout (a linked session that never finishes syncing ends the worker), the conflict takeover, the heartbeat (gated on the transport's ping while a
 //! session runs), the reload and its retry, the profile wipe after a logout, and attaching
 //! and detaching the message sink around every session.
 //!
@@ -23,7 +23,9 @@ use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 
 use super::browser::{self, profile_processes};
 use super::run::MessageSink;
-use super::session::{LaunchFailure, ReconnectPolicy, Session, Step, classify_launch};
+use super::session::{
+    LaunchFailure, ReadyWatch, ReconnectPolicy, Session, Step, classify_launch, stalled_reason,
+};
 use super::transport::{Events, Transport};
 use crate::config::{TenantId, TenantSpec};
 use crate::exit::ExitStatus;
@@ -33,8 +35,11 @@ use crate::store::{NewEvent, SessionState, Store};
 /// filter and search them.
 const LOG_TARGET: &str = "flowhq::worker::run";
 
+mod link_code;
 #[cfg(test)]
 mod tests;
+
+use link_code::Pairing;
 
 /// Starts the transport of one session: Chromium with WhatsApp Web in production, an
 /// in-memory transport in tests. Failures are classified by `session::classify_launch`.
@@ -76,12 +81,14 @@ impl SignalSource {
     }
 }
 
-/// The loop's timing: `worker.heartbeat_interval` and `worker.qr_timeout` from the daemon
-/// config, the rest from `RunOptions` (and the reload retry, fixed in production).
+/// The loop's timing: `worker.heartbeat_interval`, `worker.qr_timeout` and
+/// `worker.ready_timeout` from the daemon config, the rest from `RunOptions` (and the reload retry, fixed in production).
 #[derive(Debug, Clone)]
 pub(super) struct Schedule {
     pub(super) heartbeat_interval: Duration,
     pub(super) qr_timeout: Duration,
+    pub(super) ready_timeout: Duration,
+    pub(super) link_code_refresh: Duration,
     pub(super) reconnect: ReconnectPolicy,
     pub(super) takeover_after: Duration,
     pub(super) qr_poll: Duration,
@@ -116,6 +123,8 @@ enum Launched<T> {
 #[derive(Default)]
 struct Timers {
     qr_deadline: Option<Instant>,
+    ready: ReadyWatch,
+    pairing: Pairing,
     takeover_at: Option<Instant>,
     was_ready: bool,
 }
@@ -274,6 +283,8 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
         let mut timers = Timers::default();
         let ping_timeout = (self.schedule.heartbeat_interval / 2)
             .clamp(Duration::from_millis(200), Duration::from_secs(10));
+        let mut link_poll = tokio::time::interval(self.schedule.qr_poll);
+        link_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let far = Instant::now() + Duration::from_secs(86_400);
             let ended = tokio::select! {
@@ -310,6 +321,19 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
                 _ = sleep_until(timers.qr_deadline.unwrap_or(far)), if timers.qr_deadline.is_some() => {
                     Some(self.qr_timed_out().await)
                 }
+                _ = link_poll.tick(), if timers.pairing.polling() => {
+                    if self.link_code_pending().await {
+                        self.issue_link_code(transport, &mut timers, true).await;
+                    }
+                    None
+                }
+                _ = sleep_until(timers.pairing.refresh_at().unwrap_or(far)), if timers.pairing.refresh_at().is_some() => {
+                    self.issue_link_code(transport, &mut timers, false).await;
+                    None
+                }
+                _ = sleep_until(timers.ready.deadline().unwrap_or(far)), if timers.ready.deadline().is_some() => {
+                    Some(Ended::Exit(self.sync_stalled().await))
+                }
                 _ = sleep_until(timers.takeover_at.unwrap_or(far)), if timers.takeover_at.is_some() => {
                     timers.takeover_at = None;
                     self.take_over(transport).await;
@@ -336,6 +360,10 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
         timers: &mut Timers,
         transport: &L::Transport,
     ) -> Option<Ended> {
+        timers
+            .ready
+            .follow(&step, Instant::now(), self.schedule.ready_timeout);
+        timers.pairing.follow(&step);
         match step {
             Step::Ignore => {}
             Step::Qr(payload) => {
@@ -430,6 +458,16 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
         Ended::QrTimeout
     }
 
+    /// Linked but never synced within `ready_timeout`: an error with the reason, and exit 1 so
+    /// the daemon restarts the worker through its backoff.
+    async fn sync_stalled(&mut self) -> ExitStatus {
+        let reason = stalled_reason(self.schedule.ready_timeout);
+        tracing::error!(target: LOG_TARGET, tenant = %self.tenant, "{reason}");
+        self.set_state(SessionState::Error, Some(&reason)).await;
+        self.event("ready_timeout", &reason).await;
+        ExitStatus::Failure
+    }
+
     async fn take_over(&mut self, transport: &L::Transport) {
         self.event(
             "session",
@@ -510,6 +548,9 @@ impl<L: Launcher, S: MessageSink<L::Transport>> Worker<L, S> {
                 }
                 _ = sleep_until(until.unwrap_or(far)), if until.is_some() => return false,
                 _ = poll.tick(), if until.is_none() => {
+                    if self.link_code_pending().await {
+                        return false;
+                    }
                     match self.store.session_qr_requested_at(&self.tenant).await {
                         Ok(Some(at)) if at > since => return false,
                         Ok(_) => {}

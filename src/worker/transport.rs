@@ -418,6 +418,20 @@ pub trait Transport: Send + Sync {
     fn pid(&self) -> u32 {
         0
     }
+
+    /// Asks WhatsApp for a pairing code that links the account of `phone` (digits only, with
+    /// the country code) when typed on that phone: an 8-character code, valid for about three
+    /// minutes. Only while no account is linked; a transport that cannot link by phone number
+    /// refuses.
+    fn request_pairing_code(
+        &self,
+        phone: &str,
+    ) -> impl Future<Output = Result<String, Error>> + Send {
+        let _ = phone;
+        std::future::ready(Err(Error::NotReady {
+            operation: "pairing code",
+        }))
+    }
 }
 
 /// A command recorded by [`MemoryTransport`].
@@ -443,6 +457,13 @@ pub enum MemoryCommand {
     Logout,
     /// `takeover()`.
     Takeover,
+    /// `request_pairing_code(phone)`, with the code handed back.
+    PairingCode {
+        /// The phone number asked for.
+        phone: String,
+        /// The code returned.
+        code: String,
+    },
 }
 
 /// An in-memory transport for tests of the layers above: the test pushes events through
@@ -587,6 +608,20 @@ impl Transport for MemoryTransport {
             return false;
         }
         true
+    }
+
+    async fn request_pairing_code(&self, phone: &str) -> Result<String, Error> {
+        let n = self.record(MemoryCommand::PairingCode {
+            phone: phone.to_owned(),
+            code: String::new(),
+        });
+        let code = format!("MEMCODE{}", n % 10);
+        if let Ok(mut cs) = self.commands.lock()
+            && let Some(MemoryCommand::PairingCode { code: c, .. }) = cs.last_mut()
+        {
+            c.clone_from(&code);
+        }
+        Ok(code)
     }
 }
 

@@ -1125,3 +1125,65 @@ async fn worker_connections_sync_every_commit_and_the_daemons_do_not() {
     assert_eq!(daemon.sqlite_synchronous().await.unwrap(), Some(1));
     assert_eq!(worker.sqlite_synchronous().await.unwrap(), Some(2));
 }
+
+store_test!(pairing_code_requests_and_answers, |store| {
+    seed_tenant(&store, "acme").await;
+    let tenant = id("acme");
+    let t1 = at("2026-11-28T10:00:01Z");
+    let t2 = at("2026-11-28T10:00:02Z");
+    let t3 = at("2026-11-28T10:00:03Z");
+    let t4 = at("2026-11-28T10:00:04Z");
+    assert!(
+        !store.session_request_link_code(&tenant, t1).await.unwrap(),
+        "no session row, no worker to ask"
+    );
+    store.session_set_qr(&tenant, "2@qr", t1).await.unwrap();
+    assert_eq!(
+        store.session_link_code_request(&tenant).await.unwrap(),
+        (None, None)
+    );
+    assert!(store.session_request_link_code(&tenant, t2).await.unwrap());
+    store
+        .session_set_link_code(&tenant, Ok("ABCD1234"), t3)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.session_link_code_request(&tenant).await.unwrap(),
+        (Some(t2), Some(t3))
+    );
+    let s = store.session(&tenant).await.unwrap().unwrap();
+    assert_eq!(s.state, SessionState::QrReady);
+    assert_eq!(s.link_code.as_deref(), Some("ABCD1234"));
+    assert_eq!(s.link_code_issued_at, Some(t3));
+    assert_eq!(s.qr, None, "the code replaces the QR");
+    assert!(
+        store
+            .sessions_changed_since(t3)
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s.link_code.as_deref() == Some("ABCD1234")),
+        "the daemon's incremental read sees the code"
+    );
+
+    // A refusal keeps the state and says why; a new QR or any other state clears the code.
+    store
+        .session_set_link_code(&tenant, Err("invalid phone number"), t4)
+        .await
+        .unwrap();
+    let s = store.session(&tenant).await.unwrap().unwrap();
+    assert_eq!(s.link_code, None);
+    assert_eq!(s.error.as_deref(), Some("invalid phone number"));
+    store
+        .session_set_link_code(&tenant, Ok("WXYZ5678"), t4)
+        .await
+        .unwrap();
+    store
+        .session_set_state(&tenant, SessionState::Authenticated, None, t4)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.session(&tenant).await.unwrap().unwrap().link_code,
+        None
+    );
+});

@@ -87,6 +87,8 @@ pub fn snapshot() -> StatusSnapshot {
         linked_number: None,
         push_name: None,
         error: None,
+        link_code: None,
+        link_code_issued_at: None,
     });
     acme.counters = [("duplicate".to_owned(), 2), ("queue_full".to_owned(), 7)].into();
     let mut bistro = tenant("bistro", "Bistro");
@@ -100,6 +102,8 @@ pub fn snapshot() -> StatusSnapshot {
         linked_number: Some("255722222222".to_owned()),
         push_name: Some("Bistro Owner".to_owned()),
         error: None,
+        link_code: None,
+        link_code_issued_at: None,
     });
     let mut evil = tenant("evil", EVIL_NAME);
     evil.config_error =

@@ -16,6 +16,7 @@ mod bot_browser;
 mod bot_replies;
 mod e2e;
 mod fleet_move;
+mod link;
 mod sandbox;
 mod wa_web;
 mod worker;

@@ -794,3 +794,44 @@ async fn sighup_reloads_the_spec_the_bot_answers_with_it_and_a_conflict_is_taken
     assert!(rig.alive());
     rig.stop_cleanly();
 }
+
+#[tokio::test]
+#[ignore = "needs Chromium"]
+async fn a_pairing_code_expires_is_renewed_while_unlinked_and_the_renewed_code_links() {
+    let Some(mut rig) = rig().await else { return };
+    // Codes live 1.5 s on this page and the worker renews them every 3 s, so the first one
+    // expires (the page waits, UNPAIRED_IDLE) before its successor comes.
+    support::fake_wa::write_config(
+        &rig.root.path().join("site"),
+        "{controlPollMs: 100, qrIntervalMs: 400, codeLifetimeMs: 1500}",
+    );
+    rig.set_env("FLOWHQ_WORKER_LINK_CODE_REFRESH", "3s");
+    rig.start();
+    rig.wait_session("a QR code", |s| s.qr.is_some()).await;
+    rig.store
+        .session_request_link_code(&tenant(), Timestamp::now())
+        .await
+        .unwrap();
+    let (s, _) = rig
+        .wait_session("a pairing code", |s| s.link_code.is_some())
+        .await;
+    let first = s.link_code.unwrap();
+    assert_eq!(first.len(), 8, "{first}");
+    let (s, _) = rig
+        .wait_session("a renewed code", |s| {
+            s.link_code.as_ref().is_some_and(|c| *c != first)
+        })
+        .await;
+    assert_eq!(s.state, SessionState::QrReady);
+    let renewed = s.link_code.unwrap();
+    rig.control(
+        "enterCode",
+        json!({"code": renewed, "pushname": "Mama Asha"}),
+        Some("UNPAIRED"),
+    );
+    let (s, _) = rig
+        .wait_session("CONNECTED", |s| s.state == SessionState::Connected)
+        .await;
+    assert_eq!(s.linked_number.as_deref(), Some("255712345678"));
+    rig.stop_cleanly();
+}

@@ -159,6 +159,9 @@ pub(super) const KEYS: &[Key] = &[
     key(WORKER, "qr_timeout", "10m", |r, k, d| {
         d.c.worker.qr_timeout = r.positive(k);
     }),
+    key(WORKER, "ready_timeout", "2m", |r, k, d| {
+        d.c.worker.ready_timeout = r.positive(k);
+    }),
     key(WORKER, "memory_max", "", |r, k, d| {
         d.c.worker.memory_max = match r.bytes(k) {
             Some((n, origin)) if n < 64 * 1024 * 1024 => {
@@ -455,6 +458,7 @@ fn blank(file: Option<&Path>) -> DaemonConfig {
             heartbeat_interval: Duration::ZERO,
             stale_after: Duration::ZERO,
             qr_timeout: Duration::ZERO,
+            ready_timeout: Duration::ZERO,
             memory_max: None,
             log_max_bytes: 0,
             log_files: 0,

@@ -75,6 +75,8 @@ pub struct WorkerConfig {
     pub stale_after: Duration,
     /// How long a QR code waits to be scanned before the worker gives up (default 10m).
     pub qr_timeout: Duration,
+    /// How long a linked session may sync before it counts as stalled (default 2m).
+    pub ready_timeout: Duration,
     /// Memory limit of one worker with its Chromium, in bytes; `None` = no limit.
     pub memory_max: Option<u64>,
     /// A worker log file is rotated at this size (default 10 MiB).

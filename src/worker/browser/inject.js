@@ -86,7 +86,7 @@
   const NEEDS_AUTH = ['UNPAIRED', 'UNPAIRED_IDLE'];
   let lastRef = null;
   const emitQr = async (ref) => {
-    if (!ref || ref === lastRef || !NEEDS_AUTH.includes(Socket.state)) return;
+    if (!ref || ref === lastRef || pairing.active || !NEEDS_AUTH.includes(Socket.state)) return;
     lastRef = ref;
     try {
       const [noise, regInfo] = await Promise.all([reg.waNoiseInfo.get(), reg.waSignalStore.getRegistrationInfo()]);
@@ -104,6 +104,31 @@
     }
   };
   Conn.on('change:ref', (_model, ref) => { emitQr(ref); });
+
+  // ---- linking with a phone number (pairing code) ---------------------------------------------
+  // A fourth command for Rust: `window.__flowhqPairingCode(phone)` resolves to the 8-character
+  // code WhatsApp Web got for `phone` (digits with the country code), through the module the
+  // reference client uses (WAWebAltDeviceLinkingApi: setPairingType('ALT_DEVICE_LINKING'),
+  // initializeAltDeviceLinking(), startAltLinkingFlow(phone, showNotification)). Rust calls it
+  // again for a fresh code while no phone is linked. Once asked, the page is in the code flow:
+  // no QR payloads are reported and an expired QR is not refreshed (as the reference does).
+  const pairing = { active: false };
+  window.__flowhqPairingCode = async (phone) => {
+    let alt;
+    try {
+      alt = window.require('WAWebAltDeviceLinkingApi');
+    } catch (e) {
+      throw new Error('module WAWebAltDeviceLinkingApi: ' + ((e && e.message) || e));
+    }
+    for (const f of ['setPairingType', 'initializeAltDeviceLinking', 'startAltLinkingFlow']) {
+      if (!alt || typeof alt[f] !== 'function') throw new Error('WAWebAltDeviceLinkingApi.' + f + ' is missing');
+    }
+    if (!NEEDS_AUTH.includes(Socket.state)) throw new Error('WhatsApp Web is not waiting for a link (state ' + Socket.state + ')');
+    pairing.active = true;
+    alt.setPairingType('ALT_DEVICE_LINKING');
+    await alt.initializeAltDeviceLinking();
+    return String(await alt.startAltLinkingFlow(String(phone), true));
+  };
 
   // ---- state, authenticated, ready -----------------------------------------------------------
   let authSent = false;
@@ -137,7 +162,7 @@
   const onState = (state) => {
     emit('state', { state: String(state) });
     if (state === 'CONNECTED') authenticated();
-    if (state === 'UNPAIRED_IDLE') {
+    if (state === 'UNPAIRED_IDLE' && !pairing.active) {
       try {
         Cmd.refreshQR();
       } catch (e) {

@@ -404,6 +404,20 @@ impl Transport for WaWebBrowser {
     fn pid(&self) -> u32 {
         self.pid
     }
+
+    async fn request_pairing_code(&self, phone: &str) -> Result<String, transport::Error> {
+        let expr = format!("window.__flowhqPairingCode({})", js_string(phone));
+        let v = self
+            .call("pairing code", expr, self.opts.send_timeout)
+            .await?;
+        match v {
+            serde_json::Value::String(code) if !code.is_empty() => Ok(code),
+            other => Err(transport::Error::Driver {
+                operation: "pairing code",
+                source: format!("whatsapp web answered {other} instead of a code").into(),
+            }),
+        }
+    }
 }
 
 #[derive(Deserialize)]

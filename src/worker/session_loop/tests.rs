@@ -122,6 +122,8 @@ fn schedule() -> Schedule {
     Schedule {
         heartbeat_interval: Duration::from_millis(50),
         qr_timeout: Duration::from_secs(60),
+        ready_timeout: Duration::from_secs(60),
+        link_code_refresh: Duration::from_millis(200),
         reconnect: ReconnectPolicy {
             initial: Duration::from_millis(20),
             factor: 2,
@@ -582,4 +584,108 @@ async fn a_wrong_host_configuration_exits_78_and_a_changed_whatsapp_web_exits_1(
     let row = rig.until_state(SessionState::Error).await;
     assert_eq!(row.error.as_deref(), Some(line));
     assert_eq!(rig.exit().await, ExitStatus::Failure);
+}
+
+#[tokio::test]
+async fn a_session_linked_but_never_synced_is_an_error_and_ends_the_worker() {
+    let mut s = schedule();
+    s.ready_timeout = Duration::from_millis(300);
+    let mut rig = Rig::start(s, Vec::new(), false).await;
+    let t = rig.next_transport().await;
+    t.push(TransportEvent::Authenticated);
+    rig.until_state(SessionState::Authenticated).await;
+    let status = rig.exit().await;
+    assert_eq!(status, ExitStatus::Failure, "the daemon restarts it");
+    let row = rig.session().await.unwrap();
+    assert_eq!(row.state, SessionState::Error);
+    let reason = row.error.unwrap();
+    assert!(
+        reason.contains("did not finish syncing within 300ms"),
+        "{reason}"
+    );
+    rig.until_event(&format!("ready_timeout: {reason}")).await;
+    assert!(t.is_closed(), "the browser is closed before the exit");
+    assert!(!rig.calls().contains(&Call::Ready(true)));
+}
+
+#[tokio::test]
+async fn a_session_synced_in_time_keeps_running() {
+    let mut s = schedule();
+    s.ready_timeout = Duration::from_millis(300);
+    let mut rig = Rig::start(s, Vec::new(), false).await;
+    let t = rig.next_transport().await;
+    t.push(TransportEvent::Authenticated);
+    t.push(ready());
+    rig.until_state(SessionState::Connected).await;
+    // Well past the timeout: still connected, and the worker still runs.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(rig.session().await.unwrap().state, SessionState::Connected);
+    assert_eq!(rig.stop().await, ExitStatus::Ok);
+}
+
+#[tokio::test]
+async fn a_pairing_code_is_issued_on_request_and_renewed_until_linked() {
+    let mut rig = Rig::start(schedule(), Vec::new(), false).await;
+    let t = rig.next_transport().await;
+    t.push(qr("qr-1"));
+    rig.until_state(SessionState::QrReady).await;
+    assert!(
+        rig.store
+            .session_request_link_code(&tenant(), Timestamp::now())
+            .await
+            .unwrap()
+    );
+    let row = rig
+        .until_session("a pairing code", |r| r.link_code.is_some())
+        .await;
+    assert_eq!(row.state, SessionState::QrReady);
+    assert_eq!(row.qr, None, "the page shows the code, not a QR");
+    let first = row.link_code.unwrap();
+    // Renewed while nobody links (every 200 ms here), for the tenant's own phone.
+    rig.until_session("a fresh pairing code", |r| {
+        r.link_code.as_ref().is_some_and(|c| *c != first)
+    })
+    .await;
+    let asked: Vec<String> = t
+        .commands()
+        .into_iter()
+        .filter_map(|c| match c {
+            MemoryCommand::PairingCode { phone, .. } => Some(phone),
+            _ => None,
+        })
+        .collect();
+    assert!(asked.len() >= 2, "{asked:?}");
+    assert!(asked.iter().all(|p| p == "255712345678"), "{asked:?}");
+    rig.until_event("session: pairing code issued").await;
+
+    // Linked: the code is gone and no more are asked for.
+    t.push(TransportEvent::Authenticated);
+    t.push(ready());
+    let row = rig.until_state(SessionState::Connected).await;
+    assert_eq!(row.link_code, None);
+    let n = t.commands().len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(t.commands().len(), n, "codes asked for after linking");
+    assert_eq!(rig.stop().await, ExitStatus::Ok);
+}
+
+#[tokio::test]
+async fn a_pairing_code_request_wakes_a_worker_idle_after_the_qr_timeout() {
+    let mut s = schedule();
+    s.qr_timeout = Duration::from_millis(300);
+    let mut rig = Rig::start(s, Vec::new(), false).await;
+    let t = rig.next_transport().await;
+    t.push(qr("qr-1"));
+    rig.until_state(SessionState::QrTimeout).await;
+    rig.store
+        .session_request_link_code(&tenant(), Timestamp::now())
+        .await
+        .unwrap();
+    let t2 = rig.next_transport().await;
+    t2.push(qr("qr-2"));
+    let row = rig
+        .until_session("a pairing code", |r| r.link_code.is_some())
+        .await;
+    assert!(row.link_code.unwrap().starts_with("MEMCODE"));
+    assert_eq!(rig.stop().await, ExitStatus::Ok);
 }
