@@ -63,8 +63,10 @@ pub struct BackoffConfig {
 pub struct WorkerConfig {
     /// The worker argv; the daemon appends `["--tenant", ID]` (default: this binary + `worker`).
     pub command: Vec<String>,
-    /// The Chromium binary (default `/usr/bin/chromium`).
-    pub chromium: PathBuf,
+    /// Which browser runs WhatsApp Web (default `auto`).
+    pub browser: BrowserChoice,
+    /// The browser binary; `None` = the chosen kind's Debian path.
+    pub chromium: Option<PathBuf>,
     /// A file served as `https://web.whatsapp.com/*` (version pin, tests); `None` = the real one.
     pub wa_web_index: Option<PathBuf>,
     /// SIGTERM to SIGKILL of the worker's process group (default 10s).
@@ -83,6 +85,18 @@ pub struct WorkerConfig {
     pub log_files: u32,
     /// Crash-loop backoff.
     pub backoff: BackoffConfig,
+}
+
+/// `[worker] browser`: which build of Chromium runs WhatsApp Web.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrowserChoice {
+    /// Debian's `chromium-headless-shell` when installed, else Chromium; with an explicit
+    /// `chromium` path, the kind its file name says.
+    Auto,
+    /// Chromium in its new headless mode.
+    Chromium,
+    /// `chromium-headless-shell`: the old headless mode, a smaller browser.
+    HeadlessShell,
 }
 
 /// `[source.git]`: follow a config repository instead of a plain directory.
