@@ -200,7 +200,7 @@ async fn set_user_agent(
         browser = opts.kind.name(),
         path = %opts.chromium.display(),
         version = %v.product,
-        "browser started",
+        "browser version",
     );
     let ua = match &opts.user_agent {
         Some(ua) => ua.clone(),
