@@ -146,10 +146,12 @@ pub fn base_args(kind: BrowserKind, profile_dir: &Path, as_root: bool) -> Vec<St
     a
 }
 
-/// Flags that cut memory: GPU work in the browser process, one renderer, no spare renderer,
-/// no site-isolation extras, a small disk cache, and features a bot never uses; for Chromium
-/// also no omnibox WebUI renderer (new headless mode starts one, ~60-85 MiB PSS). Measured in
-/// docs/worker-memory.md.
+/// Flags that cut memory: no GPU work and no software rasterizer (SwiftShader), one renderer,
+/// no spare renderer, no site-isolation extras, a small disk cache, a capped JavaScript heap,
+/// and features a bot never uses. Chromium also runs the GPU service inside the browser process
+/// and starts no omnibox WebUI renderer (new headless mode starts one, ~60-85 MiB PSS); the
+/// headless shell keeps its small GPU process, which costs less than running it in-process
+/// there (+10 MiB private memory). Measured flag by flag in docs/worker-memory.md.
 pub fn lean_args(kind: BrowserKind) -> Vec<String> {
     let mut features = String::from(
         "--disable-features=Translate,MediaRouter,OptimizationHints,BackForwardCache,\
@@ -157,22 +159,22 @@ pub fn lean_args(kind: BrowserKind) -> Vec<String> {
          InterestFeedContentSuggestions,DialMediaRouteProvider,PaintHolding,\
          SpareRendererForSitePerProcess",
     );
-    if kind == BrowserKind::Chromium {
-        features.push_str(",WebUIOmniboxPopup,WebUIOmniboxAimPopup,WebUIOmniboxFullPopup");
-    }
     let mut a: Vec<String> = [
         "--disable-gpu",
         "--disable-software-rasterizer",
         "--renderer-process-limit=1",
         "--disable-site-isolation-trials",
-        "--in-process-gpu",
         "--disk-cache-size=33554432",
         "--js-flags=--max-old-space-size=512",
     ]
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    a.insert(4, features);
+    if kind == BrowserKind::Chromium {
+        features.push_str(",WebUIOmniboxPopup,WebUIOmniboxAimPopup,WebUIOmniboxFullPopup");
+        a.push("--in-process-gpu".to_owned());
+    }
+    a.push(features);
     a
 }
 
@@ -576,7 +578,7 @@ mod tests {
     }
 
     #[test]
-    fn only_chromium_gets_the_headless_flag_and_the_omnibox_switches() {
+    fn only_chromium_gets_the_headless_flag_the_in_process_gpu_and_the_omnibox_switches() {
         let p = Path::new("/tmp/p");
         let has = |args: Vec<String>, what: &str| args.iter().any(|a| a.contains(what));
         assert!(has(base_args(BrowserKind::Chromium, p, true), "--headless"));
@@ -586,6 +588,11 @@ mod tests {
         ));
         assert!(has(lean_args(BrowserKind::Chromium), "WebUIOmnibox"));
         assert!(!has(lean_args(BrowserKind::HeadlessShell), "WebUIOmnibox"));
+        assert!(has(lean_args(BrowserKind::Chromium), "--in-process-gpu"));
+        assert!(!has(
+            lean_args(BrowserKind::HeadlessShell),
+            "--in-process-gpu"
+        ));
     }
 
     #[test]
