@@ -3,7 +3,8 @@
 # the offline fake WhatsApp Web (tests/fixtures/wa-web, served at https://web.whatsapp.com/ by
 # the version pin; no network), each linked through the fake's scripted control and idle. Once
 # every tenant is ACTIVE and the host settled, it sums PSS (/proc/PID/smaps_rollup) over each
-# worker's process tree, reads how much MemAvailable fell, and prints a Markdown table for
+# worker's process tree (and USS, what stopping it would give back), reads how much
+# MemAvailable fell (noisy on a shared machine), and prints a Markdown table for
 # docs/worker-memory.md with the implied tenants per 24 GiB. Measures, asserts nothing.
 #
 # Usage: scripts/bench-density.sh [N] [BROWSER]
@@ -48,6 +49,7 @@ phone = "+2547$(printf %08d "$i")"
 template = "support"
 language = "en"
 enabled = true
+timezone = "Africa/Nairobi"
 EOF
 done
 
@@ -70,14 +72,19 @@ tree() {
   local c
   for c in $(pgrep -P "$1" || true); do tree "$c"; done
 }
-pss_kib() {
-  local sum=0 p v
+# The sum over pids of one /proc/PID/smaps_rollup figure: `^Pss:`, or USS
+# (`^Private_(Clean|Dirty):`).
+rollup_kib() {
+  local key=$1 sum=0 p v
+  shift
   for p in "$@"; do
-    v=$(awk '/^Pss:/ { print $2 }' "/proc/$p/smaps_rollup" 2>/dev/null || true)
+    v=$(awk -v k="$key" '$0 ~ k { s += $2 } END { print s + 0 }' "/proc/$p/smaps_rollup" 2>/dev/null || true)
     sum=$((sum + ${v:-0}))
   done
   echo "$sum"
 }
+pss_kib() { rollup_kib '^Pss:' "$@"; }
+uss_kib() { rollup_kib '^Private_(Clean|Dirty):' "$@"; }
 
 avail_before=$(avail_kib)
 "$bin" daemon --config "$root/flowhq.toml" >"$root/daemon.log" 2>&1 &
@@ -115,18 +122,24 @@ to_active=$(($(date +%s) - started))
 echo "bench-density: $n tenants ACTIVE after ${to_active} s; settling ${settle} s" >&2
 sleep "$settle"
 
-workers=$(pgrep -P "$daemon" || true)
-total=0 browsers=0 own=0 procs=0 count=0
-for w in $workers; do
-  all=$(tree "$w")
+# The daemon's children: the workers, and helpers that left their parent and were adopted by the
+# daemon (a child subreaper), like Chromium's crash handlers; those count as browser memory.
+total=0 browsers=0 own=0 procs=0 count=0 uss=0
+for c in $(pgrep -P "$daemon" || true); do
+  all=$(tree "$c")
   set -- $all
   procs=$((procs + $#))
   t=$(pss_kib "$@")
-  o=$(pss_kib "$w")
+  uss=$((uss + $(uss_kib "$@")))
   total=$((total + t))
-  own=$((own + o))
-  browsers=$((browsers + t - o))
-  count=$((count + 1))
+  if tr '\0' ' ' <"/proc/$c/cmdline" | grep -q -- ' worker --tenant '; then
+    o=$(pss_kib "$c")
+    own=$((own + o))
+    browsers=$((browsers + t - o))
+    count=$((count + 1))
+  else
+    browsers=$((browsers + t))
+  fi
 done
 daemon_pss=$(pss_kib "$daemon")
 avail_after=$(avail_kib)
@@ -134,18 +147,18 @@ load=$(cut -d' ' -f1-3 /proc/loadavg)
 version=$("$bin" --version)
 
 python3 - "$n" "$browser" "$count" "$procs" "$total" "$own" "$browsers" "$daemon_pss" \
-  "$((avail_before - avail_after))" "$to_active" "$settle" "$load" "$version" <<'EOF'
+  "$((avail_before - avail_after))" "$uss" "$to_active" "$settle" "$load" "$version" <<'EOF'
 import sys
 n, browser, count, procs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-total, own, browsers, daemon, avail = (int(v) / 1024 for v in sys.argv[5:10])
-to_active, settle, load, version = sys.argv[10:14]
+total, own, browsers, daemon, avail, uss = (int(v) / 1024 for v in sys.argv[5:11])
+to_active, settle, load, version = sys.argv[11:15]
 per = total / count
 host = 24 * 1024
 print(f"{version}, browser `{browser}`, {count} workers ({procs} processes), ACTIVE after {to_active} s, "
       f"measured {settle} s later, load average {load}")
 print()
-print("| workers | PSS per tenant (worker + browser) | worker | browser | daemon | MemAvailable drop per tenant | tenants per 24 GiB (PSS, 2 GiB kept for the system) |")
-print("|---|---|---|---|---|---|---|")
-print(f"| {count} | {per:.0f} MiB | {own / count:.1f} MiB | {browsers / count:.0f} MiB | {daemon:.0f} MiB "
-      f"| {avail / count:.0f} MiB | {int((host - 2048 - daemon) / per)} |")
+print("| workers | PSS per tenant (worker + browser) | worker | browser | USS per tenant | daemon | MemAvailable drop per tenant | tenants per 24 GiB (PSS, 2 GiB kept for the system) |")
+print("|---|---|---|---|---|---|---|---|")
+print(f"| {count} | {per:.0f} MiB | {own / count:.1f} MiB | {browsers / count:.0f} MiB | {uss / count:.0f} MiB "
+      f"| {daemon:.0f} MiB | {avail / count:.0f} MiB | {int((host - 2048 - daemon) / per)} |")
 EOF
