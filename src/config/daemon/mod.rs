@@ -462,6 +462,26 @@ mod tests {
     }
 
     #[test]
+    fn the_browser_is_auto_without_a_path_unless_set_and_a_bad_kind_is_named() {
+        let c = DaemonConfig::load(None, &no_env).unwrap();
+        assert_eq!(
+            (c.worker.browser, c.worker.chromium),
+            (BrowserChoice::Auto, None)
+        );
+        let text = "[worker]\nbrowser = \"headless-shell\"\nchromium = \"/opt/hs\"\n";
+        let c = load_str(text, &[]).unwrap();
+        assert_eq!(c.worker.browser, BrowserChoice::HeadlessShell);
+        assert_eq!(c.worker.chromium, Some(PathBuf::from("/opt/hs")));
+        let err = load_str("[worker]\nbrowser = \"headless\"\n", &[]).unwrap_err();
+        assert_eq!(
+            err,
+            [
+                "F:2:11: error: `worker.browser`: unknown value `headless`, did you mean `headless-shell`?"
+            ]
+        );
+    }
+
+    #[test]
     fn environment_overrides_the_file() {
         let text = "[status]\nlisten = \"127.0.0.1:1\"\n[worker]\nkill_timeout = \"3s\"\n";
         let env = [
