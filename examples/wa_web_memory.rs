@@ -1,9 +1,13 @@
 //! Measures the WhatsApp Web driver on the offline fake (tests/fixtures/wa-web): time from
 //! launch to the first QR, time from scan to ready, and the Chromium tree's memory (RSS and
-//! PSS summed over every process of the profile) at idle, with the lean flags and without.
+//! PSS summed over every process of the profile) at idle, with the lean flags and without, for
+//! each browser named (default: Chromium and, when installed, the headless shell).
 //!
-//! Run: `cargo run --example wa_web_memory [-- /usr/bin/chromium]` (results in
-//! docs/worker-memory.md). Prints a Markdown table; measures, asserts nothing.
+//! Run: `cargo run --release --example wa_web_memory [-- BROWSER...]`, a browser being
+//! `chromium`, `headless-shell` or a binary's path (results in docs/worker-memory.md).
+//! `FLOWHQ_BENCH_ROUNDS` (default 3) sets the rounds, `FLOWHQ_BENCH_EXTRA_ARGS` adds flags
+//! (whitespace-separated) to every launch, to try a candidate lean flag. Prints a Markdown
+//! table; measures, asserts nothing.
 
 #![allow(clippy::print_stdout)] // a measurement tool: its output is the point
 
@@ -11,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use flowhq::worker::browser::{BrowserOptions, WaWebBrowser, profile_processes};
+use flowhq::worker::browser::{BrowserKind, BrowserOptions, WaWebBrowser, profile_processes};
 use flowhq::worker::transport::{Events, TransportEvent};
 
 const SETTLE: Duration = Duration::from_secs(5);
@@ -80,6 +84,10 @@ async fn run(chromium: &Path, lean: bool) -> anyhow::Result<Run> {
     opts.wa_web_index = Some(site.path().join("index.html"));
     opts.lean = lean;
     opts.extra_args = vec!["--host-resolver-rules=MAP * ~NOTFOUND".to_owned()];
+    if let Ok(extra) = std::env::var("FLOWHQ_BENCH_EXTRA_ARGS") {
+        opts.extra_args
+            .extend(extra.split_whitespace().map(str::to_owned));
+    }
 
     let t0 = Instant::now();
     let (b, mut ev) = WaWebBrowser::launch(opts).await?;
@@ -108,34 +116,58 @@ fn mib(kib: u64) -> String {
     format!("{:.0} MiB", kib as f64 / 1024.0)
 }
 
+/// The binaries to measure: the arguments (`chromium`, `headless-shell` or a path), else
+/// Chromium and the headless shell when installed.
+fn browsers() -> Vec<PathBuf> {
+    let named: Vec<PathBuf> = std::env::args()
+        .skip(1)
+        .map(|a| match a.as_str() {
+            "chromium" => BrowserKind::Chromium.default_path().to_path_buf(),
+            "headless-shell" => BrowserKind::HeadlessShell.default_path().to_path_buf(),
+            _ => PathBuf::from(a),
+        })
+        .collect();
+    if !named.is_empty() {
+        return named;
+    }
+    [BrowserKind::Chromium, BrowserKind::HeadlessShell]
+        .iter()
+        .map(|k| k.default_path().to_path_buf())
+        .filter(|p| p.is_file())
+        .collect()
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let chromium = std::env::args()
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    let rounds: usize = std::env::var("FLOWHQ_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     println!(
-        "| flags | launch → first QR | scan → ready | idle with QR: procs / RSS / PSS / USS | idle ready: procs / RSS / PSS / USS |"
+        "| browser | flags | launch → first QR | scan → ready | idle with QR: procs / RSS / PSS / USS | idle ready: procs / RSS / PSS / USS |"
     );
-    println!("|---|---|---|---|---|");
-    for round in 0..3 {
-        for lean in [true, false] {
-            let r = run(&chromium, lean).await?;
-            println!(
-                "| {} (run {}) | {} ms | {} ms | {} / {} / {} / {} | {} / {} / {} / {} |",
-                if lean { "base + lean" } else { "base only" },
-                round + 1,
-                r.to_qr.as_millis(),
-                r.scan_to_ready.as_millis(),
-                r.qr_idle.procs,
-                mib(r.qr_idle.rss_kib),
-                mib(r.qr_idle.pss_kib),
-                mib(r.qr_idle.uss_kib),
-                r.ready_idle.procs,
-                mib(r.ready_idle.rss_kib),
-                mib(r.ready_idle.pss_kib),
-                mib(r.ready_idle.uss_kib),
-            );
+    println!("|---|---|---|---|---|---|");
+    for round in 0..rounds {
+        for chromium in browsers() {
+            for lean in [true, false] {
+                let r = run(&chromium, lean).await?;
+                println!(
+                    "| {} | {} (run {}) | {} ms | {} ms | {} / {} / {} / {} | {} / {} / {} / {} |",
+                    BrowserKind::of_path(&chromium).name(),
+                    if lean { "base + lean" } else { "base only" },
+                    round + 1,
+                    r.to_qr.as_millis(),
+                    r.scan_to_ready.as_millis(),
+                    r.qr_idle.procs,
+                    mib(r.qr_idle.rss_kib),
+                    mib(r.qr_idle.pss_kib),
+                    mib(r.qr_idle.uss_kib),
+                    r.ready_idle.procs,
+                    mib(r.ready_idle.rss_kib),
+                    mib(r.ready_idle.pss_kib),
+                    mib(r.ready_idle.uss_kib),
+                );
+            }
         }
     }
     Ok(())

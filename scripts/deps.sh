@@ -8,7 +8,9 @@ mode=${1:-test}
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
-pkgs=(git ca-certificates chromium)
+# chromium-headless-shell: the smaller browser `[worker] browser = "auto"` prefers; the tests
+# run the worker tests on both.
+pkgs=(git ca-certificates chromium chromium-headless-shell)
 if [ "$mode" = deb ]; then
   pkgs=(dpkg-dev binutils)
 fi

@@ -39,5 +39,13 @@ case " ${args[*]} " in
   *) args+=(-- --include-ignored) ;;
 esac
 cargo test --locked "${args[@]}" 2>&1 | tee "$log"
+# The tests that drive a real browser ran on Chromium; the worker tests run again on Debian's
+# chromium-headless-shell, the browser `[worker] browser = "auto"` prefers (a missing one
+# fails them, as FLOWHQ_REQUIRE_EXTERNAL=1 is set). Skipped when arguments narrowed the run.
+if [ $# -eq 0 ]; then
+  echo "== worker tests on chromium-headless-shell"
+  FLOWHQ_TEST_BROWSER=headless-shell cargo test --locked --test worker -- --include-ignored 2>&1 \
+    | tee -a "$log"
+fi
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -38,7 +38,7 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::Instant;
 
-use super::browser::{self, BrowserOptions, WaWebBrowser};
+use super::browser::{self, BrowserOptions, WaWebBrowser, resolve_browser};
 use super::session::ReconnectPolicy;
 use super::session_loop::{Launcher, Schedule, SignalSource, Signals, Worker};
 use super::transport::{Events, IncomingMessage, Transport};
@@ -300,7 +300,9 @@ fn schedule(cfg: &DaemonConfig, opts: &RunOptions) -> Schedule {
 }
 
 fn browser_options(cfg: &DaemonConfig, opts: &RunOptions, profile: &Path) -> BrowserOptions {
-    let mut b = BrowserOptions::new(&cfg.worker.chromium, profile);
+    let (kind, path) = resolve_browser(cfg.worker.browser, cfg.worker.chromium.as_deref());
+    let mut b = BrowserOptions::new(path, profile);
+    b.kind = kind;
     b.wa_web_index = cfg.worker.wa_web_index.clone();
     b.extra_args = opts.chromium_args.clone();
     b

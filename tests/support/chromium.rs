@@ -14,23 +14,33 @@ use nix::unistd::Pid;
 
 use super::external_required;
 
-/// Chromium (`FLOWHQ_CHROMIUM`, else `/usr/bin/chromium` or Debian's
-/// `/usr/lib/chromium/chromium`). `None` with a printed note naming `what` when it is not
-/// installed, unless `FLOWHQ_REQUIRE_EXTERNAL=1` (CI), where a missing Chromium fails the test.
+/// The browser under test (`FLOWHQ_CHROMIUM`, else the build `FLOWHQ_TEST_BROWSER` names:
+/// `chromium` (default: `/usr/bin/chromium` or Debian's `/usr/lib/chromium/chromium`) or
+/// `headless-shell` (Debian's `/usr/lib/chromium/chromium-headless-shell`); the worker takes
+/// the kind from the binary's name). `None` with a printed note naming `what` when it is not
+/// installed, unless `FLOWHQ_REQUIRE_EXTERNAL=1` (CI), where a missing browser fails the test.
 pub fn chromium(what: &str) -> Option<PathBuf> {
-    let found = [
-        std::env::var_os("FLOWHQ_CHROMIUM").map(PathBuf::from),
-        Some(PathBuf::from("/usr/bin/chromium")),
-        Some(PathBuf::from("/usr/lib/chromium/chromium")),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|p| p.is_file());
+    let wanted = std::env::var("FLOWHQ_TEST_BROWSER").unwrap_or_default();
+    let candidates: &[&str] = match wanted.as_str() {
+        "" | "chromium" => &["/usr/bin/chromium", "/usr/lib/chromium/chromium"],
+        "headless-shell" => &["/usr/lib/chromium/chromium-headless-shell"],
+        other => panic!("FLOWHQ_TEST_BROWSER={other}: expected chromium or headless-shell"),
+    };
+    let found = std::env::var_os("FLOWHQ_CHROMIUM")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(candidates.iter().map(PathBuf::from))
+        .find(|p| p.is_file());
+    let name = if wanted.is_empty() {
+        "chromium"
+    } else {
+        &wanted
+    };
     if found.is_none() {
         if external_required() {
-            panic!("chromium is required (FLOWHQ_REQUIRE_EXTERNAL=1) but not installed");
+            panic!("{name} is required (FLOWHQ_REQUIRE_EXTERNAL=1) but not installed");
         }
-        eprintln!("note: chromium not installed; skipping {what}");
+        eprintln!("note: {name} not installed; skipping {what}");
     }
     found
 }

@@ -290,7 +290,10 @@ fn the_package_installs_runs_the_daemon_as_flowhq_upgrades_and_purges() {
     for dep in ["chromium", "git", "adduser", "libc6"] {
         assert!(depends.contains(dep), "Depends: {depends}");
     }
-    assert_eq!(field("Recommends").trim(), "postgresql, nginx");
+    assert_eq!(
+        field("Recommends").trim(),
+        "chromium-headless-shell, postgresql, nginx"
+    );
     let conffiles = stdout(
         Command::new("dpkg-deb")
             .arg("-I")

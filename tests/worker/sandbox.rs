@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flowhq::supervisor::proc::group_pids;
-use flowhq::worker::browser::{base_args, lean_args};
+use flowhq::worker::browser::{BrowserKind, base_args, lean_args};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{Pid, User, chown};
 
@@ -87,8 +87,9 @@ fn chromium_keeps_its_sandbox_as_an_unprivileged_user_with_no_new_privs() {
     chown(home.path(), Some(nobody.uid), Some(nobody.gid)).unwrap();
     let profile = home.path().join("profile");
 
-    let mut args = base_args(&profile, false);
-    args.extend(lean_args());
+    let kind = BrowserKind::of_path(&chromium);
+    let mut args = base_args(kind, &profile, false);
+    args.extend(lean_args(kind));
     assert!(!args.iter().any(|a| a == "--no-sandbox"));
     args.push("data:text/html,<p>sandboxed</p>".to_owned());
     // Chromium's stderr goes to a file: nobody would read a pipe, and a full pipe stops it.

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use super::reader::{Origin, Reader};
 use super::{
-    BackoffConfig, Capacity, DaemonConfig, FleetConfig, GitSourceConfig, PruneConfig,
-    RetentionConfig, ShutdownMode, StatusConfig, WorkerConfig, parse_bytes,
+    BackoffConfig, BrowserChoice, Capacity, DaemonConfig, FleetConfig, GitSourceConfig,
+    PruneConfig, RetentionConfig, ShutdownMode, StatusConfig, WorkerConfig, parse_bytes,
 };
 use crate::config::walk::{list, suggest};
 
@@ -134,8 +134,11 @@ pub(super) const KEYS: &[Key] = &[
     key(WORKER, "command", "<this binary> worker", |r, k, d| {
         d.c.worker.command = r.argv(k).map_or_else(default_command, |(c, _)| c);
     }),
-    key(WORKER, "chromium", "/usr/bin/chromium", |r, k, d| {
-        d.c.worker.chromium = r.path(k);
+    key(WORKER, "browser", "auto", |r, k, d| {
+        d.c.worker.browser = r.value(k, parse_browser);
+    }),
+    key(WORKER, "chromium", "<browser's default>", |r, k, d| {
+        d.c.worker.chromium = r.opt_path(k);
     }),
     key(WORKER, "wa_web_index", "", |r, k, d| {
         d.c.worker.wa_web_index = r.opt_path(k);
@@ -452,7 +455,8 @@ fn blank(file: Option<&Path>) -> DaemonConfig {
         },
         worker: WorkerConfig {
             command: Vec::new(),
-            chromium: PathBuf::new(),
+            browser: BrowserChoice::Auto,
+            chromium: None,
             wa_web_index: None,
             kill_timeout: Duration::ZERO,
             heartbeat_interval: Duration::ZERO,
@@ -537,6 +541,15 @@ fn parse_shutdown(s: &str) -> Result<ShutdownMode, String> {
         "stop-workers" => Ok(ShutdownMode::StopWorkers),
         "keep-workers" => Ok(ShutdownMode::KeepWorkers),
         other => Err(one_of_msg(other, &["stop-workers", "keep-workers"])),
+    }
+}
+
+fn parse_browser(s: &str) -> Result<BrowserChoice, String> {
+    match s {
+        "auto" => Ok(BrowserChoice::Auto),
+        "chromium" => Ok(BrowserChoice::Chromium),
+        "headless-shell" => Ok(BrowserChoice::HeadlessShell),
+        other => Err(one_of_msg(other, &["auto", "chromium", "headless-shell"])),
     }
 }
 

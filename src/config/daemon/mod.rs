@@ -63,8 +63,10 @@ pub struct BackoffConfig {
 pub struct WorkerConfig {
     /// The worker argv; the daemon appends `["--tenant", ID]` (default: this binary + `worker`).
     pub command: Vec<String>,
-    /// The Chromium binary (default `/usr/bin/chromium`).
-    pub chromium: PathBuf,
+    /// Which browser runs WhatsApp Web (default `auto`).
+    pub browser: BrowserChoice,
+    /// The browser binary; `None` = the chosen kind's Debian path.
+    pub chromium: Option<PathBuf>,
     /// A file served as `https://web.whatsapp.com/*` (version pin, tests); `None` = the real one.
     pub wa_web_index: Option<PathBuf>,
     /// SIGTERM to SIGKILL of the worker's process group (default 10s).
@@ -113,6 +115,18 @@ impl Capacity {
             )),
         }
     }
+}
+
+/// `[worker] browser`: which build of Chromium runs WhatsApp Web.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrowserChoice {
+    /// Debian's `chromium-headless-shell` when installed, else Chromium; with an explicit
+    /// `chromium` path, the kind its file name says.
+    Auto,
+    /// Chromium in its new headless mode.
+    Chromium,
+    /// `chromium-headless-shell`: the old headless mode, a smaller browser.
+    HeadlessShell,
 }
 
 /// `[source.git]`: follow a config repository instead of a plain directory.
@@ -476,6 +490,26 @@ mod tests {
         let c = load_str("state_dir = \"/var/lib/flowhq\"\n", &[]).unwrap();
         assert_eq!(c.log_dir, PathBuf::from("/var/lib/flowhq/log"));
         assert_eq!(c.database_url, "sqlite:///var/lib/flowhq/flowhq.db");
+    }
+
+    #[test]
+    fn the_browser_is_auto_without_a_path_unless_set_and_a_bad_kind_is_named() {
+        let c = DaemonConfig::load(None, &no_env).unwrap();
+        assert_eq!(
+            (c.worker.browser, c.worker.chromium),
+            (BrowserChoice::Auto, None)
+        );
+        let text = "[worker]\nbrowser = \"headless-shell\"\nchromium = \"/opt/hs\"\n";
+        let c = load_str(text, &[]).unwrap();
+        assert_eq!(c.worker.browser, BrowserChoice::HeadlessShell);
+        assert_eq!(c.worker.chromium, Some(PathBuf::from("/opt/hs")));
+        let err = load_str("[worker]\nbrowser = \"headless\"\n", &[]).unwrap_err();
+        assert_eq!(
+            err,
+            [
+                "F:2:11: error: `worker.browser`: unknown value `headless`, did you mean `headless-shell`?"
+            ]
+        );
     }
 
     #[test]

@@ -186,19 +186,25 @@ async fn open_page(browser: &Browser, cmd_t: Duration) -> Result<(Page, Listener
     Ok((page, listeners))
 }
 
-/// Sets the configured user agent, or a desktop Chrome one of the running version.
+/// Logs which browser and version runs, and sets the configured user agent, or a desktop
+/// Chrome one of the running version.
 async fn set_user_agent(
     browser: &Browser,
     page: &Page,
     opts: &BrowserOptions,
 ) -> Result<(), Error> {
     let cmd_t = opts.command_timeout;
+    let v = cdp(cmd_t, "Browser.getVersion", browser.version()).await?;
+    tracing::info!(
+        target: "flowhq::worker::browser",
+        browser = opts.kind.name(),
+        path = %opts.chromium.display(),
+        version = %v.product,
+        "browser version",
+    );
     let ua = match &opts.user_agent {
         Some(ua) => ua.clone(),
-        None => {
-            let v = cdp(cmd_t, "Browser.getVersion", browser.version()).await?;
-            desktop_user_agent(&v.product)
-        }
+        None => desktop_user_agent(&v.product),
     };
     cdp(
         cmd_t,

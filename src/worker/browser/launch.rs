@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::unistd::Pid;
@@ -19,48 +19,125 @@ use tokio::task::JoinHandle;
 use super::cdp::connect_and_load;
 use super::pin::PinnedSite;
 use super::{BrowserOptions, Error, WaWebBrowser};
+use crate::config::daemon::BrowserChoice;
 use crate::supervisor::proc;
 use crate::worker::transport::Events;
 
 /// The target of this file's log lines: the browser driver's, as for the rest of it.
 const LOG_TARGET: &str = "flowhq::worker::browser";
 
-/// The flags every browser gets: headless, server-friendly, no background networking, no
-/// first-run UI. (`--disable-crashpad-for-testing` would save the two crash-handler
-/// processes, but with Chromium 156 it makes the network service crash in a loop; the
-/// handlers exit with the browser, and `XDG_CONFIG_HOME` keeps their database inside the
-/// profile.)
-pub fn base_args(profile_dir: &Path, as_root: bool) -> Vec<String> {
-    let mut a: Vec<String> = [
-        "--headless",
-        "--remote-debugging-port=0",
-        "--no-first-run",
-        "--no-default-browser-check",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-default-apps",
-        "--disable-sync",
-        "--disable-domain-reliability",
-        "--disable-client-side-phishing-detection",
-        "--no-pings",
-        "--metrics-recording-only",
-        "--disable-breakpad",
-        "--disable-dev-shm-usage",
-        "--disable-extensions",
-        "--disable-background-timer-throttling",
-        "--disable-renderer-backgrounding",
-        "--disable-backgrounding-occluded-windows",
-        "--disable-hang-monitor",
-        "--password-store=basic",
-        "--use-mock-keychain",
-        "--mute-audio",
-        "--hide-scrollbars",
-        "--lang=en-US",
-        "--disable-blink-features=AutomationControlled",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+/// The two builds of Chromium the driver runs. Both speak the same DevTools protocol and run
+/// WhatsApp Web the same way; they differ in size and in the flags they take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrowserKind {
+    /// Chromium in its new headless mode (`--headless`): the full browser without a window.
+    Chromium,
+    /// `chromium-headless-shell`: the old headless mode, a separate, much smaller build that is
+    /// always headless (no `--headless` flag, no GPU or omnibox processes to switch off).
+    HeadlessShell,
+}
+
+impl BrowserKind {
+    /// Its name in `[worker] browser` and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            BrowserKind::Chromium => "chromium",
+            BrowserKind::HeadlessShell => "headless-shell",
+        }
+    }
+
+    /// Debian's binary of this kind. For the headless shell this is the program itself, not
+    /// the `/usr/bin/chromium-headless-shell` script, which runs it without `exec` (the driver
+    /// would then watch and signal a shell instead of the browser).
+    pub fn default_path(self) -> &'static Path {
+        match self {
+            BrowserKind::Chromium => Path::new("/usr/bin/chromium"),
+            BrowserKind::HeadlessShell => Path::new("/usr/lib/chromium/chromium-headless-shell"),
+        }
+    }
+
+    /// The kind a binary's file name says: `headless-shell` or `headless_shell` in it (Debian's
+    /// and upstream's spellings) is the headless shell, anything else Chromium.
+    pub fn of_path(path: &Path) -> BrowserKind {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.contains("headless-shell") || name.contains("headless_shell") {
+            BrowserKind::HeadlessShell
+        } else {
+            BrowserKind::Chromium
+        }
+    }
+}
+
+/// The browser for `[worker] browser` and `[worker] chromium`: an explicit path always wins
+/// (its kind is the one named, or under `auto` the one its file name says); without one, the
+/// named kind's Debian path, or under `auto` the headless shell when `shell_installed`, else
+/// Chromium.
+pub fn choose_browser(
+    choice: BrowserChoice,
+    explicit: Option<&Path>,
+    shell_installed: bool,
+) -> (BrowserKind, PathBuf) {
+    let kind = match (choice, explicit) {
+        (BrowserChoice::Chromium, _) => BrowserKind::Chromium,
+        (BrowserChoice::HeadlessShell, _) => BrowserKind::HeadlessShell,
+        (BrowserChoice::Auto, Some(path)) => BrowserKind::of_path(path),
+        (BrowserChoice::Auto, None) if shell_installed => BrowserKind::HeadlessShell,
+        (BrowserChoice::Auto, None) => BrowserKind::Chromium,
+    };
+    let path = explicit.map_or_else(|| kind.default_path().to_path_buf(), Path::to_path_buf);
+    (kind, path)
+}
+
+/// [`choose_browser`] on this host: the headless shell counts as installed when its Debian
+/// binary is a file.
+pub fn resolve_browser(choice: BrowserChoice, explicit: Option<&Path>) -> (BrowserKind, PathBuf) {
+    let shell = BrowserKind::HeadlessShell.default_path().is_file();
+    choose_browser(choice, explicit, shell)
+}
+
+/// The flags every browser gets: server-friendly, no background networking, no first-run UI;
+/// Chromium also `--headless` (its new headless mode; the headless shell is headless without
+/// it). (`--disable-crashpad-for-testing` would save the two crash-handler processes, but with
+/// Chromium 156 it makes the network service crash in a loop; the handlers exit with the
+/// browser, and `XDG_CONFIG_HOME` keeps their database inside the profile.)
+pub fn base_args(kind: BrowserKind, profile_dir: &Path, as_root: bool) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    if kind == BrowserKind::Chromium {
+        a.push("--headless".to_owned());
+    }
+    a.extend(
+        [
+            "--remote-debugging-port=0",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-default-apps",
+            "--disable-sync",
+            "--disable-domain-reliability",
+            "--disable-client-side-phishing-detection",
+            "--no-pings",
+            "--metrics-recording-only",
+            "--disable-breakpad",
+            "--disable-dev-shm-usage",
+            "--disable-extensions",
+            "--disable-background-timer-throttling",
+            "--disable-renderer-backgrounding",
+            "--disable-backgrounding-occluded-windows",
+            "--disable-hang-monitor",
+            "--password-store=basic",
+            "--use-mock-keychain",
+            "--mute-audio",
+            "--hide-scrollbars",
+            "--lang=en-US",
+            "--disable-blink-features=AutomationControlled",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned()),
+    );
     a.push(format!("--user-data-dir={}", profile_dir.display()));
     if as_root {
         a.push("--no-sandbox".to_owned());
@@ -69,28 +146,36 @@ pub fn base_args(profile_dir: &Path, as_root: bool) -> Vec<String> {
     a
 }
 
-/// Flags that cut memory: GPU work in the browser process, one renderer, no spare renderer,
-/// no site-isolation extras, no omnibox WebUI renderer (new headless mode starts one, ~60-85
-/// MiB PSS), a small disk cache, and features a bot never uses. Measured in
-/// docs/worker-memory.md.
-pub fn lean_args() -> Vec<String> {
-    [
+/// Flags that cut memory: no GPU work and no software rasterizer (SwiftShader), one renderer,
+/// no spare renderer, no site-isolation extras, a small disk cache, a capped JavaScript heap,
+/// and features a bot never uses. Chromium also runs the GPU service inside the browser process
+/// and starts no omnibox WebUI renderer (new headless mode starts one, ~60-85 MiB PSS); the
+/// headless shell keeps its small GPU process, which costs less than running it in-process
+/// there (+10 MiB private memory). Measured flag by flag in docs/worker-memory.md.
+pub fn lean_args(kind: BrowserKind) -> Vec<String> {
+    let mut features = String::from(
+        "--disable-features=Translate,MediaRouter,OptimizationHints,BackForwardCache,\
+         AutofillServerCommunication,CertificateTransparencyComponentUpdater,\
+         InterestFeedContentSuggestions,DialMediaRouteProvider,PaintHolding,\
+         SpareRendererForSitePerProcess",
+    );
+    let mut a: Vec<String> = [
         "--disable-gpu",
         "--disable-software-rasterizer",
         "--renderer-process-limit=1",
         "--disable-site-isolation-trials",
-        "--disable-features=Translate,MediaRouter,OptimizationHints,BackForwardCache,\
-         AutofillServerCommunication,CertificateTransparencyComponentUpdater,\
-         InterestFeedContentSuggestions,DialMediaRouteProvider,PaintHolding,\
-         WebUIOmniboxPopup,WebUIOmniboxAimPopup,WebUIOmniboxFullPopup,\
-         SpareRendererForSitePerProcess",
-        "--in-process-gpu",
         "--disk-cache-size=33554432",
         "--js-flags=--max-old-space-size=512",
     ]
     .iter()
     .map(|s| (*s).to_owned())
-    .collect()
+    .collect();
+    if kind == BrowserKind::Chromium {
+        features.push_str(",WebUIOmniboxPopup,WebUIOmniboxAimPopup,WebUIOmniboxFullPopup");
+        a.push("--in-process-gpu".to_owned());
+    }
+    a.push(features);
+    a
 }
 
 impl WaWebBrowser {
@@ -150,9 +235,9 @@ impl WaWebBrowser {
 /// DevTools address is printed there).
 fn spawn_chromium(opts: &BrowserOptions) -> Result<Child, Error> {
     let as_root = nix::unistd::Uid::effective().is_root();
-    let mut args = base_args(&opts.profile_dir, as_root);
+    let mut args = base_args(opts.kind, &opts.profile_dir, as_root);
     if opts.lean {
-        args.extend(lean_args());
+        args.extend(lean_args(opts.kind));
     }
     args.extend(opts.extra_args.iter().cloned());
     args.push("about:blank".to_owned());
@@ -476,8 +561,88 @@ mod tests {
     #[test]
     fn sandbox_is_disabled_only_for_root() {
         let p = Path::new("/tmp/p");
-        assert!(base_args(p, true).iter().any(|a| a == "--no-sandbox"));
-        assert!(!base_args(p, false).iter().any(|a| a == "--no-sandbox"));
-        assert!(base_args(p, false).iter().all(|a| a.starts_with("--")));
+        for kind in [BrowserKind::Chromium, BrowserKind::HeadlessShell] {
+            assert!(base_args(kind, p, true).iter().any(|a| a == "--no-sandbox"));
+            assert!(
+                !base_args(kind, p, false)
+                    .iter()
+                    .any(|a| a == "--no-sandbox")
+            );
+            assert!(
+                base_args(kind, p, false)
+                    .iter()
+                    .all(|a| a.starts_with("--"))
+            );
+            assert!(lean_args(kind).iter().all(|a| a.starts_with("--")));
+        }
+    }
+
+    #[test]
+    fn only_chromium_gets_the_headless_flag_the_in_process_gpu_and_the_omnibox_switches() {
+        let p = Path::new("/tmp/p");
+        let has = |args: Vec<String>, what: &str| args.iter().any(|a| a.contains(what));
+        assert!(has(base_args(BrowserKind::Chromium, p, true), "--headless"));
+        assert!(!has(
+            base_args(BrowserKind::HeadlessShell, p, true),
+            "--headless"
+        ));
+        assert!(has(lean_args(BrowserKind::Chromium), "WebUIOmnibox"));
+        assert!(!has(lean_args(BrowserKind::HeadlessShell), "WebUIOmnibox"));
+        assert!(has(lean_args(BrowserKind::Chromium), "--in-process-gpu"));
+        assert!(!has(
+            lean_args(BrowserKind::HeadlessShell),
+            "--in-process-gpu"
+        ));
+    }
+
+    #[test]
+    fn an_explicit_path_wins_and_auto_prefers_an_installed_headless_shell() {
+        use BrowserChoice::{Auto, Chromium, HeadlessShell};
+        let shell = BrowserKind::HeadlessShell.default_path();
+        let chromium = BrowserKind::Chromium.default_path();
+        let own = Path::new("/opt/chrome/chrome-headless-shell");
+        let cases: &[(BrowserChoice, Option<&Path>, bool, BrowserKind, &Path)] = &[
+            (Auto, None, true, BrowserKind::HeadlessShell, shell),
+            (Auto, None, false, BrowserKind::Chromium, chromium),
+            (Chromium, None, true, BrowserKind::Chromium, chromium),
+            (
+                HeadlessShell,
+                None,
+                false,
+                BrowserKind::HeadlessShell,
+                shell,
+            ),
+            (Auto, Some(own), false, BrowserKind::HeadlessShell, own),
+            (
+                Auto,
+                Some(Path::new("/opt/c/chrome")),
+                true,
+                BrowserKind::Chromium,
+                Path::new("/opt/c/chrome"),
+            ),
+            (Chromium, Some(own), true, BrowserKind::Chromium, own),
+            (
+                HeadlessShell,
+                Some(chromium),
+                false,
+                BrowserKind::HeadlessShell,
+                chromium,
+            ),
+        ];
+        for (choice, explicit, installed, kind, path) in cases {
+            assert_eq!(
+                choose_browser(*choice, *explicit, *installed),
+                (*kind, path.to_path_buf()),
+                "{choice:?} {explicit:?} installed={installed}",
+            );
+        }
+        assert_eq!(
+            BrowserKind::of_path(Path::new("/usr/bin/chromium-headless-shell")),
+            BrowserKind::HeadlessShell
+        );
+        assert_eq!(
+            BrowserKind::of_path(Path::new("/usr/bin/chromium")),
+            BrowserKind::Chromium
+        );
     }
 }

@@ -37,7 +37,9 @@ use super::transport::{self, SentMessage, Transport};
 use cdp::{evaluate, with_timeout};
 use launch::{kill_leftovers, kill_leftovers_detached, sigkill, wait_exit};
 
-pub use launch::{base_args, lean_args, profile_processes};
+pub use launch::{
+    BrowserKind, base_args, choose_browser, lean_args, profile_processes, resolve_browser,
+};
 
 /// The origin the driver always loads; storage (and so the login) is kept per origin.
 pub const WA_WEB_URL: &str = "https://web.whatsapp.com/";
@@ -45,8 +47,11 @@ pub const WA_WEB_URL: &str = "https://web.whatsapp.com/";
 /// Settings for one browser.
 #[derive(Debug, Clone)]
 pub struct BrowserOptions {
-    /// The Chromium binary (Debian: `/usr/bin/chromium`, a wrapper that `exec`s the real one).
+    /// The browser binary (Debian: `/usr/bin/chromium`, a wrapper that `exec`s the real one, or
+    /// `/usr/lib/chromium/chromium-headless-shell`).
     pub chromium: PathBuf,
+    /// Which build `chromium` is; it decides the flags ([`base_args`], [`lean_args`]).
+    pub kind: BrowserKind,
     /// The tenant's persistent profile (created with mode 0700).
     pub profile_dir: PathBuf,
     /// Version pin: when set, every request under `https://web.whatsapp.com/` is answered
@@ -72,10 +77,13 @@ pub struct BrowserOptions {
 }
 
 impl BrowserOptions {
-    /// Defaults for a tenant profile.
+    /// Defaults for a tenant profile; the kind is the one the binary's name says
+    /// ([`BrowserKind::of_path`]).
     pub fn new(chromium: impl Into<PathBuf>, profile_dir: impl Into<PathBuf>) -> BrowserOptions {
+        let chromium = chromium.into();
         BrowserOptions {
-            chromium: chromium.into(),
+            kind: BrowserKind::of_path(&chromium),
+            chromium,
             profile_dir: profile_dir.into(),
             wa_web_index: None,
             lean: true,
