@@ -355,13 +355,18 @@ fn resolve_capacity(cfg: &DaemonConfig) -> u32 {
         Capacity::Tenants(n) => n,
         Capacity::Auto => match capacity::mem_total() {
             Ok(total) => {
-                // Chromium until `[worker] browser` is read here (the larger cost: safe).
-                let per_tenant = capacity::tenant_bytes(false);
+                let (kind, _) = crate::worker::browser::resolve_browser(
+                    cfg.worker.browser,
+                    cfg.worker.chromium.as_deref(),
+                );
+                let shell = kind == crate::worker::browser::BrowserKind::HeadlessShell;
+                let per_tenant = capacity::tenant_bytes(shell);
                 let n = capacity::auto_capacity(total, per_tenant);
                 info!(
                     capacity = n,
                     mem_total_mib = total >> 20,
                     per_tenant_mib = per_tenant >> 20,
+                    browser = kind.name(),
                     reserve_mib = capacity::system_reserve(total) >> 20,
                     "worker capacity (auto)"
                 );

@@ -11,6 +11,11 @@ use std::io;
 /// WhatsApp Web page, measured with the lean flags (docs/worker-memory.md, docs/benchmarks.md).
 /// A tenant's cost is almost all browser, so the browser decides it.
 ///
+/// The figures are one tenant alone on the fake page (313 MiB with Chromium, 184 to 201 MiB
+/// with the headless shell), rounded up: tenants on one host share pages, so thirty cost far
+/// less each (62 MiB with the shell), but the real WhatsApp Web adds an account's own heap, which
+/// is not shared. Set `[worker] capacity` to a number once real accounts were measured.
+///
 /// Chromium (`/usr/bin/chromium`, the new headless mode).
 pub const CHROMIUM_TENANT_BYTES: u64 = 320 << 20;
 /// Debian's `chromium-headless-shell` (the old headless mode, a much smaller browser).
