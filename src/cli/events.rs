@@ -62,15 +62,9 @@ pub(super) fn events(args: &EventsArgs) -> anyhow::Result<ExitStatus> {
     let Some(cfg) = load_operator_config(args.config.as_deref())? else {
         return Ok(ExitStatus::Config);
     };
-    let tenant = match &args.tenant {
-        Some(t) => match TenantId::parse(t) {
-            Ok(id) => Some(id),
-            Err(err) => {
-                writeln!(std::io::stderr(), "flowhq: {err}")?;
-                return Ok(ExitStatus::Usage);
-            }
-        },
-        None => None,
+    let tenant = match super::optional_tenant(args.tenant.as_deref())? {
+        Ok(t) => t,
+        Err(exit) => return Ok(exit),
     };
     let since = match args.since {
         Some(d) => {

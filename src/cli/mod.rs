@@ -70,6 +70,20 @@ pub(super) fn load_operator_config(
     load_config(operator_config(path).as_deref())
 }
 
+/// An optional TENANT argument parsed; a bad id is printed and becomes the usage exit.
+pub(super) fn optional_tenant(
+    arg: Option<&str>,
+) -> anyhow::Result<Result<Option<flowhq::config::TenantId>, ExitStatus>> {
+    match arg.map(flowhq::config::TenantId::parse) {
+        None => Ok(Ok(None)),
+        Some(Ok(id)) => Ok(Ok(Some(id))),
+        Some(Err(err)) => {
+            writeln!(std::io::stderr(), "flowhq: {err}")?;
+            Ok(Err(ExitStatus::Usage))
+        }
+    }
+}
+
 /// Loads the daemon config, printing its diagnostics; `None` means exit 78. The path is made
 /// absolute, because workers inherit it and run in another directory.
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Option<DaemonConfig>> {

@@ -53,15 +53,9 @@ pub(super) fn restart(args: &RestartArgs) -> anyhow::Result<ExitStatus> {
     let Some(cfg) = load_operator_config(args.config.as_deref())? else {
         return Ok(ExitStatus::Config);
     };
-    let wanted = match &args.tenant {
-        Some(t) => match TenantId::parse(t) {
-            Ok(id) => Some(id),
-            Err(err) => {
-                writeln!(std::io::stderr(), "flowhq: {err}")?;
-                return Ok(ExitStatus::Usage);
-            }
-        },
-        None => None,
+    let wanted = match super::optional_tenant(args.tenant.as_deref())? {
+        Ok(t) => t,
+        Err(exit) => return Ok(exit),
     };
     flowhq::telemetry::init_quiet();
     runtime()?.block_on(async {

@@ -477,13 +477,7 @@ pub fn qr_html(snap: &StatusSnapshot, t: &TenantStatus, query: Option<&str>) -> 
     let name = escape(&t.business_name);
     let id = escape(t.id.as_str());
     let s = t.session.as_ref();
-    let linked = s.is_some_and(|s| {
-        matches!(
-            s.state,
-            crate::store::model::SessionState::Connected
-                | crate::store::model::SessionState::Authenticated
-        )
-    });
+    let linked = s.is_some_and(is_linked);
     if linked {
         let who = s
             .and_then(|s| s.push_name.as_deref().or(s.linked_number.as_deref()))
@@ -522,19 +516,22 @@ code instead of a QR code now.</p>{}",
     page(&format!("{} – link WhatsApp", t.business_name), 3, &body)
 }
 
+/// Whether a phone is linked to the session (connected, or linked and still syncing).
+fn is_linked(s: &SessionView) -> bool {
+    matches!(
+        s.state,
+        crate::store::model::SessionState::Connected
+            | crate::store::model::SessionState::Authenticated
+    )
+}
+
 /// `/v1/tenants/{id}/link-code`: linking with a phone number. The pairing code to type on the
 /// business phone (as WhatsApp shows it, `ABCD-EFGH`), or that one is being asked for (and why
 /// the last request failed), or the linked page; with the choice to scan a QR instead.
 /// Refreshes every 3 seconds (the worker renews the code every 3 minutes).
 pub fn link_code_html(snap: &StatusSnapshot, t: &TenantStatus, query: Option<&str>) -> String {
     let s = t.session.as_ref();
-    let linked = s.is_some_and(|s| {
-        matches!(
-            s.state,
-            crate::store::model::SessionState::Connected
-                | crate::store::model::SessionState::Authenticated
-        )
-    });
+    let linked = s.is_some_and(is_linked);
     if linked {
         return qr_html(snap, t, query);
     }
