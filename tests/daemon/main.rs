@@ -1,5 +1,6 @@
 //! `flowhq daemon` with stub workers, on both backends: reconciling the tenant directory,
-//! signals, systemd, the status endpoint, outages (`daemon`); following a git repository
+//! signals, systemd, the status endpoint, outages (`daemon`); how file changes are taken
+//! (`changes`: at once, in bursts, never half-written); following a git repository
 //! (`gitops`); and full or read-only disks and too few file descriptors (`resource_faults`,
 //! which needs root to mount file systems).
 //!
@@ -10,6 +11,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod changes;
 mod daemon;
 mod fleet;
 mod gitops;
