@@ -7,7 +7,7 @@
 //!   after writing (`IN_CLOSE_WRITE`), renamed into or out of the directory, removed, linked in,
 //!   or the directory itself replaced (a rescan). When no event arrived in the `quiet` period
 //!   (`debounce`, default 200 ms) before it, and nothing else follows within a settle time of
-//!   2 ms (10 ms after a removal, which is often the first half of a replace: an editor's backup
+//!   2 ms (5 ms after a removal, which is often the first half of a replace: an editor's backup
 //!   rename, `rm` then `cp`), it is delivered without waiting for `quiet`.
 //! - **Bursts are coalesced.** A batch that touches a second tenant file, that began less
 //!   than `quiet` after the previous event, or in which the directory is gone without a
@@ -39,7 +39,7 @@ use crate::config::load::is_tenant_file;
 /// How long a lone complete change waits for a follow-up before it is delivered.
 pub const SETTLE: Duration = Duration::from_millis(2);
 /// The same after a removal, which is often the first half of a replace.
-pub const SETTLE_REMOVAL: Duration = Duration::from_millis(10);
+pub const SETTLE_REMOVAL: Duration = Duration::from_millis(5);
 /// How long files open for writing may hold a batch, from its first event.
 pub const HOLD_OPEN: Duration = Duration::from_secs(30);
 
