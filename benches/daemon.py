@@ -5,15 +5,21 @@ Run through scripts/bench-daemon.sh, which installs the tools and builds the rel
 For each manager, one after the other in the same run, it measures:
 
   cold      time from starting the manager to every worker running, at 100 and at N tenants
-  change    time from the operator's action for one new tenant to its worker running, with N
+  add       time from the operator's action for one new tenant to its worker running, with N
             running (flowhq: rename a new tenant file into tenants.d; PM2: `pm2 start`;
             supervisord: write a program file, then `supervisorctl update`)
+  remove    time from the operator's action removing one of those tenants to its worker gone
+            (flowhq: delete the tenant file; PM2: `pm2 delete`; supervisord: delete the program
+            file, then `supervisorctl update`)
   replace   time from `kill -9` of a running worker to its replacement running, restart delay 0
   idle      the manager process's CPU seconds (utime + stime) and VmRSS over 60 s of idling
+  burst     flowhq only, at the end: 100 new tenant files written at once, the time until all
+            run and how many passes the daemon needed for them (by its log)
 
 "Running" is the same for all three: a process whose /proc/PID/exe is the stub worker binary and
 whose argv is `--tenant ID` exists. It is found by polling /proc (every 2 ms for the change and
-replace latencies, every 20 ms for cold starts), reading only processes not seen before.
+replace latencies, every 20 ms for cold starts), reading only processes not seen before. "Gone"
+means no such process is left (the manager reaped it).
 
 The stub reads its tenant's spec from the store, so PM2 and supervisord run it against a copy of
 the SQLite store flowhq wrote in its own run (the tenant rows only); their workers then do what
@@ -203,16 +209,16 @@ class Flowhq(Manager):
             env=env,
         )
 
-    def started_after(self, walls):
-        """Seconds from each wall-clock time in `walls` to the log's `worker started` line of
-        that tenant."""
+    def logged_after(self, walls, what="worker started"):
+        """Seconds from each wall-clock time in `walls` to the log's `what` line of that tenant
+        (`worker started`, `worker stopped`)."""
         import datetime
 
         with open(os.path.join(self.root, "daemon.log"), "rb") as f:
             text = f.read().decode(errors="replace")
         out = []
         for t, wall in walls.items():
-            m = re.search(r"^(\S+?)Z .*worker started tenant=" + re.escape(t) + r" ", text, re.M)
+            m = re.search(r"^(\S+?)Z .*" + what + " tenant=" + re.escape(t) + r" ", text, re.M)
             stamp = datetime.datetime.strptime(m.group(1)[:26], "%Y-%m-%dT%H:%M:%S.%f")
             out.append(stamp.replace(tzinfo=datetime.timezone.utc).timestamp() - wall)
         return out
@@ -223,6 +229,16 @@ class Flowhq(Manager):
     def add(self, i, t):
         write_atomic(os.path.join(self.dir, f"{t}.toml"), tenant_toml(i, t))
         return None
+
+    def remove(self, t):
+        os.remove(os.path.join(self.dir, f"{t}.toml"))
+        return None
+
+    def passes(self):
+        """The `reconcile pass applied` lines of the daemon's log so far."""
+        with open(os.path.join(self.root, "daemon.log"), "rb") as f:
+            text = f.read().decode(errors="replace")
+        return [line for line in text.splitlines() if "reconcile pass applied" in line]
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -281,6 +297,15 @@ class Pm2(Manager):
             env=self.env,
         )
 
+    def remove(self, t):
+        return subprocess.Popen(
+            [self.args.pm2, "delete", t, "-s"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=self.env,
+        )
+
     def stop(self):
         subprocess.run([self.args.pm2, "kill", "-s"], env=self.env, timeout=600,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -331,6 +356,13 @@ class Supervisord(Manager):
 
     def add(self, i, t):
         self.program(t)
+        return self.update()
+
+    def remove(self, t):
+        os.remove(os.path.join(self.confd, f"{t}.conf"))
+        return self.update()
+
+    def update(self):
         return subprocess.Popen(
             [self.args.supervisorctl, "-c", self.conf, "update"],
             stdin=subprocess.DEVNULL,
@@ -407,14 +439,37 @@ def measure(kind, args, run_root, procs, n, ids_db):
                 cli.wait(timeout=600)
             time.sleep(random.uniform(0.3, 0.6))
         res["change_s"] = lat
-        log(f"{kind}: change p50 {pct(lat, 50) * 1000:.0f} ms p99 {pct(lat, 99) * 1000:.0f} ms")
+        log(f"{kind}: add p50 {pct(lat, 50) * 1000:.0f} ms p99 {pct(lat, 99) * 1000:.0f} ms")
         if kind == "flowhq":
             # The same changes as the daemon saw them: from the rename to its own
             # `worker started` line (same clock), without this harness's /proc polling.
-            logged = m.started_after(walls)
+            logged = m.logged_after(walls)
             res["change_logged_s"] = logged
             log(
-                f"{kind}: change by the daemon's log p50 {pct(logged, 50) * 1000:.0f} ms "
+                f"{kind}: add by the daemon's log p50 {pct(logged, 50) * 1000:.0f} ms "
+                f"p99 {pct(logged, 99) * 1000:.0f} ms"
+            )
+
+        rem = []
+        walls = {}
+        for t in latency_ids(args.repeats):
+            old = procs.scan().get(t, set())
+            assert len(old) == 1, f"{kind}: {t} has workers {old}"
+            start = now()
+            walls[t] = time.time()
+            cli = m.remove(t)
+            wait_for(lambda: not procs.scan().get(t, set()) & old, args.timeout)
+            rem.append(now() - start)
+            if cli is not None:
+                cli.wait(timeout=600)
+            time.sleep(random.uniform(0.3, 0.6))
+        res["remove_s"] = rem
+        log(f"{kind}: remove p50 {pct(rem, 50) * 1000:.0f} ms p99 {pct(rem, 99) * 1000:.0f} ms")
+        if kind == "flowhq":
+            logged = m.logged_after(walls, "worker stopped")
+            res["remove_logged_s"] = logged
+            log(
+                f"{kind}: remove by the daemon's log p50 {pct(logged, 50) * 1000:.0f} ms "
                 f"p99 {pct(logged, 99) * 1000:.0f} ms"
             )
 
@@ -447,6 +502,8 @@ def measure(kind, args, run_root, procs, n, ids_db):
             "hwm_bytes": hwm,
         }
         log(f"{kind}: idle {res['idle']['cpu_s']:.2f} CPU s in {args.idle} s, RSS {rss / 2**20:.1f} MiB")
+        if kind == "flowhq":
+            res["burst"] = burst(m, procs, n, args)
         return res
     finally:
         log(f"{kind}: stopping")
@@ -456,17 +513,34 @@ def measure(kind, args, run_root, procs, n, ids_db):
             wait_no_workers(procs)
 
 
+def burst(m, procs, n, args, size=100):
+    """flowhq: `size` new tenant files written one after another as fast as possible; the time
+    until all run and the passes that applied them (log lines after the first write)."""
+    ids = [f"burst-{i:03d}" for i in range(size)]
+    before = len(m.passes())
+    start = now()
+    for i, t in enumerate(ids):
+        m.add(n + 1000 + i, t)
+    wait_for(all_running(procs, ids), args.timeout, interval=0.02)
+    took = now() - start
+    time.sleep(1)
+    passes = m.passes()[before:]
+    out = {"files": size, "seconds": took, "passes": passes}
+    log(f"flowhq: burst of {size} files running after {took * 1000:.0f} ms in {len(passes)} pass(es)")
+    return out
+
+
 def ms(x):
     return f"{x * 1000:.0f} ms"
 
 
 def table(results, small, n):
     rows = [
-        f"| manager | cold {small:,} | cold {n:,} | change p50 / p99 | replace p50 / p99 "
-        "| idle CPU (60 s) | RSS | peak RSS |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| manager | cold {small:,} | cold {n:,} | add p50 / p99 | remove p50 / p99 "
+        "| replace p50 / p99 | idle CPU (60 s) | RSS | peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    logged = None
+    logged = removed = burst = None
     for kind in ("flowhq", "pm2", "supervisord"):
         if not any(r["manager"] == kind for r in results):
             continue
@@ -476,16 +550,25 @@ def table(results, small, n):
         rows.append(
             f"| {kind} | {small['cold_s']:.2f} s | {big['cold_s']:.2f} s "
             f"| {ms(pct(big['change_s'], 50))} / {ms(pct(big['change_s'], 99))} "
+            f"| {ms(pct(big['remove_s'], 50))} / {ms(pct(big['remove_s'], 99))} "
             f"| {ms(pct(big['replace_s'], 50))} / {ms(pct(big['replace_s'], 99))} "
             f"| {idle['cpu_s']:.2f} s | {idle['rss_bytes'] / 2**20:.1f} MiB "
             f"| {idle['hwm_bytes'] / 2**20:.1f} MiB |"
         )
         logged = big.get("change_logged_s", logged)
+        removed = big.get("remove_logged_s", removed)
+        burst = big.get("burst", burst)
     if logged:
         rows.append("")
         rows.append(
-            f"flowhq change latency by its own log (rename -> `worker started`): "
-            f"p50 {ms(pct(logged, 50))}, p99 {ms(pct(logged, 99))}"
+            f"flowhq by its own log: add (rename -> `worker started`) "
+            f"p50 {ms(pct(logged, 50))}, p99 {ms(pct(logged, 99))}; remove (unlink -> "
+            f"`worker stopped`) p50 {ms(pct(removed, 50))}, p99 {ms(pct(removed, 99))}"
+        )
+    if burst:
+        rows.append(
+            f"flowhq burst: {burst['files']} files written at once running after "
+            f"{burst['seconds'] * 1000:.0f} ms, applied in {len(burst['passes'])} pass(es)"
         )
     return "\n".join(rows)
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark: flowhq, PM2 and supervisord side by side, managing the same stub workers
 # (target/release/flowhq-stub-worker): cold convergence of 100 and N tenants, latency from an
-# operator's change to the new worker running, replacement of a kill -9'd worker, and the
-# manager's idle CPU and RSS, all at N tenants (default 1000). Installs PM2 (npm) and supervisor
+# operator's change to the new worker running (add) and to a removed tenant's worker gone
+# (remove), replacement of a kill -9'd worker, the manager's idle CPU and RSS, all at N tenants
+# (default 1000), and for flowhq a burst of 100 new files (time and passes). Installs PM2 (npm) and supervisor
 # (PyPI) under target/bench-tools when missing, builds the release binaries, runs
 # benches/daemon.py, prints a table and keeps the raw numbers in target/bench-daemon/results.json.
 # A full run takes about 16 minutes (10 with REPEATS=30) plus the release build, and needs

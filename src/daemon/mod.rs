@@ -105,7 +105,7 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
         Some(g) => Some(crate::source::git::Remote::new(g, &cfg.state_dir).map_err(Error::Git)?),
         None => None,
     };
-    let _watch = match remote {
+    let watcher = match remote {
         Some(_) => None,
         None => Some(watch_files(&cfg, &tx)?),
     };
@@ -123,6 +123,9 @@ pub async fn run(cfg: DaemonConfig, opts: Options) -> Result<(), Error> {
     info!(listen = %server.local_addr(), "status endpoint listening");
 
     let mut d = Daemon::new(cfg, opts, backoff, tx);
+    if let Some(w) = &watcher {
+        d.source.leave_open_files(w.open_files());
+    }
     d.status.serve(status_tx, started_at);
     d.start(remote).await;
     d.run_loop(rx).await;

@@ -5,7 +5,8 @@
 //! follower's reports (swap the new tree in between passes, re-read, record the revision,
 //! report failures as events and in status), and the rule that a checkout in the middle of an
 //! update is not read: the read waits until no git operation holds it and HEAD stayed put
-//! across the read. The git mechanics are in `source::git`; the files are read by the loop's
+//! across the read, looking again every `CHECKOUT_RETRY` (a timer wakes the loop for it, so a
+//! `git pull` is read as soon as git lets go, not at the next tick). The git mechanics are in `source::git`; the files are read by the loop's
 //! `DirSource`. It plans nothing.
 
 use std::collections::BTreeSet;
@@ -23,9 +24,10 @@ use crate::source::git::{self, Checkout, Remote, Report, Trigger};
 use crate::status::SourceHealth;
 
 use super::{Daemon, Event};
+use crate::source::watch::Change;
 
 /// How soon a busy checkout is looked at again.
-const CHECKOUT_RETRY: Duration = Duration::from_millis(200);
+const CHECKOUT_RETRY: Duration = Duration::from_millis(50);
 /// After this long busy, a checkout is read anyway (a crashed git leaves `index.lock` behind,
 /// and supervision must not stop for it).
 const CHECKOUT_STALE: Duration = Duration::from_secs(60);
@@ -274,7 +276,18 @@ impl Daemon {
             ..
         } = &mut self.follow
         {
-            *due = Some(Instant::now() + CHECKOUT_RETRY);
+            let now = Instant::now();
+            // One wake-up at a time: a retry already waiting covers this one.
+            let waiting = due.is_some_and(|at| at > now);
+            *due = Some(now + CHECKOUT_RETRY);
+            if !waiting {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(CHECKOUT_RETRY).await;
+                    // Files changed, as far as the loop knows: it looks at the checkout again.
+                    let _ = tx.send(Event::Files(Change::Rescan)).await;
+                });
+            }
             *hold |= read_mixed;
             busy_since.get_or_insert_with(Instant::now);
             health.failures = health.failures.saturating_add(1);

@@ -4,8 +4,10 @@
 //! `refresh(paths)` re-reads only the named files; `rescan()` lists the directory and re-reads
 //! only files whose fingerprint (inode, size, mtime) changed, so both cost what changed, not
 //! what exists. A directory that cannot be listed keeps the last good state and marks the
-//! result incomplete, which stops the planner from retiring anything. It does not watch (that
-//! is `watch.rs`) and does not plan.
+//! result incomplete, which stops the planner from retiring anything. A file the watcher saw
+//! written and not yet closed (`watch::OpenFiles`) is left as it was, by `refresh` and `rescan`
+//! alike, until it is closed: a half-written file is never read. It does not watch (that is
+//! `watch.rs`) and does not plan.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
@@ -14,6 +16,7 @@ use std::path::{Path, PathBuf};
 use crate::config::load::{self, FileOutcome};
 use crate::config::{Diagnostic, Severity, TenantId};
 use crate::reconcile::{Desired, DesiredTenant};
+use crate::source::watch::OpenFiles;
 
 /// What identifies a version of a file without reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +52,8 @@ pub struct DirSource {
     /// Cross-file findings (duplicate phone numbers).
     dup_diagnostics: Vec<Diagnostic>,
     dir_error: Option<Diagnostic>,
+    /// Files being written now, as the watcher saw them: not read until closed.
+    open: OpenFiles,
 }
 
 /// What a refresh changed, for logging and metrics.
@@ -72,7 +77,14 @@ impl DirSource {
             },
             dup_diagnostics: Vec::new(),
             dir_error: None,
+            open: OpenFiles::default(),
         }
+    }
+
+    /// Leaves the files in `open` as they were (the watcher's files being written) until they
+    /// are closed.
+    pub fn leave_open_files(&mut self, open: OpenFiles) {
+        self.open = open;
     }
 
     /// The directory.
@@ -148,7 +160,8 @@ impl DirSource {
     fn refresh_paths(&mut self, paths: &BTreeSet<PathBuf>) -> Refreshed {
         let mut out = Refreshed::default();
         let mut changed_ids: BTreeSet<TenantId> = BTreeSet::new();
-        for path in paths {
+        let open = self.open.snapshot();
+        for path in paths.iter().filter(|p| !open.contains(*p)) {
             match std::fs::metadata(path) {
                 Ok(meta) if meta.is_file() => {
                     let fp = Fingerprint::of(&meta);
@@ -492,6 +505,28 @@ mod tests {
         std::fs::create_dir(&salon).unwrap();
         assert_eq!(source.refresh(&paths(&[&salon])).removed, 1);
         assert!(source.desired().tenants.is_empty());
+    }
+
+    #[test]
+    fn a_file_being_written_is_left_as_it_was_until_it_is_closed() {
+        let (tmp, mut source) = setup();
+        let salon = write(tmp.path(), "salon.toml", &tenant_text(1, "Salon"));
+        source.rescan();
+        let open = OpenFiles::default();
+        source.leave_open_files(open.clone());
+        open.set(&BTreeSet::from([salon.clone()]));
+        // Half written: neither a rescan nor a refresh of the path reads it.
+        write(tmp.path(), "salon.toml", "business_name = ");
+        assert_eq!(source.rescan(), counts(0, 0));
+        assert_eq!(source.refresh(&paths(&[&salon])), counts(0, 0));
+        assert!(source.desired().failed.is_empty());
+        write(tmp.path(), "salon.toml", &tenant_text(1, "Salon Mpya"));
+        open.set(&BTreeSet::new());
+        assert_eq!(source.refresh(&paths(&[&salon])), counts(1, 0));
+        assert_eq!(
+            source.desired().tenants[&id("salon")].spec.business_name,
+            "Salon Mpya"
+        );
     }
 
     #[test]

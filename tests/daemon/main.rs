@@ -1,5 +1,6 @@
 //! `flowhq daemon` with stub workers, on both backends: reconciling the tenant directory,
-//! signals, systemd, the status endpoint, outages (`daemon`); the status right after start,
+//! signals, systemd, the status endpoint, outages (`daemon`); how file changes are taken
+//! (`changes`: at once, in bursts, never half-written); the status right after start,
 //! capacity admission and adopting wrapped workers (`capacity`); following a git repository
 //! (`gitops`); full or read-only disks and too few file descriptors (`resource_faults`,
 //! which needs root to mount file systems); the shipped Grafana dashboard and alert rules
@@ -14,6 +15,7 @@
 mod support;
 
 mod capacity;
+mod changes;
 mod daemon;
 mod fleet;
 mod gitops;
