@@ -186,9 +186,12 @@ impl Daemon {
         self.note_problems(&plan);
         self.note_waiting(std::mem::take(&mut plan.waiting));
         let n = plan.actions.len();
-        if plan.actions.iter().any(is_row_action) {
-            self.seen.rows_changed();
-        }
+        self.seen.rows_changed_of(
+            plan.actions
+                .iter()
+                .filter(|a| is_row_action(a))
+                .map(Action::tenant),
+        );
         // Store rows first, then processes: a tenant's row actions always precede its process
         // actions in a plan, and a worker reads its spec from the row. Consecutive applies
         // share one transaction (a fleet's cold start is one commit, not one per tenant).

@@ -2,11 +2,12 @@
 //! rows) and the planner's view of the workers built from it.
 //!
 //! Owns `Observations`: the workers' last heartbeats, the bots' counters, the cached status
-//! rows, and when they were read (an observe tick reads only what changed since the last one,
-//! the whole tables after the daemon wrote tenant rows, after the store came back, and every
-//! `FULL_OBSERVE_EVERY`). It writes nothing to the store and decides nothing.
+//! rows, and when they were read (an observe tick reads only what changed since the last one:
+//! the sessions and counters written since, and the status rows of the tenants whose rows the
+//! daemon wrote; the whole tables after the daemon wrote many tenant rows, after the store came
+//! back, and every `FULL_OBSERVE_EVERY`). It writes nothing to the store and decides nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -21,6 +22,9 @@ use super::Daemon;
 /// The whole session table and the status rows are read at least this often, even when the
 /// daemon wrote no tenant row (between those reads, only changed sessions are read).
 const FULL_OBSERVE_EVERY: Duration = Duration::from_secs(60);
+/// Up to this many tenants whose rows the daemon wrote are read on their own on the next tick;
+/// more (a checkout of many files, a cold start) make it read every status row, in one query.
+const CHANGED_ROWS_READ_ALONE: usize = 64;
 /// How far before the previous read the changed sessions are asked for, to cover a write
 /// stamped before that read but committed after it.
 const SESSION_WRITE_SLACK: jiff::SignedDuration = jiff::SignedDuration::from_secs(10);
@@ -34,8 +38,12 @@ pub(super) struct Observations {
     rows: Vec<TenantStatusRow>,
     /// When sessions were last read, and when the whole table and the status rows were.
     observed_at: Option<(Timestamp, Instant)>,
-    /// The daemon wrote tenant rows since the status rows were read.
+    /// The daemon wrote tenant rows since the status rows were read (or may have lost some):
+    /// the next tick reads every status row.
     rows_stale: bool,
+    /// The tenants whose rows the daemon wrote since the last tick, when few: the next tick
+    /// reads their status rows only.
+    changed: BTreeSet<TenantId>,
 }
 
 impl Default for Observations {
@@ -46,6 +54,7 @@ impl Default for Observations {
             rows: Vec::new(),
             observed_at: None,
             rows_stale: true,
+            changed: BTreeSet::new(),
         }
     }
 }
@@ -54,6 +63,41 @@ impl Observations {
     /// The daemon wrote tenant rows (or the store may have lost some): read everything next.
     pub(super) fn rows_changed(&mut self) {
         self.rows_stale = true;
+    }
+
+    /// The daemon wrote the rows of `tenants`: the next tick reads theirs, or everything when
+    /// they are many.
+    pub(super) fn rows_changed_of<'a>(&mut self, tenants: impl IntoIterator<Item = &'a TenantId>) {
+        if self.rows_stale {
+            return;
+        }
+        self.changed.extend(tenants.into_iter().cloned());
+        if self.changed.len() > CHANGED_ROWS_READ_ALONE {
+            self.changed.clear();
+            self.rows_stale = true;
+        }
+    }
+
+    /// Replaces the cached status rows of the tenants read alone (`rows`, in any order); a
+    /// tenant without a row any more is dropped. A session's QR payload, which the snapshot
+    /// leaves out, is kept while the QR it belongs to is still the current one.
+    fn rows_read(&mut self, tenants: &BTreeSet<TenantId>, rows: Vec<TenantStatusRow>) {
+        let mut fresh: BTreeMap<TenantId, TenantStatusRow> =
+            rows.into_iter().map(|r| (r.tenant.id.clone(), r)).collect();
+        for id in tenants {
+            let at = self.rows.binary_search_by(|r| r.tenant.id.cmp(id));
+            match (at, fresh.remove(id)) {
+                (Ok(i), Some(mut row)) => {
+                    keep_qr(&mut row, &self.rows[i]);
+                    self.rows[i] = row;
+                }
+                (Ok(i), None) => {
+                    self.rows.remove(i);
+                }
+                (Err(i), Some(row)) => self.rows.insert(i, row),
+                (Err(_), None) => {}
+            }
+        }
     }
 
     /// The cached status rows, sorted by tenant id.
@@ -98,6 +142,18 @@ impl Observations {
                 self.heartbeats.insert(s.tenant.clone(), t);
             }
         }
+    }
+}
+
+/// Carries the QR payload of `old` over to `row` (read without payloads) while both name the
+/// same QR.
+fn keep_qr(row: &mut TenantStatusRow, old: &TenantStatusRow) {
+    if let (Some(new), Some(old)) = (row.session.as_mut(), old.session.as_ref())
+        && new.qr.is_none()
+        && new.qr_issued_at.is_some()
+        && new.qr_issued_at == old.qr_issued_at
+    {
+        new.qr.clone_from(&old.qr);
     }
 }
 
@@ -179,6 +235,9 @@ impl Daemon {
                         rows[i].session = Some(s);
                     }
                 }
+                if !self.read_changed_rows().await {
+                    return;
+                }
                 self.seen.read_done(started, since, Instant::now());
             }
             None => self.read_rows(sessions, started).await,
@@ -211,6 +270,27 @@ impl Daemon {
         true
     }
 
+    /// Reads the status rows of the tenants whose rows the daemon wrote since the last tick;
+    /// false if the read failed (they are read on the next tick).
+    async fn read_changed_rows(&mut self) -> bool {
+        if self.seen.changed.is_empty() {
+            return true;
+        }
+        let Some(store) = self.store.get() else {
+            return false;
+        };
+        let changed = std::mem::take(&mut self.seen.changed);
+        let ids: Vec<TenantId> = changed.iter().cloned().collect();
+        let rows = store.snapshot_of(&ids).await;
+        let Some(rows) = self.store.check(rows) else {
+            self.metrics.count_store_error();
+            self.seen.changed = changed;
+            return false;
+        };
+        self.seen.rows_read(&changed, rows);
+        true
+    }
+
     /// Reads every status row (a full read), with the QR payloads of `sessions`.
     async fn read_rows(&mut self, sessions: Vec<SessionRecord>, started: Timestamp) {
         let Some(store) = self.store.get() else {
@@ -233,6 +313,7 @@ impl Daemon {
         }
         self.seen.rows = rows;
         self.seen.rows_stale = false;
+        self.seen.changed.clear();
         self.seen.read_done(started, None, Instant::now());
     }
 
@@ -306,6 +387,25 @@ mod tests {
         );
         seen.rows_changed();
         assert_eq!(seen.since(t0 + Duration::from_secs(5)), None);
+    }
+
+    #[test]
+    fn a_few_written_rows_are_read_alone_and_many_make_a_full_read() {
+        let t0 = Instant::now();
+        let mut seen = Observations::default();
+        let at: Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+        seen.read_done(at, None, t0);
+        seen.rows_stale = false;
+        let later = t0 + Duration::from_secs(5);
+        let ids: Vec<TenantId> = (0..=CHANGED_ROWS_READ_ALONE)
+            .map(|n| TenantId::parse(&format!("t{n:03}")).unwrap())
+            .collect();
+        seen.rows_changed_of(&ids[..2]);
+        assert_eq!(seen.since(later), Some(at - SESSION_WRITE_SLACK));
+        assert_eq!(seen.changed.len(), 2);
+        seen.rows_changed_of(&ids);
+        assert_eq!(seen.since(later), None, "too many for a read of their own");
+        assert!(seen.changed.is_empty());
     }
 
     #[test]

@@ -894,6 +894,17 @@ store_test!(the_snapshot_joins_sessions_and_workers, |store| {
         Some("tenants.d/halted.toml:1:1: error: x"),
         "a config error comes before the worker's"
     );
+
+    // The rows of a few tenants alone are the same rows; an id without a tenant row is left out.
+    let few = store
+        .snapshot_of(&[id("linking"), id("full"), id("nobody")])
+        .await
+        .unwrap();
+    let few_ids: Vec<&str> = few.iter().map(|r| r.tenant.id.as_str()).collect();
+    assert_eq!(few_ids, ["full", "linking"]);
+    assert_eq!(few[0], rows[1]);
+    assert_eq!(few[1], rows[3]);
+    assert!(store.snapshot_of(&[]).await.unwrap().is_empty());
 });
 
 store_test!(pruning_deletes_exactly_the_old_rows_in_batches, |store| {
