@@ -5,7 +5,7 @@
 // happens (QR payloads, state, authenticated/ready, messages, acks, logout) to Rust through the
 // CDP binding `__flowhqEmit` (one JSON string per call), and the commands Rust calls:
 // `window.__flowhqSend(chat, quotedId, text)`, `window.__flowhqSeen(chat)`,
-// `window.__flowhqLogout()`, `window.__flowhqTakeover()`.
+// `window.__flowhqLogout()`, `window.__flowhqTakeover()`, `window.__flowhqPairingCode(phone)`.
 // Does not: touch the DOM, patch WhatsApp functions, filter or dedup messages (the bot
 // pipeline does), or call anything on the test-only `window.__fakeWa`.
 //
