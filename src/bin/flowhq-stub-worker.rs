@@ -9,7 +9,9 @@
 //! Test controls live in the tenant's `business_name`, so one fleet can mix behaviours and a
 //! file edit changes them: `stub:exit=N` exits with code N right after start,
 //! `stub:silent` never writes a heartbeat (the daemon must find it stale), `stub:alloc=N`
-//! holds N MiB of touched memory (to test the memory limit), and `stub:real-worker` runs the
+//! holds N MiB of touched memory (to test the memory limit), `stub:slow-start=MS` waits MS
+//! milliseconds before it handles signals (a reload sent meanwhile must wait, not kill it), and
+//! `stub:real-worker` runs the
 //! real worker (`flowhq worker --tenant ID`, the `flowhq` binary beside this one) as its child
 //! with the same environment and inherited tenant lock, forwarding SIGTERM and SIGHUP to it and
 //! exiting as it exits (re-raising SIGKILL). That lets one daemon, whose `worker.command` is the
@@ -118,6 +120,10 @@ async fn run(cfg: DaemonConfig, tenant: TenantId) -> u8 {
         store.close().await;
         return run_real_worker(&tenant).await;
     }
+    if let Some(ms) = control(&spec.business_name, "stub:slow-start=") {
+        // A worker slow to install its handlers: a SIGHUP sent meanwhile must wait for it.
+        tokio::time::sleep(Duration::from_millis(u64::from(ms))).await;
+    }
     // Non-zero bytes, so every page is really written and counts in PSS.
     let ballast = vec![
         1u8;
@@ -131,6 +137,10 @@ async fn run(cfg: DaemonConfig, tenant: TenantId) -> u8 {
     ) else {
         return 1;
     };
+    // SIGHUP arrives blocked (a reload sent while starting waits): handled now, so let it in.
+    if flowhq::worker::run::accept_reloads().is_err() {
+        return 1;
+    }
     let _ = store
         .session_set_state(&tenant, SessionState::Connected, None, Timestamp::now())
         .await;
@@ -198,6 +208,10 @@ async fn run_real_worker(tenant: &TenantId) -> u8 {
     ) else {
         return 1;
     };
+    // SIGHUP arrives blocked (a reload sent while starting waits): handled now, so let it in.
+    if flowhq::worker::run::accept_reloads().is_err() {
+        return 1;
+    }
     let real = match std::env::current_exe() {
         Ok(me) => me.with_file_name("flowhq"),
         Err(err) => {

@@ -232,8 +232,10 @@ impl Drop for FileActions {
 struct Attributes(libc::posix_spawnattr_t);
 
 impl Attributes {
-    /// A new process group led by the child, default dispositions for `DEFAULT_SIGNALS`, an
-    /// empty signal mask.
+    /// A new process group led by the child, default dispositions for `DEFAULT_SIGNALS`, and
+    /// a signal mask that blocks only SIGHUP: a reload signalled before the worker installed
+    /// its handler waits, pending, instead of killing it (the default action). The worker
+    /// unblocks SIGHUP once it handles it (`worker::run::accept_reloads`).
     fn for_worker() -> std::io::Result<Self> {
         let mut raw = std::mem::MaybeUninit::<libc::posix_spawnattr_t>::uninit();
         // SAFETY: `init` initialises the object `raw` points to; it is read only on success.
@@ -241,13 +243,14 @@ impl Attributes {
         // SAFETY: initialised just above.
         let mut attr = Self(unsafe { raw.assume_init() });
         let mut defaults = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-        let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        let mut blocked = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
         // SAFETY: `sigemptyset` initialises each set, `sigaddset` adds valid signal numbers,
         // and the attribute setters copy the sets and integers they are given into `attr.0`,
         // which `init` initialised. The sets are read only after `sigemptyset`.
         unsafe {
             libc::sigemptyset(defaults.as_mut_ptr());
-            libc::sigemptyset(empty.as_mut_ptr());
+            libc::sigemptyset(blocked.as_mut_ptr());
+            libc::sigaddset(blocked.as_mut_ptr(), libc::SIGHUP);
             for sig in DEFAULT_SIGNALS {
                 libc::sigaddset(defaults.as_mut_ptr(), sig);
             }
@@ -257,7 +260,7 @@ impl Attributes {
             ))?;
             check(libc::posix_spawnattr_setsigmask(
                 &mut attr.0,
-                empty.as_ptr(),
+                blocked.as_ptr(),
             ))?;
             check(libc::posix_spawnattr_setpgroup(&mut attr.0, 0))?;
             let flags = libc::POSIX_SPAWN_SETPGROUP

@@ -372,10 +372,22 @@ impl Launcher for ChromiumLauncher {
 
 /// SIGTERM and SIGHUP for the loop.
 fn unix_signals() -> std::io::Result<Signals> {
-    Ok(Signals {
+    let signals = Signals {
         term: SignalSource::Unix(signal(SignalKind::terminate())?),
         hup: SignalSource::Unix(signal(SignalKind::hangup())?),
-    })
+    };
+    accept_reloads()?;
+    Ok(signals)
+}
+
+/// Unblocks SIGHUP in the calling thread, once its handler is installed. The daemon starts a
+/// worker with SIGHUP blocked, so that a reload signalled while the worker is still starting
+/// waits, pending, instead of killing it; a SIGHUP sent before this call arrives now.
+pub fn accept_reloads() -> std::io::Result<()> {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+    let mut hup = SigSet::empty();
+    hup.add(Signal::SIGHUP);
+    pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&hup), None).map_err(std::io::Error::from)
 }
 
 #[cfg(test)]

@@ -378,6 +378,33 @@ fleet_test!(
     }
 );
 
+fleet_test!(
+    a_reload_sent_while_the_worker_starts_waits_for_it,
+    |fleet| {
+        // The worker takes 1.5 s to install its handlers; the edit lands well before that.
+        fleet.tenant_named("salon", 1, "Salon stub:slow-start=1500");
+        fleet.start();
+        let pid = fleet.wait_pid("salon").await;
+        fleet.tenant_named("salon", 1, "Salon Mpya stub:slow-start=1500");
+        fleet
+            .until("salon reloaded", |f| {
+                f.worker_log("salon").contains("reloaded spec")
+            })
+            .await;
+        assert_eq!(
+            fleet.pid_of("salon"),
+            Some(pid),
+            "the early SIGHUP killed the worker\n{}",
+            tail(&fleet.daemon_log(), 30)
+        );
+        assert!(
+            !fleet.daemon_log().contains("SIGHUP"),
+            "{}",
+            tail(&fleet.daemon_log(), 30)
+        );
+    }
+);
+
 fleet_test!(a_stale_worker_is_restarted, |fleet| {
     fleet.tenant_named("kimya", 1, "Kimya stub:silent");
     fleet.start();
